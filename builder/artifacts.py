@@ -1,0 +1,103 @@
+"""What to download for a bundle: the upstream layout of DESIGN.md as data.
+
+Pure decisions, no I/O: `plan_artifacts` turns versions and architectures
+into a list of `Artifact`s, each saying where it comes from, how its
+checksum is published, and where it lands in the bundle. Archives are kept
+exactly as published, so each member's sha256 equals the upstream checksum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARCHES = ("amd64", "arm64")
+DEFAULT_CNI_VERSION = "v1.5.1"
+DEFAULT_CONTAINERD_VERSION = "1.7.22"
+DEFAULT_RUNC_VERSION = "v1.1.14"
+DEFAULT_FLANNEL_VERSION = "v0.25.7"
+# crictl follows Kubernetes minors; newer minors fall back to the newest known.
+CRICTL_BY_MINOR = {28: "v1.28.0", 29: "v1.29.0", 30: "v1.30.1", 31: "v1.31.1", 32: "v1.32.0", 33: "v1.33.0", 34: "v1.34.0"}
+
+
+def default_crictl_version(minor: int) -> str:
+    if minor in CRICTL_BY_MINOR:
+        return CRICTL_BY_MINOR[minor]
+    return CRICTL_BY_MINOR[max(CRICTL_BY_MINOR)] if minor > max(CRICTL_BY_MINOR) else CRICTL_BY_MINOR[min(CRICTL_BY_MINOR)]
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """Where the upstream publishes the checksum: a file beside it (bare hex,
+    or `hex  name` lines), or nowhere (then the bytes are pinned by the bundle)."""
+
+    url: str | None
+    name: str | None = None  # the file name to pick from a multi-line checksum file
+
+
+@dataclass(frozen=True)
+class Artifact:
+    component: str
+    version: str
+    arch: str | None
+    url: str
+    checksum: Checksum
+    member: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class Versions:
+    kubernetes: str
+    cni: str
+    crictl: str
+    containerd: str
+    runc: str
+    flannel: str | None
+
+
+def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches: list[str]) -> list[Artifact]:
+    release = release_url.rstrip("/")
+    github = github_url.rstrip("/")
+    k8s, cni, crictl, containerd, runc = versions.kubernetes, versions.cni, versions.crictl, versions.containerd, versions.runc
+    containerd_bare = containerd.lstrip("v")
+    plan: list[Artifact] = []
+    for arch in arches:
+        bin_dir = f"bin/linux-{arch}"
+        for name in ("kubeadm", "kubelet", "kubectl"):
+            url = f"{release}/release/{k8s}/bin/linux/{arch}/{name}"
+            plan.append(Artifact(name, k8s, arch, url, Checksum(url + ".sha256"), f"{bin_dir}/{name}", 0o755))
+        cni_file = f"cni-plugins-linux-{arch}-{cni}.tgz"
+        url = f"{github}/containernetworking/plugins/releases/download/{cni}/{cni_file}"
+        plan.append(Artifact("cni", cni, arch, url, Checksum(url + ".sha256", cni_file), f"cni/linux-{arch}/{cni_file}", 0o644))
+        crictl_file = f"crictl-{crictl}-linux-{arch}.tar.gz"
+        url = f"{github}/kubernetes-sigs/cri-tools/releases/download/{crictl}/{crictl_file}"
+        plan.append(Artifact("crictl", crictl, arch, url, Checksum(url + ".sha256", crictl_file), f"{bin_dir}/{crictl_file}", 0o644))
+        containerd_file = f"containerd-{containerd_bare}-linux-{arch}.tar.gz"
+        url = f"{github}/containerd/containerd/releases/download/v{containerd_bare}/{containerd_file}"
+        plan.append(
+            Artifact("containerd", containerd_bare, arch, url, Checksum(url + ".sha256sum", containerd_file), f"{bin_dir}/{containerd_file}", 0o644)
+        )
+        runc_base = f"{github}/opencontainers/runc/releases/download/{runc}"
+        plan.append(
+            Artifact("runc", runc, arch, f"{runc_base}/runc.{arch}", Checksum(f"{runc_base}/runc.sha256sum", f"runc.{arch}"), f"{bin_dir}/runc", 0o755)
+        )
+    if versions.flannel:
+        url = f"{github}/flannel-io/flannel/releases/download/{versions.flannel}/kube-flannel.yml"
+        plan.append(Artifact("flannel", versions.flannel, None, url, Checksum(None), "manifests/cni/kube-flannel.yml", 0o644))
+    return plan
+
+
+def parse_checksum_file(text: str, name: str | None) -> str | None:
+    """The hex digest in a `.sha256` (bare hex) or `sha256sum` style file, for `name`."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and len(lines[0]) == 1:
+        candidate = lines[0][0].lower()
+        return candidate if _is_hex64(candidate) else None
+    for fields in lines:
+        if len(fields) >= 2 and fields[-1].lstrip("*") == name and _is_hex64(fields[0].lower()):
+            return fields[0].lower()
+    return None
+
+
+def _is_hex64(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

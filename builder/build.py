@@ -1,0 +1,292 @@
+"""`airlock build`: resolve, fetch, copy images, pack and sign one bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from builder import artifacts, images, sign
+from builder.errors import BuildError, FetchError
+from builder.pack import write_bundle
+from builder.progress import Progress, human
+from builder.resolve import parse_request, resolve
+from builder.sbom import spdx_document
+from builder.transfer import Http, RetryPolicy
+from installer.bundle import FileEntry, ImageEntry, Manifest, format_time
+from installer.errors import AirlockError
+from installer.reference import ImageRef
+from installer.store import OCI_LAYOUT, BlobStore, layout_index, write_atomic
+
+CNI_CHOICES = ("flannel", "none")
+
+
+@dataclass
+class BuildOptions:
+    output: Path
+    kubernetes_version: str
+    sign_key: Path
+    arches: list[str] = field(default_factory=lambda: ["amd64"])
+    cni: str = "flannel"
+    images: list[str] = field(default_factory=list)
+    images_file: Path | None = None
+    release_url: str = "https://dl.k8s.io"
+    github_url: str = "https://github.com"
+    registry_mirrors: dict[str, str] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    concurrency: int = 8
+    cni_version: str = artifacts.DEFAULT_CNI_VERSION
+    crictl_version: str | None = None
+    containerd_version: str = artifacts.DEFAULT_CONTAINERD_VERSION
+    runc_version: str = artifacts.DEFAULT_RUNC_VERSION
+    flannel_version: str = artifacts.DEFAULT_FLANNEL_VERSION
+    name: str = "airlock"
+    serial: int | None = None
+    expires_days: int = 365
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def validate(self) -> None:
+        """Refuse bad input before anything is downloaded."""
+        parse_request(self.kubernetes_version)
+        if not self.arches or any(arch not in artifacts.ARCHES for arch in self.arches):
+            raise BuildError(f"--arch {','.join(self.arches)}: choose from {','.join(artifacts.ARCHES)} (linux only)")
+        if self.cni not in CNI_CHOICES:
+            raise BuildError(f"--cni {self.cni!r}: choose flannel or none")
+        if not 1 <= self.concurrency <= 64:
+            raise BuildError("--concurrency must be between 1 and 64")
+        if self.expires_days < 1:
+            raise BuildError("--expires-days must be at least 1")
+        for url in (self.release_url, self.github_url):
+            if not url.startswith(("http://", "https://")):
+                raise BuildError(f"{url!r} is not an http(s) URL")
+        for text in self.images:
+            ImageRef.parse(text)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "airlock"
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def read_images_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise BuildError(f"--images-file {path}: {error.strerror}") from None
+    found = [line.split("#", 1)[0].strip() for line in lines]
+    return [line for line in found if line]
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    manifest: Manifest
+    manifest_sha256: str
+    network_bytes: int
+    seconds: float
+
+
+class Builder:
+    def __init__(self, options: BuildOptions, progress: Progress):
+        self.options = options
+        self.progress = progress
+        self.cache_dir = Path(options.cache_dir or default_cache_dir())
+        self.store = BlobStore(self.cache_dir)
+        self.http = Http(progress, options.retry)
+        self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
+        self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.image_pool.shutdown(wait=True, cancel_futures=True)
+
+    # Pinned URLs (release assets under an exact version) never change, so the
+    # URL -> digest mapping is remembered and a warm build requests nothing.
+    def _memo_path(self, url: str) -> Path:
+        return self.cache_dir / "urls" / hashlib.sha256(url.encode()).hexdigest()
+
+    def fetch_pinned(self, url: str, count_total: bool = True) -> str:
+        memo = self._memo_path(url)
+        if memo.is_file():
+            digest = memo.read_text().strip()
+            if self.store.exists(digest):
+                return digest
+        digest = self.http.download(url, self.store, count_total=count_total)
+        write_atomic(memo, digest.encode())
+        return digest
+
+    def checksum_for(self, artifact: artifacts.Artifact) -> str | None:
+        if artifact.checksum.url is None:
+            return None
+        digest = self.fetch_pinned(artifact.checksum.url, count_total=False)
+        text = self.store.read(digest, 1 << 20).decode("utf-8", "replace")
+        found = artifacts.parse_checksum_file(text, artifact.checksum.name)
+        if found is None:
+            raise FetchError(f"{artifact.checksum.url}: holds no sha256 for {artifact.checksum.name or artifact.url}")
+        return found
+
+    def fetch_artifact(self, artifact: artifacts.Artifact) -> FileEntry:
+        upstream = self.checksum_for(artifact)
+        if upstream is None:
+            digest = self.fetch_pinned(artifact.url)
+        else:
+            digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True)
+        hexdigest = digest.split(":", 1)[1]
+        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))})")
+        return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)
+
+    def control_plane_images(self, version: str, minor: int, kubeadm: FileEntry | None) -> list[str]:
+        if kubeadm is not None:
+            with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as scratch:
+                runnable = Path(scratch) / "kubeadm"
+                with self.store.open("sha256:" + kubeadm.sha256) as source, open(runnable, "wb") as target:
+                    shutil.copyfileobj(source, target)
+                runnable.chmod(0o700)
+                try:
+                    return images.kubeadm_images(runnable, version)
+                except (OSError, AirlockError) as error:
+                    self.progress.log(f"warning: kubeadm could not list images ({error}); using the built-in table for 1.{minor}")
+        else:
+            self.progress.log(f"warning: no kubeadm for this host's architecture ({host_arch()}); using the built-in image table for 1.{minor}")
+        return images.fallback_control_plane_images(version, minor)
+
+    def run(self) -> BuildResult:
+        started = time.monotonic()
+        options = self.options
+        options.validate()
+        extra_images = list(options.images) + (read_images_file(options.images_file) if options.images_file else [])
+        for text in extra_images:
+            ImageRef.parse(text)
+        key = sign.load(options.sign_key)
+
+        release = options.release_url.rstrip("/")
+        resolution = resolve(
+            options.kubernetes_version,
+            lambda label: self.http.get_bytes(f"{release}/release/{label}.txt", 4096).content,
+        )
+        major, minor = resolution.minor
+        self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        versions = artifacts.Versions(
+            kubernetes=resolution.version,
+            cni=options.cni_version,
+            crictl=options.crictl_version or artifacts.default_crictl_version(minor),
+            containerd=options.containerd_version,
+            runc=options.runc_version,
+            flannel=options.flannel_version if options.cni == "flannel" else None,
+        )
+        plan = artifacts.plan_artifacts(options.release_url, options.github_url, versions, options.arches)
+        file_futures: dict[str, Future] = {a.member: self.pool.submit(self.fetch_artifact, a) for a in plan}
+
+        kubeadm_member = f"bin/linux-{host_arch()}/kubeadm"
+        kubeadm = file_futures[kubeadm_member].result() if kubeadm_member in file_futures else None
+        wanted = self.control_plane_images(resolution.version, minor, kubeadm)
+        components = images.component_versions(wanted)
+        if versions.flannel:
+            flannel = file_futures["manifests/cni/kube-flannel.yml"].result()
+            wanted += images.images_in_manifest(self.store.read("sha256:" + flannel.sha256, 16 << 20), flannel.source)
+        wanted += extra_images
+        references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
+
+        copier = images.ImageCopier(
+            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress
+        )
+        image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
+        copied = [future.result() for future in image_futures]
+        files = [future.result() for future in file_futures.values()]
+
+        components.update(
+            {
+                "kubernetes": resolution.version,
+                "cni": versions.cni,
+                "crictl": versions.crictl,
+                "containerd": versions.containerd.lstrip("v"),
+                "runc": versions.runc,
+            }
+        )
+        if versions.flannel:
+            components["flannel"] = versions.flannel
+        return self._finish(resolution, components, files, copied, key, started)
+
+    def _finish(self, resolution, components, files, copied, key, started) -> BuildResult:
+        options = self.options
+        created = _build_time()
+        serial = options.serial if options.serial is not None else int(created.timestamp())
+        blob_sizes: dict[str, int] = {}
+        for image in copied:
+            blob_sizes.update(image.blobs)
+        index_entries = []
+        for image in sorted(copied, key=lambda c: c.entry.reference):
+            annotations = {"org.opencontainers.image.ref.name": image.entry.reference, "io.containerd.image.name": image.entry.reference}
+            index_entries.append(
+                {"mediaType": image.entry.media_type, "digest": image.entry.digest, "size": blob_sizes[image.entry.digest], "annotations": annotations}
+            )
+        generated = {
+            "images/oci-layout": OCI_LAYOUT,
+            "images/index.json": layout_index(index_entries),
+        }
+        entries = list(files)
+        for digest in sorted(blob_sizes):
+            hexdigest = digest.split(":", 1)[1]
+            entries.append(FileEntry(f"images/blobs/sha256/{hexdigest}", hexdigest, blob_sizes[digest], 0o644))
+        for path, data in generated.items():
+            digest = self.store.put_bytes(data)
+            entries.append(FileEntry(path, digest.split(":", 1)[1], len(data), 0o644))
+        image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
+        sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components)
+        sbom_digest = self.store.put_bytes(sbom)
+        entries.append(FileEntry("sbom.spdx.json", sbom_digest.split(":", 1)[1], len(sbom), 0o644))
+        entries.sort(key=lambda e: e.path)
+
+        manifest = Manifest(
+            name=options.name,
+            serial=serial,
+            created=created,
+            expires=created + timedelta(days=options.expires_days),
+            requested=resolution.requested,
+            version=resolution.version,
+            platforms=tuple(f"linux/{arch}" for arch in options.arches),
+            components=dict(sorted(components.items())),
+            files=tuple(entries),
+            images=tuple(image_entries),
+            signer={"algorithm": key.algorithm, "key_id": key.key_id},
+        )
+        self.progress.add_total(manifest.total_size)
+        manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress)
+        return BuildResult(
+            Path(options.output),
+            manifest,
+            hashlib.sha256(manifest_bytes).hexdigest(),
+            self.progress.network_bytes,
+            time.monotonic() - started,
+        )
+
+
+def _build_time() -> datetime:
+    """Now, or SOURCE_DATE_EPOCH for reproducible builds."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), timezone.utc)
+        except ValueError:
+            raise BuildError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def build(options: BuildOptions, progress: Progress) -> BuildResult:
+    builder = Builder(options, progress)
+    try:
+        return builder.run()
+    finally:
+        builder.close()

@@ -1,0 +1,175 @@
+"""The `airlock` program: the node commands from installer.cli plus keygen and build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from builder import artifacts
+from builder.errors import BuildError
+from installer.cli import app, fail, human_size
+from installer.errors import AirlockError
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Directory for airlock.key (private, 0600) and airlock.pub.")],
+    algorithm: Annotated[str, typer.Option("--algorithm", help="ed25519 or ecdsa-p256.")] = "ed25519",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node."""
+    from builder import sign
+
+    try:
+        key_path, pub_path = sign.generate(out, algorithm, force)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {key_path} (private, mode 0600) and {pub_path} (give this one to the nodes)")
+
+
+# Flags that --config build.yaml may also set, with the BuildOptions field each fills.
+CONFIG_KEYS = {
+    "kubernetes-version": "kubernetes_version",
+    "sign-key": "sign_key",
+    "output": "output",
+    "arch": "arches",
+    "cni": "cni",
+    "image": "images",
+    "images-file": "images_file",
+    "release-url": "release_url",
+    "github-url": "github_url",
+    "registry-mirror": "registry_mirrors",
+    "cache-dir": "cache_dir",
+    "concurrency": "concurrency",
+    "cni-version": "cni_version",
+    "crictl-version": "crictl_version",
+    "containerd-version": "containerd_version",
+    "runc-version": "runc_version",
+    "flannel-version": "flannel_version",
+    "name": "name",
+    "serial": "serial",
+    "expires-days": "expires_days",
+}
+
+
+def load_build_config(path: Path) -> dict:
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise BuildError(f"--config {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise BuildError(f"--config {path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise BuildError(f"--config {path}: expected a mapping of flag names to values")
+    unknown = sorted(set(document) - set(CONFIG_KEYS))
+    if unknown:
+        raise BuildError(f"--config {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    return {CONFIG_KEYS[key]: value for key, value in document.items()}
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(item) for item in value]
+
+
+@app.command()
+def build(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file to write (.tar).")] = None,
+    kubernetes_version: Annotated[
+        str | None, typer.Option("--kubernetes-version", help="stable, stable-1, stable-1.31, latest, latest-1.31, v1.31.4 or 1.31.4.")
+    ] = None,
+    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Private key from `airlock keygen`.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="build.yaml holding any of these flags (flags win).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Comma-separated: amd64,arm64 (linux only). Default amd64.")] = None,
+    cni: Annotated[str | None, typer.Option("--cni", help="flannel (default) or none.")] = None,
+    image: Annotated[list[str] | None, typer.Option("--image", help="Extra image to carry (repeatable).")] = None,
+    images_file: Annotated[Path | None, typer.Option("--images-file", help="File with one extra image per line (# comments).")] = None,
+    release_url: Annotated[str | None, typer.Option("--release-url", help="Kubernetes release server [https://dl.k8s.io].")] = None,
+    github_url: Annotated[str | None, typer.Option("--github-url", help="Release downloads server [https://github.com].")] = None,
+    registry_mirror: Annotated[
+        list[str] | None, typer.Option("--registry-mirror", help="HOST=URL: fetch HOST's images from URL (repeatable).")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache [$XDG_CACHE_HOME/airlock].")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Parallel transfers [8].")] = None,
+    cni_version: Annotated[str | None, typer.Option("--cni-version", help=f"CNI plugins [{artifacts.DEFAULT_CNI_VERSION}].")] = None,
+    crictl_version: Annotated[str | None, typer.Option("--crictl-version", help="crictl [matches the Kubernetes minor].")] = None,
+    containerd_version: Annotated[
+        str | None, typer.Option("--containerd-version", help=f"containerd [{artifacts.DEFAULT_CONTAINERD_VERSION}].")
+    ] = None,
+    runc_version: Annotated[str | None, typer.Option("--runc-version", help=f"runc [{artifacts.DEFAULT_RUNC_VERSION}].")] = None,
+    flannel_version: Annotated[str | None, typer.Option("--flannel-version", help=f"flannel [{artifacts.DEFAULT_FLANNEL_VERSION}].")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json [airlock].")] = None,
+    serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing) [build time in seconds].")] = None,
+    expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days [365].")] = None,
+) -> None:
+    """Build one signed bundle with everything a kubeadm cluster needs.
+
+    Example: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key --arch amd64,arm64
+    """
+    from builder.build import BuildOptions, build as run_build
+    from builder.images import parse_mirrors
+    from builder.progress import Progress
+
+    try:
+        values = load_build_config(config) if config else {}
+        flags = {
+            "output": output,
+            "kubernetes_version": kubernetes_version,
+            "sign_key": sign_key,
+            "arches": arch,
+            "cni": cni,
+            "images": image or None,
+            "images_file": images_file,
+            "release_url": release_url,
+            "github_url": github_url,
+            "registry_mirrors": registry_mirror or None,
+            "cache_dir": cache_dir,
+            "concurrency": concurrency,
+            "cni_version": cni_version,
+            "crictl_version": crictl_version,
+            "containerd_version": containerd_version,
+            "runc_version": runc_version,
+            "flannel_version": flannel_version,
+            "name": name,
+            "serial": serial,
+            "expires_days": expires_days,
+        }
+        values.update({key: value for key, value in flags.items() if value is not None})
+        missing = [flag for flag, field in (("--output", "output"), ("--kubernetes-version", "kubernetes_version"), ("--sign-key", "sign_key")) if not values.get(field)]
+        if missing:
+            typer.echo(f"airlock: error: build needs {', '.join(missing)} (as flags or in --config)", err=True)
+            raise typer.Exit(2)
+        if "arches" in values:
+            values["arches"] = _as_list(values["arches"])
+        if "images" in values:
+            values["images"] = _as_list(values["images"]) if isinstance(values["images"], str) else list(values["images"])
+        if "registry_mirrors" in values:
+            raw = values["registry_mirrors"]
+            values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
+        for path_field in ("output", "sign_key", "images_file", "cache_dir"):
+            if values.get(path_field) is not None:
+                values[path_field] = Path(values[path_field])
+        options = BuildOptions(**values)
+        progress = Progress("build")
+        try:
+            result = run_build(options, progress)
+        finally:
+            progress.close()
+    except AirlockError as error:
+        fail(error)
+    manifest = result.manifest
+    typer.echo(
+        f"wrote {result.output} ({human_size(result.output.stat().st_size)}): kubernetes {manifest.version} "
+        f"(asked {manifest.requested}), {', '.join(manifest.platforms)}, {len(manifest.images)} images, "
+        f"{len(manifest.files)} members, serial {manifest.serial}; downloaded {human_size(result.network_bytes)} in {result.seconds:.1f}s"
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,15 @@
+"""Errors the builder reports; all are AirlockErrors so the CLI prints one line."""
+
+from installer.errors import AirlockError
+
+
+class BuildError(AirlockError):
+    """The build cannot go on; the message says what to change."""
+
+
+class ResolveError(BuildError):
+    """A version label is malformed or did not resolve."""
+
+
+class FetchError(BuildError):
+    """A download failed for good (after retries, or on a non-retryable answer)."""

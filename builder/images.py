@@ -1,0 +1,303 @@
+"""Copy images over the OCI distribution API into the content store.
+
+Upstream indexes and manifests are kept byte for byte (so digests never
+change); only the blobs of the selected linux platforms are fetched. Every
+manifest and blob is checked against its digest before it is stored. Blobs
+shared between images are fetched once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import oras.container
+import oras.provider
+import requests
+import yaml
+
+from builder.errors import BuildError, FetchError
+from builder.progress import Progress, human
+from builder.transfer import Http, Send
+from installer.bundle import ImageEntry
+from installer.reference import ImageRef
+from installer.store import BlobStore, sha256_digest
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
+MAX_MANIFEST_BYTES = 4 << 20
+DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
+
+# Used only when no downloaded kubeadm can run on the build host.
+FALLBACK_IMAGES_BY_MINOR = {
+    28: {"pause": "3.9", "etcd": "3.5.15-0", "coredns": "v1.10.1"},
+    29: {"pause": "3.9", "etcd": "3.5.16-0", "coredns": "v1.11.1"},
+    30: {"pause": "3.9", "etcd": "3.5.15-0", "coredns": "v1.11.3"},
+    31: {"pause": "3.10", "etcd": "3.5.15-0", "coredns": "v1.11.3"},
+    32: {"pause": "3.10", "etcd": "3.5.16-0", "coredns": "v1.11.3"},
+    33: {"pause": "3.10", "etcd": "3.5.21-0", "coredns": "v1.12.0"},
+    34: {"pause": "3.10.1", "etcd": "3.6.4-0", "coredns": "v1.12.1"},
+}
+
+
+def parse_mirrors(pairs: list[str]) -> dict[str, str]:
+    """`--registry-mirror HOST=URL` values as {host: base URL}."""
+    mirrors = {}
+    for pair in pairs:
+        host, sep, url = pair.partition("=")
+        if not sep or not host or not url.startswith(("http://", "https://")):
+            raise BuildError(f"--registry-mirror {pair!r}: expected HOST=URL, like registry.k8s.io=https://mirror.example:5000")
+        mirrors[host.strip()] = url.strip().rstrip("/")
+    return mirrors
+
+
+def fallback_control_plane_images(version: str, minor: int) -> list[str]:
+    table = FALLBACK_IMAGES_BY_MINOR.get(minor) or FALLBACK_IMAGES_BY_MINOR[max(FALLBACK_IMAGES_BY_MINOR)]
+    names = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
+    return [f"registry.k8s.io/{name}:{version}" for name in names] + [
+        f"registry.k8s.io/coredns/coredns:{table['coredns']}",
+        f"registry.k8s.io/pause:{table['pause']}",
+        f"registry.k8s.io/etcd:{table['etcd']}",
+    ]
+
+
+def kubeadm_images(kubeadm: Path, version: str) -> list[str]:
+    """Ask a kubeadm binary for the control-plane image list of an exact version."""
+    result = subprocess.run(
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", version],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+    )
+    if result.returncode != 0:
+        raise BuildError(f"kubeadm config images list failed: {result.stderr.strip()[:300]}")
+    images = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    for image in images:
+        ImageRef.parse(image)
+    if not images:
+        raise BuildError("kubeadm config images list printed no images")
+    return images
+
+
+def component_versions(images: list[str]) -> dict[str, str]:
+    """etcd, coredns and pause versions from the control-plane image list."""
+    found = {}
+    for text in images:
+        ref = ImageRef.parse(text)
+        short = ref.repository.rsplit("/", 1)[-1]
+        if short in ("etcd", "coredns", "pause") and ref.tag:
+            found[short] = ref.tag
+    return found
+
+
+def images_in_manifest(data: bytes, where: str) -> list[str]:
+    """Every container image named in a multi-document Kubernetes YAML."""
+    try:
+        documents = list(yaml.safe_load_all(data))
+    except yaml.YAMLError as error:
+        raise BuildError(f"{where}: not valid YAML: {error}") from None
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("containers", "initContainers", "ephemeralContainers"):
+                for container in node.get(key) or []:
+                    if isinstance(container, dict) and isinstance(container.get("image"), str):
+                        found.append(container["image"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(documents)
+    return list(dict.fromkeys(found))
+
+
+class _TimeoutSession(requests.Session):
+    def __init__(self, timeout):
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, method, url, **kwargs):
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(method, url, **kwargs)
+
+
+class RegistryClients:
+    """One oras-py client per (registry, repository), because bearer tokens are
+    scoped to a repository; all share one connection pool."""
+
+    def __init__(self, mirrors: dict[str, str], timeout=(15, 60)):
+        self.mirrors = mirrors
+        self._session = _TimeoutSession(timeout)
+        self._session.headers["User-Agent"] = "airlock"
+        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._clients: dict[tuple[str, str], oras.provider.Registry] = {}
+        self._lock = threading.Lock()
+
+    def base_url(self, registry: str) -> str:
+        if registry in self.mirrors:
+            return self.mirrors[registry]
+        return DEFAULT_ENDPOINTS.get(registry, f"https://{registry}")
+
+    def sender(self, ref: ImageRef) -> Send:
+        base = self.base_url(ref.registry)
+        key = (base, ref.repository)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                host = base.split("://", 1)[1].split("/", 1)[0]
+                client = oras.provider.Registry(host, insecure=base.startswith("http://"))
+                client.session = self._session
+                client.auth.session = self._session
+                client.auth.load_configs(oras.container.Container(f"{host}/{ref.repository}:x"))
+                self._clients[key] = client
+        # oras-py's own retry loop sleeps for minutes; our Http does retries, so call the undecorated request.
+        raw = oras.provider.Registry.do_request.__wrapped__
+
+        def send(method: str, url: str, headers: dict, stream: bool) -> requests.Response:
+            return raw(client, url, method, headers=dict(headers), stream=stream)
+
+        return send
+
+
+@dataclass
+class CopiedImage:
+    entry: ImageEntry
+    blobs: dict[str, int] = field(default_factory=dict)  # every digest it needs (index, manifests, configs, layers)
+
+
+def _platform(descriptor: dict) -> tuple[str, str, str | None]:
+    platform = descriptor.get("platform") or {}
+    return platform.get("os", ""), platform.get("architecture", ""), platform.get("variant")
+
+
+class ImageCopier:
+    def __init__(self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress):
+        self.http = http
+        self.store = store
+        self.clients = clients
+        self.arches = arches
+        self.pool = pool
+        self.progress = progress
+        self._blobs: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def copy(self, text: str) -> CopiedImage:
+        ref = ImageRef.parse(text)
+        send = self.clients.sender(ref)
+        base = f"{self.clients.base_url(ref.registry)}/v2/{ref.repository}"
+        digest, data, media_type = self._manifest(ref, base, send, ref.reference, ref.digest)
+        copied = CopiedImage(ImageEntry(str(ref), digest, media_type, ()))
+        copied.blobs[digest] = len(data)
+        document = _json(data, f"{ref} manifest")
+        pending: list[tuple[str, Future]] = []
+        platforms: list[str] = []
+        if media_type in INDEX_TYPES:
+            for child in self._select(ref, document):
+                child_digest, child_data, _ = self._manifest(ref, base, send, child["digest"], child["digest"])
+                copied.blobs[child_digest] = len(child_data)
+                pending += self._blobs_of(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied)
+                platforms.append("linux/" + child["platform"]["architecture"])
+        elif media_type in MANIFEST_TYPES:
+            pending += self._blobs_of(ref, base, send, document, copied)
+            config = document["config"]["digest"]
+            pending_config = dict(pending)[config]
+            pending_config.result()
+            info = _json(self.store.read(config), f"{ref} config")
+            platform = f"{info.get('os', 'linux')}/{info.get('architecture', '')}"
+            if info.get("architecture") not in self.arches:
+                raise BuildError(f"{ref} is a single-platform image for {platform}, not one of linux/{','.join(self.arches)}")
+            platforms.append(platform)
+        else:
+            raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
+        for blob_digest, future in pending:
+            future.result()
+        size = sum(copied.blobs.values())
+        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size)
+        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
+        return copied
+
+    def _manifest(self, ref: ImageRef, base: str, send: Send, reference: str, pinned: str | None) -> tuple[str, bytes, str]:
+        url = f"{base}/manifests/{reference}"
+        digest = pinned
+        if digest is None:
+            response = self.http.head(url, {"Accept": ACCEPT}, send)
+            announced = response.headers.get("Docker-Content-Digest") if response is not None else None
+            digest = announced if announced and self.store.exists(announced) else None
+        if digest and self.store.exists(digest):
+            data = self.store.read(digest, MAX_MANIFEST_BYTES)
+        else:
+            response = self.http.get_bytes(url, MAX_MANIFEST_BYTES, {"Accept": ACCEPT}, send)
+            data = response.content
+            actual = sha256_digest(data)
+            expected = digest or response.headers.get("Docker-Content-Digest")
+            if expected and expected != actual:
+                raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {actual}")
+            digest = self.store.put_bytes(data)
+        media_type = _json(data, f"{ref} manifest").get("mediaType")
+        if not media_type:
+            raise BuildError(f"{ref}: manifest {digest} has no mediaType; airlock needs OCI or Docker v2 manifests")
+        return digest, data, media_type
+
+    def _select(self, ref: ImageRef, index: dict) -> list[dict]:
+        chosen = []
+        for arch in self.arches:
+            candidates = [
+                d
+                for d in index.get("manifests", [])
+                if _platform(d)[0] == "linux" and _platform(d)[1] == arch and _platform(d)[2] in (None, "", "v8" if arch == "arm64" else None)
+            ]
+            if not candidates:
+                offered = sorted({"/".join(filter(None, _platform(d))) for d in index.get("manifests", [])})
+                raise BuildError(f"{ref} has no linux/{arch} image (it offers {', '.join(offered) or 'nothing'}); drop --arch {arch} or pick another tag")
+            chosen.append(candidates[0])
+        return chosen
+
+    def _blobs_of(self, ref: ImageRef, base: str, send: Send, manifest: dict, copied: CopiedImage) -> list[tuple[str, Future]]:
+        descriptors = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+        pending = []
+        for descriptor in descriptors:
+            digest, size = descriptor.get("digest"), descriptor.get("size")
+            if not isinstance(digest, str) or not isinstance(size, int):
+                raise BuildError(f"{ref}: a manifest descriptor has no digest or size")
+            copied.blobs[digest] = size
+            pending.append((digest, self.blob(f"{base}/blobs/{digest}", digest, size, send)))
+        return pending
+
+    def blob(self, url: str, digest: str, size: int, send: Send) -> Future:
+        """Schedule one blob download; the same digest is fetched once per build."""
+        with self._lock:
+            future = self._blobs.get(digest)
+            if future is None:
+                if self.store.exists(digest):
+                    future = Future()
+                    future.set_result(digest)
+                else:
+                    self.progress.add_total(size)
+                    future = self.pool.submit(self.http.download, url, self.store, digest, None, send)
+                self._blobs[digest] = future
+        return future
+
+
+def _json(data: bytes, what: str) -> dict:
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BuildError(f"{what} is not JSON") from None
+    if not isinstance(document, dict):
+        raise BuildError(f"{what} is not a JSON object")
+    return document

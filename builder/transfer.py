@@ -1,0 +1,203 @@
+"""HTTP transfers: retries with backoff, resume with Range, digests checked before use.
+
+Every request goes through a `Send` callable so the same retry and resume
+logic serves plain release downloads (a requests session) and registry
+blobs (oras-py's authenticated request).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import requests
+
+from builder.errors import FetchError
+from builder.progress import Progress
+from installer.store import BlobStore, DigestMismatch
+
+Send = Callable[[str, str, dict, bool], requests.Response]
+CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, response: requests.Response | None = None) -> float:
+        if response is not None:
+            wait = _retry_after(response.headers.get("Retry-After"))
+            if wait is not None:
+                return min(wait, self.max_retry_after)
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return backoff * (0.75 + random.random() / 2)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, response: requests.Response | None = None):
+        super().__init__(reason)
+        self.response = response
+
+
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Retry)
+
+
+class Http:
+    """A small, careful HTTP client; one instance is shared by a build's threads."""
+
+    def __init__(self, progress: Progress, policy: RetryPolicy | None = None, timeout=(15, 60), session=None):
+        self.progress = progress
+        self.policy = policy or RetryPolicy()
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = "airlock"
+        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def send(self, method: str, url: str, headers: dict, stream: bool) -> requests.Response:
+        return self.session.request(method, url, headers=headers, stream=stream, timeout=self.timeout)
+
+    def _attempts(self, url: str):
+        """Yield attempt numbers; the caller retries by raising _Retry or a transient error."""
+        for attempt in range(1, self.policy.attempts + 1):
+            yield attempt
+
+    def _give_up_or_wait(self, url: str, attempt: int, error: Exception) -> None:
+        response = error.response if isinstance(error, _Retry) else None
+        if attempt >= self.policy.attempts:
+            raise FetchError(f"{url}: {_describe(error)}; gave up after {attempt} attempts") from None
+        delay = self.policy.delay(attempt, response)
+        self.progress.log(f"retrying {url} in {delay:.1f}s ({_describe(error)})")
+        time.sleep(delay)
+
+    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> requests.Response:
+        """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
+        send = send or self.send
+        for attempt in self._attempts(url):
+            try:
+                response = send("GET", url, dict(headers or {}), True)
+                _check_status(url, response)
+                body = bytearray()
+                for chunk in response.iter_content(64 << 10):
+                    body += chunk
+                    if len(body) > limit:
+                        raise FetchError(f"{url}: answer is larger than {limit} bytes; refusing it")
+                response._content = bytes(body)
+                self.progress.advance(len(body))
+                return response
+            except _TRANSIENT as error:
+                self._give_up_or_wait(url, attempt, error)
+        raise AssertionError("unreachable")
+
+    def head(self, url: str, headers: dict | None = None, send: Send | None = None) -> requests.Response | None:
+        """HEAD with retries; None when the server answers 4xx (the caller falls back to GET)."""
+        send = send or self.send
+        for attempt in self._attempts(url):
+            try:
+                response = send("HEAD", url, dict(headers or {}), False)
+                if retryable_status(response.status_code):
+                    raise _Retry(f"HTTP {response.status_code}", response)
+                return response if response.ok else None
+            except _TRANSIENT as error:
+                self._give_up_or_wait(url, attempt, error)
+        return None
+
+    def download(
+        self,
+        url: str,
+        store: BlobStore,
+        expected: str | None = None,
+        headers: dict | None = None,
+        send: Send | None = None,
+        count_total: bool = False,
+    ) -> str:
+        """Download `url` into `store`, resuming a partial download; return its digest.
+
+        With `expected`, a cached blob means no request at all, and a mismatch
+        fails naming the URL, the expected and the actual digest.
+        """
+        if expected and store.exists(expected):
+            return expected
+        send = send or self.send
+        with store.partial(expected or f"url:{url}") as part:
+            counted = False
+            self.progress.advance(part.size, network=False)
+            for attempt in self._attempts(url):
+                try:
+                    request_headers = dict(headers or {})
+                    if part.size:
+                        request_headers["Range"] = f"bytes={part.size}-"
+                    response = send("GET", url, request_headers, True)
+                    if response.status_code == 416 and part.size:
+                        response.close()
+                        if expected and part.digest == expected:
+                            break
+                        self.progress.advance(-part.size, network=False)
+                        part.reset()
+                        raise _Retry("server refused the resume range; starting over")
+                    _check_status(url, response)
+                    if response.status_code == 206:
+                        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                        if not match or int(match.group(1)) != part.size:
+                            response.close()
+                            self.progress.advance(-part.size, network=False)
+                            part.reset()
+                            raise _Retry("server answered a different range; starting over")
+                    elif part.size:
+                        self.progress.advance(-part.size, network=False)
+                        part.reset()
+                    if count_total and not counted:
+                        length = response.headers.get("Content-Length", "")
+                        self.progress.add_total(part.size + int(length) if length.isdigit() else 0)
+                        counted = True
+                    for chunk in response.iter_content(CHUNK):
+                        part.write(chunk)
+                        self.progress.advance(len(chunk))
+                    break
+                except _TRANSIENT as error:
+                    self._give_up_or_wait(url, attempt, error)
+            try:
+                return part.commit(expected, what=url)
+            except DigestMismatch as error:
+                raise FetchError(f"{url}: checksum mismatch: expected {error.expected}, got {error.actual}") from None
+
+
+def _check_status(url: str, response: requests.Response) -> None:
+    if response.status_code in (200, 206):
+        return
+    response.close()
+    if retryable_status(response.status_code):
+        raise _Retry(f"HTTP {response.status_code}", response)
+    raise FetchError(f"{url}: HTTP {response.status_code} {response.reason}")
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, _Retry):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,266 @@
+"""The bundle format `airlock.bundle/v1`: manifest types, canonical JSON, path rules.
+
+The builder writes a `Manifest` with `to_json()`; the installer reads one with
+`Manifest.parse()`. Parsing is strict: unknown schema, duplicate keys, wrong
+types or unsafe paths are refused here, so the rest of the code can trust
+the types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from installer.errors import BundleError
+
+SCHEMA = "airlock.bundle/v1"
+MANIFEST_NAME = "bundle.json"
+SIGNATURE_NAME = "bundle.json.sig"
+# bundle.json lists one line per blob; 32 MiB holds several hundred thousand.
+MAX_MANIFEST_BYTES = 32 << 20
+MAX_SIGNATURE_BYTES = 1024
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str, where: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        raise BundleError(f"{where} is not a UTC time like 2026-01-31T12:00:00Z: {text!r}", MANIFEST_NAME) from None
+
+
+def check_member_path(path: str) -> str:
+    """Return `path` if it is a safe relative member name, else raise BundleError."""
+    if not isinstance(path, str) or not path:
+        raise BundleError("empty member name")
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        raise BundleError("member name is absolute or has a backslash or NUL", path)
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise BundleError("member name has an empty, '.' or '..' component", path)
+    return path
+
+
+def is_hex_digest(text: object) -> bool:
+    return isinstance(text, str) and bool(_HEX64.match(text))
+
+
+def is_digest(text: object) -> bool:
+    return isinstance(text, str) and bool(_DIGEST.match(text))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One tar member after the signature: what it must hash to and how to write it."""
+
+    path: str
+    sha256: str
+    size: int
+    mode: int
+    source: str | None = None
+    upstream_sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mode": self.mode,
+            "source": self.source,
+            "upstream_sha256": self.upstream_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """An image the bundle carries, by its upstream reference and digest."""
+
+    reference: str
+    digest: str
+    media_type: str
+    platforms: tuple[str, ...]
+    size: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "platforms": list(self.platforms),
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """The bundle a delta applies on top of."""
+
+    serial: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    serial: int
+    created: datetime
+    expires: datetime
+    requested: str
+    version: str
+    platforms: tuple[str, ...]
+    components: dict[str, str]
+    files: tuple[FileEntry, ...]
+    images: tuple[ImageEntry, ...]
+    signer: dict[str, str] = field(default_factory=dict)
+    base: BaseRef | None = None
+    schema: str = SCHEMA
+
+    def to_json(self) -> bytes:
+        """The canonical bytes that get signed: sorted keys, no extra whitespace."""
+        document = {
+            "schema": self.schema,
+            "name": self.name,
+            "serial": self.serial,
+            "created": format_time(self.created),
+            "expires": format_time(self.expires),
+            "kubernetes": {"requested": self.requested, "version": self.version},
+            "platforms": list(self.platforms),
+            "components": dict(self.components),
+            "files": [entry.to_dict() for entry in self.files],
+            "images": [image.to_dict() for image in self.images],
+            "signer": dict(self.signer),
+            "base": None if self.base is None else {"serial": self.base.serial, "sha256": self.base.sha256},
+        }
+        return canonical_json(document)
+
+    def file(self, path: str) -> FileEntry | None:
+        return self._by_path().get(path)
+
+    def _by_path(self) -> dict[str, FileEntry]:
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = {entry.path: entry for entry in self.files}
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+    @property
+    def total_size(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Manifest:
+        """Parse and validate bundle.json bytes; raise BundleError naming the problem."""
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
+        try:
+            document = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+        except UnicodeDecodeError:
+            raise BundleError("is not UTF-8", MANIFEST_NAME) from None
+        except json.JSONDecodeError as error:
+            raise BundleError(f"is not valid JSON: {error}", MANIFEST_NAME) from None
+        return _manifest_from_document(document)
+
+
+def canonical_json(document: object) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise BundleError(f"has the key {key!r} twice", MANIFEST_NAME)
+        result[key] = value
+    return result
+
+
+def _need(document: dict, key: str, kind: type | tuple[type, ...], where: str = ""):
+    value = document.get(key) if isinstance(document, dict) else None
+    # bool is an int subclass; a serial or size of `true` is still wrong.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise BundleError(f"field {where}{key} is missing or not {_kind_name(kind)}", MANIFEST_NAME)
+    return value
+
+
+def _as_tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind) -> str:
+    return " or ".join(k.__name__ for k in _as_tuple(kind))
+
+
+def _manifest_from_document(document: object) -> Manifest:
+    if not isinstance(document, dict):
+        raise BundleError("is not a JSON object", MANIFEST_NAME)
+    schema = _need(document, "schema", str)
+    if schema != SCHEMA:
+        raise BundleError(f"has schema {schema!r}; this airlock reads {SCHEMA!r} only", MANIFEST_NAME)
+    kubernetes = _need(document, "kubernetes", dict)
+    files = []
+    seen: set[str] = set()
+    for index, raw in enumerate(_need(document, "files", list)):
+        where = f"files[{index}]."
+        path = check_member_path(_need(raw, "path", str, where))
+        if path in (MANIFEST_NAME, SIGNATURE_NAME) or path in seen:
+            raise BundleError(f"lists member {path!r} twice or lists a reserved name", MANIFEST_NAME)
+        seen.add(path)
+        sha256 = _need(raw, "sha256", str, where)
+        if not is_hex_digest(sha256):
+            raise BundleError(f"{where}sha256 is not 64 lowercase hex digits", MANIFEST_NAME)
+        size = _need(raw, "size", int, where)
+        mode = _need(raw, "mode", int, where)
+        if size < 0 or not 0 <= mode <= 0o777:
+            raise BundleError(f"{where}size or mode is out of range", MANIFEST_NAME)
+        files.append(
+            FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"))
+        )
+    images = []
+    for index, raw in enumerate(_need(document, "images", list)):
+        where = f"images[{index}]."
+        digest = _need(raw, "digest", str, where)
+        if not is_digest(digest):
+            raise BundleError(f"{where}digest is not sha256:<64 hex>", MANIFEST_NAME)
+        images.append(
+            ImageEntry(
+                reference=_need(raw, "reference", str, where),
+                digest=digest,
+                media_type=_need(raw, "media_type", str, where),
+                platforms=tuple(_need(raw, "platforms", list, where)),
+                size=raw.get("size", 0) if isinstance(raw.get("size", 0), int) else 0,
+            )
+        )
+    base_raw = document.get("base")
+    base = None
+    if base_raw is not None:
+        base_sha = _need(base_raw, "sha256", str, "base.")
+        if not is_hex_digest(base_sha):
+            raise BundleError("base.sha256 is not 64 lowercase hex digits", MANIFEST_NAME)
+        base = BaseRef(_need(base_raw, "serial", int, "base."), base_sha)
+    components = _need(document, "components", dict)
+    if not all(isinstance(v, str) for v in components.values()):
+        raise BundleError("components must map names to version strings", MANIFEST_NAME)
+    return Manifest(
+        schema=schema,
+        name=_need(document, "name", str),
+        serial=_need(document, "serial", int),
+        created=parse_time(_need(document, "created", str), "created"),
+        expires=parse_time(_need(document, "expires", str), "expires"),
+        requested=_need(kubernetes, "requested", str, "kubernetes."),
+        version=_need(kubernetes, "version", str, "kubernetes."),
+        platforms=tuple(_need(document, "platforms", list)),
+        components=dict(components),
+        files=tuple(files),
+        images=tuple(images),
+        signer=dict(document.get("signer") or {}),
+        base=base,
+    )

@@ -1,0 +1,143 @@
+"""The `airlock` command line, node side: verify and inspect bundles.
+
+The builder adds its commands (keygen, build) to this same app; a node-only
+installation can run `installer.cli:main` without the builder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from installer.errors import AirlockError
+
+app = typer.Typer(
+    name="airlock",
+    help="Air-gapped Kubernetes bundles: build one signed file on a connected host, verify and install it on nodes with no route out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+KeyOption = Annotated[
+    list[Path],
+    typer.Option("--key", help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable."),
+]
+
+
+def fail(error: Exception) -> None:
+    typer.echo(f"airlock: error: {error}", err=True)
+    raise typer.Exit(1)
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst).")],
+    key: KeyOption,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Check the signature first, then every member's size and sha256, in one streaming pass.
+
+    Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
+    """
+    from installer.trust import load_trusted_keys
+    from installer.verify import verify_bundle
+
+    try:
+        keys = load_trusted_keys(key)
+        with _byte_progress(bundle, quiet) as advance:
+            verified = verify_bundle(bundle, keys, on_bytes=advance)
+    except AirlockError as error:
+        fail(error)
+    if not quiet:
+        manifest = verified.manifest
+        typer.echo(
+            f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
+            f"{len(manifest.files)} members, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
+        )
+
+
+class _byte_progress:
+    """A tqdm bar over the bundle's bytes on a terminal; nothing otherwise."""
+
+    def __init__(self, bundle: Path, quiet: bool):
+        self._bar = None
+        if not quiet and sys.stderr.isatty() and bundle.is_file():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=bundle.stat().st_size, unit="B", unit_scale=True, desc="verify", file=sys.stderr)
+
+    def __enter__(self):
+        return self._bar.update if self._bar else None
+
+    def __exit__(self, *exc):
+        if self._bar:
+            self._bar.close()
+
+
+@app.command()
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="The bundle to describe.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Also check the signature against this key.")] = None,
+) -> None:
+    """Show what a bundle holds: versions, platforms, files, images, sizes and signer.
+
+    Reads only bundle.json and its signature; run `airlock verify` to check every member.
+    """
+    from installer.trust import load_trusted_keys, verify_signature
+    from installer.verify import read_manifest_unverified
+
+    if output not in ("text", "json"):
+        typer.echo("airlock: error: --output must be text or json", err=True)
+        raise typer.Exit(2)
+    try:
+        manifest, manifest_bytes, signature = read_manifest_unverified(bundle)
+        signature_state = "not checked (pass --key to check it)"
+        if key:
+            signer = verify_signature(manifest_bytes, signature, load_trusted_keys(key))
+            signature_state = f"valid, {signer.key_id} ({signer.origin})"
+    except AirlockError as error:
+        fail(error)
+    if output == "json":
+        document = json.loads(manifest_bytes)
+        document["signature"] = signature_state
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    lines = [
+        f"bundle      {bundle} ({human_size(bundle.stat().st_size)})",
+        f"name        {manifest.name}  serial {manifest.serial}",
+        f"created     {manifest.created:%Y-%m-%d %H:%M:%SZ}  expires {manifest.expires:%Y-%m-%d %H:%M:%SZ}",
+        f"kubernetes  {manifest.version} (asked for {manifest.requested})",
+        f"platforms   {', '.join(manifest.platforms)}",
+        f"signer      {manifest.signer.get('algorithm', '?')} {manifest.signer.get('key_id', '?')}; signature {signature_state}",
+        f"base        {'none (full bundle)' if manifest.base is None else f'serial {manifest.base.serial} bundle.json sha256 {manifest.base.sha256}'}",
+        "components  " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.components.items())),
+        "",
+        f"images ({len(manifest.images)}):",
+    ]
+    for image in manifest.images:
+        lines.append(f"  {image.reference:<64} {image.digest[:19]}  {','.join(image.platforms):<24} {human_size(image.size)}")
+    files = [entry for entry in manifest.files if not entry.path.startswith("images/blobs/")]
+    blobs = [entry for entry in manifest.files if entry.path.startswith("images/blobs/")]
+    lines += ["", f"files ({len(files)}, plus {len(blobs)} image blobs, {human_size(sum(b.size for b in blobs))}):"]
+    for entry in files:
+        lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}")
+    lines.append(f"\ntotal       {human_size(manifest.total_size)} in {len(manifest.files)} members")
+    typer.echo("\n".join(lines))
+
+
+def main() -> None:
+    app()

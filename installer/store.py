@@ -1,0 +1,177 @@
+"""A content-addressed blob store laid out like an OCI image layout.
+
+`root/blobs/sha256/<hex>` holds each blob under its digest. Every write goes
+to a temporary name under `root/.partial/` and is renamed into place only
+after its digest checked out, so a final name never holds a partial or wrong
+blob. A partial write can be kept and resumed (downloads with Range).
+The builder's cache, a bundle's `images/` and a node's store are all this.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from installer.bundle import canonical_json, is_digest
+from installer.errors import StoreError
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+CHUNK = 1 << 20
+
+
+class DigestMismatch(StoreError):
+    def __init__(self, what: str, expected: str, actual: str):
+        self.what, self.expected, self.actual = what, expected, actual
+        super().__init__(f"{what}: expected digest {expected}, got {actual}")
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.blobs = self.root / "blobs" / "sha256"
+        self.partials = self.root / ".partial"
+
+    def path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise StoreError(f"{digest!r} is not a sha256 digest")
+        return self.blobs / digest[len("sha256:") :]
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise StoreError(f"{digest} is not in the store at {self.root}") from None
+
+    def read(self, digest: str, limit: int = 16 << 20) -> bytes:
+        """Read a small blob (a manifest, an index) and check its digest."""
+        with self.open(digest) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise StoreError(f"{digest} is larger than {limit} bytes")
+        if sha256_digest(data) != digest:
+            raise DigestMismatch(f"store blob {self.path(digest)}", digest, sha256_digest(data))
+        return data
+
+    def put_bytes(self, data: bytes, expected: str | None = None) -> str:
+        digest = sha256_digest(data)
+        if expected and digest != expected:
+            raise DigestMismatch("blob", expected, digest)
+        if not self.exists(digest):
+            with self.partial(digest) as part:
+                part.reset()
+                part.write(data)
+                part.commit(digest)
+        return digest
+
+    def partial(self, key: str) -> PartialBlob:
+        """A resumable write named by `key` (the expected digest, or any stable name)."""
+        self.partials.mkdir(parents=True, exist_ok=True)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        safe = hashlib.sha256(key.encode()).hexdigest()
+        return PartialBlob(self, self.partials / safe)
+
+
+class PartialBlob:
+    """A blob being written: hashed as it grows, renamed into place on commit.
+
+    Holds an exclusive lock so two builds sharing a cache never write the
+    same partial file at once.
+    """
+
+    def __init__(self, store: BlobStore, path: Path):
+        self._store = store
+        self.path = path
+        self._handle: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def __enter__(self) -> PartialBlob:
+        self._handle = open(self.path, "a+b")
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
+        # Re-hash what an earlier, interrupted write left so a resume continues the digest.
+        self._handle.seek(0)
+        while chunk := self._handle.read(CHUNK):
+            self._hash.update(chunk)
+            self.size += len(chunk)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def reset(self) -> None:
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def commit(self, expected: str | None = None, what: str = "blob") -> str:
+        """Rename into place under its digest; on a mismatch drop the bytes and raise."""
+        digest = self.digest
+        if expected and digest != expected:
+            self.reset()
+            raise DigestMismatch(what, expected, digest)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        os.replace(self.path, self._store.path(digest))
+        return digest
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a small file under a temporary name and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def layout_index(entries: list[dict]) -> bytes:
+    """The `index.json` of an OCI image layout listing `entries` (descriptors)."""
+    return canonical_json({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})
+
+
+def read_layout_index(data: bytes) -> list[dict]:
+    try:
+        document = json.loads(data)
+    except json.JSONDecodeError as error:
+        raise StoreError(f"index.json is not JSON: {error}") from None
+    manifests = document.get("manifests") if isinstance(document, dict) else None
+    if not isinstance(manifests, list):
+        raise StoreError("index.json has no manifests list")
+    return manifests

@@ -1,0 +1,204 @@
+"""A minimal POSIX tar reader and writer for bundles.
+
+Bundles only ever hold regular files, so the reader accepts regular-file
+members (ustar, with pax headers for long names) and refuses everything
+else: links, devices, fifos, directories and GNU extensions. It reads in
+large chunks and never seeks, so it works on a pipe (`.tar.zst` through
+zstd) and verifies while it streams.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from installer.errors import BundleError
+
+BLOCK = 512
+RECORD = BLOCK * 20
+CHUNK = 1 << 20
+# A pax header carries a few keys; anything larger is an attack.
+MAX_PAX_BYTES = 64 << 10
+
+_REGULAR = (b"0", b"\x00", b"7")
+_KIND_NAMES = {
+    b"1": "a hard link",
+    b"2": "a symbolic link",
+    b"3": "a character device",
+    b"4": "a block device",
+    b"5": "a directory",
+    b"6": "a fifo",
+    b"g": "a pax global header",
+    b"L": "a GNU long name",
+    b"K": "a GNU long link",
+}
+
+
+@dataclass(frozen=True)
+class MemberHeader:
+    path: str
+    size: int
+    mode: int
+
+
+class TarReader:
+    """Iterate over the members of a tar stream, one content read at a time.
+
+    Usage: `for header in reader.members(): for chunk in reader.content(): ...`
+    Content not read by the caller is skipped before the next header.
+    """
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._remaining = 0
+        self._padding = 0
+        self.offset = 0
+
+    def _read_exact(self, count: int, what: str) -> bytes:
+        data = self._stream.read(count)
+        while len(data) < count:
+            more = self._stream.read(count - len(data))
+            if not more:
+                raise BundleError(f"the bundle ends early (truncated) while reading {what} at byte {self.offset + len(data)}")
+            data += more
+        self.offset += count
+        return data
+
+    def members(self) -> Iterator[MemberHeader]:
+        pax: dict[str, str] = {}
+        while True:
+            self._skip_rest()
+            block = self._read_exact(BLOCK, "a member header")
+            if block == b"\x00" * BLOCK:
+                self._check_end()
+                return
+            name, size, mode, kind = _parse_header(block)
+            if kind == b"x":
+                if size > MAX_PAX_BYTES:
+                    raise BundleError(f"pax header of {size} bytes is over the cap", name)
+                pax = _parse_pax(self._read_exact(size, "a pax header"))
+                self._read_exact(-size % BLOCK, "padding")
+                continue
+            path = pax.get("path", name)
+            if "size" in pax:
+                try:
+                    size = int(pax["size"])
+                except ValueError:
+                    raise BundleError("pax size is not a number", path) from None
+            pax = {}
+            if kind not in _REGULAR:
+                raise BundleError(f"is {_KIND_NAMES.get(kind, f'an unsupported member type {kind!r}')}, not a regular file", path)
+            self._remaining = size
+            self._padding = -size % BLOCK
+            yield MemberHeader(path=path, size=size, mode=mode)
+
+    def content(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """Yield the current member's bytes in chunks."""
+        while self._remaining:
+            want = min(chunk_size, self._remaining)
+            data = self._stream.read(want)
+            if not data:
+                raise BundleError(f"the bundle ends early (truncated) inside a member at byte {self.offset}")
+            self._remaining -= len(data)
+            self.offset += len(data)
+            yield data
+
+    def _skip_rest(self) -> None:
+        for _ in self.content():
+            pass
+        if self._padding:
+            self._read_exact(self._padding, "padding")
+            self._padding = 0
+
+    def _check_end(self) -> None:
+        # After the end-of-archive marker only zero padding may follow.
+        while True:
+            data = self._stream.read(CHUNK)
+            if not data:
+                return
+            if data.count(0) != len(data):
+                raise BundleError(f"data follows the end of the archive at byte {self.offset}")
+            self.offset += len(data)
+
+
+def _parse_header(block: bytes) -> tuple[str, int, int, bytes]:
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+    except (tarfile.HeaderError, UnicodeDecodeError) as error:
+        raise BundleError(f"a member header is corrupt: {error}") from None
+    kind = block[156:157]
+    return info.name, info.size, info.mode & 0o7777, kind
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        if data[position:].strip(b"\x00") == b"":
+            break
+        space = data.find(b" ", position)
+        try:
+            length = int(data[position:space])
+        except ValueError:
+            raise BundleError("a pax header is corrupt") from None
+        record = data[space + 1 : position + length]
+        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
+            raise BundleError("a pax header is corrupt")
+        key, _, value = record[:-1].partition(b"=")
+        try:
+            records[key.decode("utf-8")] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BundleError("a pax header is not UTF-8") from None
+        position += length
+    return records
+
+
+class TarWriter:
+    """Write regular-file members with fixed owners and mtimes (reproducible output)."""
+
+    def __init__(self, stream: BinaryIO, mtime: int = 0):
+        self._stream = stream
+        self._mtime = mtime
+        self.written = 0
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self.written += len(data)
+
+    def header(self, path: str, size: int, mode: int) -> None:
+        info = tarfile.TarInfo(path)
+        info.size = size
+        info.mode = mode
+        info.mtime = self._mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict"))
+
+    def add_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.header(path, len(data), mode)
+        self._write(data)
+        self._pad(len(data))
+
+    def add_stream(self, path: str, size: int, mode: int, source: BinaryIO, on_chunk=None) -> None:
+        """Copy exactly `size` bytes from `source`; fail if it holds fewer."""
+        self.header(path, size, mode)
+        remaining = size
+        while remaining:
+            data = source.read(min(CHUNK, remaining))
+            if not data:
+                raise BundleError(f"source ended {remaining} bytes early while packing", path)
+            self._write(data)
+            remaining -= len(data)
+            if on_chunk:
+                on_chunk(len(data))
+        self._pad(size)
+
+    def _pad(self, size: int) -> None:
+        if size % BLOCK:
+            self._write(b"\x00" * (-size % BLOCK))
+
+    def close(self) -> None:
+        self._write(b"\x00" * (2 * BLOCK))
+        self._write(b"\x00" * (-self.written % RECORD))

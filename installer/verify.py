@@ -1,0 +1,146 @@
+"""Verify a bundle in one streaming pass: signature first, then every member.
+
+`verify_bundle` is used by `airlock verify` and by the unpacker alike: the
+optional `sink` receives each member's bytes as they are hashed, so unpacking
+needs no second read and no temporary copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from installer.bundle import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE_NAME,
+    FileEntry,
+    Manifest,
+    check_member_path,
+)
+from installer.errors import BundleError
+from installer.tarstream import TarReader
+from installer.trust import TrustedKey, check_dates, verify_signature
+
+READ_BUFFER = 4 << 20
+
+
+class MemberSink(Protocol):
+    def write(self, data: bytes) -> object: ...
+    def done(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Verified:
+    manifest: Manifest
+    manifest_bytes: bytes
+    manifest_sha256: str
+    signer: TrustedKey
+
+
+@contextmanager
+def open_bundle(path: Path) -> Iterator[BinaryIO]:
+    """Open a `.tar` directly, or a `.tar.zst` through the zstd program, as one stream."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such bundle file")
+    if path.name.endswith(".zst"):
+        if shutil.which("zstd") is None:
+            raise BundleError(f"{path}: reading .tar.zst needs the zstd program; install it or pass the .tar")
+        process = subprocess.Popen(["zstd", "-dcq", "--", str(path)], stdout=subprocess.PIPE, bufsize=READ_BUFFER)
+        try:
+            yield process.stdout
+        finally:
+            process.stdout.close()
+            process.kill()
+            process.wait()
+    else:
+        with open(path, "rb", buffering=READ_BUFFER) as handle:
+            yield handle
+
+
+def read_signed_head(reader: TarReader) -> tuple[bytes, bytes]:
+    """Read the first two members, which must be bundle.json and its signature."""
+    members = reader.members()
+    first = next(members, None)
+    if first is None or first.path != MANIFEST_NAME:
+        raise BundleError(f"the first member must be {MANIFEST_NAME}, found {first.path if first else 'nothing'}")
+    if first.size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"is {first.size} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
+    manifest_bytes = b"".join(reader.content())
+    second = next(members, None)
+    if second is None or second.path != SIGNATURE_NAME:
+        raise BundleError(f"the second member must be {SIGNATURE_NAME}, found {second.path if second else 'nothing'}")
+    if second.size > MAX_SIGNATURE_BYTES:
+        raise BundleError(f"is {second.size} bytes, over the {MAX_SIGNATURE_BYTES} byte cap", SIGNATURE_NAME)
+    return manifest_bytes, b"".join(reader.content())
+
+
+def verify_stream(
+    stream: BinaryIO,
+    keys: list[TrustedKey],
+    now: datetime | None = None,
+    sink: Callable[[FileEntry], MemberSink | None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Verified:
+    """Check signature, dates and every member of a bundle stream; raise BundleError/TrustError naming the first bad member."""
+    reader = TarReader(stream)
+    manifest_bytes, signature = read_signed_head(reader)
+    signer = verify_signature(manifest_bytes, signature, keys)
+    manifest = Manifest.parse(manifest_bytes)
+    check_dates(manifest, now)
+
+    pending = {entry.path: entry for entry in manifest.files}
+    seen: set[str] = set()
+    members = reader.members()
+    for header in members:
+        path = check_member_path(header.path)
+        entry = pending.pop(path, None)
+        if entry is None:
+            problem = "appears twice" if path in seen else "is not listed in bundle.json"
+            raise BundleError(problem, path)
+        seen.add(path)
+        if header.size != entry.size:
+            raise BundleError(f"is {header.size} bytes but bundle.json lists {entry.size}", path)
+        target = sink(entry) if sink else None
+        digest = hashlib.sha256()
+        try:
+            for chunk in reader.content():
+                digest.update(chunk)
+                if target is not None:
+                    target.write(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+            if digest.hexdigest() != entry.sha256:
+                raise BundleError(f"sha256 is {digest.hexdigest()} but bundle.json lists {entry.sha256}", path)
+        except BaseException:
+            if target is not None:
+                target.abort()
+            raise
+        if target is not None:
+            target.done()
+    if pending:
+        missing = sorted(pending)
+        raise BundleError(f"listed in bundle.json but missing from the bundle ({len(missing)} in all)", missing[0])
+    return Verified(manifest, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest(), signer)
+
+
+def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = None, sink=None, on_bytes=None) -> Verified:
+    with open_bundle(path) as stream:
+        return verify_stream(stream, keys, now=now, sink=sink, on_bytes=on_bytes)
+
+
+def read_manifest_unverified(path: Path) -> tuple[Manifest, bytes, bytes]:
+    """bundle.json and its signature without checking them (for `inspect` without a key)."""
+    with open_bundle(path) as stream:
+        manifest_bytes, signature = read_signed_head(TarReader(stream))
+    return Manifest.parse(manifest_bytes), manifest_bytes, signature
