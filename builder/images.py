@@ -248,10 +248,7 @@ class ImageCopier:
             if expected and expected != actual:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {actual}")
             digest = self.store.put_bytes(data)
-        media_type = _json(data, f"{ref} manifest").get("mediaType")
-        if not media_type:
-            raise BuildError(f"{ref}: manifest {digest} has no mediaType; airlock needs OCI or Docker v2 manifests")
-        return digest, data, media_type
+        return digest, data, media_type_of(_json(data, f"{ref} manifest {digest}"))
 
     def _select(self, ref: ImageRef, index: dict) -> list[dict]:
         chosen = []
@@ -291,6 +288,18 @@ class ImageCopier:
                     future = self.pool.submit(self.http.download, url, self.store, digest, None, send)
                 self._blobs[digest] = future
         return future
+
+
+def media_type_of(document: dict) -> str:
+    """A manifest's media type: its own field, or (OCI makes it optional) inferred from its shape."""
+    media_type = document.get("mediaType")
+    if isinstance(media_type, str) and media_type:
+        return media_type
+    if isinstance(document.get("manifests"), list):
+        return OCI_INDEX
+    if isinstance(document.get("config"), dict):
+        return OCI_MANIFEST
+    return ""
 
 
 def _json(data: bytes, what: str) -> dict:

@@ -1,0 +1,489 @@
+"""A local upstream laid out like the real one, for tests, the demo and benchmarks.
+
+- `FileServer`: serves a directory like dl.k8s.io and GitHub release paths,
+  with Range support, a request log, and injectable faults (5xx, 429 with
+  Retry-After, a body cut half way).
+- `DockerRegistry`: Debian's `docker-registry` (CNCF distribution) on loopback.
+- `ImageFactory`: small real images made with umoci from busybox-static, pushed
+  with skopeo; multi-platform ones as an OCI index.
+- `LocalUpstream`: all of the above, with stand-in kubeadm/kubelet/kubectl.
+
+The kubeadm/kubelet/kubectl here are STAND-INS (shell scripts), not Kubernetes:
+the real binaries cannot be had on these machines. The stand-in kubeadm
+answers `config images list` and `version` and records every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUSYBOX = "/bin/busybox"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Fault:
+    status: int = 503
+    times: int = 1
+    retry_after: str | None = None
+    cut_at: float | None = None  # fraction of the body after which the connection is dropped
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    range: str | None
+
+
+class FileServer:
+    """A threaded static file server on loopback with faults and a request log."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.faults: dict[str, Fault] = {}
+        self.requests: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _serve(self, body: bool):
+                path = self.path.split("?", 1)[0]
+                with server._lock:
+                    server.requests.append(RequestRecord(self.command, path, self.headers.get("Range")))
+                    fault = server.faults.get(path)
+                    if fault and fault.times > 0:
+                        fault.times -= 1
+                    else:
+                        fault = None
+                if fault and fault.cut_at is None:
+                    self.send_response(fault.status)
+                    if fault.retry_after:
+                        self.send_header("Retry-After", fault.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                target = (server.root / path.lstrip("/")).resolve()
+                if server.root.resolve() not in target.parents or not target.is_file():
+                    self.send_error(404)
+                    return
+                size = target.stat().st_size
+                start, status = 0, 200
+                range_header = self.headers.get("Range")
+                if range_header and range_header.startswith("bytes=") and range_header.endswith("-"):
+                    start = int(range_header[6:-1])
+                    if start >= size:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status = 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(size - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.end_headers()
+                if not body:
+                    return
+                with open(target, "rb") as handle:
+                    handle.seek(start)
+                    if fault and fault.cut_at is not None:
+                        self.wfile.write(handle.read(int((size - start) * fault.cut_at)))
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    shutil.copyfileobj(handle, self.wfile, 1 << 20)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def requested(self, suffix: str = "") -> list[RequestRecord]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(suffix)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.faults.clear()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class DockerRegistry:
+    """CNCF distribution (`docker-registry`) on a loopback port, storage under `root`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+        self.process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=open(self.root / "registry.log", "wb"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry did not start: {(self.root / 'registry.log').read_text()[-500:]}")
+            time.sleep(0.1)
+
+    def manifest_digest(self, repository: str, reference: str) -> str:
+        request = urllib.request.Request(
+            f"{self.url}/v2/{repository}/manifests/{reference}",
+            method="HEAD",
+            headers={"Accept": ", ".join([OCI_INDEX, "application/vnd.oci.image.manifest.v1+json"])},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["Docker-Content-Digest"]
+
+    def blob_path(self, digest: str) -> Path:
+        hexdigest = digest.split(":", 1)[1]
+        return self.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class ImageFactory:
+    """Small real OCI images built with umoci, pushed to a registry with skopeo."""
+
+    def __init__(self, work: Path):
+        self.work = Path(work)
+        self.layout = self.work / "layout"
+        self.work.mkdir(parents=True, exist_ok=True)
+        if not self.layout.exists():
+            self._run("umoci", "init", "--layout", str(self.layout))
+            self._run("umoci", "new", "--image", f"{self.layout}:base")
+            self._run("umoci", "insert", "--image", f"{self.layout}:base", BUSYBOX, "/bin/busybox")
+            self._run("umoci", "config", "--image", f"{self.layout}:base", "--config.cmd", "/bin/busybox", "--config.cmd", "sh")
+
+    @staticmethod
+    def _run(*argv: str) -> None:
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+
+    def _platform_image(self, tag: str, arch: str, payload: Path) -> None:
+        self._run("umoci", "insert", "--image", f"{self.layout}:base", "--tag", tag, str(payload), "/etc/airlock-test-image")
+        if arch != "amd64":
+            self._run("umoci", "config", "--image", f"{self.layout}:{tag}", "--architecture", arch)
+
+    def make(self, name: str, arches: tuple[str, ...] = ("amd64", "arm64"), payload_bytes: int = 64) -> str:
+        """Build `name` (an OCI index when more than one arch); return the layout tag."""
+        tag = hashlib.sha256(name.encode()).hexdigest()[:16]
+        for arch in arches:
+            payload = self.work / f"{tag}-{arch}.payload"
+            with open(payload, "wb") as handle:
+                handle.write(f"{name} {arch}\n".encode())
+                if payload_bytes > 64:
+                    handle.write(os.urandom(payload_bytes))
+            self._platform_image(f"{tag}-{arch}", arch, payload)
+            payload.unlink()
+        if len(arches) == 1:
+            return f"{tag}-{arches[0]}"
+        index_json = json.loads((self.layout / "index.json").read_text())
+        by_name = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index_json["manifests"]}
+        manifests = []
+        for arch in arches:
+            descriptor = dict(by_name[f"{tag}-{arch}"])
+            descriptor.pop("annotations", None)
+            descriptor["platform"] = {"architecture": arch, "os": "linux"}
+            manifests.append(descriptor)
+        data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, indent=2).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (self.layout / "blobs" / "sha256" / digest).write_bytes(data)
+        index_json["manifests"].append(
+            {"mediaType": OCI_INDEX, "digest": f"sha256:{digest}", "size": len(data), "annotations": {"org.opencontainers.image.ref.name": tag}}
+        )
+        (self.layout / "index.json").write_text(json.dumps(index_json))
+        return tag
+
+    def push(self, tag: str, registry: DockerRegistry, repository: str, image_tag: str) -> None:
+        self._run(
+            "skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false",
+            f"oci:{self.layout}:{tag}", f"docker://{registry.host}/{repository}:{image_tag}",
+        )
+
+
+STANDIN_KUBEADM = """#!/bin/sh
+# airlock test STAND-IN for kubeadm {version} linux/{arch}. Not Kubernetes: it
+# answers `config images list` and `version` and records every call.
+if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "kubeadm $*" >> "$AIRLOCK_STANDIN_LOG"; fi
+case "$1 $2 $3" in
+  "config images list")
+    version=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --kubernetes-version) version="$2"; shift ;;
+        --kubernetes-version=*) version="${{1#*=}}" ;;
+      esac
+      shift
+    done
+    case "$version" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "stand-in kubeadm: exact version required, got '$version'" >&2; exit 1 ;; esac
+    for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+      echo "registry.k8s.io/$name:$version"
+    done
+    echo "registry.k8s.io/coredns/coredns:{coredns}"
+    echo "registry.k8s.io/pause:{pause}"
+    echo "registry.k8s.io/etcd:{etcd}"
+    ;;
+  version*) echo "kubeadm version: &version.Info{{GitVersion:\\"{version}\\", Platform:\\"linux/{arch}\\"}} (stand-in)" ;;
+  *) exit 0 ;;
+esac
+"""
+
+STANDIN_TOOL = """#!/bin/sh
+# airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
+if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "{name} $*" >> "$AIRLOCK_STANDIN_LOG"; fi
+case "$1" in version|--version) echo "{name} {version} (stand-in)" ;; esac
+exit 0
+"""
+
+FLANNEL_MANIFEST = """---
+kind: Namespace
+apiVersion: v1
+metadata:
+  name: kube-flannel
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kube-flannel-ds
+  namespace: kube-flannel
+spec:
+  selector:
+    matchLabels:
+      app: flannel
+  template:
+    metadata:
+      labels:
+        app: flannel
+    spec:
+      initContainers:
+      - name: install-cni-plugin
+        image: docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2
+      containers:
+      - name: kube-flannel
+        image: docker.io/flannel/flannel:{version}
+"""
+
+COMPONENT_IMAGES = {"coredns": "v1.11.3", "pause": "3.10", "etcd": "3.5.15-0"}
+
+
+@dataclass
+class LocalUpstream:
+    """Everything a build reads, served from this machine."""
+
+    root: Path
+    versions: tuple[str, ...] = ("v1.31.4",)
+    labels: dict[str, str] = field(default_factory=lambda: {"stable": "v1.31.4", "stable-1": "v1.31.4", "stable-1.31": "v1.31.4", "latest": "v1.31.4", "latest-1.31": "v1.31.4"})
+    extra_images: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"docker.io/library/busybox:1.36": ("amd64", "arm64")})
+    payload_bytes: int = 64
+    cni_version: str = "v1.5.1"
+    crictl_version: str = "v1.31.1"
+    containerd_version: str = "1.7.22"
+    runc_version: str = "v1.1.14"
+    flannel_version: str = "v0.25.7"
+
+    def start(self) -> LocalUpstream:
+        self.root = Path(self.root)
+        self.files_root = self.root / "files"
+        self._write_release_tree()
+        self.server = FileServer(self.files_root)
+        self.registry = DockerRegistry(self.root / "registry")
+        self.factory = ImageFactory(self.root / "images")
+        for reference, arches in self.all_images().items():
+            self.push(reference, arches)
+        return self
+
+    @property
+    def release_url(self) -> str:
+        return f"{self.server.url}/release-server"
+
+    @property
+    def github_url(self) -> str:
+        return f"{self.server.url}/github"
+
+    def mirror_flags(self) -> list[str]:
+        flags = []
+        for host in ("registry.k8s.io", "docker.io"):
+            flags += ["--registry-mirror", f"{host}={self.registry.url}"]
+        return flags
+
+    def build_flags(self) -> list[str]:
+        return ["--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags()]
+
+    def all_images(self) -> dict[str, tuple[str, ...]]:
+        both = ("amd64", "arm64")
+        found: dict[str, tuple[str, ...]] = {}
+        for version in self.versions:
+            for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
+                found[f"registry.k8s.io/{name}:{version}"] = both
+        found["registry.k8s.io/coredns/coredns:" + COMPONENT_IMAGES["coredns"]] = both
+        found["registry.k8s.io/pause:" + COMPONENT_IMAGES["pause"]] = both
+        found["registry.k8s.io/etcd:" + COMPONENT_IMAGES["etcd"]] = both
+        found[f"docker.io/flannel/flannel:{self.flannel_version}"] = both
+        found["docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"] = both
+        found.update(self.extra_images)
+        return found
+
+    def push(self, reference: str, arches: tuple[str, ...]) -> None:
+        """Make an image with umoci and push it as `reference` (its registry host mapped to the local registry)."""
+        name, tag = reference.rsplit(":", 1)
+        repository = name.split("/", 1)[1]
+        self.factory.push(self.factory.make(reference, arches, self.payload_bytes), self.registry, repository, tag)
+
+    def upstream_digest(self, reference: str) -> str:
+        name, tag = reference.rsplit(":", 1)
+        return self.registry.manifest_digest(name.split("/", 1)[1], tag)
+
+    def _write(self, relative: str, data: bytes, checksum: str | None = None) -> Path:
+        path = self.files_root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if checksum == "bare":
+            Path(f"{path}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+        elif checksum == "named":
+            Path(f"{path}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+        elif checksum == "sha256sum":
+            Path(f"{path}.sha256sum").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+        return path
+
+    @staticmethod
+    def _tarball(files: dict[str, bytes], gz: bool = True) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o755
+                info.mtime = 1700000000
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    def _write_release_tree(self) -> None:
+        release = "release-server/release"
+        for label, version in self.labels.items():
+            self._write(f"{release}/{label}.txt", f"{version}\n".encode())
+        for version in self.versions:
+            for arch in ("amd64", "arm64"):
+                base = f"{release}/{version}/bin/linux/{arch}"
+                self._write(f"{base}/kubeadm", STANDIN_KUBEADM.format(version=version, arch=arch, **COMPONENT_IMAGES).encode(), "bare")
+                for name in ("kubelet", "kubectl"):
+                    self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
+        github = "github"
+        runc_sums = []
+        for arch in ("amd64", "arm64"):
+            cni = f"cni-plugins-linux-{arch}-{self.cni_version}.tgz"
+            self._write(
+                f"{github}/containernetworking/plugins/releases/download/{self.cni_version}/{cni}",
+                self._tarball({f"./{p}": f"#!/bin/sh\n# stand-in CNI plugin {p} {arch}\n".encode() for p in ("bridge", "host-local", "loopback", "portmap", "flannel")}),
+                "named",
+            )
+            crictl = f"crictl-{self.crictl_version}-linux-{arch}.tar.gz"
+            self._write(
+                f"{github}/kubernetes-sigs/cri-tools/releases/download/{self.crictl_version}/{crictl}",
+                self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {arch}\n".encode()}),
+                "bare",
+            )
+            containerd = f"containerd-{self.containerd_version}-linux-{arch}.tar.gz"
+            self._write(
+                f"{github}/containerd/containerd/releases/download/v{self.containerd_version}/{containerd}",
+                self._tarball({f"bin/{b}": f"#!/bin/sh\n# stand-in {b} {arch}\n".encode() for b in ("containerd", "containerd-shim-runc-v2", "ctr")}),
+                "sha256sum",
+            )
+            runc = f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
+            self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.{arch}", runc)
+            runc_sums.append(f"{hashlib.sha256(runc).hexdigest()}  runc.{arch}")
+        self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
+        self._write(
+            f"{github}/flannel-io/flannel/releases/download/{self.flannel_version}/kube-flannel.yml",
+            FLANNEL_MANIFEST.format(version=self.flannel_version).encode(),
+        )
+
+    def close(self) -> None:
+        self.server.close()
+        self.registry.close()
+
+
+def main() -> None:
+    """Serve a local upstream until interrupted: `python -m tests.upstream DIR`."""
+    import sys
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/airlock-upstream")
+    upstream = LocalUpstream(root).start()
+    print(" ".join(upstream.build_flags()), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        upstream.close()
+
+
+if __name__ == "__main__":
+    main()
