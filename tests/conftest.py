@@ -1,0 +1,63 @@
+"""Shared fixtures: real tools are required; in CI a missing one is a failure, not a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.upstream import LocalUpstream
+
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "openssl")
+
+
+def require(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"missing tools: {', '.join(missing)} (make deps installs them)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def airlock(*args: str, env: dict | None = None, check: bool | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([AIRLOCK, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check is True:
+        assert result.returncode == 0, f"airlock {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory):
+    require(*TOOLS)
+    local = LocalUpstream(tmp_path_factory.mktemp("upstream")).start()
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> dict[str, Path]:
+    found = {}
+    for algorithm in ("ed25519", "ecdsa-p256"):
+        directory = tmp_path_factory.mktemp(f"keys-{algorithm}")
+        airlock("keygen", "--out", directory, "--algorithm", algorithm, check=True)
+        found[algorithm] = directory
+    return found
+
+
+@pytest.fixture(scope="session")
+def bundle(upstream, keys, tmp_path_factory) -> Path:
+    """One two-architecture bundle of stable-1.31, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("bundle") / "k8s.tar"
+    airlock(
+        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+        "--arch", "amd64,arm64", "--image", "busybox:1.36", "--cache-dir", tmp_path_factory.mktemp("cache"),
+        *upstream.build_flags(), check=True,
+    )
+    return out

@@ -1,0 +1,182 @@
+"""A platform engineer builds a bundle from a (local) upstream and checks it with other tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import airlock, require
+
+
+def extract(bundle: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xf", str(bundle), "-C", str(into)], check=True)
+    return into
+
+
+def manifest_of(bundle: Path) -> dict:
+    with tarfile.open(bundle) as archive:
+        names = archive.getnames()
+        assert names[:2] == ["bundle.json", "bundle.json.sig"]
+        return json.loads(archive.extractfile("bundle.json").read())
+
+
+def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_path):
+    require("skopeo")
+    manifest = manifest_of(bundle)
+    assert manifest["kubernetes"] == {"requested": "stable-1.31", "version": "v1.31.4"}
+    assert manifest["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert manifest["components"]["etcd"] == "3.5.15-0"
+    assert manifest["components"]["pause"] == "3.10"
+    references = {image["reference"] for image in manifest["images"]}
+    assert references == set(upstream.all_images())
+    root = extract(bundle, tmp_path / "x")
+    for image in manifest["images"]:
+        # The digest the upstream registry serves is the digest the bundle keeps.
+        assert image["digest"] == upstream.upstream_digest(image["reference"])
+        raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{root / 'images'}:{image['reference']}"], capture_output=True, check=True).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == image["digest"]
+        for arch in ("amd64", "arm64"):
+            info = subprocess.run(
+                ["skopeo", "--override-arch", arch, "inspect", f"oci:{root / 'images'}:{image['reference']}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            assert json.loads(info)["Architecture"] == arch
+    files = {entry["path"]: entry for entry in manifest["files"]}
+    for arch in ("amd64", "arm64"):
+        for name in ("kubeadm", "kubelet", "kubectl", "runc"):
+            entry = files[f"bin/linux-{arch}/{name}"]
+            assert entry["mode"] == 0o755 and entry["upstream_sha256"] == entry["sha256"]
+    assert "manifests/cni/kube-flannel.yml" in files
+    sbom = json.loads((root / "sbom.spdx.json").read_text())
+    assert sbom["spdxVersion"] == "SPDX-2.3"
+    listed = {c["checksumValue"] for p in sbom["packages"] for c in p["checksums"]}
+    assert files["bin/linux-arm64/kubeadm"]["sha256"] in listed
+    assert {i["digest"].split(":")[1] for i in manifest["images"]} <= listed
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256"])
+def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorithm):
+    require("openssl")
+    out = tmp_path / "k8s.tar"
+    airlock("build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys[algorithm] / "airlock.key",
+            "--cache-dir", tmp_path / "cache", "--cni", "none", *upstream.build_flags(), check=True)
+    root = extract(out, tmp_path / "x")
+    pub = keys[algorithm] / "airlock.pub"
+    if algorithm == "ed25519":
+        command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", root / "bundle.json", "-sigfile", root / "bundle.json.sig"]
+    else:
+        command = ["openssl", "dgst", "-sha256", "-verify", pub, "-signature", root / "bundle.json.sig", root / "bundle.json"]
+    assert subprocess.run(list(map(str, command)), capture_output=True).returncode == 0
+    (root / "bundle.json").write_bytes((root / "bundle.json").read_bytes().replace(b"v1.31.4", b"v1.31.5"))
+    assert subprocess.run(list(map(str, command)), capture_output=True).returncode != 0
+
+
+def test_exact_version_is_never_looked_up(upstream, keys, tmp_path):
+    upstream.server.clear()
+    out = tmp_path / "k8s.tar"
+    airlock("build", "-o", out, "--kubernetes-version", "1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
+            "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    assert manifest_of(out)["kubernetes"] == {"requested": "1.31.4", "version": "v1.31.4"}
+    assert not [r for r in upstream.server.requested(".txt")]
+
+
+def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_path):
+    cache = tmp_path / "cache"
+    flags = ["--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", cache, *upstream.build_flags()]
+    env = {"SOURCE_DATE_EPOCH": "1790000000"}
+    airlock("build", "-o", tmp_path / "a.tar", *flags, env=env, check=True)
+    upstream.server.clear()
+    second = airlock("build", "-o", tmp_path / "b.tar", *flags, env=env, check=True)
+    # Only the label is asked again: a label can move, release files cannot.
+    assert [r.path for r in upstream.server.requests] == ["/release-server/release/stable-1.31.txt"]
+    assert "downloaded 8 B" in second.stdout
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert not list((cache / ".partial").iterdir())
+
+
+def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tmp_path, bundle):
+    out = tmp_path / "amd64.tar"
+    airlock("build", "-o", out, "--kubernetes-version", "stable-1.31", "--arch", "amd64", "--sign-key", keys["ed25519"] / "airlock.key",
+            "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    small = {f["path"] for f in manifest_of(out)["files"] if f["path"].startswith("images/blobs/")}
+    both = {f["path"] for f in manifest_of(bundle)["files"] if f["path"].startswith("images/blobs/")}
+    assert small < both
+    assert not any(f["path"].startswith("bin/linux-arm64/") for f in manifest_of(out)["files"])
+    for image in manifest_of(out)["images"]:
+        assert image["platforms"] == ["linux/amd64"]
+
+
+@pytest.mark.parametrize("label", ["stable-x", "v1.31", "", "latest-1.31.4", "1.31.4.5", "stable-1.31.x", "v1.31.4/../x"])
+def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
+    upstream.server.clear()
+    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", label, "--sign-key", keys["ed25519"] / "airlock.key",
+                     "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+    assert result.returncode in (1, 2)
+    assert "kubernetes-version" in result.stderr
+    assert upstream.server.requests == []
+    assert not (tmp_path / "k8s.tar").exists()
+
+
+def test_label_file_without_a_version_is_refused(upstream, keys, tmp_path):
+    (upstream.files_root / "release-server/release/latest-1.30.txt").write_text("<html>not found</html>\n")
+    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "latest-1.30", "--sign-key", keys["ed25519"] / "airlock.key",
+                     "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+    assert result.returncode == 1
+    assert "not a version like v1.31.4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_sha256_fails_naming_url_expected_and_actual(upstream, keys, tmp_path):
+    path = upstream.files_root / "release-server/release/v1.31.4/bin/linux/amd64/kubectl"
+    checksum = Path(f"{path}.sha256")
+    good = checksum.read_text()
+    checksum.write_text("0" * 64 + "\n")
+    try:
+        result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
+                         "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+    finally:
+        checksum.write_text(good)
+    assert result.returncode == 1
+    assert "bin/linux/amd64/kubectl: checksum mismatch" in result.stderr
+    assert "expected sha256:" + "0" * 64 in result.stderr
+    assert "got sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() in result.stderr
+    assert not (tmp_path / "k8s.tar").exists()
+
+
+def test_wrong_blob_digest_fails_the_build(upstream, keys, tmp_path):
+    upstream.push("registry.k8s.io/corrupt/tool:1.0", ("amd64",))
+    digest = upstream.upstream_digest("registry.k8s.io/corrupt/tool:1.0")
+    manifest = json.loads(upstream.registry.blob_path(digest).read_bytes())
+    layer = manifest["layers"][-1]["digest"]  # the layer only this image has
+    data = upstream.registry.blob_path(layer)
+    data.write_bytes(b"X" + data.read_bytes()[1:])
+    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
+                     "--cache-dir", tmp_path / "cache", "--image", "registry.k8s.io/corrupt/tool:1.0", "--cni", "none", *upstream.build_flags())
+    assert result.returncode == 1
+    assert f"/v2/corrupt/tool/blobs/{layer}: checksum mismatch: expected {layer}, got sha256:" in result.stderr
+    assert not (tmp_path / "k8s.tar").exists()
+    assert not (tmp_path / "cache" / "blobs" / "sha256" / layer.split(":")[1]).exists()
+
+
+def test_build_config_file_sets_flags(upstream, keys, tmp_path):
+    config = tmp_path / "build.yaml"
+    config.write_text(
+        "kubernetes-version: v1.31.4\n"
+        f"sign-key: {keys['ed25519'] / 'airlock.key'}\n"
+        "arch: [arm64]\ncni: none\n"
+        f"release-url: {upstream.release_url}\ngithub-url: {upstream.github_url}\n"
+        f"registry-mirror:\n  registry.k8s.io: {upstream.registry.url}\n"
+        f"cache-dir: {tmp_path / 'cache'}\n"
+    )
+    airlock("build", "--config", config, "-o", tmp_path / "k8s.tar", check=True)
+    manifest = manifest_of(tmp_path / "k8s.tar")
+    assert manifest["platforms"] == ["linux/arm64"] and "flannel" not in manifest["components"]
+    (tmp_path / "bad.yaml").write_text("kubernetes_version: v1\n")
+    result = airlock("build", "--config", tmp_path / "bad.yaml", "-o", tmp_path / "x.tar")
+    assert result.returncode == 1 and "unknown keys kubernetes_version" in result.stderr

@@ -1,0 +1,93 @@
+"""Downloads survive flaky servers, resume cut transfers, and never keep wrong bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from builder.errors import FetchError
+from builder.progress import Progress
+from builder.transfer import Http, RetryPolicy
+from installer.store import BlobStore
+from tests.upstream import Fault, FileServer
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "blob").write_bytes(os.urandom(3 << 20))
+    files = FileServer(root)
+    yield files
+    files.close()
+
+
+@pytest.fixture
+def http():
+    return Http(Progress(interactive=False), RetryPolicy(attempts=4, base_delay=0.05))
+
+
+def digest_of(path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_503s_then_success(server, http, tmp_path):
+    server.faults["/blob"] = Fault(status=503, times=2)
+    store = BlobStore(tmp_path / "cache")
+    expected = digest_of(server.root / "blob")
+    assert http.download(f"{server.url}/blob", store, expected) == expected
+    assert len(server.requested("/blob")) == 3
+    assert store.path(expected).read_bytes() == (server.root / "blob").read_bytes()
+
+
+def test_429_honours_retry_after(server, tmp_path):
+    http = Http(Progress(interactive=False), RetryPolicy(attempts=3, base_delay=0.0))
+    server.faults["/blob"] = Fault(status=429, times=1, retry_after="1")
+    import time
+
+    started = time.monotonic()
+    http.download(f"{server.url}/blob", BlobStore(tmp_path / "cache"), digest_of(server.root / "blob"))
+    assert time.monotonic() - started >= 1.0
+
+
+def test_cut_body_resumes_from_the_offset(server, http, tmp_path):
+    server.faults["/blob"] = Fault(cut_at=0.5, times=1)
+    store = BlobStore(tmp_path / "cache")
+    expected = digest_of(server.root / "blob")
+    assert http.download(f"{server.url}/blob", store, expected) == expected
+    ranges = [r.range for r in server.requested("/blob")]
+    assert ranges[0] is None
+    # The second request asks only for what is missing.
+    assert ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 0
+    assert store.path(expected).read_bytes() == (server.root / "blob").read_bytes()
+
+
+def test_partial_download_from_an_earlier_run_is_resumed(server, http, tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    expected = digest_of(server.root / "blob")
+    with store.partial(expected) as part:
+        part.write((server.root / "blob").read_bytes()[:1000000])
+    http.download(f"{server.url}/blob", store, expected)
+    assert [r.range for r in server.requested("/blob")] == ["bytes=1000000-"]
+
+
+def test_wrong_digest_is_a_hard_failure_and_nothing_is_kept(server, http, tmp_path):
+    store = BlobStore(tmp_path / "cache")
+    wrong = "sha256:" + "1" * 64
+    with pytest.raises(FetchError, match=f"/blob: checksum mismatch: expected {wrong}, got {digest_of(server.root / 'blob')}"):
+        http.download(f"{server.url}/blob", store, wrong)
+    assert not list(store.blobs.iterdir())
+
+
+def test_404_is_not_retried(server, http, tmp_path):
+    with pytest.raises(FetchError, match="HTTP 404"):
+        http.download(f"{server.url}/missing", BlobStore(tmp_path / "cache"), "sha256:" + "2" * 64)
+    assert len(server.requested("/missing")) == 1
+
+
+def test_persistent_503_gives_up_with_the_url(server, http, tmp_path):
+    server.faults["/blob"] = Fault(status=503, times=100)
+    with pytest.raises(FetchError, match=r"/blob: HTTP 503; gave up after 4 attempts"):
+        http.download(f"{server.url}/blob", BlobStore(tmp_path / "cache"), digest_of(server.root / "blob"))

@@ -1,0 +1,103 @@
+"""An operator checks a bundle on the node: any altered byte is found and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from installer.tarstream import TarReader
+from tests.conftest import airlock
+
+
+def member_offsets(bundle) -> dict[str, tuple[int, int]]:
+    with tarfile.open(bundle) as archive:
+        return {m.name: (m.offset_data, m.size) for m in archive.getmembers()}
+
+
+def flip(path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_verify_accepts_the_bundle(bundle, keys):
+    result = airlock("verify", bundle, "--key", keys["ed25519"] / "airlock.pub", check=True)
+    assert result.stdout.startswith(f"OK {bundle}")
+    # A directory of keys is a trust store too.
+    airlock("verify", bundle, "--key", keys["ed25519"], check=True)
+
+
+def test_keys_are_private(keys):
+    assert stat.S_IMODE(os.stat(keys["ed25519"] / "airlock.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(keys["ecdsa-p256"] / "airlock.key").st_mode) == 0o600
+    again = airlock("keygen", "--out", keys["ed25519"])
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("kind", ["bundle.json", "bundle.json.sig", "bin/", "cni/", "images/blobs/", "images/index.json", "sbom.spdx.json"])
+def test_a_flipped_byte_in_any_member_is_named(bundle, keys, tmp_path, kind):
+    copy = tmp_path / "tampered.tar"
+    copy.write_bytes(bundle.read_bytes())
+    offsets = member_offsets(copy)
+    name = next(n for n in offsets if n == kind or (kind.endswith("/") and n.startswith(kind)))
+    start, size = offsets[name]
+    flip(copy, start + size // 2)
+    result = airlock("verify", copy, "--key", keys["ed25519"] / "airlock.pub")
+    assert result.returncode == 1
+    expected = "bundle.json.sig" if name in ("bundle.json", "bundle.json.sig") else name
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_untrusted_key_is_refused(bundle, keys):
+    result = airlock("verify", bundle, "--key", keys["ecdsa-p256"] / "airlock.pub")
+    assert result.returncode == 1
+    assert "does not match bundle.json under any trusted key" in result.stderr
+
+
+def test_truncated_and_padded_bundles_are_refused(bundle, keys, tmp_path):
+    data = bundle.read_bytes()
+    short = tmp_path / "short.tar"
+    short.write_bytes(data[: len(data) // 2])
+    result = airlock("verify", short, "--key", keys["ed25519"] / "airlock.pub")
+    assert result.returncode == 1 and ("truncated" in result.stderr or "missing" in result.stderr)
+    long = tmp_path / "long.tar"
+    long.write_bytes(data + b"garbage")
+    result = airlock("verify", long, "--key", keys["ed25519"] / "airlock.pub")
+    assert result.returncode == 1 and "data follows the end of the archive" in result.stderr
+
+
+def test_zstd_bundle_verifies(bundle, keys, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("zstd") is None:
+        pytest.skip("zstd not installed")
+    packed = tmp_path / "k8s.tar.zst"
+    subprocess.run(["zstd", "-q", "-o", str(packed), str(bundle)], check=True)
+    airlock("verify", packed, "--key", keys["ed25519"] / "airlock.pub", check=True)
+
+
+def test_inspect_shows_versions_images_and_signer(bundle, keys):
+    text = airlock("inspect", bundle, check=True).stdout
+    assert "kubernetes  v1.31.4 (asked for stable-1.31)" in text
+    assert "registry.k8s.io/kube-apiserver:v1.31.4" in text
+    assert "signature not checked" in text
+    document = json.loads(airlock("inspect", bundle, "--output", "json", "--key", keys["ed25519"] / "airlock.pub", check=True).stdout)
+    assert document["signature"].startswith("valid")
+    assert document["kubernetes"]["version"] == "v1.31.4"
+
+
+def test_tar_reader_reads_what_python_tarfile_reads(bundle):
+    with open(bundle, "rb") as handle:
+        reader = TarReader(handle)
+        ours = [(h.path, h.size, sum(len(c) for c in reader.content())) for h in reader.members()]
+    with tarfile.open(bundle) as archive:
+        theirs = [(m.name, m.size, m.size) for m in archive.getmembers()]
+    assert ours == theirs
