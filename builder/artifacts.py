@@ -79,7 +79,9 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
         )
         runc_base = f"{github}/opencontainers/runc/releases/download/{runc}"
         plan.append(
-            Artifact("runc", runc, arch, f"{runc_base}/runc.{arch}", Checksum(f"{runc_base}/runc.sha256sum", f"runc.{arch}"), f"{bin_dir}/runc", 0o755)
+            Artifact(
+                "runc", runc, arch, f"{runc_base}/runc.{arch}", Checksum(f"{runc_base}/runc.sha256sum", f"runc.{arch}"), f"{bin_dir}/runc", 0o755
+            )
         )
     if versions.flannel:
         url = f"{github}/flannel-io/flannel/releases/download/{versions.flannel}/kube-flannel.yml"

@@ -10,17 +10,18 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from builder import artifacts, images, sign
 from builder.errors import BuildError, FetchError
 from builder.pack import write_bundle
-from builder.progress import Progress, human
+from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
 from installer.bundle import FileEntry, ImageEntry, Manifest, format_time
+from installer.cli import human_size as human
 from installer.errors import AirlockError
 from installer.reference import ImageRef
 from installer.store import OCI_LAYOUT, BlobStore, layout_index, write_atomic
@@ -139,12 +140,13 @@ class Builder:
 
     def fetch_artifact(self, artifact: artifacts.Artifact) -> FileEntry:
         upstream = self.checksum_for(artifact)
+        cached = upstream is not None and self.store.exists("sha256:" + upstream)
         if upstream is None:
             digest = self.fetch_pinned(artifact.url)
         else:
             digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True)
         hexdigest = digest.split(":", 1)[1]
-        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))})")
+        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
         return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)
 
     def control_plane_images(self, version: str, minor: int, kubeadm: FileEntry | None) -> list[str]:
@@ -199,9 +201,7 @@ class Builder:
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
-        copier = images.ImageCopier(
-            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress
-        )
+        copier = images.ImageCopier(self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress)
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
         files = [future.result() for future in file_futures.values()]
@@ -230,7 +230,12 @@ class Builder:
         for image in sorted(copied, key=lambda c: c.entry.reference):
             annotations = {"org.opencontainers.image.ref.name": image.entry.reference, "io.containerd.image.name": image.entry.reference}
             index_entries.append(
-                {"mediaType": image.entry.media_type, "digest": image.entry.digest, "size": blob_sizes[image.entry.digest], "annotations": annotations}
+                {
+                    "mediaType": image.entry.media_type,
+                    "digest": image.entry.digest,
+                    "size": blob_sizes[image.entry.digest],
+                    "annotations": annotations,
+                }
             )
         generated = {
             "images/oci-layout": OCI_LAYOUT,
@@ -278,10 +283,10 @@ def _build_time() -> datetime:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         try:
-            return datetime.fromtimestamp(int(epoch), timezone.utc)
+            return datetime.fromtimestamp(int(epoch), UTC)
         except ValueError:
             raise BuildError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def build(options: BuildOptions, progress: Progress) -> BuildResult:

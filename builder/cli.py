@@ -112,7 +112,8 @@ def build(
 
     Example: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key --arch amd64,arm64
     """
-    from builder.build import BuildOptions, build as run_build
+    from builder.build import BuildOptions
+    from builder.build import build as run_build
     from builder.images import parse_mirrors
     from builder.progress import Progress
 
@@ -141,7 +142,11 @@ def build(
             "expires_days": expires_days,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
-        missing = [flag for flag, field in (("--output", "output"), ("--kubernetes-version", "kubernetes_version"), ("--sign-key", "sign_key")) if not values.get(field)]
+        missing = [
+            flag
+            for flag, field in (("--output", "output"), ("--kubernetes-version", "kubernetes_version"), ("--sign-key", "sign_key"))
+            if not values.get(field)
+        ]
         if missing:
             typer.echo(f"airlock: error: build needs {', '.join(missing)} (as flags or in --config)", err=True)
             raise typer.Exit(2)

@@ -21,9 +21,10 @@ import requests
 import yaml
 
 from builder.errors import BuildError, FetchError
-from builder.progress import Progress, human
+from builder.progress import Progress
 from builder.transfer import Http, Send
 from installer.bundle import ImageEntry
+from installer.cli import human_size as human
 from installer.reference import ImageRef
 from installer.store import BlobStore, sha256_digest
 
@@ -224,7 +225,7 @@ class ImageCopier:
             platforms.append(platform)
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
-        for blob_digest, future in pending:
+        for _digest, future in pending:
             future.result()
         size = sum(copied.blobs.values())
         copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size)
@@ -260,7 +261,9 @@ class ImageCopier:
             ]
             if not candidates:
                 offered = sorted({"/".join(filter(None, _platform(d))) for d in index.get("manifests", [])})
-                raise BuildError(f"{ref} has no linux/{arch} image (it offers {', '.join(offered) or 'nothing'}); drop --arch {arch} or pick another tag")
+                raise BuildError(
+                    f"{ref} has no linux/{arch} image (it offers {', '.join(offered) or 'nothing'}); drop --arch {arch} or pick another tag"
+                )
             chosen.append(candidates[0])
         return chosen
 

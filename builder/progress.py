@@ -11,8 +11,6 @@ import threading
 
 from tqdm import tqdm
 
-from installer.cli import human_size as human
-
 
 class Progress:
     def __init__(self, description: str = "airlock", interactive: bool | None = None, stream=None):

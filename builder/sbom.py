@@ -11,7 +11,9 @@ def _spdx_id(kind: str, text: str) -> str:
     return f"SPDXRef-{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def spdx_document(name: str, serial: int, created: str, version: str, files: list[FileEntry], images: list[ImageEntry], components: dict[str, str]) -> bytes:
+def spdx_document(
+    name: str, serial: int, created: str, version: str, files: list[FileEntry], images: list[ImageEntry], components: dict[str, str]
+) -> bytes:
     packages = []
     for entry in files:
         packages.append(
@@ -60,8 +62,7 @@ def spdx_document(name: str, serial: int, created: str, version: str, files: lis
         "creationInfo": {"created": created, "creators": ["Tool: airlock"]},
         "packages": packages,
         "relationships": [
-            {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": package["SPDXID"]}
-            for package in packages
+            {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": package["SPDXID"]} for package in packages
         ],
     }
     return canonical_json(document)

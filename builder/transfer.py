@@ -83,11 +83,6 @@ class Http:
     def send(self, method: str, url: str, headers: dict, stream: bool) -> requests.Response:
         return self.session.request(method, url, headers=headers, stream=stream, timeout=self.timeout)
 
-    def _attempts(self, url: str):
-        """Yield attempt numbers; the caller retries by raising _Retry or a transient error."""
-        for attempt in range(1, self.policy.attempts + 1):
-            yield attempt
-
     def _give_up_or_wait(self, url: str, attempt: int, error: Exception) -> None:
         response = error.response if isinstance(error, _Retry) else None
         if attempt >= self.policy.attempts:
@@ -99,7 +94,7 @@ class Http:
     def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> requests.Response:
         """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
         send = send or self.send
-        for attempt in self._attempts(url):
+        for attempt in range(1, self.policy.attempts + 1):
             try:
                 response = send("GET", url, dict(headers or {}), True)
                 _check_status(url, response)
@@ -118,7 +113,7 @@ class Http:
     def head(self, url: str, headers: dict | None = None, send: Send | None = None) -> requests.Response | None:
         """HEAD with retries; None when the server answers 4xx (the caller falls back to GET)."""
         send = send or self.send
-        for attempt in self._attempts(url):
+        for attempt in range(1, self.policy.attempts + 1):
             try:
                 response = send("HEAD", url, dict(headers or {}), False)
                 if retryable_status(response.status_code):
@@ -148,7 +143,7 @@ class Http:
         with store.partial(expected or f"url:{url}") as part:
             counted = False
             self.progress.advance(part.size, network=False)
-            for attempt in self._attempts(url):
+            for attempt in range(1, self.policy.attempts + 1):
                 try:
                     request_headers = dict(headers or {})
                     if part.size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from installer.errors import BundleError
 
@@ -28,12 +28,12 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
 def parse_time(text: str, where: str) -> datetime:
     try:
-        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
     except (TypeError, ValueError):
         raise BundleError(f"{where} is not a UTC time like 2026-01-31T12:00:00Z: {text!r}", MANIFEST_NAME) from None
 
@@ -221,9 +221,7 @@ def _manifest_from_document(document: object) -> Manifest:
         mode = _need(raw, "mode", int, where)
         if size < 0 or not 0 <= mode <= 0o777:
             raise BundleError(f"{where}size or mode is out of range", MANIFEST_NAME)
-        files.append(
-            FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"))
-        )
+        files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256")))
     images = []
     for index, raw in enumerate(_need(document, "images", list)):
         where = f"images[{index}]."

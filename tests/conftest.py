@@ -56,8 +56,20 @@ def bundle(upstream, keys, tmp_path_factory) -> Path:
     """One two-architecture bundle of stable-1.31, shared by the read-only tests."""
     out = tmp_path_factory.mktemp("bundle") / "k8s.tar"
     airlock(
-        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
-        "--arch", "amd64,arm64", "--image", "busybox:1.36", "--cache-dir", tmp_path_factory.mktemp("cache"),
-        *upstream.build_flags(), check=True,
+        "build",
+        "-o",
+        out,
+        "--kubernetes-version",
+        "stable-1.31",
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--arch",
+        "amd64,arm64",
+        "--image",
+        "busybox:1.36",
+        "--cache-dir",
+        tmp_path_factory.mktemp("cache"),
+        *upstream.build_flags(),
+        check=True,
     )
     return out

@@ -44,7 +44,9 @@ def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_pat
         for arch in ("amd64", "arm64"):
             info = subprocess.run(
                 ["skopeo", "--override-arch", arch, "inspect", f"oci:{root / 'images'}:{image['reference']}"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             assert json.loads(info)["Architecture"] == arch
     files = {entry["path"]: entry for entry in manifest["files"]}
@@ -64,12 +66,37 @@ def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_pat
 def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorithm):
     require("openssl")
     out = tmp_path / "k8s.tar"
-    airlock("build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys[algorithm] / "airlock.key",
-            "--cache-dir", tmp_path / "cache", "--cni", "none", *upstream.build_flags(), check=True)
+    airlock(
+        "build",
+        "-o",
+        out,
+        "--kubernetes-version",
+        "v1.31.4",
+        "--sign-key",
+        keys[algorithm] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--cni",
+        "none",
+        *upstream.build_flags(),
+        check=True,
+    )
     root = extract(out, tmp_path / "x")
     pub = keys[algorithm] / "airlock.pub"
     if algorithm == "ed25519":
-        command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", root / "bundle.json", "-sigfile", root / "bundle.json.sig"]
+        command = [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            pub,
+            "-rawin",
+            "-in",
+            root / "bundle.json",
+            "-sigfile",
+            root / "bundle.json.sig",
+        ]
     else:
         command = ["openssl", "dgst", "-sha256", "-verify", pub, "-signature", root / "bundle.json.sig", root / "bundle.json"]
     assert subprocess.run(list(map(str, command)), capture_output=True).returncode == 0
@@ -80,8 +107,19 @@ def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorith
 def test_exact_version_is_never_looked_up(upstream, keys, tmp_path):
     upstream.server.clear()
     out = tmp_path / "k8s.tar"
-    airlock("build", "-o", out, "--kubernetes-version", "1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
-            "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    airlock(
+        "build",
+        "-o",
+        out,
+        "--kubernetes-version",
+        "1.31.4",
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        *upstream.build_flags(),
+        check=True,
+    )
     assert manifest_of(out)["kubernetes"] == {"requested": "1.31.4", "version": "v1.31.4"}
     assert not [r for r in upstream.server.requested(".txt")]
 
@@ -102,8 +140,21 @@ def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_
 
 def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tmp_path, bundle):
     out = tmp_path / "amd64.tar"
-    airlock("build", "-o", out, "--kubernetes-version", "stable-1.31", "--arch", "amd64", "--sign-key", keys["ed25519"] / "airlock.key",
-            "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    airlock(
+        "build",
+        "-o",
+        out,
+        "--kubernetes-version",
+        "stable-1.31",
+        "--arch",
+        "amd64",
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        *upstream.build_flags(),
+        check=True,
+    )
     small = {f["path"] for f in manifest_of(out)["files"] if f["path"].startswith("images/blobs/")}
     both = {f["path"] for f in manifest_of(bundle)["files"] if f["path"].startswith("images/blobs/")}
     assert small < both
@@ -115,8 +166,18 @@ def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tm
 @pytest.mark.parametrize("label", ["stable-x", "v1.31", "", "latest-1.31.4", "1.31.4.5", "stable-1.31.x", "v1.31.4/../x"])
 def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
     upstream.server.clear()
-    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", label, "--sign-key", keys["ed25519"] / "airlock.key",
-                     "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+    result = airlock(
+        "build",
+        "-o",
+        tmp_path / "k8s.tar",
+        "--kubernetes-version",
+        label,
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        *upstream.build_flags(),
+    )
     assert result.returncode in (1, 2)
     assert "kubernetes-version" in result.stderr
     assert upstream.server.requests == []
@@ -125,8 +186,18 @@ def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
 
 def test_label_file_without_a_version_is_refused(upstream, keys, tmp_path):
     (upstream.files_root / "release-server/release/latest-1.30.txt").write_text("<html>not found</html>\n")
-    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "latest-1.30", "--sign-key", keys["ed25519"] / "airlock.key",
-                     "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+    result = airlock(
+        "build",
+        "-o",
+        tmp_path / "k8s.tar",
+        "--kubernetes-version",
+        "latest-1.30",
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        *upstream.build_flags(),
+    )
     assert result.returncode == 1
     assert "not a version like v1.31.4" in result.stderr
     assert "Traceback" not in result.stderr
@@ -138,8 +209,18 @@ def test_wrong_sha256_fails_naming_url_expected_and_actual(upstream, keys, tmp_p
     good = checksum.read_text()
     checksum.write_text("0" * 64 + "\n")
     try:
-        result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
-                         "--cache-dir", tmp_path / "cache", *upstream.build_flags())
+        result = airlock(
+            "build",
+            "-o",
+            tmp_path / "k8s.tar",
+            "--kubernetes-version",
+            "v1.31.4",
+            "--sign-key",
+            keys["ed25519"] / "airlock.key",
+            "--cache-dir",
+            tmp_path / "cache",
+            *upstream.build_flags(),
+        )
     finally:
         checksum.write_text(good)
     assert result.returncode == 1
@@ -156,8 +237,22 @@ def test_wrong_blob_digest_fails_the_build(upstream, keys, tmp_path):
     layer = manifest["layers"][-1]["digest"]  # the layer only this image has
     data = upstream.registry.blob_path(layer)
     data.write_bytes(b"X" + data.read_bytes()[1:])
-    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
-                     "--cache-dir", tmp_path / "cache", "--image", "registry.k8s.io/corrupt/tool:1.0", "--cni", "none", *upstream.build_flags())
+    result = airlock(
+        "build",
+        "-o",
+        tmp_path / "k8s.tar",
+        "--kubernetes-version",
+        "v1.31.4",
+        "--sign-key",
+        keys["ed25519"] / "airlock.key",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--image",
+        "registry.k8s.io/corrupt/tool:1.0",
+        "--cni",
+        "none",
+        *upstream.build_flags(),
+    )
     assert result.returncode == 1
     assert f"/v2/corrupt/tool/blobs/{layer}: checksum mismatch: expected {layer}, got sha256:" in result.stderr
     assert not (tmp_path / "k8s.tar").exists()

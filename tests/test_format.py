@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -15,7 +15,7 @@ from installer.errors import BundleError, TrustError
 from installer.trust import TrustedKey, algorithm_of, key_id
 from installer.verify import verify_stream
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PRIVATE = ed25519.Ed25519PrivateKey.generate()
 TRUSTED = [TrustedKey(key_id(PRIVATE.public_key()), algorithm_of(PRIVATE.public_key()), PRIVATE.public_key(), "test")]
 
@@ -23,8 +23,16 @@ TRUSTED = [TrustedKey(key_id(PRIVATE.public_key()), algorithm_of(PRIVATE.public_
 def manifest_for(members: dict[str, bytes], **changes) -> Manifest:
     files = tuple(FileEntry(path, hashlib.sha256(data).hexdigest(), len(data), 0o644) for path, data in members.items())
     values = dict(
-        name="t", serial=1, created=NOW - timedelta(days=1), expires=NOW + timedelta(days=1), requested="v1.31.4",
-        version="v1.31.4", platforms=("linux/amd64",), components={}, files=files, images=(),
+        name="t",
+        serial=1,
+        created=NOW - timedelta(days=1),
+        expires=NOW + timedelta(days=1),
+        requested="v1.31.4",
+        version="v1.31.4",
+        platforms=("linux/amd64",),
+        components={},
+        files=files,
+        images=(),
     )
     values.update(changes)
     return Manifest(**values)

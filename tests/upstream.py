@@ -263,8 +263,13 @@ class ImageFactory:
 
     def push(self, tag: str, registry: DockerRegistry, repository: str, image_tag: str) -> None:
         self._run(
-            "skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false",
-            f"oci:{self.layout}:{tag}", f"docker://{registry.host}/{repository}:{image_tag}",
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--all",
+            "--dest-tls-verify=false",
+            f"oci:{self.layout}:{tag}",
+            f"docker://{registry.host}/{repository}:{image_tag}",
         )
 
 
@@ -339,7 +344,9 @@ class LocalUpstream:
 
     root: Path
     versions: tuple[str, ...] = ("v1.31.4",)
-    labels: dict[str, str] = field(default_factory=lambda: {"stable": "v1.31.4", "stable-1": "v1.31.4", "stable-1.31": "v1.31.4", "latest": "v1.31.4", "latest-1.31": "v1.31.4"})
+    labels: dict[str, str] = field(
+        default_factory=lambda: {"stable": "v1.31.4", "stable-1": "v1.31.4", "stable-1.31": "v1.31.4", "latest": "v1.31.4", "latest-1.31": "v1.31.4"}
+    )
     extra_images: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"docker.io/library/busybox:1.36": ("amd64", "arm64")})
     payload_bytes: int = 64
     cni_version: str = "v1.5.1"
@@ -442,7 +449,12 @@ class LocalUpstream:
             cni = f"cni-plugins-linux-{arch}-{self.cni_version}.tgz"
             self._write(
                 f"{github}/containernetworking/plugins/releases/download/{self.cni_version}/{cni}",
-                self._tarball({f"./{p}": f"#!/bin/sh\n# stand-in CNI plugin {p} {arch}\n".encode() for p in ("bridge", "host-local", "loopback", "portmap", "flannel")}),
+                self._tarball(
+                    {
+                        f"./{p}": f"#!/bin/sh\n# stand-in CNI plugin {p} {arch}\n".encode()
+                        for p in ("bridge", "host-local", "loopback", "portmap", "flannel")
+                    }
+                ),
                 "named",
             )
             crictl = f"crictl-{self.crictl_version}-linux-{arch}.tar.gz"

@@ -1,0 +1,42 @@
+# airlock: `make demo` runs the main job end to end, `make test` the test suite.
+# Both install what they need on a fresh Debian machine (apt packages, then a venv).
+
+VENV        ?= .venv
+PYTHON      ?= python3
+PY          := $(VENV)/bin/python
+APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar
+TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar
+
+.PHONY: deps venv test demo lint bench clean
+
+deps:
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: deps venv
+	$(VENV)/bin/ruff check builder installer tests bench
+	$(VENV)/bin/pytest -q
+
+demo: deps venv
+	$(PY) -m tests.demo
+
+lint: venv
+	$(VENV)/bin/ruff check builder installer tests bench
+
+bench: deps venv
+	$(PY) -m bench.build_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
