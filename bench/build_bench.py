@@ -71,18 +71,34 @@ def main() -> None:
                     check=True,
                 )
 
-        build = [
-            AIRLOCK, "build", "-o", str(work / "bundle.tar"), "--kubernetes-version", "stable-1.31", "--arch", "amd64,arm64",
-            "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(work / "cache"), "--image", "busybox:1.36",
-            *upstream.build_flags(),
-        ]
+        # Each build writes a new file: replacing an existing 1 GB file costs its
+        # deletion, which is not build work.
+        def build(out: str) -> list[str]:
+            return [
+                AIRLOCK,
+                "build",
+                "-o",
+                str(work / out),
+                "--kubernetes-version",
+                "stable-1.31",
+                "--arch",
+                "amd64,arm64",
+                "--sign-key",
+                str(keys / "airlock.key"),
+                "--cache-dir",
+                str(work / "cache"),
+                "--image",
+                "busybox:1.36",
+                *upstream.build_flags(),
+            ]
+
         drop_caches_if_possible()
         started = time.monotonic()
         skopeo_all()
         skopeo_seconds = time.monotonic() - started
         drop_caches_if_possible()
-        cold_seconds, build_rss = timed(build)
-        warm_seconds, _ = timed(build)
+        cold_seconds, build_rss = timed(build("bundle.tar"))
+        warm_seconds, _ = timed(build("warm.tar"))
         bundle = work / "bundle.tar"
         size = bundle.stat().st_size
         sha_seconds, _ = timed(["sha256sum", str(bundle)])
