@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import oras.auth
 import oras.container
 import oras.provider
 import requests
@@ -170,7 +171,14 @@ class RegistryClients:
         raw = oras.provider.Registry.do_request.__wrapped__
 
         def send(method: str, url: str, headers: dict, stream: bool) -> requests.Response:
-            return raw(client, url, method, headers=dict(headers), stream=stream)
+            try:
+                return raw(client, url, method, headers=dict(headers), stream=stream)
+            except (ValueError, oras.auth.AuthenticationException) as error:
+                # oras-py raises these when a 401/403 challenge cannot be answered.
+                raise FetchError(
+                    f"{url}: HTTP 401, the registry wants credentials it did not get or accept ({error}); "
+                    f"add them to ~/.docker/config.json (docker login {base.split('://', 1)[1]})"
+                ) from None
 
         return send
 

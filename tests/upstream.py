@@ -25,6 +25,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,3 +500,130 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class TokenAuthRegistry:
+    """A registry front that behaves like registry.k8s.io or Docker Hub: bearer
+    tokens scoped per repository (issued only for Basic credentials), and blob
+    GETs redirected to another host ("blob storage") that must never see the
+    registry's Authorization header."""
+
+    def __init__(self, backend: DockerRegistry, username: str = "puller", password: str = "s3cret"):
+        import base64
+
+        self.backend = backend
+        self.basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.tokens_issued: list[str] = []
+        self.leaked_authorization: list[str] = []
+        front = self
+
+        def relay(handler, url: str, method: str, extra: dict | None = None) -> None:
+            request = urllib.request.Request(url, method=method, headers={k: v for k, v in (extra or {}).items() if v})
+            try:
+                response = urllib.request.urlopen(request, timeout=30)
+            except urllib.error.HTTPError as error:
+                response = error
+            body = response.read() if method != "HEAD" else b""
+            handler.send_response(response.status if hasattr(response, "status") else response.code)
+            for name in ("Content-Type", "Docker-Content-Digest", "Content-Range"):
+                if response.headers.get(name):
+                    handler.send_header(name, response.headers[name])
+            handler.send_header("Content-Length", response.headers.get("Content-Length", str(len(body))))
+            handler.end_headers()
+            handler.wfile.write(body)
+
+        class Blobs(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.headers.get("Authorization"):
+                    front.leaked_authorization.append(self.headers["Authorization"])
+                    self.send_error(400, "blob storage does not take registry credentials")
+                    return
+                # /storage/<repository>/<digest>
+                _, _, rest = self.path.partition("/storage/")
+                repository, _, digest = rest.rpartition("/")
+                relay(self, f"{backend.url}/v2/{repository}/blobs/{digest}", "GET", {"Range": self.headers.get("Range")})
+
+        self.blob_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blobs)
+        blob_url = f"http://127.0.0.1:{self.blob_server.server_address[1]}"
+
+        class Front(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._handle("HEAD")
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def _handle(self, method: str):
+                path = self.path.split("?", 1)[0]
+                if path == "/token":
+                    self._token()
+                    return
+                if path == "/v2/":
+                    self._challenge("")
+                    return
+                repository = path[len("/v2/") :].rsplit("/", 2)[0]
+                if self.headers.get("Authorization") != f"Bearer token-for-{repository}":
+                    self._challenge(repository)
+                    return
+                if "/blobs/" in path and method == "GET":
+                    self.send_response(307)
+                    self.send_header("Location", f"{blob_url}/storage/{repository}/{path.rsplit('/', 1)[1]}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                relay(self, f"{backend.url}{self.path}", method, {"Accept": self.headers.get("Accept"), "Range": self.headers.get("Range")})
+
+            def _challenge(self, repository: str):
+                self.send_response(401)
+                scope = f',scope="repository:{repository}:pull"' if repository else ""
+                self.send_header("WWW-Authenticate", f'Bearer realm="{front.url}/token",service="test-registry"{scope}')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _token(self):
+                from urllib.parse import parse_qs, urlparse
+
+                query = parse_qs(urlparse(self.path).query)
+                scope = query.get("scope", [""])[0]
+                if self.headers.get("Authorization") != front.basic or not scope.startswith("repository:"):
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                repository = scope.split(":")[1]
+                front.tokens_issued.append(repository)
+                body = json.dumps({"token": f"token-for-{repository}"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.front_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self.host = f"127.0.0.1:{self.front_server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        for server in (self.blob_server, self.front_server):
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def docker_config(self, home: Path, username: str = "puller", password: str = "s3cret") -> None:
+        import base64
+
+        config = home / ".docker" / "config.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps({"auths": {self.host: {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}}}))
+
+    def close(self) -> None:
+        for server in (self.front_server, self.blob_server):
+            server.shutdown()
+            server.server_close()
