@@ -204,6 +204,9 @@ class Builder:
         copier = images.ImageCopier(self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress)
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
+        # Blobs download in the order they are packed, so packing follows the downloads.
+        blob_order = sorted({digest for image in copied for digest in image.blobs})
+        copier.schedule(blob_order)
         files = [future.result() for future in file_futures.values()]
 
         components.update(
@@ -217,9 +220,9 @@ class Builder:
         )
         if versions.flannel:
             components["flannel"] = versions.flannel
-        return self._finish(resolution, components, files, copied, key, started)
+        return self._finish(resolution, components, files, copied, key, started, copier.wait)
 
-    def _finish(self, resolution, components, files, copied, key, started) -> BuildResult:
+    def _finish(self, resolution, components, files, copied, key, started, wait_for_blob) -> BuildResult:
         options = self.options
         created = _build_time()
         serial = options.serial if options.serial is not None else int(created.timestamp())
@@ -268,7 +271,7 @@ class Builder:
             signer={"algorithm": key.algorithm, "key_id": key.key_id},
         )
         self.progress.add_total(manifest.total_size)
-        manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress)
+        manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress, wait_for_blob)
         return BuildResult(
             Path(options.output),
             manifest,

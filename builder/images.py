@@ -203,9 +203,15 @@ class ImageCopier:
         self.pool = pool
         self.progress = progress
         self._blobs: dict[str, Future] = {}
+        self._sources: dict[str, tuple[str, int, Send]] = {}
         self._lock = threading.Lock()
 
     def copy(self, text: str) -> CopiedImage:
+        """Resolve an image's index and manifests (stored at once) and register its blobs.
+
+        Layer downloads start only when `schedule` is called, so the caller
+        can order them the way they will be packed.
+        """
         ref = ImageRef.parse(text)
         send = self.clients.sender(ref)
         base = f"{self.clients.base_url(ref.registry)}/v2/{ref.repository}"
@@ -213,19 +219,17 @@ class ImageCopier:
         copied = CopiedImage(ImageEntry(str(ref), digest, media_type, ()))
         copied.blobs[digest] = len(data)
         document = _json(data, f"{ref} manifest")
-        pending: list[tuple[str, Future]] = []
         platforms: list[str] = []
         if media_type in INDEX_TYPES:
             for child in self._select(ref, document):
                 child_digest, child_data, _ = self._manifest(ref, base, send, child["digest"], child["digest"])
                 copied.blobs[child_digest] = len(child_data)
-                pending += self._blobs_of(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied)
+                self._register_blobs(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied)
                 platforms.append("linux/" + child["platform"]["architecture"])
         elif media_type in MANIFEST_TYPES:
-            pending += self._blobs_of(ref, base, send, document, copied)
+            self._register_blobs(ref, base, send, document, copied)
             config = document["config"]["digest"]
-            pending_config = dict(pending)[config]
-            pending_config.result()
+            self.schedule([config]).wait(config)
             info = _json(self.store.read(config), f"{ref} config")
             platform = f"{info.get('os', 'linux')}/{info.get('architecture', '')}"
             if info.get("architecture") not in self.arches:
@@ -233,8 +237,6 @@ class ImageCopier:
             platforms.append(platform)
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
-        for _digest, future in pending:
-            future.result()
         size = sum(copied.blobs.values())
         copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size)
         self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
@@ -275,30 +277,37 @@ class ImageCopier:
             chosen.append(candidates[0])
         return chosen
 
-    def _blobs_of(self, ref: ImageRef, base: str, send: Send, manifest: dict, copied: CopiedImage) -> list[tuple[str, Future]]:
-        descriptors = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
-        pending = []
-        for descriptor in descriptors:
+    def _register_blobs(self, ref: ImageRef, base: str, send: Send, manifest: dict, copied: CopiedImage) -> None:
+        for descriptor in [manifest.get("config") or {}, *(manifest.get("layers") or [])]:
             digest, size = descriptor.get("digest"), descriptor.get("size")
-            if not isinstance(digest, str) or not isinstance(size, int):
-                raise BuildError(f"{ref}: a manifest descriptor has no digest or size")
+            if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
+                raise BuildError(f"{ref}: a manifest descriptor has no valid digest or size")
             copied.blobs[digest] = size
-            pending.append((digest, self.blob(f"{base}/blobs/{digest}", digest, size, send)))
-        return pending
+            with self._lock:
+                self._sources.setdefault(digest, (f"{base}/blobs/{digest}", size, send))
 
-    def blob(self, url: str, digest: str, size: int, send: Send) -> Future:
-        """Schedule one blob download; the same digest is fetched once per build."""
-        with self._lock:
-            future = self._blobs.get(digest)
-            if future is None:
+    def schedule(self, digests: list[str]) -> ImageCopier:
+        """Start downloading these registered blobs, in this order; each digest is fetched once per build."""
+        for digest in digests:
+            with self._lock:
+                if digest in self._blobs or digest not in self._sources:
+                    continue
+                url, size, send = self._sources[digest]
                 if self.store.exists(digest):
-                    future = Future()
+                    future: Future = Future()
                     future.set_result(digest)
                 else:
                     self.progress.add_total(size)
                     future = self.pool.submit(self.http.download, url, self.store, digest, None, send)
                 self._blobs[digest] = future
-        return future
+        return self
+
+    def wait(self, digest: str) -> None:
+        """Block until a scheduled blob is in the store; re-raise its download error."""
+        with self._lock:
+            future = self._blobs.get(digest)
+        if future is not None:
+            future.result()
 
 
 def media_type_of(document: dict) -> str:

@@ -9,6 +9,7 @@ the requested name.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from builder.progress import Progress
@@ -20,8 +21,14 @@ from installer.tarstream import TarWriter
 WRITE_BUFFER = 4 << 20
 
 
-def write_bundle(output: Path, manifest: Manifest, key: SigningKey, store: BlobStore, progress: Progress) -> bytes:
-    """Sign `manifest` and write the bundle to `output`; return the bundle.json bytes."""
+def write_bundle(
+    output: Path, manifest: Manifest, key: SigningKey, store: BlobStore, progress: Progress, wait_for_blob: Callable[[str], None] | None = None
+) -> bytes:
+    """Sign `manifest` and write the bundle to `output`; return the bundle.json bytes.
+
+    `wait_for_blob(digest)` blocks until a member still being downloaded is
+    in the store, so packing can start before every download has finished.
+    """
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +39,8 @@ def write_bundle(output: Path, manifest: Manifest, key: SigningKey, store: BlobS
             writer.add_bytes(MANIFEST_NAME, manifest_bytes)
             writer.add_bytes(SIGNATURE_NAME, signature)
             for entry in manifest.files:
+                if wait_for_blob:
+                    wait_for_blob("sha256:" + entry.sha256)
                 with store.open("sha256:" + entry.sha256) as source:
                     writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: progress.advance(n, network=False))
             writer.close()
