@@ -19,7 +19,7 @@ class Progress:
         self._lock = threading.Lock()
         self.network_bytes = 0
         self._bar = (
-            tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1000, desc=description, file=self._stream, dynamic_ncols=True)
+            tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1000, desc=description, file=self._stream)
             if self.interactive
             else None
         )
