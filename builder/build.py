@@ -24,7 +24,7 @@ from installer.bundle import FileEntry, ImageEntry, Manifest, format_time
 from installer.cli import human_size as human
 from installer.errors import AirlockError
 from installer.reference import ImageRef
-from installer.store import OCI_LAYOUT, BlobStore, layout_index, write_atomic
+from installer.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 
 CNI_CHOICES = ("flannel", "none")
 
@@ -231,7 +231,7 @@ class Builder:
             blob_sizes.update(image.blobs)
         index_entries = []
         for image in sorted(copied, key=lambda c: c.entry.reference):
-            annotations = {"org.opencontainers.image.ref.name": image.entry.reference, "io.containerd.image.name": image.entry.reference}
+            annotations = {REF_NAME: image.entry.reference, CONTAINERD_NAME: image.entry.reference}
             index_entries.append(
                 {
                     "mediaType": image.entry.media_type,

@@ -176,5 +176,58 @@ def build(
     )
 
 
+@app.command()
+def push(
+    bundle: Annotated[Path, typer.Argument(help="The bundle whose images to push.")],
+    to: Annotated[str, typer.Option("--to", help="HOST[:PORT][/PREFIX] of the target registry (Harbor project, Artifactory repo...).")],
+    key: Annotated[list[Path], typer.Option("--key", help="Trusted public key or directory; the bundle is verified before anything is pushed.")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the target.")] = False,
+    username: Annotated[str | None, typer.Option("--username", help="Registry user (else ~/.docker/config.json).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Staging store for the bundle's images [$XDG_CACHE_HOME/airlock/push].")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 8,
+) -> None:
+    """Copy every image of a verified bundle into an existing registry, digests unchanged.
+
+    Blobs the target already has are skipped, so a rerun moves only what is missing.
+    Prints the containerd hosts.toml that points nodes at the target.
+    """
+    import sys
+
+    from builder.build import default_cache_dir
+    from builder.progress import Progress
+    from builder.push import Target, hosts_toml, run_push
+    from installer.trust import load_trusted_keys
+
+    if password_stdin and not username:
+        typer.echo("airlock: error: --password-stdin needs --username", err=True)
+        raise typer.Exit(2)
+    credentials = (username, sys.stdin.readline().rstrip("\n")) if username and password_stdin else None
+    if username and not password_stdin:
+        typer.echo("airlock: error: give the password with --password-stdin (never on the command line)", err=True)
+        raise typer.Exit(2)
+    try:
+        target = Target.parse(to, insecure)
+        keys = load_trusted_keys(key)
+        progress = Progress("push")
+        try:
+            pusher, plan, upstreams = run_push(bundle, keys, target, work_dir or default_cache_dir() / "push", progress, concurrency, credentials)
+        finally:
+            progress.close()
+    except AirlockError as error:
+        fail(error)
+    typer.echo(
+        f"pushed {len(plan.images)} images to {target.host}{'/' + target.prefix if target.prefix else ''}: "
+        f"{pusher.uploaded} blobs uploaded, {pusher.mounted} mounted, {pusher.skipped} already there"
+    )
+    for source, destination in plan.images:
+        typer.echo(f"  {source} -> {destination}")
+    typer.echo("\nPoint containerd on each node at it (config_path = \"/etc/containerd/certs.d\"):")
+    for upstream in upstreams:
+        typer.echo(f"\n# /etc/containerd/certs.d/{upstream}/hosts.toml\n{hosts_toml(upstream, target)}", nl=False)
+    mirrors = " ".join(f"--registry-mirror {u}={target.origin}{'/' + target.prefix if target.prefix else ''}" for u in upstreams)
+    typer.echo(f"\nor, for a later airlock build from it: {mirrors}")
+
+
 def main() -> None:
     app()

@@ -156,31 +156,50 @@ class RegistryClients:
         return DEFAULT_ENDPOINTS.get(registry, f"https://{registry}")
 
     def sender(self, ref: ImageRef) -> Send:
-        base = self.base_url(ref.registry)
-        key = (base, ref.repository)
+        return self.sender_for(self.base_url(ref.registry), ref.repository)
+
+    def sender_for(self, base: str, repository: str, credentials: tuple[str, str] | None = None) -> Send:
+        """A send function for one repository of the registry at `base`, authenticated by oras-py."""
+        origin = _origin(base)
+        key = (origin, repository)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                host = base.split("://", 1)[1].split("/", 1)[0]
-                client = oras.provider.Registry(host, insecure=base.startswith("http://"))
+                host = origin.split("://", 1)[1]
+                client = oras.provider.Registry(host, insecure=origin.startswith("http://"))
                 client.session = self._session
                 client.auth.session = self._session
-                client.auth.load_configs(oras.container.Container(f"{host}/{ref.repository}:x"))
+                if credentials:
+                    client.auth.set_basic_auth(*credentials)
+                else:
+                    client.auth.load_configs(oras.container.Container(f"{host}/{repository}:x"))
                 self._clients[key] = client
         # oras-py's own retry loop sleeps for minutes; our Http does retries, so call the undecorated request.
         raw = oras.provider.Registry.do_request.__wrapped__
 
-        def send(method: str, url: str, headers: dict, stream: bool) -> requests.Response:
+        def send(method: str, url: str, headers: dict, stream: bool, data=None) -> requests.Response:
             try:
-                return raw(client, url, method, headers=dict(headers), stream=stream)
+                return raw(client, url, method, headers=dict(headers), stream=stream, data=data)
             except (ValueError, oras.auth.AuthenticationException) as error:
                 # oras-py raises these when a 401/403 challenge cannot be answered.
                 raise FetchError(
                     f"{url}: HTTP 401, the registry wants credentials it did not get or accept ({error}); "
-                    f"add them to ~/.docker/config.json (docker login {base.split('://', 1)[1]})"
+                    f"add them to ~/.docker/config.json (docker login {origin.split('://', 1)[1]})"
                 ) from None
 
         return send
+
+
+def _origin(base: str) -> str:
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def repository_url(base: str, repository: str) -> str:
+    """`{origin}/v2/{prefix/}{repository}`: a base URL's path is a repository prefix (Harbor projects, mirrors)."""
+    scheme, _, rest = base.rstrip("/").partition("://")
+    host, _, prefix = rest.partition("/")
+    return f"{scheme}://{host}/v2/{prefix + '/' if prefix else ''}{repository}"
 
 
 @dataclass
@@ -214,7 +233,7 @@ class ImageCopier:
         """
         ref = ImageRef.parse(text)
         send = self.clients.sender(ref)
-        base = f"{self.clients.base_url(ref.registry)}/v2/{ref.repository}"
+        base = repository_url(self.clients.base_url(ref.registry), ref.repository)
         digest, data, media_type = self._manifest(ref, base, send, ref.reference, ref.digest)
         copied = CopiedImage(ImageEntry(str(ref), digest, media_type, ()))
         copied.blobs[digest] = len(data)

@@ -20,7 +20,8 @@ from builder.errors import FetchError
 from builder.progress import Progress
 from installer.store import BlobStore, DigestMismatch
 
-Send = Callable[[str, str, dict, bool], requests.Response]
+# send(method, url, headers, stream, data=None) -> response
+Send = Callable[..., requests.Response]
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -80,8 +81,27 @@ class Http:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def send(self, method: str, url: str, headers: dict, stream: bool) -> requests.Response:
-        return self.session.request(method, url, headers=headers, stream=stream, timeout=self.timeout)
+    def send(self, method: str, url: str, headers: dict, stream: bool, data=None) -> requests.Response:
+        return self.session.request(method, url, headers=headers, stream=stream, data=data, timeout=self.timeout)
+
+    def call(self, method: str, url: str, send: Send, headers: dict | None = None, body=None) -> requests.Response:
+        """One request with retries on transient failures; any other answer is returned for the caller to judge.
+
+        `body` is bytes, or a callable returning a fresh file object for each attempt.
+        """
+        for attempt in range(1, self.policy.attempts + 1):
+            data = body() if callable(body) else body
+            try:
+                response = send(method, url, dict(headers or {}), False, data=data)
+                if retryable_status(response.status_code):
+                    raise _Retry(f"HTTP {response.status_code}", response)
+                return response
+            except _TRANSIENT as error:
+                self._give_up_or_wait(url, attempt, error)
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
+        raise AssertionError("unreachable")
 
     def _give_up_or_wait(self, url: str, attempt: int, error: Exception) -> None:
         response = error.response if isinstance(error, _Retry) else None

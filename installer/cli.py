@@ -139,5 +139,52 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
+registry_app = typer.Typer(help="The node's read-only image registry, served from an unpacked store.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("serve")
+def registry_serve(
+    store: Annotated[Path, typer.Option("--store", help="Unpacked image store (an OCI layout) [/var/lib/airlock/store].")] = Path(
+        "/var/lib/airlock/store"
+    ),
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
+) -> None:
+    """Serve the store read-only over the OCI distribution API until SIGTERM.
+
+    containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
+    can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
+    """
+    from installer.registry import make_server, serve_until_stopped
+
+    try:
+        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None)
+    except AirlockError as error:
+        fail(error)
+    host, port = server.server_address[:2]
+    typer.echo(f"serving {store} read-only on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
+    serve_until_stopped(server)
+    typer.echo("stopped", err=True)
+
+
+@registry_app.command("cert")
+def registry_cert(
+    ca_out: Annotated[Path, typer.Option("--ca-out", help="Directory for ca.crt/ca.key (reused if present) and registry.crt/registry.key.")],
+    name: Annotated[list[str], typer.Option("--name", help="A host name or IP address the registry answers on (repeatable).")],
+    days: Annotated[int, typer.Option("--days", help="Validity of the serving certificate.")] = 825,
+) -> None:
+    """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses."""
+    from installer.certs import issue
+
+    try:
+        ca, cert, key = issue(ca_out, name, days)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {cert} and {key} (0600), signed by {ca}; other nodes trust it with ca = \"{ca}\" in hosts.toml")
+
+
 def main() -> None:
     app()

@@ -20,6 +20,9 @@ from installer.bundle import canonical_json, is_digest
 from installer.errors import StoreError
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+# index.json annotations that carry an image's full reference (registry.k8s.io/pause:3.10).
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
 CHUNK = 1 << 20
 
 

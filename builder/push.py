@@ -1,0 +1,226 @@
+"""`airlock push`: copy every image of a bundle into an existing registry, digests unchanged.
+
+The bundle is verified while its images stream into a local staging store;
+then each blob goes to the target once (HEAD first, cross-repository mount
+where the registry offers it, upload otherwise), and manifests are PUT byte
+for byte, children before the index that names them. A rerun after an
+interruption moves only what the target still lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urljoin
+
+from builder.errors import BuildError
+from builder.images import RegistryClients, media_type_of, repository_url
+from builder.progress import Progress
+from builder.transfer import Http, RetryPolicy, Send
+from installer.reference import ImageRef
+from installer.store import BlobStore, sha256_digest
+from installer.trust import TrustedKey
+from installer.unpack import image_names, unpack_images
+
+
+@dataclass
+class Target:
+    host: str  # host[:port]
+    prefix: str  # repository prefix, may be empty
+    insecure: bool
+
+    @classmethod
+    def parse(cls, text: str, insecure: bool) -> Target:
+        text = text.strip().rstrip("/")
+        if "://" in text:
+            raise BuildError(f"--to {text!r}: give HOST[:PORT][/PREFIX] without a scheme; add --insecure for plain HTTP")
+        host, _, prefix = text.partition("/")
+        if not host:
+            raise BuildError("--to needs a registry host, like harbor.example:443/k8s")
+        return cls(host, prefix, insecure)
+
+    @property
+    def origin(self) -> str:
+        return f"{'http' if self.insecure else 'https'}://{self.host}"
+
+    def repository(self, ref: ImageRef) -> str:
+        return f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
+
+
+@dataclass
+class PushPlan:
+    """What each target repository needs: blobs (config and layers) and manifests in PUT order."""
+
+    blobs: dict[str, list[str]] = field(default_factory=dict)  # digest -> repositories needing it
+    manifests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # (repository, reference, media type, bytes)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (source reference, target reference)
+
+
+def plan_push(store: BlobStore, references: list[str], target: Target) -> PushPlan:
+    plan = PushPlan()
+    chosen: dict[str, str] = {}
+    wanted = set(references)
+    for name, descriptor in image_names(store.root):
+        if name not in wanted:
+            continue
+        ref = ImageRef.parse(name)
+        repository = target.repository(ref)
+        previous = chosen.setdefault(repository, ref.name)
+        if previous != ref.name:
+            raise BuildError(f"{previous} and {ref.name} would both land in {target.host}/{repository}; push them with different --to prefixes")
+        plan.images.append((name, f"{target.host}/{repository}:{ref.tag}"))
+        _plan_manifest(store, descriptor["digest"], repository, ref.tag or descriptor["digest"], plan)
+    return plan
+
+
+def _plan_manifest(store: BlobStore, digest: str, repository: str, reference: str, plan: PushPlan) -> None:
+    data = store.read(digest)
+    document = json.loads(data)
+    media_type = media_type_of(document)
+    for child in document.get("manifests") or []:
+        if store.exists(child["digest"]):  # only the platforms the bundle carries
+            _plan_manifest(store, child["digest"], repository, child["digest"], plan)
+    for blob in [document.get("config") or {}, *(document.get("layers") or [])]:
+        if blob.get("digest"):
+            repositories = plan.blobs.setdefault(blob["digest"], [])
+            if repository not in repositories:
+                repositories.append(repository)
+    plan.manifests.append((repository, reference, media_type, data))
+
+
+class Pusher:
+    def __init__(self, store: BlobStore, target: Target, progress: Progress, concurrency: int = 8, credentials=None, policy=None):
+        self.store = store
+        self.target = target
+        self.progress = progress
+        self.http = Http(progress, policy or RetryPolicy())
+        self.clients = RegistryClients({})
+        self.credentials = credentials
+        self.concurrency = concurrency
+        self.uploaded = 0
+        self.skipped = 0
+        self.mounted = 0
+        self._lock = threading.Lock()
+
+    def _send(self, repository: str) -> Send:
+        return self.clients.sender_for(self.target.origin, repository, self.credentials)
+
+    def _url(self, repository: str) -> str:
+        return repository_url(self.target.origin, repository)
+
+    def push(self, plan: PushPlan) -> None:
+        self.progress.add_total(sum(self.store.size(digest) for digest in plan.blobs))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="push") as pool:
+            for future in [pool.submit(self._push_blob, digest, repositories) for digest, repositories in sorted(plan.blobs.items())]:
+                future.result()
+        for repository, reference, media_type, data in plan.manifests:
+            self._push_manifest(repository, reference, media_type, data)
+
+    def _count(self, kind: str, size: int) -> None:
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+        if kind != "uploaded":
+            self.progress.advance(size, network=False)
+
+    def _push_blob(self, digest: str, repositories: list[str]) -> None:
+        size = self.store.size(digest)
+        source = None
+        for repository in repositories:
+            send = self._send(repository)
+            base = self._url(repository)
+            head = self.http.call("HEAD", f"{base}/blobs/{digest}", send)
+            if head.status_code == 200:
+                self._count("skipped", size)
+            elif source is not None and self._mount(base, send, digest, source):
+                self._count("mounted", size)
+            else:
+                self._upload(base, send, digest, size)
+                self._count("uploaded", size)
+            source = source or repository
+
+    def _mount(self, base: str, send: Send, digest: str, source: str) -> bool:
+        url = f"{base}/blobs/uploads/?{urlencode({'mount': digest, 'from': source})}"
+        response = self.http.call("POST", url, send, {"Content-Length": "0"})
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202 and response.headers.get("Location"):
+            # The registry opened an upload instead; cancel it and upload normally.
+            self.http.call("DELETE", urljoin(url, response.headers["Location"]), send)
+        return False
+
+    def _upload(self, base: str, send: Send, digest: str, size: int) -> None:
+        start = f"{base}/blobs/uploads/"
+        response = self.http.call("POST", start, send, {"Content-Length": "0"})
+        location = response.headers.get("Location")
+        if response.status_code != 202 or not location:
+            raise BuildError(f"{start}: could not start an upload (HTTP {response.status_code}: {response.text[:200]})")
+        upload = urljoin(start, location)
+        upload += ("&" if "?" in upload else "?") + urlencode({"digest": digest})
+        path = self.store.path(digest)
+        progress = self.progress
+
+        class Counting:
+            """The blob file, counted into the progress display as it is read."""
+
+            def __init__(self):
+                self._handle = open(path, "rb")
+
+            def __len__(self):
+                return size
+
+            def read(self, amount=-1):
+                data = self._handle.read(amount if amount and amount > 0 else 1 << 20)
+                progress.advance(len(data))
+                return data
+
+            def close(self):
+                self._handle.close()
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = self.http.call("PUT", upload, send, headers, body=Counting)
+        if response.status_code != 201:
+            raise BuildError(f"{base}/blobs/{digest}: upload refused (HTTP {response.status_code}: {response.text[:200]})")
+
+    def _push_manifest(self, repository: str, reference: str, media_type: str, data: bytes) -> None:
+        send = self._send(repository)
+        url = f"{self._url(repository)}/manifests/{reference}"
+        digest = sha256_digest(data)
+        head = self.http.call("HEAD", url, send, {"Accept": media_type})
+        if head.status_code == 200 and head.headers.get("Docker-Content-Digest") == digest:
+            return
+        response = self.http.call("PUT", url, send, {"Content-Type": media_type}, body=data)
+        if response.status_code not in (200, 201):
+            raise BuildError(f"{url}: manifest refused (HTTP {response.status_code}: {response.text[:200]})")
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise BuildError(f"{url}: the registry stored digest {stored}, not {digest}; it rewrote the manifest")
+
+
+def hosts_toml(upstream: str, target: Target, ca_file: str | None = None) -> str:
+    """The containerd `certs.d/{upstream}/hosts.toml` that sends pulls of `upstream` to the target."""
+    scheme = "http" if target.insecure else "https"
+    server = "https://registry-1.docker.io" if upstream == "docker.io" else f"https://{upstream}"
+    lines = [f'server = "{server}"', "", f'[host."{scheme}://{target.host}/v2/{target.prefix}"]' if target.prefix else f'[host."{scheme}://{target.host}"]']
+    lines.append('  capabilities = ["pull", "resolve"]')
+    if target.prefix:
+        lines.append("  override_path = true")
+    if ca_file:
+        lines.append(f'  ca = "{ca_file}"')
+    return "\n".join(lines) + "\n"
+
+
+def run_push(
+    bundle: Path, keys: list[TrustedKey], target: Target, work: Path, progress: Progress, concurrency: int = 8, credentials=None, policy=None
+) -> tuple[Pusher, PushPlan, list[str]]:
+    store = BlobStore(work)
+    progress.log(f"verifying {bundle} and staging its images in {work}")
+    verified = unpack_images(bundle, keys, work)
+    references = [image.reference for image in verified.manifest.images]
+    plan = plan_push(store, references, target)
+    pusher = Pusher(store, target, progress, concurrency, credentials, policy)
+    pusher.push(plan)
+    upstreams = sorted({ImageRef.parse(reference).registry for reference in references})
+    return pusher, plan, upstreams
