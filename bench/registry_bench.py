@@ -1,0 +1,188 @@
+"""`make bench` (registry part): `airlock registry serve` against CNCF distribution, same images, one run.
+
+- containerd pulling every image into an empty content store, through a hosts.toml mirror;
+- 32 concurrent curl clients fetching every blob (keep-alive), total time and throughput;
+- HEAD manifest latency p50 and p99 over keep-alive connections;
+- peak RSS of airlock's server after the load.
+
+Size: REGISTRY_BENCH_MB (default 256) megabytes of image layers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from installer.trust import load_trusted_keys
+from installer.unpack import unpack_images
+from tests.containerd import Containerd
+from tests.upstream import LocalUpstream, free_port
+
+AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+CLIENTS = 32
+
+
+def wait_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def blob_paths(store: Path, prefix: str, ns: str | None) -> list[tuple[str, int]]:
+    """(path, size) of every blob of every image, as this server names it."""
+    found = []
+    index = json.loads((store / "index.json").read_bytes())
+    for entry in index["manifests"]:
+        reference = entry["annotations"]["io.containerd.image.name"]
+        name = reference.rsplit(":", 1)[0]
+        repository = name if prefix == "full" else name.split("/", 1)[1]
+        query = f"?ns={name.split('/', 1)[0]}" if ns else ""
+        stack = [entry["digest"]]
+        while stack:
+            digest = stack.pop()
+            document = json.loads((store / "blobs" / "sha256" / digest[7:]).read_bytes())
+            stack += [m["digest"] for m in document.get("manifests", []) if (store / "blobs" / "sha256" / m["digest"][7:]).exists()]
+            for blob in [document.get("config"), *document.get("layers", [])]:
+                if blob:
+                    found.append((f"/v2/{repository}/blobs/{blob['digest']}{query}", blob["size"]))
+    return found
+
+
+def concurrent_fetch(port: int, paths: list[tuple[str, int]], work: Path) -> tuple[float, int]:
+    config = work / f"curl-{port}.cfg"
+    config.write_text("".join(f'url = "http://127.0.0.1:{port}{path}"\noutput = "/dev/null"\n' for path, _ in paths))
+    started = time.monotonic()
+    processes = [subprocess.Popen(["curl", "-sf", "--config", str(config)]) for _ in range(CLIENTS)]
+    failures = sum(process.wait() != 0 for process in processes)
+    seconds = time.monotonic() - started
+    if failures:
+        raise SystemExit(f"{failures} curl clients failed against port {port}")
+    return seconds, CLIENTS * sum(size for _, size in paths)
+
+
+def head_latency(port: int, path: str, count: int = 2000) -> tuple[float, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    samples = []
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"}
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("HEAD", path, headers=accept)
+        response = connection.getresponse()
+        response.read()
+        samples.append(time.perf_counter() - started)
+        assert response.status == 200, response.status
+    connection.close()
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def containerd_pull(work: Path, name: str, host: str, references: list[str], path_style: str) -> float:
+    daemon = Containerd(Path(f"/tmp/bench-ctd-{name}-{os.getpid()}"))
+    try:
+        for upstream in ("registry.k8s.io", "docker.io"):
+            daemon.hosts(upstream, f'server = "https://{upstream}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n')
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda reference: daemon.pull(reference, "linux/amd64,linux/arm64"), references))
+        return time.monotonic() - started
+    finally:
+        daemon.close()
+        shutil.rmtree(daemon.root, ignore_errors=True)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    total_mb = int(os.environ.get("REGISTRY_BENCH_MB", "256"))
+    work = Path(tempfile.mkdtemp(prefix="airlock-regbench-"))
+    payload = (total_mb << 20) // 20
+    upstream = LocalUpstream(work / "upstream", payload_bytes=payload).start()
+    server = None
+    try:
+        keys = work / "keys"
+        subprocess.run([AIRLOCK, "keygen", "--out", str(keys)], check=True, capture_output=True)
+        bundle = work / "bundle.tar"
+        subprocess.run(
+            [AIRLOCK, "build", "-o", str(bundle), "--kubernetes-version", "stable-1.31", "--arch", "amd64,arm64",
+             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(work / "cache"), *upstream.build_flags()],
+            check=True, capture_output=True,
+        )
+        store = work / "store"
+        unpack_images(bundle, load_trusted_keys([keys / "airlock.pub"]), store)
+        port = free_port()
+        server = subprocess.Popen(
+            [AIRLOCK, "registry", "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}", "--no-access-log"], stderr=subprocess.DEVNULL
+        )
+        wait_port(port)
+        references = [e["annotations"]["io.containerd.image.name"] for e in json.loads((store / "index.json").read_bytes())["manifests"]]
+        distribution = upstream.registry
+        results = {}
+        results["containerd_pull_seconds"] = {
+            "airlock": round(containerd_pull(work, "airlock", f"127.0.0.1:{port}", references, "ns"), 2),
+            "distribution": round(containerd_pull(work, "distribution", distribution.host, references, "ns"), 2),
+        }
+        ours = blob_paths(store, "short", ns=True)
+        theirs = blob_paths(store, "short", ns=False)
+        airlock_seconds, moved = concurrent_fetch(port, ours, work)
+        distribution_seconds, _ = concurrent_fetch(distribution.port, theirs, work)
+        results["concurrent_32_clients"] = {
+            "bytes": moved,
+            "airlock_seconds": round(airlock_seconds, 2),
+            "distribution_seconds": round(distribution_seconds, 2),
+            "airlock_GBps": round(moved / airlock_seconds / 1e9, 2),
+            "distribution_GBps": round(moved / distribution_seconds / 1e9, 2),
+        }
+        p50, p99 = head_latency(port, "/v2/kube-apiserver/manifests/v1.31.4?ns=registry.k8s.io")
+        d50, d99 = head_latency(distribution.port, "/v2/kube-apiserver/manifests/v1.31.4")
+        results["head_manifest_us"] = {"airlock_p50": round(p50), "airlock_p99": round(p99), "distribution_p50": round(d50), "distribution_p99": round(d99)}
+        results["airlock_peak_rss_MB"] = round(rss_mb(server.pid), 1)
+        pull = results["containerd_pull_seconds"]
+        load = results["concurrent_32_clients"]
+        ratios = {
+            "containerd_pull_airlock_over_distribution": round(pull["airlock"] / pull["distribution"], 3),
+            "concurrent_fetch_airlock_over_distribution": round(load["airlock_seconds"] / load["distribution_seconds"], 3),
+            "head_p50_airlock_over_distribution": round(p50 / d50, 3),
+            "head_p99_airlock_over_distribution": round(p99 / d99, 3),
+        }
+        results["ratios"] = ratios
+        print(json.dumps(results, indent=2))
+        goals = [
+            ("containerd pull <= 1.0x distribution", ratios["containerd_pull_airlock_over_distribution"] <= 1.0),
+            ("32-client fetch <= 1.0x distribution", ratios["concurrent_fetch_airlock_over_distribution"] <= 1.0),
+            ("32-client fetch >= 1 GB/s", load["airlock_GBps"] >= 1.0),
+            ("HEAD p50 <= 1.5x distribution", ratios["head_p50_airlock_over_distribution"] <= 1.5),
+            ("HEAD p99 <= 1.5x distribution", ratios["head_p99_airlock_over_distribution"] <= 1.5),
+            ("airlock RSS < 100 MB", results["airlock_peak_rss_MB"] < 100),
+        ]
+        for goal, met in goals:
+            print(f"{'met   ' if met else 'MISSED'} {goal}")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        upstream.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
