@@ -13,7 +13,7 @@ import pytest
 from tests.upstream import LocalUpstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
-TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "openssl")
+TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "openssl", "zstd", "containerd", "ctr", "runc")
 
 
 def require(*tools: str) -> None:
