@@ -139,6 +139,124 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
+def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
+             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool) -> None:
+    import platform
+
+    from installer.node import DryRunHost, Host, NodeConfig, Paths
+    from installer.phases import Context, init_phases, join_phases
+    from installer.runner import run_phases
+    from installer.trust import load_trusted_keys
+
+    skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
+    if "verify" in skip:
+        typer.echo("airlock: error: the verify phase cannot be skipped", err=True)
+        raise typer.Exit(2)
+    try:
+        paths = Paths(root)
+        host = (DryRunHost if dry_run else Host)(paths)
+        machine = platform.machine().lower()
+        context = Context(
+            command=command,
+            bundle=bundle,
+            keys=load_trusted_keys(key),
+            paths=paths,
+            host=host,
+            config=NodeConfig.load(config),
+            containerd_address=containerd_address,
+            allow_downgrade=allow_downgrade,
+            ignore_preflight=frozenset(name.strip() for name in ignore_preflight_errors.split(",") if name.strip()),
+            control_plane=control_plane,
+            start_services=root == Path("/") and not dry_run,
+            arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+        )
+        run_phases(context, init_phases() if command == "init" else join_phases(), skip)
+    except AirlockError as error:
+        fail(error)
+
+
+RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show every file it would write and every command it would run.")]
+SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock phases`).")]
+NodeConfigOption = Annotated[Path | None, typer.Option("--config", help="node.yaml: addresses, subnets, registry, kubelet overrides.")]
+ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
+DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
+IgnoreOption = Annotated[str, typer.Option("--ignore-preflight-errors", help="Comma-separated preflight checks to treat as warnings, or all.")]
+
+
+@app.command()
+def init(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    key: KeyOption,
+    root: RootOption = Path("/"),
+    dry_run: DryRunOption = False,
+    skip_phases: SkipOption = "",
+    config: NodeConfigOption = None,
+    containerd_address: ContainerdOption = "/run/containerd/containerd.sock",
+    allow_downgrade: DowngradeOption = False,
+    ignore_preflight_errors: IgnoreOption = "",
+) -> None:
+    """Install the first control-plane node from a bundle, offline.
+
+    Verifies the bundle, unpacks it, installs binaries, configures containerd to
+    pull only from the node registry, loads every image, then runs kubeadm's
+    init phases with the bundle's exact version. Rerun after a failure to resume.
+    """
+    _install("init", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
+
+
+@app.command()
+def join(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    key: KeyOption,
+    control_plane: Annotated[bool, typer.Option("--control-plane", help="Join as an extra control-plane node.")] = False,
+    root: RootOption = Path("/"),
+    dry_run: DryRunOption = False,
+    skip_phases: SkipOption = "",
+    config: NodeConfigOption = None,
+    containerd_address: ContainerdOption = "/run/containerd/containerd.sock",
+    allow_downgrade: DowngradeOption = False,
+    ignore_preflight_errors: IgnoreOption = "",
+) -> None:
+    """Join a worker (or, with --control-plane, another control-plane node) to a cluster, offline.
+
+    node.yaml gives controlPlaneEndpoint, token and caCertHashes (printed by `airlock init`);
+    registry.mirror may point at the first control plane's registry instead of this node's own.
+    """
+    _install("join", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
+
+
+@app.command()
+def phases() -> None:
+    """List the installer's phases in the order they run."""
+    from installer.phases import init_phases, join_phases
+
+    for phase in init_phases():
+        typer.echo(f"{phase.name:<14} {phase.description}")
+        for step in phase.steps:
+            typer.echo(f"  {step}")
+    join_only = [phase for phase in join_phases() if phase.name not in {p.name for p in init_phases()}]
+    for phase in join_only:
+        typer.echo(f"{phase.name:<14} (join) {phase.description}")
+
+
+@app.command()
+def reset(
+    root: RootOption = Path("/"),
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the image store and installed bundle records.")] = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
+    from installer.node import DryRunHost, Host, Paths
+    from installer.reset import reset_node
+
+    paths = Paths(root)
+    try:
+        reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
+    except AirlockError as error:
+        fail(error)
+
+
 registry_app = typer.Typer(help="The node's read-only image registry, served from an unpacked store.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 

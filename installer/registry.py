@@ -152,6 +152,11 @@ class Registry:
         for candidate in candidates:
             if candidate in view.tags:
                 return candidate
+        if not namespace:
+            # A client that names no registry (containerd's `server` fallback) gets the one image of that path, if only one.
+            matches = [name for name in view.tags if name.split("/", 1)[1] == path_name]
+            if len(matches) == 1:
+                return matches[0]
         raise ApiError(404, "NAME_UNKNOWN", "repository name not known to registry")
 
 

@@ -59,6 +59,13 @@ class _MemorySink:
         pass
 
 
+def blob_sink(store: BlobStore, entry: FileEntry) -> _BlobSink | None:
+    """Where an image blob member goes: into the store, or nowhere (only hashed) if the store has it."""
+    if entry.path[len(BLOB_PREFIX) :] != entry.sha256:
+        raise BundleError("an image blob's name is not its digest", entry.path)
+    return None if store.exists("sha256:" + entry.sha256) else _BlobSink(store, entry)
+
+
 def merge_index(existing: list[dict], incoming: list[dict]) -> list[dict]:
     """Entries of both, keyed by image name; an incoming entry replaces one of the same name."""
 
@@ -78,15 +85,19 @@ def unpack_images(bundle: Path, keys: list[TrustedKey], store_root: Path, now: d
 
     def sink(entry: FileEntry):
         if entry.path.startswith(BLOB_PREFIX):
-            if entry.path[len(BLOB_PREFIX) :] != entry.sha256:
-                raise BundleError("an image blob's name is not its digest", entry.path)
-            return None if store.exists("sha256:" + entry.sha256) else _BlobSink(store, entry)
+            return blob_sink(store, entry)
         if entry.path == INDEX_MEMBER:
             return index_sink
         return None
 
     verified = verify_bundle(bundle, keys, now=now, sink=sink, on_bytes=on_bytes)
-    incoming = read_layout_index(bytes(index_sink.data)) if index_sink.data else []
+    activate_index(store, bytes(index_sink.data))
+    return verified
+
+
+def activate_index(store: BlobStore, index_bytes: bytes) -> None:
+    """Merge a bundle's image index into the store's, atomically; every image it names must be in the store."""
+    incoming = read_layout_index(index_bytes) if index_bytes else []
     for descriptor in incoming:
         digest = descriptor.get("digest", "")
         if not isinstance(digest, str) or not store.exists(digest):
@@ -96,7 +107,6 @@ def unpack_images(bundle: Path, keys: list[TrustedKey], store_root: Path, now: d
     if not (store.root / "oci-layout").exists():
         write_atomic(store.root / "oci-layout", OCI_LAYOUT)
     write_atomic(index_path, layout_index(merge_index(existing, incoming)))
-    return verified
 
 
 def image_names(store_root: Path) -> list[tuple[str, dict]]:

@@ -1,0 +1,226 @@
+"""A node being installed: its configuration, its paths, and the one place that changes it.
+
+`NodeConfig` is parsed once from `--config node.yaml`. `Host` is the edge
+where files are written and commands run; `DryRunHost` records the same
+calls and prints them instead, so `--dry-run` shows every file and command
+and the phases themselves never need to know which one they have.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import yaml
+
+from installer.errors import AirlockError
+from installer.store import write_atomic
+
+
+class NodeError(AirlockError):
+    """A node step failed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class KubeletSettings:
+    cgroup_driver: str = "systemd"
+    max_pods: int = 110
+    extra_args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Local choices for this node (`--config node.yaml`); every field has a sane default."""
+
+    node_name: str = ""
+    advertise_address: str = ""
+    control_plane_endpoint: str = ""
+    pod_subnet: str = "10.244.0.0/16"
+    service_subnet: str = "10.96.0.0/12"
+    cert_sans: tuple[str, ...] = ()
+    cluster_name: str = "kubernetes"
+    cri_socket: str = "unix:///run/containerd/containerd.sock"
+    registry_listen: str = "127.0.0.1:5000"
+    registry_mirror: str = ""  # another node's registry (https://cp1:5443) instead of this node's own
+    registry_ca: str = ""
+    registry_tls_cert: str = ""
+    registry_tls_key: str = ""
+    kubelet: KubeletSettings = field(default_factory=KubeletSettings)
+    token: str = ""
+    certificate_key: str = ""
+    ca_cert_hashes: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, path: Path | None) -> NodeConfig:
+        if path is None:
+            return cls()
+        try:
+            document = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as error:
+            raise NodeError(f"--config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise NodeError(f"--config {path}: not valid YAML: {error}") from None
+        return cls.from_dict(document, str(path))
+
+    @classmethod
+    def from_dict(cls, document: dict, where: str = "node config") -> NodeConfig:
+        if not isinstance(document, dict):
+            raise NodeError(f"{where}: expected a mapping")
+        known = {
+            "nodeName": "node_name",
+            "advertiseAddress": "advertise_address",
+            "controlPlaneEndpoint": "control_plane_endpoint",
+            "podSubnet": "pod_subnet",
+            "serviceSubnet": "service_subnet",
+            "certSANs": "cert_sans",
+            "clusterName": "cluster_name",
+            "criSocket": "cri_socket",
+            "token": "token",
+            "certificateKey": "certificate_key",
+            "caCertHashes": "ca_cert_hashes",
+        }
+        values: dict = {}
+        unknown = sorted(set(document) - set(known) - {"registry", "kubelet"})
+        if unknown:
+            raise NodeError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted([*known, 'registry', 'kubelet']))}")
+        for key, name in known.items():
+            if key in document:
+                value = document[key]
+                values[name] = tuple(str(v) for v in value) if name in ("cert_sans", "ca_cert_hashes") else str(value)
+        registry = document.get("registry") or {}
+        for key, name in (("listen", "registry_listen"), ("mirror", "registry_mirror"), ("ca", "registry_ca"), ("tlsCert", "registry_tls_cert"), ("tlsKey", "registry_tls_key")):
+            if key in registry:
+                values[name] = str(registry[key])
+        kubelet = document.get("kubelet") or {}
+        if kubelet:
+            driver = str(kubelet.get("cgroupDriver", "systemd"))
+            if driver not in ("systemd", "cgroupfs"):
+                raise NodeError(f"{where}: kubelet.cgroupDriver must be systemd or cgroupfs")
+            extra = kubelet.get("extraArgs") or {}
+            values["kubelet"] = KubeletSettings(driver, int(kubelet.get("maxPods", 110)), {str(k): str(v) for k, v in extra.items()})
+        config = cls(**values)
+        for subnet in (config.pod_subnet, config.service_subnet):
+            try:
+                ipaddress.ip_network(subnet)
+            except ValueError:
+                raise NodeError(f"{where}: {subnet!r} is not a network like 10.244.0.0/16") from None
+        return config
+
+
+class Paths:
+    """Every path the installer touches, under `--root` (tests, golden images) or `/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __call__(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+    @property
+    def state_dir(self) -> Path:
+        return self("/var/lib/airlock")
+
+    @property
+    def store(self) -> Path:
+        return self.state_dir / "store"
+
+    @property
+    def staging(self) -> Path:
+        return self.state_dir / "staging"
+
+    @property
+    def bundles(self) -> Path:
+        return self.state_dir / "bundles"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+
+class Host:
+    """Does things to the node. Every change a phase makes goes through here."""
+
+    dry_run = False
+
+    def __init__(self, paths: Paths, echo=None):
+        self.paths = paths
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.written: list[Path] = []
+        self.commands: list[list[str]] = []
+
+    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> None:
+        data = data.encode() if isinstance(data, str) else data
+        self.written.append(path)
+        if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
+            return
+        write_atomic(path, data, mode)
+
+    def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
+        """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
+        self.written.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.airlock-new")
+        with open(temporary, "wb") as handle:
+            if isinstance(source, Path):
+                with open(source, "rb") as reader:
+                    shutil.copyfileobj(reader, handle, 1 << 20)
+            else:
+                shutil.copyfileobj(source, handle, 1 << 20)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+
+    def run(self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        self.commands.append(list(argv))
+        if show:
+            self.echo(f"+ {shlex.join(argv)}")
+        try:
+            result = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise NodeError(f"{argv[0]}: not found") from None
+        except subprocess.TimeoutExpired:
+            raise NodeError(f"{shlex.join(argv)}: no answer within {timeout:.0f}s") from None
+        if show and result.stdout.strip():
+            self.echo(result.stdout.rstrip())
+        if check and result.returncode != 0:
+            raise NodeError(f"{shlex.join(argv)} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}")
+        return result
+
+    def enable_service(self, name: str, start: bool) -> None:
+        """Enable a systemd unit (a wants/ link, so it works under --root too); start it when asked."""
+        link = self.paths(f"/etc/systemd/system/multi-user.target.wants/{name}")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(f"/etc/systemd/system/{name}")
+        if start:
+            self.run(["systemctl", "daemon-reload"])
+            self.run(["systemctl", "restart", name])
+
+
+class DryRunHost(Host):
+    """Prints every file it would write and every command it would run; changes nothing."""
+
+    dry_run = True
+
+    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> None:
+        self.written.append(path)
+        size = len(data.encode() if isinstance(data, str) else data)
+        self.echo(f"would write {path} ({size} bytes, mode {mode:04o})")
+
+    def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
+        self.written.append(path)
+        self.echo(f"would install {path} (mode {mode:04o})")
+
+    def run(self, argv, env=None, check=True, show=True, timeout=None):
+        self.commands.append(list(argv))
+        self.echo(f"would run {shlex.join(argv)}")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def enable_service(self, name: str, start: bool) -> None:
+        self.echo(f"would enable {name}" + (" and start it" if start else ""))

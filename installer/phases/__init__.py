@@ -1,0 +1,78 @@
+"""The installer's phases, modelled on kubeadm's workflow: plain values in an ordered list.
+
+A phase has a name, a one-line description, a `run(context)` and optionally
+`run_if(context)`; the runner walks the list, so `airlock phases`,
+`--skip-phases`, `--dry-run` and resuming an interrupted run all come from
+this one data structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from installer.bundle import Manifest
+from installer.node import Host, NodeConfig, Paths
+from installer.trust import TrustedKey
+
+
+@dataclass
+class Context:
+    """What every phase may read; phases record what they learn here (the manifest, the staging dir)."""
+
+    command: str  # "init" or "join"
+    bundle: Path
+    keys: list[TrustedKey]
+    paths: Paths
+    host: Host
+    config: NodeConfig
+    containerd_address: str = "/run/containerd/containerd.sock"
+    allow_downgrade: bool = False
+    ignore_preflight: frozenset[str] = frozenset()
+    control_plane: bool = False
+    start_services: bool = True
+    now: datetime | None = None
+    arch: str = ""
+    manifest: Manifest | None = None
+    manifest_sha256: str = ""
+    staging: Path | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def echo(self, line: str) -> None:
+        self.host.echo(line)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    description: str
+    run: Callable[[Context], None]
+    run_if: Callable[[Context], bool] | None = None
+    steps: tuple[str, ...] = ()  # sub-steps shown by `airlock phases` (kubeadm's own phases)
+    always: bool = False  # runs again on resume (it loads what later phases need)
+
+
+def init_phases() -> list[Phase]:
+    from installer.phases import binaries, cni, done, images, kubeadm, kubelet, preflight, registry, runtime, unpack, verify
+
+    return [
+        verify.PHASE,
+        preflight.PHASE,
+        unpack.PHASE,
+        binaries.PHASE,
+        runtime.PHASE,
+        registry.PHASE,
+        kubelet.PHASE,
+        images.PHASE,
+        kubeadm.INIT,
+        cni.PHASE,
+        done.PHASE,
+    ]
+
+
+def join_phases() -> list[Phase]:
+    from installer.phases import kubeadm
+
+    return [kubeadm.JOIN if phase.name == "kubeadm-init" else phase for phase in init_phases() if phase.name != "cni"]

@@ -1,0 +1,115 @@
+"""preflight: named checks of the node, each ignorable like kubeadm's `--ignore-preflight-errors`."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from installer.node import NodeError
+from installer.phases import Context, Phase
+
+CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
+WORKER_PORTS = (10250,)
+REQUIRED_MODULES = ("overlay", "br_netfilter")
+SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+
+
+def registry_host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def proxy_findings(context: Context) -> Iterator[tuple[str, str]]:
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("HTTP_PROXY") or os.environ.get("http_proxy")
+    if not proxy:
+        return
+    entries = [e.strip() for e in (os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or "").split(",") if e.strip()]
+    host, _ = registry_host_port(context.config.registry_listen)
+    needed = {"registry address": host, "localhost": "localhost", "service subnet": context.config.service_subnet, "pod subnet": context.config.pod_subnet}
+    if context.config.advertise_address:
+        needed["node address"] = context.config.advertise_address
+    for what, value in needed.items():
+        if not _covered(value, entries):
+            yield "proxy", f"a proxy is set ({proxy}) but NO_PROXY does not cover the {what} {value}; add it so cluster traffic never goes to the proxy"
+
+
+def _covered(value: str, entries: list[str]) -> bool:
+    for entry in entries:
+        if entry == value or entry == "*":
+            return True
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+            target = ipaddress.ip_network(value, strict=False)
+            if target.subnet_of(network):
+                return True
+        except (ValueError, TypeError):
+            if value.endswith(entry.lstrip(".")) and entry.startswith("."):
+                return True
+    return False
+
+
+def findings(context: Context) -> Iterator[tuple[str, str]]:
+    """(name, problem) for everything wrong with this node; the names are what --ignore-preflight-errors takes."""
+    paths = context.paths
+    real_root = paths.root == Path("/")
+    if real_root and os.geteuid() != 0:
+        yield "root", "airlock must run as root to install a node"
+    swaps = Path("/proc/swaps").read_text().splitlines()[1:] if Path("/proc/swaps").exists() else []
+    if swaps:
+        yield "swap", "swap is on; kubelet refuses to start with swap by default (swapoff -a, and remove it from /etc/fstab)"
+    for module in REQUIRED_MODULES:
+        if not Path(f"/sys/module/{module}").exists():
+            yield f"module-{module}", f"kernel module {module} is not loaded (modprobe {module}; list it in /etc/modules-load.d/)"
+    for key, wanted in SYSCTLS.items():
+        file = Path("/proc/sys") / key.replace(".", "/")
+        value = file.read_text().strip() if file.exists() else None
+        if value != wanted:
+            yield f"sysctl-{key.rsplit('.', 1)[-1]}", f"sysctl {key} is {value if value is not None else 'absent'}, must be {wanted}"
+    ports = list(CONTROL_PLANE_PORTS if context.command == "init" or context.control_plane else WORKER_PORTS)
+    if not context.config.registry_mirror:
+        ports.append(registry_host_port(context.config.registry_listen)[1])
+    for port in ports:
+        if port_in_use(port):
+            yield f"port-{port}", f"port {port} is in use on this node"
+    kubernetes = paths("/etc/kubernetes")
+    if (kubernetes / "admin.conf").exists() or (kubernetes / "kubelet.conf").exists() or any((kubernetes / "manifests").glob("*.yaml")):
+        yield "existing-kubernetes", f"{kubernetes} already holds a cluster's files; run `airlock reset` first"
+    bundled = any(entry.path.startswith(f"bin/linux-{context.arch}/containerd-") for entry in context.manifest.files)
+    if not bundled and shutil.which("containerd") is None and not paths("/usr/bin/containerd").exists():
+        yield "runtime", "no containerd on this node and none in the bundle"
+    yield from proxy_findings(context)
+    target = paths.state_dir
+    while not target.exists():
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    needed = int(context.bundle.stat().st_size * 1.2) + (512 << 20)
+    if free < needed:
+        yield "disk-space", f"{target} has {free >> 20} MiB free; unpacking this bundle needs about {needed >> 20} MiB"
+
+
+def run(context: Context) -> None:
+    ignore = {name.lower() for name in context.ignore_preflight}
+    errors = []
+    for name, problem in findings(context):
+        if "all" in ignore or name.lower() in ignore:
+            context.echo(f"  [WARNING {name}] {problem}")
+        else:
+            errors.append(f"[ERROR {name}] {problem}")
+    if errors:
+        for line in errors:
+            context.echo(f"  {line}")
+        names = ",".join(line.split()[1].rstrip("]") for line in errors)
+        raise NodeError(f"{len(errors)} preflight check(s) failed; fix them, or pass --ignore-preflight-errors {names}")
+
+
+PHASE = Phase("preflight", "check the node: privileges, swap, kernel, ports, runtime, proxies, disk", run)

@@ -1,0 +1,51 @@
+"""verify: the signature, dates, serial and platform, before anything else is read or written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from installer.node import NodeError
+from installer.phases import Context, Phase
+from installer.tarstream import TarReader
+from installer.trust import check_dates, verify_signature
+from installer.verify import open_bundle, read_signed_head
+
+
+def installed(context: Context) -> dict | None:
+    try:
+        document = json.loads(context.paths.state_file.read_text())
+    except FileNotFoundError:
+        return None
+    return document.get("installed")
+
+
+def run(context: Context) -> None:
+    with open_bundle(context.bundle) as stream:
+        manifest_bytes, signature = read_signed_head(TarReader(stream))
+    signer = verify_signature(manifest_bytes, signature, context.keys)
+    from installer.bundle import Manifest
+
+    manifest = Manifest.parse(manifest_bytes)
+    check_dates(manifest, context.now)
+    sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+    current = installed(context)
+    if current and not context.allow_downgrade:
+        if manifest.serial < current["serial"]:
+            raise NodeError(
+                f"bundle serial {manifest.serial} is lower than the installed {current['serial']} ({current['version']}); "
+                "pass --allow-downgrade if you really mean to go back"
+            )
+        if manifest.serial == current["serial"] and sha256 != current["sha256"]:
+            raise NodeError(f"a different bundle with serial {manifest.serial} is already installed; rebuild with a higher serial")
+    platform = f"linux/{context.arch}"
+    if platform not in manifest.platforms:
+        raise NodeError(f"this node is {platform}; the bundle carries {', '.join(manifest.platforms)}")
+    context.manifest = manifest
+    context.manifest_sha256 = sha256
+    context.echo(
+        f"bundle {manifest.name} serial {manifest.serial}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
+    )
+
+
+PHASE = Phase("verify", "check the bundle's signature, expiry, serial and platform", run, always=True)

@@ -1,0 +1,88 @@
+"""Walk the phases in order, journal each finished one in state.json, resume after a failure."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from installer.errors import AirlockError
+from installer.node import NodeError, Paths
+from installer.phases import Context, Phase
+from installer.store import write_atomic
+
+
+@dataclass
+class State:
+    """`state.json`: what is installed, and the journal of the run in progress."""
+
+    installed: dict | None = None
+    run: dict | None = None
+
+    @classmethod
+    def load(cls, paths: Paths) -> State:
+        try:
+            document = json.loads(paths.state_file.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, json.JSONDecodeError) as error:
+            raise NodeError(f"{paths.state_file}: unreadable ({error}); move it aside to start over") from None
+        return cls(document.get("installed"), document.get("run"))
+
+    def save(self, paths: Paths) -> None:
+        document = {"installed": self.installed, "run": self.run}
+        write_atomic(paths.state_file, json.dumps(document, indent=2, sort_keys=True).encode(), 0o600)
+
+
+def select(phases: list[Phase], skip: set[str]) -> list[Phase]:
+    names = {phase.name for phase in phases}
+    unknown = sorted(skip - names)
+    if unknown:
+        raise NodeError(f"--skip-phases: unknown phase {', '.join(unknown)}; `airlock phases` lists them")
+    return phases
+
+
+def run_phases(context: Context, phases: list[Phase], skip: set[str]) -> None:
+    select(phases, skip)
+    state = State.load(context.paths) if not context.host.dry_run else State()
+    for phase in phases:
+        if phase.name in skip:
+            context.echo(f"[{phase.name}] skipped (--skip-phases)")
+            continue
+        journal = state.run or {}
+        resumable = journal.get("command") == context.command and journal.get("bundle_sha256") == context.manifest_sha256
+        if not phase.always and resumable and phase.name in journal.get("done", []):
+            context.echo(f"[{phase.name}] already done (resuming)")
+            continue
+        if phase.run_if is not None and not phase.run_if(context):
+            context.echo(f"[{phase.name}] not needed here")
+            continue
+        context.echo(f"[{phase.name}] {phase.description}")
+        started = time.monotonic()
+        try:
+            phase.run(context)
+        except AirlockError as error:
+            raise NodeError(f"phase {phase.name}: {error}") from None
+        if context.host.dry_run:
+            continue
+        if phase.name == "verify":
+            # The bundle is known now; a journal for another bundle or command starts over.
+            state = State.load(context.paths)
+            journal = state.run or {}
+            if not (journal.get("command") == context.command and journal.get("bundle_sha256") == context.manifest_sha256):
+                state.run = {"command": context.command, "bundle_sha256": context.manifest_sha256, "done": []}
+        state.run.setdefault("done", [])
+        if phase.name not in state.run["done"]:
+            state.run["done"].append(phase.name)
+        if phase.name == "done":
+            manifest = context.manifest
+            state.installed = {
+                "serial": manifest.serial,
+                "sha256": context.manifest_sha256,
+                "version": manifest.version,
+                "name": manifest.name,
+                "command": context.command,
+            }
+            state.run = None
+        state.save(context.paths)
+        context.echo(f"[{phase.name}] done in {time.monotonic() - started:.1f}s")
