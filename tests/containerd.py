@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 class Containerd:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, netns: str | None = None):
         self.root = Path(root)
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket = self.root / "c.sock"
         self.certs_d = self.root / "certs.d"
@@ -28,7 +29,7 @@ class Containerd:
         if binary is None:
             raise RuntimeError("containerd is not installed (apt-get install containerd)")
         self.log = open(self.root / "containerd.log", "wb")
-        self.process = subprocess.Popen([binary, "--config", str(config)], stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen([*self.prefix, binary, "--config", str(config)], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while self.ctr("version", check=False).returncode != 0:
             if time.monotonic() > deadline or self.process.poll() is not None:

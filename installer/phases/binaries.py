@@ -67,7 +67,8 @@ def run(context: Context) -> None:
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
         plugins = install_from_archive(context, staging / cni, "/opt/cni/bin")
-        context.echo(f"CNI plugins in /opt/cni/bin: {', '.join(sorted(plugins))}")
+        if plugins:
+            context.echo(f"CNI plugins in /opt/cni/bin: {', '.join(sorted(plugins))}")
     if has_runtime(context):
         context.echo("containerd is already on this node; the bundled runtime is not installed")
         return

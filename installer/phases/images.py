@@ -82,7 +82,8 @@ def run(context: Context) -> None:
             context.host.run([*ctr, "images", "pull", "--hosts-dir", hosts_dir, "--platform", platform, image.reference], show=False, timeout=1800)
             # Pinned images are never removed by kubelet's image garbage collection.
             context.host.run([*ctr, "images", "label", image.reference, PINNED], show=False)
-            context.echo(f"  pulled and pinned {image.reference}")
+            if not context.host.dry_run:
+                context.echo(f"  pulled and pinned {image.reference}")
 
 
 PHASE = Phase("images", "pull every bundle image into containerd (k8s.io) through the node registry and pin it", run)

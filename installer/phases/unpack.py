@@ -1,10 +1,11 @@
 """unpack: one streaming pass over the bundle, every member hashed as it is written to staging.
 
-Image blobs go straight into the content store (each renamed into place only
-after its own digest matched, and referenced by nothing until the registry
-phase merges the index); every other member goes to a staging directory.
-Nothing outside staging and the store is touched, and nothing is activated
-until this pass has verified the whole bundle.
+Every member goes to a staging directory (image blobs into a content store
+inside it, each renamed into place only after its own digest matched; blobs
+the node store already has are only hashed). Only when the whole bundle has
+verified are the new blobs moved into the node store, where nothing refers
+to them until the registry phase merges the index: a bad or interrupted
+bundle writes nothing outside staging.
 """
 
 from __future__ import annotations
@@ -59,16 +60,26 @@ def run(context: Context) -> None:
     os.chmod(context.paths.state_dir, 0o755)
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
-    store.blobs.mkdir(parents=True, exist_ok=True)
+    staged_blobs = BlobStore(staging / "images")
 
     def sink(entry: FileEntry):
         if entry.path.startswith(BLOB_PREFIX):
-            return blob_sink(store, entry)
+            return None if store.exists("sha256:" + entry.sha256) else blob_sink(staged_blobs, entry)
         return _FileSink(staging / entry.path, entry.mode)
 
     verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink)
     if verified.manifest_sha256 != context.manifest_sha256:
         raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
+    store.blobs.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for blob in staged_blobs.blobs.iterdir() if staged_blobs.blobs.exists() else ():
+        target = store.blobs / blob.name
+        if target.exists():
+            blob.unlink()
+        else:
+            os.replace(blob, target)
+            moved += 1
+    context.echo(f"{moved} new image blobs moved into {store.root}")
     (staging / "bundle.json").write_bytes(verified.manifest_bytes)
     (staging / COMPLETE).write_text(context.manifest_sha256)
     context.echo(f"verified and unpacked {len(verified.manifest.files)} members ({verified.manifest.total_size >> 20} MiB)")

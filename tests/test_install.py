@@ -1,0 +1,306 @@
+"""An operator installs a node from a bundle, offline, into a scratch root with a real containerd.
+
+kubeadm, kubelet and kubectl in these bundles are STAND-INS (see tests/upstream.py):
+they record every call. A stand-in is a test double, never a claim that a
+cluster came up; everything else here is real (containerd, runc, the registry).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import airlock, require
+from tests.containerd import Containerd
+from tests.upstream import free_port
+
+IGNORE = "module-br_netfilter,sysctl-ip_forward,sysctl-bridge-nf-call-iptables,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
+
+
+@pytest.fixture(scope="module")
+def node_bundle(upstream, keys, tmp_path_factory) -> Path:
+    """amd64 only, like the node; flannel included."""
+    out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
+    airlock(
+        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+        "--cache-dir", tmp_path_factory.mktemp("node-cache"), *upstream.build_flags(), check=True,
+    )
+    return out
+
+
+@pytest.fixture
+def containerd():
+    require("containerd", "ctr", "runc")
+    daemon = Containerd(Path(f"/tmp/ctd-i{os.getpid()}-{time.monotonic_ns() % 10**9}"))
+    yield daemon
+    daemon.close()
+    shutil.rmtree(daemon.root, ignore_errors=True)
+
+
+def node_config(tmp_path: Path, port: int, **extra) -> Path:
+    config = tmp_path / "node.yaml"
+    document = {"nodeName": "cp1", "advertiseAddress": "127.0.0.1", "registry": {"listen": f"127.0.0.1:{port}"}, **extra}
+    config.write_text(json.dumps(document))
+    return config
+
+
+def install(command: str, bundle: Path, keys, root: Path, config: Path, containerd: Containerd | None, log: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [command, bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *extra]
+    if containerd is not None:
+        args += ["--containerd-address", containerd.socket]
+    return airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(log)})
+
+
+def bundle_manifest(bundle: Path) -> dict:
+    with tarfile.open(bundle) as archive:
+        return json.loads(archive.extractfile("bundle.json").read())
+
+
+def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle, keys, containerd, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log)
+    assert result.returncode == 0, result.stderr
+    manifest = bundle_manifest(node_bundle)
+    expected = {image["reference"]: image["digest"] for image in manifest["images"]}
+    assert containerd.image_digests() == expected
+    labels = containerd.ctr("images", "ls").stdout
+    assert labels.count("io.cri-containerd.pinned=pinned") >= len(expected)
+    run = containerd.ctr("run", "--rm", "registry.k8s.io/kube-apiserver:v1.31.4", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
+    assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.31.4 amd64"
+    calls = log.read_text().splitlines()
+    kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
+    assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
+    assert len([c for c in kubeadm_calls if c.startswith("kubeadm init phase")]) == 12
+    rendered = (root / "var/lib/airlock/kubeadm/init.yaml").read_text()
+    assert 'kubernetesVersion: "v1.31.4"' in rendered and "apiVersion: kubeadm.k8s.io/v1beta4" in rendered
+    assert "imageRepository: registry.k8s.io" in rendered
+    assert "stable" not in " ".join(calls)
+    assert any(c.startswith("kubectl --kubeconfig") and c.endswith("kube-flannel.yml") for c in calls)
+    for name in ("kubeadm", "kubelet", "kubectl", "crictl"):
+        assert os.access(root / "usr/local/bin" / name, os.X_OK)
+    assert (root / "opt/cni/bin/bridge").exists()
+    hosts = (root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
+    assert "https://registry.k8s.io" not in hosts.split("[host")[0].replace("# ", "")
+    assert (root / "etc/systemd/system/multi-user.target.wants/kubelet.service").is_symlink()
+    assert (root / "etc/systemd/system/multi-user.target.wants/airlock-registry.service").is_symlink()
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["installed"]["serial"] == manifest["serial"] and state["run"] is None
+    # Resuming a finished install changes nothing; running it again is idempotent.
+    again = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log)
+    assert again.returncode == 0, again.stderr
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+def outside_staging(paths: set[str]) -> set[str]:
+    allowed = ("var/lib/airlock/staging", "var/lib/airlock/state.json")
+    return {p for p in paths if not p.startswith(allowed) and p not in ("var", "var/lib", "var/lib/airlock")}
+
+
+FAST = ("--skip-phases", "images,kubeadm-init,cni")
+
+
+def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    # A flipped byte in an image blob: found during unpack, before anything is activated.
+    tampered = tmp_path / "tampered.tar"
+    data = bytearray(node_bundle.read_bytes())
+    with tarfile.open(node_bundle) as archive:
+        blob = next(m for m in archive.getmembers() if m.name.startswith("images/blobs/") and m.size > 100000)
+    data[blob.offset_data + 1000] ^= 1
+    tampered.write_bytes(bytes(data))
+    result = install("init", tampered, keys, root, config, None, log, *FAST)
+    assert result.returncode == 1 and blob.name in result.stderr
+    assert outside_staging(tree(root)) == set()
+    # An untrusted key: refused before anything is read.
+    result = airlock("init", node_bundle, "--key", keys["ecdsa-p256"] / "airlock.pub", "--root", root, "--config", config, *FAST)
+    assert result.returncode == 1 and "trusted key" in result.stderr
+    # An expired bundle.
+    expired = tmp_path / "expired.tar"
+    airlock("build", "-o", expired, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--expires-days", "1",
+            "--cache-dir", tmp_path / "cache", *upstream.build_flags(), env={"SOURCE_DATE_EPOCH": "1600000000"}, check=True)
+    result = install("init", expired, keys, root, config, None, log, *FAST)
+    assert result.returncode == 1 and "expired" in result.stderr
+    assert outside_staging(tree(root)) == set()
+    # A downgrade: serial 20 installed, serial 10 refused.
+    new, old = tmp_path / "new.tar", tmp_path / "old.tar"
+    for out, serial in ((new, "20"), (old, "10")):
+        airlock("build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
+                "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    assert install("init", new, keys, root, config, None, log, *FAST).returncode == 0
+    before = {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()}
+    result = install("init", old, keys, root, config, None, log, *FAST)
+    assert result.returncode == 1 and "lower than the installed 20" in result.stderr and "--allow-downgrade" in result.stderr
+    assert {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()} == before
+
+
+def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys, tmp_path):
+    import tomllib
+
+    root = tmp_path / "root"
+    config_toml = root / "etc/containerd/config.toml"
+    config_toml.parent.mkdir(parents=True)
+    original = (
+        'version = 2\nroot = "/data/containerd"\noom_score = -999\n\n[grpc]\n  address = "/run/containerd/containerd.sock"\n  max_recv_message_size = 16777216\n\n'
+        '[plugins."io.containerd.grpc.v1.cri"]\n  max_container_log_line_size = 262144\n  [plugins."io.containerd.grpc.v1.cri".cni]\n    bin_dir = "/opt/cni/bin"\n'
+        '    conf_dir = "/etc/cni/net.d"\n  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n    BinaryName = "/usr/sbin/runc"\n'
+    )
+    config_toml.write_text(original)
+    result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", *FAST)
+    assert result.returncode == 0, result.stderr
+    merged = tomllib.loads(config_toml.read_text())
+    before = tomllib.loads(original)
+    assert merged["root"] == "/data/containerd" and merged["oom_score"] == -999 and merged["grpc"] == before["grpc"]
+    cri = merged["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["max_container_log_line_size"] == 262144 and cri["cni"] == before["plugins"]["io.containerd.grpc.v1.cri"]["cni"]
+    assert cri["containerd"]["runtimes"]["runc"]["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": True}
+    assert cri["registry"]["config_path"] == "/etc/containerd/certs.d"
+    assert cri["sandbox_image"] == "registry.k8s.io/pause:3.10"
+    assert (root / "etc/containerd/config.toml.airlock-backup").read_text() == original
+    # containerd 2.x layout
+    from installer.containerd_config import merge
+
+    v3, _ = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
+    parsed = tomllib.loads(v3)
+    assert parsed["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == "/etc/containerd/certs.d"
+    assert parsed["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10"
+    assert parsed["plugins"]["io.containerd.cri.v1.runtime"]["enable_selinux"] is True
+
+
+def test_worker_join_and_reset(node_bundle, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    missing = install("join", node_bundle, keys, root, node_config(tmp_path, free_port()), None, log, "--skip-phases", "images")
+    assert missing.returncode == 1 and "join needs controlPlaneEndpoint, token and caCertHashes" in missing.stderr
+    config = node_config(tmp_path, free_port(), controlPlaneEndpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef", caCertHashes=["sha256:" + "1" * 64])
+    joined = install("join", node_bundle, keys, root, config, None, log, "--skip-phases", "images")
+    assert joined.returncode == 0, joined.stderr
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join --config {root}/var/lib/airlock/kubeadm/join.yaml"]
+    rendered = (root / "var/lib/airlock/kubeadm/join.yaml").read_text()
+    assert 'apiServerEndpoint: "10.0.0.10:6443"' in rendered and "kind: JoinConfiguration" in rendered
+    assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
+    reset = airlock("reset", "--root", root, env={"AIRLOCK_STANDIN_LOG": str(log)}, check=True)
+    assert "kubeadm reset --force" in log.read_text()
+    assert not (root / "usr/local/bin/kubeadm").exists() and not (root / "etc/containerd/certs.d").exists()
+    assert (root / "var/lib/airlock/store/index.json").exists() and "kept" in reset.stderr
+    airlock("reset", "--root", root, "--purge", check=True)
+    assert not (root / "var/lib/airlock").exists()
+
+
+def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
+    listing = [line.split()[0] for line in airlock("phases", check=True).stdout.splitlines() if line and not line.startswith(" ")]
+    order = ["verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"]
+    assert listing[: len(order)] == order
+    root = tmp_path / "root"
+    dry = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would write" in dry.stderr and "would run" in dry.stderr and "kubeadm init phase certs all" in dry.stderr
+    assert not root.exists()
+    bad = airlock("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--skip-phases", "nonsense")
+    assert bad.returncode == 1 and "unknown phase nonsense" in bad.stderr
+
+
+def test_kill_during_images_then_rerun_completes(node_bundle, keys, containerd, tmp_path):
+    import signal
+
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+            "--ignore-preflight-errors", IGNORE, "--containerd-address", containerd.socket]
+    from tests.conftest import AIRLOCK
+
+    process = subprocess.Popen([AIRLOCK, *map(str, args)], stderr=subprocess.PIPE, text=True, env={**os.environ, "AIRLOCK_STANDIN_LOG": str(log)})
+    for line in process.stderr:
+        if "pulled and pinned" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["installed"] is None and "registry" in state["run"]["done"] and "images" not in state["run"]["done"]
+    rerun = install("init", node_bundle, keys, root, config, containerd, log)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "[unpack] already done (resuming)" in rerun.stderr
+    expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
+    assert containerd.image_digests() == expected
+    check_store(root)
+
+
+def check_store(root: Path) -> None:
+    """Every blob in the node store hashes to its name; nothing partial is left under a final name."""
+    import hashlib
+
+    for blob in (root / "var/lib/airlock/store/blobs/sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_offline_node_in_a_network_namespace_with_only_loopback(node_bundle, keys, tmp_path):
+    require("ip", "containerd", "ctr", "runc")
+    namespace = f"airlock-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    daemon = None
+    try:
+        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
+        routes = subprocess.run(["ip", "netns", "exec", namespace, "ip", "route"], capture_output=True, text=True, check=True).stdout
+        assert routes.strip() == ""  # no route anywhere: loopback only
+        daemon = Containerd(Path(f"/tmp/ctd-n{os.getpid()}"), netns=namespace)
+        root, log = tmp_path / "root", tmp_path / "standin.log"
+        from tests.conftest import AIRLOCK
+
+        args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, 5000),
+                "--ignore-preflight-errors", IGNORE, "--containerd-address", daemon.socket]
+        result = subprocess.run(["ip", "netns", "exec", namespace, AIRLOCK, *map(str, args)], capture_output=True, text=True,
+                                env={**os.environ, "AIRLOCK_STANDIN_LOG": str(log)}, timeout=600)
+        assert result.returncode == 0, result.stderr
+        expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
+        assert daemon.image_digests() == expected
+    finally:
+        if daemon is not None:
+            daemon.close()
+            shutil.rmtree(daemon.root, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", namespace])
+
+
+def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):
+    import signal
+
+    from tests.conftest import AIRLOCK
+
+    big = "registry.k8s.io/airlock-test/big:1"
+    upstream.factory.push(upstream.factory.make(big, ("amd64",), payload_bytes=160 << 20), upstream.registry, "airlock-test/big", "1")
+    bundle = tmp_path / "big.tar"
+    airlock("build", "-o", bundle, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cni", "none",
+            "--image", big, "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
+    root, config = tmp_path / "root", node_config(tmp_path, free_port())
+    args = ["init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *FAST]
+    process = subprocess.Popen([AIRLOCK, *map(str, args)], stderr=subprocess.DEVNULL)
+    staging = root / "var/lib/airlock/staging"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        partials = list(staging.glob("*/images/.partial/*"))
+        if any(p.stat().st_size > (8 << 20) for p in partials if p.exists()):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the install finished before it could be killed mid-unpack"
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["run"]["done"] == ["verify", "preflight"] and state["installed"] is None
+    assert not (root / "var/lib/airlock/store/index.json").exists()
+    assert not (root / "usr").exists()
+    rerun = airlock(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    check_store(root)
+    index = json.loads((root / "var/lib/airlock/store/index.json").read_text())
+    assert big in {entry["annotations"]["io.containerd.image.name"] for entry in index["manifests"]}
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["run"] is None
