@@ -38,6 +38,7 @@ lint: venv
 bench: deps venv
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
+	$(PY) -m bench.install_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -33,13 +33,15 @@ RSS_PROBE = (
 )
 
 
-def timed(argv: list[str]) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of one command."""
+def timed(argv: list[str], stderr_lines: list[str] | None = None) -> tuple[float, int]:
+    """Seconds and peak RSS (KiB) of one command; its stderr lines are appended to `stderr_lines`."""
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", RSS_PROBE, *argv], capture_output=True, text=True)
     seconds = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+    if stderr_lines is not None:
+        stderr_lines.extend(result.stderr.splitlines())
     return seconds, int(result.stdout.strip().splitlines()[-1])
 
 
