@@ -6,11 +6,14 @@
 2. airlock keygen, airlock build (stable-1.31, amd64+arm64, flannel)
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
+5. airlock init into a scratch root, with a private containerd that pulls every
+   image through the hosts.toml mirror airlock wrote, from the node registry
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,9 +50,34 @@ def main() -> None:
         step("unpack", "tar", "-xf", str(out), "-C", str(layout))
         step("skopeo", "skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout / 'images'}:registry.k8s.io/kube-apiserver:v1.31.4")
         step("warm rebuild", *build)
-        print("\nThe node side (airlock init with containerd pulling through the bundle's registry) lands with issue [3].")
+        install(work, out, keys)
     finally:
         upstream.close()
+
+
+def install(work: Path, bundle: Path, keys: Path) -> None:
+    from tests.containerd import Containerd
+    from tests.upstream import free_port
+
+    print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd is real)")
+    daemon = Containerd(Path(f"/tmp/airlock-demo-ctd-{os.getpid()}"))
+    try:
+        config = work / "node.yaml"
+        config.write_text(f"nodeName: demo\nadvertiseAddress: 127.0.0.1\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
+        root = work / "node-root"
+        os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
+        step(
+            "init", AIRLOCK, "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
+            "--containerd-address", str(daemon.socket), "--ignore-preflight-errors", "all",
+        )
+        step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
+        step("a container from a bundle image", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "run", "--rm",
+             "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+        print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
+        print((work / "standin-calls.log").read_text())
+    finally:
+        daemon.close()
+        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
