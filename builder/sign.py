@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from builder.errors import BuildError
+from installer.store import write_atomic
 from installer.trust import ALGORITHMS, ECDSA_P256, ED25519, algorithm_of, key_id
 
 
@@ -40,20 +41,10 @@ def generate(out_dir: Path, algorithm: str = ED25519, force: bool = False) -> tu
         raise BuildError(f"{key_path} or {pub_path} already exists; pass --force to replace it")
     private_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     public_pem = private_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_private(key_path, private_pem)
+    write_atomic(key_path, private_pem, 0o600)
     pub_path.write_bytes(public_pem)
     os.chmod(pub_path, 0o644)
     return key_path, pub_path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Created 0600 from the first byte, never widened: no window where others can read it.
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
 
 
 def load(path: Path) -> SigningKey:

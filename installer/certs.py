@@ -9,7 +9,6 @@ CA.
 from __future__ import annotations
 
 import ipaddress
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from installer.errors import AirlockError
+from installer.store import write_atomic
 
 
 class CertError(AirlockError):
@@ -27,12 +27,7 @@ class CertError(AirlockError):
 
 def _write_private(path: Path, key) -> None:
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
+    write_atomic(path, data, 0o600)
 
 
 def _load_or_make_ca(directory: Path, days: int):

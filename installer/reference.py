@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from installer.errors import AirlockError
 
 DOCKER_HUB = "docker.io"
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?$")
+# The OCI distribution grammar, shared with the registry server.
+COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME = re.compile(rf"^{COMPONENT}(?:/{COMPONENT})*$")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+_COMPONENT = re.compile(rf"^{COMPONENT}$")
 
 
 class ReferenceError(AirlockError):
@@ -38,19 +41,19 @@ class ImageRef:
         digest = None
         if "@" in text:
             text, digest = text.split("@", 1)
-            if not _DIGEST.match(digest):
+            if not DIGEST.match(digest):
                 raise ReferenceError(f"{original}: the digest must be sha256:<64 lowercase hex>")
         tag = None
         slash = text.rfind("/")
         colon = text.rfind(":")
         if colon > slash:
             text, tag = text[:colon], text[colon + 1 :]
-            if not _TAG.match(tag):
+            if not TAG.match(tag):
                 raise ReferenceError(f"{original}: {tag!r} is not a valid tag")
         parts = text.split("/")
         if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
             registry, path = parts[0], parts[1:]
-            if not _HOST.match(registry):
+            if not HOST.match(registry):
                 raise ReferenceError(f"{original}: {registry!r} is not a registry host")
         else:
             registry, path = DOCKER_HUB, parts

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from installer.errors import AirlockError, StoreError
-from installer.reference import DOCKER_HUB
+from installer.reference import DIGEST, DOCKER_HUB, HOST, NAME, TAG
 from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, read_layout_index
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,11 +41,6 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_PAGE = 1000
 
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -82,7 +77,7 @@ class StoreView:
             reference = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME) or ""
             name, _, tag = reference.rpartition(":")
             digest = descriptor.get("digest", "")
-            if not name or "/" not in name or not _DIGEST.match(digest) or not _TAG.match(tag):
+            if not name or "/" not in name or not DIGEST.match(digest) or not TAG.match(tag):
                 continue
             view.tags.setdefault(name, {})[tag] = digest
             reachable.setdefault(name, set()).update(view._walk(store, digest))
@@ -100,10 +95,10 @@ class StoreView:
         _, data = self.manifests[digest]
         document = json.loads(data)
         for child in document.get("manifests") or []:
-            if _DIGEST.match(child.get("digest", "")) and store.exists(child["digest"]):
+            if DIGEST.match(child.get("digest", "")) and store.exists(child["digest"]):
                 yield from self._walk(store, child["digest"])
         for blob in [document.get("config") or {}, *(document.get("layers") or [])]:
-            if _DIGEST.match(blob.get("digest", "")):
+            if DIGEST.match(blob.get("digest", "")):
                 yield blob["digest"]
 
 
@@ -134,11 +129,11 @@ class Registry:
         return self._view
 
     def resolve_name(self, view: StoreView, path_name: str, namespace: str | None) -> str:
-        if not _NAME.match(path_name):
+        if not NAME.match(path_name):
             raise ApiError(400, "NAME_INVALID", "invalid repository name")
         candidates = []
         if namespace:
-            if not _HOST.match(namespace):
+            if not HOST.match(namespace):
                 raise ApiError(400, "NAME_INVALID", "invalid ns parameter")
             host = DOCKER_HUB if namespace in ("index.docker.io", "registry-1.docker.io") else namespace
             candidates.append(f"{host}/{path_name}")
@@ -268,13 +263,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _manifest(self, view: StoreView, name: str, reference: str, body: bool) -> None:
         if reference.startswith("sha256:") or ":" in reference:
-            if not _DIGEST.match(reference):
+            if not DIGEST.match(reference):
                 raise ApiError(400, "DIGEST_INVALID", "invalid digest")
             digest = reference
             if digest not in view.reachable[name] or digest not in view.manifests:
                 raise ApiError(404, "MANIFEST_UNKNOWN", "manifest unknown")
         else:
-            if not _TAG.match(reference):
+            if not TAG.match(reference):
                 raise ApiError(400, "TAG_INVALID", "invalid tag")
             digest = view.tags[name].get(reference)
             if digest is None:
@@ -283,7 +278,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, data, media_type, body, {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'})
 
     def _blob(self, view: StoreView, name: str, digest: str, body: bool) -> None:
-        if not _DIGEST.match(digest):
+        if not DIGEST.match(digest):
             raise ApiError(400, "DIGEST_INVALID", "invalid digest")
         if digest not in view.reachable[name]:
             raise ApiError(404, "BLOB_UNKNOWN", "blob unknown to registry")

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -150,8 +151,10 @@ class PartialBlob:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a small file under a temporary name and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    temporary.unlink(missing_ok=True)
+    # Created with its final mode from the first byte (O_EXCL: never a stale file with wider rights).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
