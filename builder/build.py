@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
-from installer.bundle import FileEntry, ImageEntry, Manifest, format_time
+from installer.bundle import BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from installer.cli import human_size as human
 from installer.errors import AirlockError
 from installer.reference import ImageRef
@@ -52,6 +52,7 @@ class BuildOptions:
     name: str = "airlock"
     serial: int | None = None
     expires_days: int = 365
+    base: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -91,6 +92,33 @@ def read_images_file(path: Path) -> list[str]:
     return [line for line in found if line]
 
 
+@dataclass(frozen=True)
+class Base:
+    """The bundle a delta builds on: what it holds, by digest."""
+
+    manifest: Manifest
+    sha256: str
+
+    @property
+    def digests(self) -> dict[str, int]:
+        return {entry.sha256: entry.size for entry in self.manifest.files}
+
+
+def read_base(path: Path) -> Base:
+    """`--base`: an earlier bundle, or its bundle.json."""
+    from installer.verify import read_manifest_unverified
+
+    try:
+        if path.suffix == ".json":
+            data = path.read_bytes()
+            manifest = Manifest.parse(data)
+        else:
+            manifest, data, _ = read_manifest_unverified(path)
+    except OSError as error:
+        raise BuildError(f"--base {path}: {error.strerror}") from None
+    return Base(manifest, hashlib.sha256(data).hexdigest())
+
+
 @dataclass
 class BuildResult:
     output: Path
@@ -108,6 +136,7 @@ class Builder:
         self.store = BlobStore(self.cache_dir)
         self.http = Http(progress, options.retry)
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
+        self.base = read_base(options.base) if options.base else None
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
 
     def close(self) -> None:
@@ -141,6 +170,10 @@ class Builder:
 
     def fetch_artifact(self, artifact: artifacts.Artifact) -> FileEntry:
         upstream = self.checksum_for(artifact)
+        if self.base is not None and upstream in self.base.digests:
+            # A delta does not carry what its base has: no download either.
+            self.progress.log(f"file {artifact.member} (unchanged since the base)")
+            return FileEntry(artifact.member, upstream, self.base.digests[upstream], artifact.mode, artifact.url, upstream, carried=False)
         cached = upstream is not None and self.store.exists("sha256:" + upstream)
         if upstream is None:
             digest = self.fetch_pinned(artifact.url)
@@ -206,7 +239,8 @@ class Builder:
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
         # Blobs download in the order they are packed, so packing follows the downloads.
-        blob_order = sorted({digest for image in copied for digest in image.blobs})
+        base_digests = self.base.digests if self.base else {}
+        blob_order = sorted({digest for image in copied for digest in image.blobs if digest.split(":", 1)[1] not in base_digests})
         copier.schedule(blob_order)
         files = [future.result() for future in file_futures.values()]
 
@@ -260,6 +294,12 @@ class Builder:
         sbom_digest = self.store.put_bytes(sbom)
         entries.append(FileEntry("sbom.spdx.json", sbom_digest.split(":", 1)[1], len(sbom), 0o644))
         entries.sort(key=lambda e: e.path)
+        base_ref = None
+        if self.base is not None:
+            if serial <= self.base.manifest.serial:
+                raise BuildError(f"--serial {serial} must be higher than the base's {self.base.manifest.serial}")
+            base_ref = BaseRef(self.base.manifest.serial, self.base.sha256)
+            entries = [replace(e, carried=False) if e.carried and e.sha256 in self.base.digests else e for e in entries]
 
         manifest = Manifest(
             name=options.name,
@@ -273,8 +313,9 @@ class Builder:
             files=tuple(entries),
             images=tuple(image_entries),
             signer={"algorithm": key.algorithm, "key_id": key.key_id},
+            base=base_ref,
         )
-        self.progress.add_total(manifest.total_size)
+        self.progress.add_total(manifest.carried_size)
         manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress, wait_for_blob)
         return BuildResult(
             Path(options.output),

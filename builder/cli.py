@@ -52,6 +52,7 @@ CONFIG_KEYS = {
     "name": "name",
     "serial": "serial",
     "expires-days": "expires_days",
+    "base": "base",
 }
 
 
@@ -107,6 +108,9 @@ def build(
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json [airlock].")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing) [build time in seconds].")] = None,
     expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days [365].")] = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
@@ -140,6 +144,7 @@ def build(
             "name": name,
             "serial": serial,
             "expires_days": expires_days,
+            "base": base,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [
@@ -157,7 +162,7 @@ def build(
         if "registry_mirrors" in values:
             raw = values["registry_mirrors"]
             values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir"):
+        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
         options = BuildOptions(**values)
@@ -169,6 +174,11 @@ def build(
     except AirlockError as error:
         fail(error)
     manifest = result.manifest
+    if manifest.base is not None:
+        typer.echo(
+            f"delta on serial {manifest.base.serial}: carries {human_size(manifest.carried_size)} of {human_size(manifest.total_size)} "
+            f"({sum(1 for f in manifest.files if f.carried)} of {len(manifest.files)} members)"
+        )
     typer.echo(
         f"wrote {result.output} ({human_size(result.output.stat().st_size)}): kubernetes {manifest.version} "
         f"(asked {manifest.requested}), {', '.join(manifest.platforms)}, {len(manifest.images)} images, "
@@ -227,6 +237,44 @@ def push(
         typer.echo(f"\n# /etc/containerd/certs.d/{upstream}/hosts.toml\n{hosts_toml(upstream, target)}", nl=False)
     mirrors = " ".join(f"--registry-mirror {u}={target.origin}{'/' + target.prefix if target.prefix else ''}" for u in upstreams)
     typer.echo(f"\nor, for a later airlock build from it: {mirrors}")
+
+
+@app.command("diff")
+def diff_command(
+    old: Annotated[Path, typer.Argument(help="The older bundle (or its bundle.json).")],
+    new: Annotated[Path, typer.Argument(help="The newer bundle (or its bundle.json).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+) -> None:
+    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
+    import json
+
+    from builder.build import read_base
+    from builder.diff import diff
+
+    if output not in ("text", "json"):
+        typer.echo("airlock: error: --output must be text or json", err=True)
+        raise typer.Exit(2)
+    try:
+        result = diff(read_base(old).manifest, read_base(new).manifest)
+    except AirlockError as error:
+        fail(error)
+    if output == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    lines = [f"kubernetes  {result.old_version} -> {result.new_version}"]
+    lines += [f"  {name}: {before} -> {after}" for name, (before, after) in result.components.items()]
+    lines += [f"+ {reference}" for reference in result.images_added]
+    lines += [f"- {reference}" for reference in result.images_removed]
+    lines += [f"~ {before} -> {after}" for before, after in result.images_changed]
+    lines += [f"~ {path}" for path in result.files_changed]
+    document = result.to_dict()
+    lines += [
+        "",
+        f"full bundle        {human_size(result.full_bytes)}",
+        f"delta (--base)     {human_size(result.delta_bytes)}  ({document['delta_over_full']:.1%} of full)",
+        f"tag-level update   {human_size(result.tag_level_bytes)}  ({document['tag_level_over_full']:.1%} of full)",
+    ]
+    typer.echo("\n".join(lines))
 
 
 def main() -> None:

@@ -257,7 +257,7 @@ class ImageCopier:
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
-        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size)
+        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)))
         self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
         return copied
 

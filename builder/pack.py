@@ -39,6 +39,8 @@ def write_bundle(
             writer.add_bytes(MANIFEST_NAME, manifest_bytes)
             writer.add_bytes(SIGNATURE_NAME, signature)
             for entry in manifest.files:
+                if not entry.carried:
+                    continue
                 if wait_for_blob:
                     wait_for_blob("sha256:" + entry.sha256)
                 with store.open("sha256:" + entry.sha256) as source:

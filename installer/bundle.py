@@ -68,9 +68,10 @@ class FileEntry:
     mode: int
     source: str | None = None
     upstream_sha256: str | None = None
+    carried: bool = True  # False in a delta bundle: the member is in its base, not in this tar
 
     def to_dict(self) -> dict:
-        return {
+        document = {
             "path": self.path,
             "sha256": self.sha256,
             "size": self.size,
@@ -78,6 +79,9 @@ class FileEntry:
             "source": self.source,
             "upstream_sha256": self.upstream_sha256,
         }
+        if not self.carried:
+            document["carried"] = False
+        return document
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class ImageEntry:
     media_type: str
     platforms: tuple[str, ...]
     size: int = 0
+    blobs: tuple[str, ...] = ()  # every digest the image needs here: index, manifests, configs, layers
 
     def to_dict(self) -> dict:
         return {
@@ -97,6 +102,7 @@ class ImageEntry:
             "media_type": self.media_type,
             "platforms": list(self.platforms),
             "size": self.size,
+            "blobs": list(self.blobs),
         }
 
 
@@ -155,6 +161,11 @@ class Manifest:
     @property
     def total_size(self) -> int:
         return sum(entry.size for entry in self.files)
+
+    @property
+    def carried_size(self) -> int:
+        """Bytes of members this tar really holds (a delta omits what its base has)."""
+        return sum(entry.size for entry in self.files if entry.carried)
 
     @classmethod
     def parse(cls, data: bytes) -> Manifest:
@@ -221,7 +232,10 @@ def _manifest_from_document(document: object) -> Manifest:
         mode = _need(raw, "mode", int, where)
         if size < 0 or not 0 <= mode <= 0o777:
             raise BundleError(f"{where}size or mode is out of range", MANIFEST_NAME)
-        files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256")))
+        carried = raw.get("carried", True)
+        if not isinstance(carried, bool):
+            raise BundleError(f"{where}carried must be true or false", MANIFEST_NAME)
+        files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"), carried))
     images = []
     for index, raw in enumerate(_need(document, "images", list)):
         where = f"images[{index}]."
@@ -235,6 +249,7 @@ def _manifest_from_document(document: object) -> Manifest:
                 media_type=_need(raw, "media_type", str, where),
                 platforms=tuple(_need(raw, "platforms", list, where)),
                 size=raw.get("size", 0) if isinstance(raw.get("size", 0), int) else 0,
+                blobs=tuple(blob for blob in raw.get("blobs", []) if is_digest(blob)),
             )
         )
     base_raw = document.get("base")

@@ -140,11 +140,11 @@ def inspect(
 
 
 def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
-             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool) -> None:
+             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
     import platform
 
     from installer.node import DryRunHost, Host, NodeConfig, Paths
-    from installer.phases import Context, init_phases, join_phases
+    from installer.phases import Context, phases_for
     from installer.runner import run_phases
     from installer.trust import load_trusted_keys
 
@@ -167,10 +167,11 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
             allow_downgrade=allow_downgrade,
             ignore_preflight=frozenset(name.strip() for name in ignore_preflight_errors.split(",") if name.strip()),
             control_plane=control_plane,
+            drain=drain,
             start_services=root == Path("/") and not dry_run,
             arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
         )
-        run_phases(context, init_phases() if command == "init" else join_phases(), skip)
+        run_phases(context, phases_for(command), skip)
     except AirlockError as error:
         fail(error)
 
@@ -227,17 +228,42 @@ def join(
 
 
 @app.command()
+def upgrade(
+    bundle: Annotated[Path, typer.Argument(help="A full or delta bundle newer than the installed one.")],
+    key: KeyOption,
+    drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
+    root: RootOption = Path("/"),
+    dry_run: DryRunOption = False,
+    skip_phases: SkipOption = "",
+    config: NodeConfigOption = None,
+    containerd_address: ContainerdOption = "/run/containerd/containerd.sock",
+    allow_downgrade: DowngradeOption = False,
+    ignore_preflight_errors: IgnoreOption = "",
+) -> None:
+    """Upgrade this node offline: new images first, then kubeadm upgrade with the exact version, then kubelet.
+
+    A delta bundle is accepted only on the bundle it was built against. The control plane moves
+    one minor at a time and never down; a node's kubelet never gets ahead of the API server.
+    Journaled: rerun to resume after a failure.
+    """
+    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
+
+
+@app.command()
 def phases() -> None:
     """List the installer's phases in the order they run."""
-    from installer.phases import init_phases, join_phases
+    from installer.phases import init_phases, join_phases, phases_for
 
     for phase in init_phases():
-        typer.echo(f"{phase.name:<14} {phase.description}")
+        typer.echo(f"{phase.name:<16} {phase.description}")
         for step in phase.steps:
             typer.echo(f"  {step}")
-    join_only = [phase for phase in join_phases() if phase.name not in {p.name for p in init_phases()}]
-    for phase in join_only:
-        typer.echo(f"{phase.name:<14} (join) {phase.description}")
+    known = {p.name for p in init_phases()}
+    for command, listed in (("join", join_phases()), ("upgrade", phases_for("upgrade"))):
+        for phase in listed:
+            if phase.name not in known:
+                known.add(phase.name)
+                typer.echo(f"{phase.name:<16} ({command}) {phase.description}")
 
 
 @app.command()
@@ -255,6 +281,44 @@ def reset(
         reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
     except AirlockError as error:
         fail(error)
+
+
+store_app = typer.Typer(help="The node's content store under /var/lib/airlock/store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+def store_check(root: RootOption = Path("/")) -> None:
+    """Re-hash every blob of the store; exit 1 naming each one that is corrupt."""
+    from installer.node import Paths
+    from installer.storecare import check_store
+
+    paths = Paths(root)
+    try:
+        checked, corrupt = check_store(paths.store)
+    except AirlockError as error:
+        fail(error)
+    for name in corrupt:
+        typer.echo(f"corrupt: {name}", err=True)
+    typer.echo(f"{checked} blobs checked, {len(corrupt)} corrupt")
+    if corrupt:
+        raise typer.Exit(1)
+
+
+@store_app.command("prune")
+def store_prune(
+    root: RootOption = Path("/"),
+    dry_run: DryRunOption = False,
+) -> None:
+    """Drop images and blobs that the installed bundle no longer references (after an upgrade)."""
+    from installer.node import Paths
+    from installer.storecare import prune_store
+
+    try:
+        removed, freed = prune_store(Paths(root), dry_run)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"{'would remove' if dry_run else 'removed'} {removed} blobs, {human_size(freed)}")
 
 
 registry_app = typer.Typer(help="The node's read-only image registry, served from an unpacked store.", no_args_is_help=True)

@@ -82,6 +82,7 @@ def run_phases(context: Context, phases: list[Phase], skip: set[str]) -> None:
                 "version": manifest.version,
                 "name": manifest.name,
                 "command": context.command,
+                "role": context.role,
             }
             state.run = None
         state.save(context.paths)

@@ -99,7 +99,8 @@ def verify_stream(
     manifest = Manifest.parse(manifest_bytes)
     check_dates(manifest, now)
 
-    pending = {entry.path: entry for entry in manifest.files}
+    pending = {entry.path: entry for entry in manifest.files if entry.carried}
+    in_base = {entry.path for entry in manifest.files if not entry.carried}
     seen: set[str] = set()
     members = reader.members()
     for header in members:
@@ -107,6 +108,8 @@ def verify_stream(
         entry = pending.pop(path, None)
         if entry is None:
             problem = "appears twice" if path in seen else "is not listed in bundle.json"
+            if path in in_base:
+                problem = "is listed as coming from the base bundle, yet the delta carries it"
             raise BundleError(problem, path)
         seen.add(path)
         if header.size != entry.size:

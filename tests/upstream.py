@@ -297,14 +297,26 @@ case "$1 $2 $3" in
     echo "registry.k8s.io/etcd:{etcd}"
     ;;
   version*) echo "kubeadm version: &version.Info{{GitVersion:\\"{version}\\", Platform:\\"linux/{arch}\\"}} (stand-in)" ;;
+  "upgrade apply "*|"upgrade node"*)
+    case " $AIRLOCK_STANDIN_FAIL " in *" upgrade "*) echo "stand-in kubeadm: upgrade fails on request" >&2; exit 1 ;; esac
+    if [ -n "$AIRLOCK_STANDIN_SLEEP" ]; then sleep "$AIRLOCK_STANDIN_SLEEP"; fi ;;
   *) exit 0 ;;
 esac
 """
 
 STANDIN_TOOL = """#!/bin/sh
 # airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
+# `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version);
+# a verb named in $AIRLOCK_STANDIN_FAIL (e.g. drain) fails.
 if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "{name} $*" >> "$AIRLOCK_STANDIN_LOG"; fi
-case "$1" in version|--version) echo "{name} {version} (stand-in)" ;; esac
+for word in "$@"; do
+  case " $AIRLOCK_STANDIN_FAIL " in *" $word "*) echo "stand-in {name}: $word fails on request" >&2; exit 1 ;; esac
+  case "$word" in
+    version|--version)
+      echo '{{"clientVersion": {{"gitVersion": "{version}"}}, "serverVersion": {{"gitVersion": "'"${{AIRLOCK_STANDIN_SERVER_VERSION:-{version}}}"'"}}}}'
+      exit 0 ;;
+  esac
+done
 exit 0
 """
 

@@ -22,7 +22,7 @@ from installer.trust import TrustedKey
 class Context:
     """What every phase may read; phases record what they learn here (the manifest, the staging dir)."""
 
-    command: str  # "init" or "join"
+    command: str  # "init", "join" or "upgrade"
     bundle: Path
     keys: list[TrustedKey]
     paths: Paths
@@ -32,6 +32,8 @@ class Context:
     allow_downgrade: bool = False
     ignore_preflight: frozenset[str] = frozenset()
     control_plane: bool = False
+    drain: bool = False
+    role: str = ""  # first-control-plane, control-plane or worker
     start_services: bool = True
     now: datetime | None = None
     arch: str = ""
@@ -70,6 +72,14 @@ def init_phases() -> list[Phase]:
         cni.PHASE,
         done.PHASE,
     ]
+
+
+def phases_for(command: str) -> list[Phase]:
+    if command == "upgrade":
+        from installer.phases.upgrade import upgrade_phases
+
+        return upgrade_phases()
+    return init_phases() if command == "init" else join_phases()
 
 
 def join_phases() -> list[Phase]:

@@ -11,6 +11,7 @@ bundle writes nothing outside staging.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from installer.bundle import FileEntry
@@ -80,9 +81,47 @@ def run(context: Context) -> None:
             os.replace(blob, target)
             moved += 1
     context.echo(f"{moved} new image blobs moved into {store.root}")
+    keep_and_complete_files(context, verified.manifest, staging, store)
     (staging / "bundle.json").write_bytes(verified.manifest_bytes)
     (staging / COMPLETE).write_text(context.manifest_sha256)
     context.echo(f"verified and unpacked {len(verified.manifest.files)} members ({verified.manifest.total_size >> 20} MiB)")
+
+
+def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore) -> None:
+    """Keep every staged file in the store by digest, and fill in what a delta left to its base.
+
+    The store then holds each installed bundle's files as well as its image
+    blobs, so the next delta only needs to carry what changed.
+    """
+    missing = []
+    for entry in manifest.files:
+        digest = "sha256:" + entry.sha256
+        if entry.path.startswith(BLOB_PREFIX):
+            if not store.exists(digest):
+                missing.append(entry.path)
+            continue
+        staged = staging / entry.path
+        if entry.carried:
+            if not store.exists(digest):
+                _link_or_copy(staged, store.path(digest))
+        elif store.exists(digest):
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(store.path(digest), staged)
+            os.chmod(staged, entry.mode)
+        else:
+            missing.append(entry.path)
+    if missing:
+        raise BundleError(f"this delta needs {len(missing)} member(s) of its base that the node store lacks, like {missing[0]}; install the base bundle first")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.link")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 def ensure_staged(context: Context) -> Path:

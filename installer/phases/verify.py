@@ -30,6 +30,14 @@ def run(context: Context) -> None:
     check_dates(manifest, context.now)
     sha256 = hashlib.sha256(manifest_bytes).hexdigest()
     current = installed(context)
+    if context.command == "upgrade":
+        if current is None:
+            raise NodeError("nothing is installed on this node yet; use airlock init or airlock join")
+        context.role = current.get("role", "worker")
+        if manifest.serial <= current["serial"] and not context.allow_downgrade:
+            raise NodeError(f"bundle serial {manifest.serial} is not newer than the installed {current['serial']}; nothing to upgrade")
+    else:
+        context.role = "first-control-plane" if context.command == "init" else ("control-plane" if context.control_plane else "worker")
     if current and not context.allow_downgrade:
         if manifest.serial < current["serial"]:
             raise NodeError(
@@ -38,11 +46,21 @@ def run(context: Context) -> None:
             )
         if manifest.serial == current["serial"] and sha256 != current["sha256"]:
             raise NodeError(f"a different bundle with serial {manifest.serial} is already installed; rebuild with a higher serial")
+    if manifest.base is not None and (current is None or current["sha256"] != manifest.base.sha256):
+        have = f"serial {current['serial']}" if current else "nothing"
+        raise NodeError(
+            f"this is a delta on serial {manifest.base.serial} (bundle.json sha256 {manifest.base.sha256[:16]}…); "
+            f"this node has {have} installed; install that base first, or use a full bundle"
+        )
     platform = f"linux/{context.arch}"
     if platform not in manifest.platforms:
         raise NodeError(f"this node is {platform}; the bundle carries {', '.join(manifest.platforms)}")
     context.manifest = manifest
     context.manifest_sha256 = sha256
+    if context.command == "upgrade":
+        from installer.phases.upgrade import check
+
+        check(context, current)
     context.echo(
         f"bundle {manifest.name} serial {manifest.serial}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
     )

@@ -1,0 +1,64 @@
+"""`airlock store check` and `airlock store prune`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from installer.bundle import Manifest
+from installer.node import NodeError, Paths
+from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
+
+
+def check_store(root) -> tuple[int, list[str]]:
+    """Re-hash every blob; return how many were checked and the names of those whose content is not their name."""
+    store = BlobStore(root)
+    if not store.blobs.is_dir():
+        raise NodeError(f"{store.root}: no store here")
+    checked, corrupt = 0, []
+    for blob in sorted(store.blobs.iterdir()):
+        digest = hashlib.sha256()
+        with open(blob, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        checked += 1
+        if digest.hexdigest() != blob.name:
+            corrupt.append(str(blob))
+    return checked, corrupt
+
+
+def installed_manifest(paths: Paths) -> Manifest:
+    try:
+        state = json.loads(paths.state_file.read_text())
+    except FileNotFoundError:
+        raise NodeError("nothing is installed on this node; nothing to prune against") from None
+    installed = state.get("installed")
+    if not installed:
+        raise NodeError("an install or upgrade is in progress (see state.json); finish it before pruning")
+    return Manifest.parse((paths.bundles / f"{installed['serial']}.json").read_bytes())
+
+
+def prune_store(paths: Paths, dry_run: bool = False) -> tuple[int, int]:
+    """Keep what the installed bundle references (its files, its images and their blobs); drop the rest."""
+    manifest = installed_manifest(paths)
+    store = BlobStore(paths.store)
+    keep = {entry.sha256 for entry in manifest.files}
+    wanted = {image.reference for image in manifest.images}
+    index = read_layout_index((store.root / "index.json").read_bytes()) if (store.root / "index.json").exists() else []
+    kept_entries = []
+    for entry in index:
+        annotations = entry.get("annotations") or {}
+        if (annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)) in wanted:
+            kept_entries.append(entry)
+    if not dry_run:
+        # The registry stops naming old images first; only then do their blobs go.
+        write_atomic(store.root / "index.json", layout_index(kept_entries))
+    removed = freed = 0
+    for blob in list(store.blobs.iterdir()):
+        if blob.name not in keep:
+            freed += blob.stat().st_size
+            removed += 1
+            if not dry_run:
+                os.unlink(blob)
+    return removed, freed

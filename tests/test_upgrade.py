@@ -1,0 +1,224 @@
+"""Offline upgrades: a delta moves only changed blobs, and a node upgrades safely with it.
+
+kubeadm, kubelet and kubectl are STAND-INS (tests/upstream.py) that record their
+calls; containerd, the registry and the store are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from installer.node import NodeError
+from installer.phases.upgrade import check_skew
+from tests.conftest import AIRLOCK, airlock, require
+from tests.containerd import Containerd
+from tests.test_install import IGNORE, check_store, node_config
+from tests.upstream import LocalUpstream, free_port
+
+OLD, NEW = "v1.31.4", "v1.31.5"
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    require("docker-registry", "skopeo", "umoci")
+    local = LocalUpstream(
+        tmp_path_factory.mktemp("releases"), versions=(OLD, NEW, "v1.33.0", "v1.30.9"), labels={"stable-1.31": NEW}, extra_images={}
+    ).start()
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def bundles(releases, keys, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("upgrade-bundles")
+    cache = out / "cache"
+    key = keys["ed25519"] / "airlock.key"
+
+    def build(name: str, version: str, serial: int, *extra) -> Path:
+        path = out / f"{name}.tar"
+        airlock("build", "-o", path, "--kubernetes-version", version, "--sign-key", key, "--serial", serial, "--cache-dir", cache, "--crictl-version", "v1.31.1",
+                *releases.build_flags(), *extra, check=True)
+        return path
+
+    made = {"full": build("full", OLD, 100)}
+    made["delta"] = build("delta", NEW, 101, "--base", made["full"])
+    made["full-new"] = build("full-new", NEW, 101)
+    made["other-base"] = build("other-base", OLD, 90)
+    made["wrong-base-delta"] = build("wrong-base-delta", NEW, 102, "--base", made["other-base"])
+    made["skip-minor"] = build("skip-minor", "v1.33.0", 103)
+    made["older"] = build("older", "v1.30.9", 104)
+    return made
+
+
+def manifest_of(bundle: Path) -> dict:
+    with tarfile.open(bundle) as archive:
+        return json.loads(archive.extractfile("bundle.json").read())
+
+
+def members(bundle: Path) -> set[str]:
+    with tarfile.open(bundle) as archive:
+        return {m.name for m in archive.getmembers()}
+
+
+@pytest.fixture
+def containerd():
+    require("containerd", "ctr", "runc")
+    daemon = Containerd(Path(f"/tmp/ctd-u{os.getpid()}-{time.monotonic_ns() % 10**9}"))
+    yield daemon
+    daemon.close()
+    subprocess.run(["rm", "-rf", str(daemon.root)])
+
+
+def node(command: str, bundle: Path, keys, root: Path, config: Path, log: Path, containerd: Containerd | None, *extra, env=None):
+    args = [command, bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *extra]
+    if containerd is not None:
+        args += ["--containerd-address", containerd.socket]
+    return airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(log), **(env or {})})
+
+
+def test_a_delta_carries_only_what_changed(bundles):
+    full, delta = manifest_of(bundles["full"]), manifest_of(bundles["delta"])
+    assert delta["base"]["serial"] == 100 and delta["kubernetes"]["version"] == NEW
+    # It still describes the whole set, so a node can check it has everything.
+    assert {f["path"] for f in delta["files"]} == {f["path"] for f in manifest_of(bundles["full-new"])["files"]}
+    carried = members(bundles["delta"]) - {"bundle.json", "bundle.json.sig"}
+    full_digests = {f["sha256"] for f in full["files"]}
+    for entry in delta["files"]:
+        assert (entry["path"] in carried) == (entry["sha256"] not in full_digests), entry["path"]
+    carried_files = {p for p in carried if not p.startswith("images/blobs/")}
+    assert {p.rsplit("/", 1)[-1] for p in carried_files if p.startswith("bin/")} == {"kubeadm", "kubelet", "kubectl"}
+    assert not any(p.startswith(("cni/", "manifests/")) for p in carried_files)
+    # Unchanged images (etcd, coredns, pause, flannel) contribute no blob at all.
+    unchanged = [i for i in delta["images"] if i["reference"] in {j["reference"] for j in full["images"]}]
+    assert {i["reference"].split("/")[-1].split(":")[0] for i in unchanged} >= {"etcd", "coredns", "pause", "flannel"}
+    assert bundles["delta"].stat().st_size < bundles["full-new"].stat().st_size / 2
+
+
+def test_diff_reports_versions_images_and_bytes(bundles):
+    result = airlock("diff", bundles["full"], bundles["full-new"], "--output", "json", check=True)
+    document = json.loads(result.stdout)
+    assert document["old_version"] == OLD and document["new_version"] == NEW
+    changed = {after for _, after in document["images_changed"]}
+    assert changed == {f"registry.k8s.io/{n}:{NEW}" for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")}
+    assert document["delta_bytes"] < document["tag_level_bytes"] < document["full_bytes"]
+    assert document["delta_bytes"] == sum(f["size"] for f in manifest_of(bundles["delta"])["files"] if f.get("carried", True))
+    text = airlock("diff", bundles["full"], bundles["full-new"], check=True).stdout
+    assert f"kubernetes  {OLD} -> {NEW}" in text and "tag-level update" in text
+
+
+def test_skew_rules():
+    check_skew("v1.31.4", "v1.31.5", "first-control-plane", None)
+    check_skew("v1.31.4", "v1.32.0", "first-control-plane", None)
+    with pytest.raises(NodeError, match="skips a minor"):
+        check_skew("v1.31.4", "v1.33.0", "first-control-plane", None)
+    with pytest.raises(NodeError, match="never downgraded"):
+        check_skew("v1.31.4", "v1.30.9", "first-control-plane", None)
+    with pytest.raises(NodeError, match="newer than the API server"):
+        check_skew("v1.31.4", "v1.31.5", "worker", "v1.31.4")
+    check_skew("v1.31.4", "v1.31.5", "worker", "v1.31.5")
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "staging" not in str(p)}
+
+
+def test_upgrade_with_the_delta(bundles, keys, containerd, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    assert node("init", bundles["full"], keys, root, config, log, containerd).returncode == 0
+    before = snapshot(root)
+    for name, message in (
+        ("wrong-base-delta", "install that base first"),
+        ("skip-minor", "skips a minor version"),
+        ("older", "never downgraded"),
+    ):
+        refused = node("upgrade", bundles[name], keys, root, config, log, containerd)
+        assert refused.returncode == 1 and message in refused.stderr, (name, refused.stderr)
+        assert {k: v for k, v in snapshot(root).items() if not k.endswith("state.json")} == {k: v for k, v in before.items() if not k.endswith("state.json")}
+    upgraded = node("upgrade", bundles["delta"], keys, root, config, log, containerd)
+    assert upgraded.returncode == 0, upgraded.stderr
+    calls = log.read_text().splitlines()
+    assert f"kubeadm upgrade apply {NEW} --yes" in calls
+    assert not any("upgrade plan" in c for c in calls)
+    assert NEW in (root / "usr/local/bin/kubelet").read_text() and NEW in (root / "usr/local/bin/kubeadm").read_text()
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["installed"]["serial"] == 101 and state["installed"]["version"] == NEW
+    images = containerd.image_digests()
+    for entry in manifest_of(bundles["delta"])["images"]:
+        assert images[entry["reference"]] == entry["digest"]
+    # The old images stay in the store until prune.
+    index = json.loads((root / "var/lib/airlock/store/index.json").read_text())
+    names = {e["annotations"]["io.containerd.image.name"] for e in index["manifests"]}
+    assert f"registry.k8s.io/kube-apiserver:{OLD}" in names and f"registry.k8s.io/kube-apiserver:{NEW}" in names
+    pruned = airlock("store", "prune", "--root", root, check=True)
+    assert "removed" in pruned.stdout and not pruned.stdout.startswith("removed 0 ")
+    names = {e["annotations"]["io.containerd.image.name"] for e in json.loads((root / "var/lib/airlock/store/index.json").read_text())["manifests"]}
+    assert f"registry.k8s.io/kube-apiserver:{OLD}" not in names and f"registry.k8s.io/kube-apiserver:{NEW}" in names
+    checked = airlock("store", "check", "--root", root, check=True)
+    assert ", 0 corrupt" in checked.stdout
+    check_store(root)
+    # A corrupt blob is found and named.
+    victim = next((root / "var/lib/airlock/store/blobs/sha256").iterdir())
+    victim.write_bytes(victim.read_bytes() + b"x")
+    corrupt = airlock("store", "check", "--root", root)
+    assert corrupt.returncode == 1 and victim.name in corrupt.stderr
+
+
+def test_failure_before_upgrade_apply_puts_the_old_kubeadm_back(bundles, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    fast = ("--skip-phases", "images,kubeadm-init,cni")
+    assert node("init", bundles["full"], keys, root, config, log, None, *fast).returncode == 0
+    old_kubeadm = (root / "usr/local/bin/kubeadm").read_bytes()
+    failed = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--skip-phases", "images", env={"AIRLOCK_STANDIN_FAIL": "drain"})
+    assert failed.returncode == 1 and "phase kubeadm-upgrade" in failed.stderr
+    assert (root / "usr/local/bin/kubeadm").read_bytes() == old_kubeadm
+    assert OLD in (root / "usr/local/bin/kubelet").read_text()
+    assert not any(c.startswith("kubeadm upgrade apply") for c in log.read_text().splitlines())
+    # Fixed (the drain works now): the rerun resumes and finishes.
+    done = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--skip-phases", "images")
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert f"kubeadm upgrade apply {NEW} --yes" in calls and any(c.endswith("uncordon cp1") for c in calls)
+
+
+def test_killed_during_upgrade_then_rerun_finishes(bundles, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    fast = ("--skip-phases", "images,kubeadm-init,cni")
+    assert node("init", bundles["full"], keys, root, config, log, None, *fast).returncode == 0
+    args = ["upgrade", bundles["delta"], "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+            "--ignore-preflight-errors", IGNORE, "--skip-phases", "images"]
+    env = {**os.environ, "AIRLOCK_STANDIN_LOG": str(log), "AIRLOCK_STANDIN_SLEEP": "30"}
+    process = subprocess.Popen([AIRLOCK, *map(str, args)], stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "kubeadm upgrade apply" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["installed"]["serial"] == 100 and "kubeadm-upgrade" not in state["run"]["done"]
+    rerun = node("upgrade", bundles["delta"], keys, root, config, log, None, "--skip-phases", "images")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "[unpack] already done (resuming)" in rerun.stderr
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 101
+    check_store(root)
+
+
+def test_a_worker_is_never_ahead_of_the_api_server(bundles, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port(), controlPlaneEndpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef", caCertHashes=["sha256:" + "1" * 64])
+    assert node("join", bundles["full"], keys, root, config, log, None, "--skip-phases", "images").returncode == 0
+    refused = node("upgrade", bundles["delta"], keys, root, config, log, None, env={"AIRLOCK_STANDIN_SERVER_VERSION": OLD})
+    assert refused.returncode == 1 and "newer than the API server" in refused.stderr and "upgrade the first control plane first" in refused.stderr
+    allowed = node("upgrade", bundles["delta"], keys, root, config, log, None, "--skip-phases", "images", env={"AIRLOCK_STANDIN_SERVER_VERSION": NEW})
+    assert allowed.returncode == 0, allowed.stderr
+    assert "kubeadm upgrade node" in log.read_text().splitlines()
