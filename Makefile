@@ -39,6 +39,7 @@ bench: deps venv
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
 	$(PY) -m bench.install_bench
+	$(PY) -m bench.upgrade_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
