@@ -21,6 +21,8 @@ SIGNATURE_NAME = "bundle.json.sig"
 # bundle.json lists one line per blob; 32 MiB holds several hundred thousand.
 MAX_MANIFEST_BYTES = 32 << 20
 MAX_SIGNATURE_BYTES = 1024
+IMAGE_BLOBS = "images/blobs/sha256/"
+IMAGE_INDEX = "images/index.json"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -228,6 +230,8 @@ def _manifest_from_document(document: object) -> Manifest:
         sha256 = _need(raw, "sha256", str, where)
         if not is_hex_digest(sha256):
             raise BundleError(f"{where}sha256 is not 64 lowercase hex digits", MANIFEST_NAME)
+        if path.startswith(IMAGE_BLOBS) and path[len(IMAGE_BLOBS) :] != sha256:
+            raise BundleError(f"image blob {path} is not named by its sha256 {sha256}", MANIFEST_NAME)
         size = _need(raw, "size", int, where)
         mode = _need(raw, "mode", int, where)
         if size < 0 or not 0 <= mode <= 0o777:

@@ -8,6 +8,7 @@ needs no second read and no temporary copy of the bundle.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from installer.bundle import (
+    IMAGE_BLOBS,
+    IMAGE_INDEX,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
@@ -116,15 +119,20 @@ def verify_stream(
             raise BundleError(f"is {header.size} bytes but bundle.json lists {entry.size}", path)
         target = sink(entry) if sink else None
         digest = hashlib.sha256()
+        index = bytearray() if path == IMAGE_INDEX else None
         try:
             for chunk in reader.content():
                 digest.update(chunk)
+                if index is not None and len(index) <= MAX_MANIFEST_BYTES:
+                    index += chunk
                 if target is not None:
                     target.write(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
             if digest.hexdigest() != entry.sha256:
                 raise BundleError(f"sha256 is {digest.hexdigest()} but bundle.json lists {entry.sha256}", path)
+            if index is not None:
+                check_index(bytes(index), manifest)
         except BaseException:
             if target is not None:
                 target.abort()
@@ -135,6 +143,20 @@ def verify_stream(
         missing = sorted(pending)
         raise BundleError(f"listed in bundle.json but missing from the bundle ({len(missing)} in all)", missing[0])
     return Verified(manifest, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest(), signer)
+
+
+def check_index(data: bytes, manifest: Manifest) -> None:
+    """The image index may only name blobs the bundle lists (carried, or in its base)."""
+    listed = {entry.path[len(IMAGE_BLOBS) :] for entry in manifest.files if entry.path.startswith(IMAGE_BLOBS)}
+    try:
+        document = json.loads(data)
+        descriptors = document["manifests"]
+        digests = [descriptor["digest"] for descriptor in descriptors]
+    except (ValueError, KeyError, TypeError):
+        raise BundleError("is not an OCI image index", IMAGE_INDEX) from None
+    for digest in digests:
+        if not isinstance(digest, str) or not digest.startswith("sha256:") or digest[len("sha256:") :] not in listed:
+            raise BundleError(f"points at {digest!r}, which is not a blob of this bundle", IMAGE_INDEX)
 
 
 def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = None, sink=None, on_bytes=None) -> Verified:
