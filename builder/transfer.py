@@ -98,6 +98,8 @@ class Http:
                 return response
             except _TRANSIENT as error:
                 self._give_up_or_wait(url, attempt, error)
+            except requests.RequestException as error:
+                raise FetchError(f"{url}: {_describe(error)}") from None
             finally:
                 if hasattr(data, "close"):
                     data.close()
@@ -128,6 +130,8 @@ class Http:
                 return response
             except _TRANSIENT as error:
                 self._give_up_or_wait(url, attempt, error)
+            except requests.RequestException as error:
+                raise FetchError(f"{url}: {_describe(error)}") from None
         raise AssertionError("unreachable")
 
     def head(self, url: str, headers: dict | None = None, send: Send | None = None) -> requests.Response | None:
@@ -141,6 +145,8 @@ class Http:
                 return response if response.ok else None
             except _TRANSIENT as error:
                 self._give_up_or_wait(url, attempt, error)
+            except requests.RequestException as error:
+                raise FetchError(f"{url}: {_describe(error)}") from None
         return None
 
     def download(
@@ -197,6 +203,8 @@ class Http:
                     break
                 except _TRANSIENT as error:
                     self._give_up_or_wait(url, attempt, error)
+                except requests.RequestException as error:
+                    raise FetchError(f"{url}: {_describe(error)}") from None
             try:
                 return part.commit(expected, what=url)
             except DigestMismatch as error:

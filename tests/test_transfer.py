@@ -91,3 +91,34 @@ def test_persistent_503_gives_up_with_the_url(server, http, tmp_path):
     server.faults["/blob"] = Fault(status=503, times=100)
     with pytest.raises(FetchError, match=r"/blob: HTTP 503; gave up after 4 attempts"):
         http.download(f"{server.url}/blob", BlobStore(tmp_path / "cache"), digest_of(server.root / "blob"))
+
+
+def test_a_stalled_server_times_out_and_the_retry_resumes(server, tmp_path):
+    http = Http(Progress(interactive=False), RetryPolicy(attempts=3, base_delay=0.05), timeout=(2, 0.5))
+    server.faults["/blob"] = Fault(stall=3.0, times=1)
+    expected = digest_of(server.root / "blob")
+    assert http.download(f"{server.url}/blob", BlobStore(tmp_path / "cache"), expected) == expected
+    ranges = [r.range for r in server.requested("/blob")]
+    assert len(ranges) == 2 and ranges[1] is not None
+
+
+def test_a_content_length_longer_than_the_body_is_retried(server, http, tmp_path):
+    server.faults["/blob"] = Fault(length_delta=1000, times=1)
+    expected = digest_of(server.root / "blob")
+    assert http.download(f"{server.url}/blob", BlobStore(tmp_path / "cache"), expected) == expected
+
+
+def test_a_content_length_shorter_than_the_body_never_yields_wrong_bytes(server, tmp_path):
+    http = Http(Progress(interactive=False), RetryPolicy(attempts=2, base_delay=0.01))
+    server.faults["/blob"] = Fault(length_delta=-1000, times=5)
+    store = BlobStore(tmp_path / "cache")
+    expected = digest_of(server.root / "blob")
+    with pytest.raises(FetchError, match="checksum mismatch|gave up"):
+        http.download(f"{server.url}/blob", store, expected)
+    assert not list(store.blobs.iterdir())
+
+
+def test_a_redirect_loop_is_a_clear_error(server, http, tmp_path):
+    server.faults["/loop"] = Fault(status=302, times=1000, location="/loop")
+    with pytest.raises(FetchError, match="/loop: TooManyRedirects"):
+        http.download(f"{server.url}/loop", BlobStore(tmp_path / "cache"), "sha256:" + "3" * 64)

@@ -54,6 +54,9 @@ class Fault:
     times: int = 1
     retry_after: str | None = None
     cut_at: float | None = None  # fraction of the body after which the connection is dropped
+    stall: float = 0.0  # seconds to wait, half way through the body, before going on
+    length_delta: int = 0  # announce a Content-Length this much off the real one
+    location: str | None = None  # answer `status` with this Location (a redirect)
 
 
 @dataclass
@@ -61,6 +64,18 @@ class RequestRecord:
     method: str
     path: str
     range: str | None
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Clients that hang up (timeouts, faults under test) are expected here, not errors."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class FileServer:
@@ -94,7 +109,13 @@ class FileServer:
                         fault.times -= 1
                     else:
                         fault = None
-                if fault and fault.cut_at is None:
+                if fault and fault.location:
+                    self.send_response(fault.status)
+                    self.send_header("Location", fault.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if fault and fault.cut_at is None and not fault.stall and not fault.length_delta:
                     self.send_response(fault.status)
                     if fault.retry_after:
                         self.send_header("Retry-After", fault.retry_after)
@@ -118,7 +139,7 @@ class FileServer:
                         return
                     status = 206
                 self.send_response(status)
-                self.send_header("Content-Length", str(size - start))
+                self.send_header("Content-Length", str(size - start + (fault.length_delta if fault else 0)))
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
@@ -127,6 +148,16 @@ class FileServer:
                     return
                 with open(target, "rb") as handle:
                     handle.seek(start)
+                    if fault and fault.stall:
+                        half = (size - start) // 2
+                        self.wfile.write(handle.read(half))
+                        self.wfile.flush()
+                        time.sleep(fault.stall)
+                    if fault and fault.length_delta:
+                        self.wfile.write(handle.read())
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                     if fault and fault.cut_at is not None:
                         self.wfile.write(handle.read(int((size - start) * fault.cut_at)))
                         self.wfile.flush()
@@ -135,8 +166,7 @@ class FileServer:
                         return
                     shutil.copyfileobj(handle, self.wfile, 1 << 20)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
