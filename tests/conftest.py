@@ -73,3 +73,25 @@ def bundle(upstream, keys, tmp_path_factory) -> Path:
         check=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def store(bundle, keys, tmp_path_factory) -> Path:
+    """The session bundle's images unpacked into a store, as a node holds them."""
+    from installer.trust import load_trusted_keys
+    from installer.unpack import unpack_images
+
+    root = tmp_path_factory.mktemp("store")
+    unpack_images(bundle, load_trusted_keys([keys["ed25519"] / "airlock.pub"]), root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def node_bundle(upstream, keys, tmp_path_factory) -> Path:
+    """amd64 only, like the test node; flannel included."""
+    out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
+    airlock(
+        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+        "--cache-dir", tmp_path_factory.mktemp("node-cache"), *upstream.build_flags(), check=True,
+    )
+    return out

@@ -24,17 +24,6 @@ from tests.upstream import free_port
 IGNORE = "module-br_netfilter,sysctl-ip_forward,sysctl-bridge-nf-call-iptables,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
 
 
-@pytest.fixture(scope="module")
-def node_bundle(upstream, keys, tmp_path_factory) -> Path:
-    """amd64 only, like the node; flannel included."""
-    out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
-    airlock(
-        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
-        "--cache-dir", tmp_path_factory.mktemp("node-cache"), *upstream.build_flags(), check=True,
-    )
-    return out
-
-
 @pytest.fixture
 def containerd():
     require("containerd", "ctr", "runc")

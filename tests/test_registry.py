@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 from installer.store import layout_index, read_layout_index
-from installer.trust import load_trusted_keys
-from installer.unpack import unpack_images
 from tests.conftest import AIRLOCK, airlock, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
@@ -62,13 +60,6 @@ def socket_connect(port: int):
     import socket
 
     return socket.create_connection(("127.0.0.1", port), timeout=1)
-
-
-@pytest.fixture(scope="module")
-def store(bundle, keys, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("store")
-    unpack_images(bundle, load_trusted_keys([keys["ed25519"] / "airlock.pub"]), root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -63,9 +63,14 @@ def run(context: Context) -> None:
     store = BlobStore(context.paths.store)
     staged_blobs = BlobStore(staging / "images")
 
+    # A node that pulls from another node's registry keeps no copy of the images: they are only verified.
+    keep_images = not context.config.registry_mirror
+
     def sink(entry: FileEntry):
         if entry.path.startswith(BLOB_PREFIX):
-            return None if store.exists("sha256:" + entry.sha256) else blob_sink(staged_blobs, entry)
+            if not keep_images or store.exists("sha256:" + entry.sha256):
+                return None
+            return blob_sink(staged_blobs, entry)
         return _FileSink(staging / entry.path, entry.mode)
 
     verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink)
@@ -81,13 +86,13 @@ def run(context: Context) -> None:
             os.replace(blob, target)
             moved += 1
     context.echo(f"{moved} new image blobs moved into {store.root}")
-    keep_and_complete_files(context, verified.manifest, staging, store)
+    keep_and_complete_files(context, verified.manifest, staging, store, keep_images)
     (staging / "bundle.json").write_bytes(verified.manifest_bytes)
     (staging / COMPLETE).write_text(context.manifest_sha256)
     context.echo(f"verified and unpacked {len(verified.manifest.files)} members ({verified.manifest.total_size >> 20} MiB)")
 
 
-def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore) -> None:
+def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore, keep_images: bool = True) -> None:
     """Keep every staged file in the store by digest, and fill in what a delta left to its base.
 
     The store then holds each installed bundle's files as well as its image
@@ -97,7 +102,7 @@ def keep_and_complete_files(context: Context, manifest, staging: Path, store: Bl
     for entry in manifest.files:
         digest = "sha256:" + entry.sha256
         if entry.path.startswith(BLOB_PREFIX):
-            if not store.exists(digest):
+            if keep_images and not store.exists(digest):
                 missing.append(entry.path)
             continue
         staged = staging / entry.path
