@@ -60,7 +60,7 @@ def check(data: bytes) -> None:
     verify_stream(io.BytesIO(data), TRUSTED, now=NOW)
 
 
-GOOD = {"bin/a": b"alpha", "images/blobs/sha256/x": b"beta"}
+GOOD = {"bin/a": b"alpha", "images/oci-layout": b"beta"}
 
 
 def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
@@ -107,7 +107,7 @@ def test_unlisted_missing_duplicate_and_resized_members_are_refused():
     with pytest.raises(BundleError, match="twice"):
         check(signed(manifest, [*GOOD.items(), ("bin/a", b"alpha")]))
     with pytest.raises(BundleError, match="bytes but bundle.json lists"):
-        check(signed(manifest, [("bin/a", b"alphaX"), ("images/blobs/sha256/x", b"beta")]))
+        check(signed(manifest, [("bin/a", b"alphaX"), ("images/oci-layout", b"beta")]))
 
 
 def test_order_signature_and_dates_are_enforced():
