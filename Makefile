@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl
 TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl
 
-.PHONY: deps venv test demo lint bench clean
+.PHONY: deps venv test demo lint bench fuzz clean
 
 deps:
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
@@ -40,6 +40,15 @@ bench: deps venv
 	$(PY) -m bench.registry_bench
 	$(PY) -m bench.install_bench
 	$(PY) -m bench.upgrade_bench
+
+# Not run by CI: a bounded fuzzing session of the bundle.json parser and the tar reader.
+FUZZ_SECONDS ?= 60
+fuzz: deps venv
+	$(VENV)/bin/pip install --quiet atheris==3.0.0
+	mkdir -p .fuzz/corpus
+	[ -f .fuzz/keys/airlock.key ] || $(VENV)/bin/airlock keygen --out .fuzz/keys > /dev/null
+	$(PY) -m tests.hostile .fuzz/corpus .fuzz/keys/airlock.key > /dev/null
+	$(PY) tests/fuzz/fuzz_bundle.py .fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
