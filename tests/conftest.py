@@ -33,6 +33,25 @@ def airlock(*args: str, env: dict | None = None, check: bool | None = None) -> s
     return result
 
 
+def build(upstream, keys, out, version: str, cache, *extra, algorithm: str = "ed25519", env: dict | None = None, check: bool | None = None):
+    """`airlock build` from the local upstream: output, version and cache, then any extra flags."""
+    return airlock(
+        "build",
+        "-o",
+        out,
+        "--kubernetes-version",
+        version,
+        "--sign-key",
+        keys[algorithm] / "airlock.key",
+        "--cache-dir",
+        cache,
+        *upstream.build_flags(),
+        *extra,
+        env=env,
+        check=check,
+    )
+
+
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory):
     require(*TOOLS)
@@ -90,8 +109,5 @@ def store(bundle, keys, tmp_path_factory) -> Path:
 def node_bundle(upstream, keys, tmp_path_factory) -> Path:
     """amd64 only, like the test node; flannel included."""
     out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
-    airlock(
-        "build", "-o", out, "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
-        "--cache-dir", tmp_path_factory.mktemp("node-cache"), *upstream.build_flags(), check=True,
-    )
+    build(upstream, keys, out, "stable-1.31", tmp_path_factory.mktemp("node-cache"), check=True)
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import airlock, require
+from tests.conftest import airlock, build, require
 
 
 def extract(bundle: Path, into: Path) -> Path:
@@ -66,21 +66,7 @@ def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_pat
 def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorithm):
     require("openssl")
     out = tmp_path / "k8s.tar"
-    airlock(
-        "build",
-        "-o",
-        out,
-        "--kubernetes-version",
-        "v1.31.4",
-        "--sign-key",
-        keys[algorithm] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        "--cni",
-        "none",
-        *upstream.build_flags(),
-        check=True,
-    )
+    build(upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", algorithm=algorithm, check=True)
     root = extract(out, tmp_path / "x")
     pub = keys[algorithm] / "airlock.pub"
     if algorithm == "ed25519":
@@ -107,19 +93,7 @@ def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorith
 def test_exact_version_is_never_looked_up(upstream, keys, tmp_path):
     upstream.server.clear()
     out = tmp_path / "k8s.tar"
-    airlock(
-        "build",
-        "-o",
-        out,
-        "--kubernetes-version",
-        "1.31.4",
-        "--sign-key",
-        keys["ed25519"] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        *upstream.build_flags(),
-        check=True,
-    )
+    build(upstream, keys, out, "1.31.4", tmp_path / "cache", check=True)
     assert manifest_of(out)["kubernetes"] == {"requested": "1.31.4", "version": "v1.31.4"}
     assert not [r for r in upstream.server.requested(".txt")]
 
@@ -140,21 +114,7 @@ def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_
 
 def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tmp_path, bundle):
     out = tmp_path / "amd64.tar"
-    airlock(
-        "build",
-        "-o",
-        out,
-        "--kubernetes-version",
-        "stable-1.31",
-        "--arch",
-        "amd64",
-        "--sign-key",
-        keys["ed25519"] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        *upstream.build_flags(),
-        check=True,
-    )
+    build(upstream, keys, out, "stable-1.31", tmp_path / "cache", "--arch", "amd64", check=True)
     small = {f["path"] for f in manifest_of(out)["files"] if f["path"].startswith("images/blobs/")}
     both = {f["path"] for f in manifest_of(bundle)["files"] if f["path"].startswith("images/blobs/")}
     assert small < both
@@ -166,18 +126,7 @@ def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tm
 @pytest.mark.parametrize("label", ["stable-x", "v1.31", "", "latest-1.31.4", "1.31.4.5", "stable-1.31.x", "v1.31.4/../x"])
 def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
     upstream.server.clear()
-    result = airlock(
-        "build",
-        "-o",
-        tmp_path / "k8s.tar",
-        "--kubernetes-version",
-        label,
-        "--sign-key",
-        keys["ed25519"] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        *upstream.build_flags(),
-    )
+    result = build(upstream, keys, tmp_path / "k8s.tar", label, tmp_path / "cache")
     assert result.returncode in (1, 2)
     assert "kubernetes-version" in result.stderr
     assert upstream.server.requests == []
@@ -186,18 +135,7 @@ def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
 
 def test_label_file_without_a_version_is_refused(upstream, keys, tmp_path):
     (upstream.files_root / "release-server/release/latest-1.30.txt").write_text("<html>not found</html>\n")
-    result = airlock(
-        "build",
-        "-o",
-        tmp_path / "k8s.tar",
-        "--kubernetes-version",
-        "latest-1.30",
-        "--sign-key",
-        keys["ed25519"] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        *upstream.build_flags(),
-    )
+    result = build(upstream, keys, tmp_path / "k8s.tar", "latest-1.30", tmp_path / "cache")
     assert result.returncode == 1
     assert "not a version like v1.31.4" in result.stderr
     assert "Traceback" not in result.stderr
@@ -209,18 +147,7 @@ def test_wrong_sha256_fails_naming_url_expected_and_actual(upstream, keys, tmp_p
     good = checksum.read_text()
     checksum.write_text("0" * 64 + "\n")
     try:
-        result = airlock(
-            "build",
-            "-o",
-            tmp_path / "k8s.tar",
-            "--kubernetes-version",
-            "v1.31.4",
-            "--sign-key",
-            keys["ed25519"] / "airlock.key",
-            "--cache-dir",
-            tmp_path / "cache",
-            *upstream.build_flags(),
-        )
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache")
     finally:
         checksum.write_text(good)
     assert result.returncode == 1
@@ -237,21 +164,8 @@ def test_wrong_blob_digest_fails_the_build(upstream, keys, tmp_path):
     layer = manifest["layers"][-1]["digest"]  # the layer only this image has
     data = upstream.registry.blob_path(layer)
     data.write_bytes(b"X" + data.read_bytes()[1:])
-    result = airlock(
-        "build",
-        "-o",
-        tmp_path / "k8s.tar",
-        "--kubernetes-version",
-        "v1.31.4",
-        "--sign-key",
-        keys["ed25519"] / "airlock.key",
-        "--cache-dir",
-        tmp_path / "cache",
-        "--image",
-        "registry.k8s.io/corrupt/tool:1.0",
-        "--cni",
-        "none",
-        *upstream.build_flags(),
+    result = build(
+        upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--image", "registry.k8s.io/corrupt/tool:1.0", "--cni", "none"
     )
     assert result.returncode == 1
     assert f"/v2/corrupt/tool/blobs/{layer}: checksum mismatch: expected {layer}, got sha256:" in result.stderr
@@ -285,9 +199,24 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
         home = tmp_path / "home"
         front.docker_config(home)
         result = airlock(
-            "build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
-            "--cache-dir", tmp_path / "cache", "--cni", "none", "--release-url", upstream.release_url, "--github-url", upstream.github_url,
-            "--registry-mirror", f"registry.k8s.io={front.url}", env={"HOME": str(home)},
+            "build",
+            "-o",
+            tmp_path / "k8s.tar",
+            "--kubernetes-version",
+            "v1.31.4",
+            "--sign-key",
+            keys["ed25519"] / "airlock.key",
+            "--cache-dir",
+            tmp_path / "cache",
+            "--cni",
+            "none",
+            "--release-url",
+            upstream.release_url,
+            "--github-url",
+            upstream.github_url,
+            "--registry-mirror",
+            f"registry.k8s.io={front.url}",
+            env={"HOME": str(home)},
         )
         assert result.returncode == 0, result.stderr
         manifest = manifest_of(tmp_path / "k8s.tar")
@@ -297,9 +226,24 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
         assert front.leaked_authorization == []
         # Without credentials the registry refuses, and the build says so.
         denied = airlock(
-            "build", "-o", tmp_path / "no.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
-            "--cache-dir", tmp_path / "cache2", "--cni", "none", "--release-url", upstream.release_url, "--github-url", upstream.github_url,
-            "--registry-mirror", f"registry.k8s.io={front.url}", env={"HOME": str(tmp_path / "nohome")},
+            "build",
+            "-o",
+            tmp_path / "no.tar",
+            "--kubernetes-version",
+            "v1.31.4",
+            "--sign-key",
+            keys["ed25519"] / "airlock.key",
+            "--cache-dir",
+            tmp_path / "cache2",
+            "--cni",
+            "none",
+            "--release-url",
+            upstream.release_url,
+            "--github-url",
+            upstream.github_url,
+            "--registry-mirror",
+            f"registry.k8s.io={front.url}",
+            env={"HOME": str(tmp_path / "nohome")},
         )
         assert denied.returncode == 1 and "HTTP 401" in denied.stderr and "Traceback" not in denied.stderr
     finally:
