@@ -6,7 +6,8 @@ import shutil
 
 from installer.node import Host, Paths
 
-UNITS = ("kubelet.service", "airlock-registry.service", "containerd.service")
+UNITS = ("kubelet.service", "airlock-registry.service")
+MARK = "installed by airlock"
 FILES = (
     "/usr/local/bin/kubeadm",
     "/usr/local/bin/kubelet",
@@ -25,7 +26,12 @@ def reset_node(paths: Paths, host: Host, purge: bool, start_services: bool) -> N
     kubeadm = paths("/usr/local/bin/kubeadm")
     if kubeadm.exists():
         host.run([str(kubeadm), "reset", "--force"], check=False, timeout=600)
-    for unit in UNITS:
+    units = list(UNITS)
+    runtime_unit = paths("/etc/systemd/system/containerd.service")
+    if runtime_unit.exists() and MARK in runtime_unit.read_text():
+        # Only a runtime airlock installed is stopped; a distribution's containerd is left alone.
+        units.append("containerd.service")
+    for unit in units:
         link = paths(f"/etc/systemd/system/multi-user.target.wants/{unit}")
         if start_services:
             host.run(["systemctl", "disable", "--now", unit], check=False)

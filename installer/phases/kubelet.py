@@ -20,6 +20,8 @@ def run(context: Context) -> None:
     host.write(paths("/etc/default/kubelet"), f"KUBELET_EXTRA_ARGS={shlex.quote(extra)}\n" if extra else "KUBELET_EXTRA_ARGS=\n")
     # kubeadm starts kubelet itself (kubelet-start); enabling it keeps it across reboots.
     host.enable_service("kubelet.service", start=False)
+    if context.start_services:
+        host.run(["systemctl", "daemon-reload"])
 
 
 PHASE = Phase("kubelet", "write kubelet.service, kubeadm's drop-in and local kubelet overrides", run)
