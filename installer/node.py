@@ -155,12 +155,14 @@ class Host:
         self.written: list[Path] = []
         self.commands: list[list[str]] = []
 
-    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
+        """Write a small file atomically; False when it already held exactly this (nothing changed)."""
         data = data.encode() if isinstance(data, str) else data
         self.written.append(path)
         if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
-            return
+            return False
         write_atomic(path, data, mode)
+        return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
@@ -208,10 +210,11 @@ class DryRunHost(Host):
 
     dry_run = True
 
-    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
         self.written.append(path)
         size = len(data.encode() if isinstance(data, str) else data)
         self.echo(f"would write {path} ({size} bytes, mode {mode:04o})")
+        return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         self.written.append(path)

@@ -39,15 +39,15 @@ def run(context: Context) -> None:
         backup = paths("/etc/containerd/config.toml.airlock-backup")
         if not backup.exists():
             host.write(backup, existing)
-    host.write(config_path, merged)
+    changed = host.write(config_path, merged)
     mirror = mirror_url(context)
     ca_line = f'  ca = "{context.config.registry_ca}"' if context.config.registry_ca else ""
     for registry in registries(context):
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = render("containerd/hosts.toml", staging, upstream=registry, server=mirror, mirror=mirror, ca_line=ca_line)
-        host.write(paths(f"{CERTS_DIR}/{registry}/hosts.toml"), text)
+        host.write(paths(f"{CERTS_DIR}/{registry}/hosts.toml"), text)  # read by containerd on every pull: no restart
     context.echo(f"containerd pulls {', '.join(registries(context))} from {mirror} only")
-    if context.start_services:
+    if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 
 
