@@ -136,6 +136,9 @@ def inspect(
     for entry in files:
         lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}")
     lines.append(f"\ntotal       {human_size(manifest.total_size)} in {len(manifest.files)} members")
+    if manifest.base is not None:
+        carried = [entry for entry in manifest.files if entry.carried]
+        lines.append(f"carried     {human_size(manifest.carried_size)} in {len(carried)} members (the rest comes from serial {manifest.base.serial})")
     typer.echo("\n".join(lines))
 
 
