@@ -167,6 +167,8 @@ class Http:
             return expected
         send = send or self.send
         with store.partial(expected or f"url:{url}") as part:
+            if expected and store.exists(expected):
+                return expected  # another build sharing this cache fetched it while we waited
             counted = False
             self.progress.advance(part.size, network=False)
             for attempt in range(1, self.policy.attempts + 1):

@@ -76,9 +76,10 @@ class BlobStore:
             raise DigestMismatch("blob", expected, digest)
         if not self.exists(digest):
             with self.partial(digest) as part:
-                part.reset()
-                part.write(data)
-                part.commit(digest)
+                if not self.exists(digest):  # another writer may have finished while we waited
+                    part.reset()
+                    part.write(data)
+                    part.commit(digest)
         return digest
 
     def partial(self, key: str) -> PartialBlob:
@@ -104,8 +105,19 @@ class PartialBlob:
         self.size = 0
 
     def __enter__(self) -> PartialBlob:
-        self._handle = open(self.path, "a+b")
-        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
+        while True:
+            handle = open(self.path, "a+b")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            # While we waited for the lock, another writer may have committed (renamed away) the file we
+            # opened: that inode is now a final blob and must never be written again. Open the path anew.
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            handle.close()
+        self._handle = handle
         # Re-hash what an earlier, interrupted write left so a resume continues the digest.
         self._handle.seek(0)
         while chunk := self._handle.read(CHUNK):
