@@ -8,12 +8,15 @@ and the phases themselves never need to know which one they have.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -142,6 +145,18 @@ class Paths:
     @property
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
+
+
+@contextmanager
+def node_lock(paths: Paths) -> Iterator[None]:
+    """One airlock run at a time on a node: a second one fails at once instead of interleaving writes."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(paths.state_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeError(f"another airlock run holds {paths.state_dir / '.lock'}; wait for it to finish") from None
+        yield
 
 
 class Host:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from installer.node import Host, Paths
+from installer.node import Host, Paths, node_lock
 
 UNITS = ("kubelet.service", "airlock-registry.service")
 MARK = "installed by airlock"
@@ -23,6 +23,14 @@ DIRECTORIES = ("/etc/containerd/certs.d", "/var/lib/airlock/kubeadm", "/var/lib/
 
 
 def reset_node(paths: Paths, host: Host, purge: bool, start_services: bool) -> None:
+    if host.dry_run or not paths.state_dir.exists():
+        _reset(paths, host, purge, start_services)
+        return
+    with node_lock(paths):
+        _reset(paths, host, purge, start_services)
+
+
+def _reset(paths: Paths, host: Host, purge: bool, start_services: bool) -> None:
     kubeadm = paths("/usr/local/bin/kubeadm")
     if kubeadm.exists():
         host.run([str(kubeadm), "reset", "--force"], check=False, timeout=600)

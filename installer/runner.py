@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from installer.errors import AirlockError
-from installer.node import NodeError, Paths
+from installer.node import NodeError, Paths, node_lock
 from installer.phases import Context, Phase
 from installer.store import write_atomic
 
@@ -44,6 +44,14 @@ def select(phases: list[Phase], skip: set[str]) -> list[Phase]:
 
 def run_phases(context: Context, phases: list[Phase], skip: set[str]) -> None:
     select(phases, skip)
+    if context.host.dry_run:
+        _run(context, phases, skip)
+        return
+    with node_lock(context.paths):
+        _run(context, phases, skip)
+
+
+def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
     state = State.load(context.paths) if not context.host.dry_run else State()
     for phase in phases:
         if phase.name in skip:

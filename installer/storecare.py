@@ -7,7 +7,7 @@ import json
 import os
 
 from installer.bundle import Manifest
-from installer.node import NodeError, Paths
+from installer.node import NodeError, Paths, node_lock
 from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
 
 
@@ -41,6 +41,11 @@ def installed_manifest(paths: Paths) -> Manifest:
 
 def prune_store(paths: Paths, dry_run: bool = False) -> tuple[int, int]:
     """Keep what the installed bundle references (its files, its images and their blobs); drop the rest."""
+    with node_lock(paths):
+        return _prune(paths, dry_run)
+
+
+def _prune(paths: Paths, dry_run: bool) -> tuple[int, int]:
     manifest = installed_manifest(paths)
     store = BlobStore(paths.store)
     keep = {entry.sha256 for entry in manifest.files}

@@ -43,7 +43,7 @@ def installed_root(tmp_path):
 
 
 def outside_staging(root):
-    allowed = ("var/lib/airlock/staging", "var/lib/airlock/state.json")
+    allowed = ("var/lib/airlock/staging", "var/lib/airlock/state.json", "var/lib/airlock/.lock")
     found = {str(p.relative_to(root)) for p in root.rglob("*")}
     return {p for p in found if not p.startswith(allowed) and p not in ("var", "var/lib", "var/lib/airlock")}
 

@@ -91,7 +91,7 @@ def tree(root: Path) -> set[str]:
 
 
 def outside_staging(paths: set[str]) -> set[str]:
-    allowed = ("var/lib/airlock/staging", "var/lib/airlock/state.json")
+    allowed = ("var/lib/airlock/staging", "var/lib/airlock/state.json", "var/lib/airlock/.lock")
     return {p for p in paths if not p.startswith(allowed) and p not in ("var", "var/lib", "var/lib/airlock")}
 
 
@@ -293,3 +293,16 @@ def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):
     index = json.loads((root / "var/lib/airlock/store/index.json").read_text())
     assert big in {entry["annotations"]["io.containerd.image.name"] for entry in index["manifests"]}
     assert json.loads((root / "var/lib/airlock/state.json").read_text())["run"] is None
+
+
+def test_a_second_concurrent_run_is_refused(node_bundle, keys, tmp_path):
+    import fcntl
+
+    root = tmp_path / "root"
+    lock_file = root / "var/lib/airlock/.lock"
+    lock_file.parent.mkdir(parents=True)
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", *FAST)
+    assert result.returncode == 1 and "another airlock run holds" in result.stderr
+    assert install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", *FAST).returncode == 0
