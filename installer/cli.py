@@ -57,7 +57,9 @@ def verify(
 
     try:
         keys = load_trusted_keys(key)
-        with _byte_progress(bundle, quiet) as advance:
+        from installer.meter import ByteMeter
+
+        with ByteMeter(bundle.stat().st_size if bundle.is_file() else 0, "verify", quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
@@ -67,24 +69,6 @@ def verify(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
             f"{len(manifest.files)} members, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
-
-
-class _byte_progress:
-    """A tqdm bar over the bundle's bytes on a terminal; nothing otherwise."""
-
-    def __init__(self, bundle: Path, quiet: bool):
-        self._bar = None
-        if not quiet and sys.stderr.isatty() and bundle.is_file():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=bundle.stat().st_size, unit="B", unit_scale=True, desc="verify", file=sys.stderr)
-
-    def __enter__(self):
-        return self._bar.update if self._bar else None
-
-    def __exit__(self, *exc):
-        if self._bar:
-            self._bar.close()
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from installer.bundle import FileEntry
 from installer.errors import BundleError
+from installer.meter import ByteMeter
 from installer.phases import Context, Phase
 from installer.store import BlobStore
 from installer.unpack import BLOB_PREFIX, blob_sink
@@ -73,7 +74,8 @@ def run(context: Context) -> None:
             return blob_sink(staged_blobs, entry)
         return _FileSink(staging / entry.path, entry.mode)
 
-    verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink)
+    with ByteMeter(context.manifest.carried_size, "unpack") as advance:
+        verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink, on_bytes=advance)
     if verified.manifest_sha256 != context.manifest_sha256:
         raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
     store.blobs.mkdir(parents=True, exist_ok=True)
