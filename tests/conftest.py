@@ -111,3 +111,17 @@ def node_bundle(upstream, keys, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
     build(upstream, keys, out, "stable-1.31", tmp_path_factory.mktemp("node-cache"), check=True)
     return out
+
+
+@pytest.fixture
+def containerd():
+    """A private containerd (Debian's) with its own config, root, state and socket; a short path for the socket."""
+    import time
+
+    from tests.containerd import Containerd
+
+    require("containerd", "ctr", "runc")
+    daemon = Containerd(Path(f"/tmp/ctd-{os.getpid()}-{time.monotonic_ns() % 10**9}"))
+    yield daemon
+    daemon.close()
+    shutil.rmtree(daemon.root, ignore_errors=True)

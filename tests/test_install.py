@@ -15,22 +15,11 @@ import tarfile
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import airlock, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
 
 IGNORE = "module-br_netfilter,sysctl-ip_forward,sysctl-bridge-nf-call-iptables,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
-
-
-@pytest.fixture
-def containerd():
-    require("containerd", "ctr", "runc")
-    daemon = Containerd(Path(f"/tmp/ctd-i{os.getpid()}-{time.monotonic_ns() % 10**9}"))
-    yield daemon
-    daemon.close()
-    shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def node_config(tmp_path: Path, port: int, **extra) -> Path:

@@ -15,7 +15,6 @@ import pytest
 
 from installer.store import layout_index, read_layout_index
 from tests.conftest import AIRLOCK, airlock, require
-from tests.containerd import Containerd
 from tests.upstream import free_port
 
 
@@ -67,15 +66,6 @@ def served(store):
     server = Served(store)
     yield server
     assert server.close() == 0  # SIGTERM is a clean stop
-
-
-@pytest.fixture
-def containerd(tmp_path_factory):
-    require("containerd", "ctr", "runc")
-    daemon = Containerd(Path(f"/tmp/ctd-{os.getpid()}-{time.monotonic_ns()}"))
-    yield daemon
-    daemon.close()
-    shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def mirror_toml(upstream: str, host: str, scheme: str = "http", ca: Path | None = None) -> str:

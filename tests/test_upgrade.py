@@ -68,15 +68,6 @@ def members(bundle: Path) -> set[str]:
         return {m.name for m in archive.getmembers()}
 
 
-@pytest.fixture
-def containerd():
-    require("containerd", "ctr", "runc")
-    daemon = Containerd(Path(f"/tmp/ctd-u{os.getpid()}-{time.monotonic_ns() % 10**9}"))
-    yield daemon
-    daemon.close()
-    subprocess.run(["rm", "-rf", str(daemon.root)])
-
-
 def node(command: str, bundle: Path, keys, root: Path, config: Path, log: Path, containerd: Containerd | None, *extra, env=None):
     args = [command, bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *extra]
     if containerd is not None:
