@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 from installer.bundle import Manifest
 from installer.node import NodeError, Paths, node_lock
+from installer.state import State
 from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
 
 
@@ -29,11 +29,10 @@ def check_store(root) -> tuple[int, list[str]]:
 
 
 def installed_manifest(paths: Paths) -> Manifest:
-    try:
-        state = json.loads(paths.state_file.read_text())
-    except FileNotFoundError:
-        raise NodeError("nothing is installed on this node; nothing to prune against") from None
-    installed = state.get("installed")
+    state = State.load(paths)
+    installed = state.installed
+    if not paths.state_file.exists():
+        raise NodeError("nothing is installed on this node; nothing to prune against")
     if not installed:
         raise NodeError("an install or upgrade is in progress (see state.json); finish it before pruning")
     return Manifest.parse((paths.bundles / f"{installed['serial']}.json").read_bytes())

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
+from installer.bundle import Manifest
 from installer.node import NodeError
 from installer.phases import Context, Phase
+from installer.state import State
 from installer.tarstream import TarReader
 from installer.trust import check_dates, verify_signature
 from installer.verify import open_bundle, read_signed_head
-
-
-def installed(context: Context) -> dict | None:
-    try:
-        document = json.loads(context.paths.state_file.read_text())
-    except FileNotFoundError:
-        return None
-    return document.get("installed")
 
 
 def run(context: Context) -> None:
     with open_bundle(context.bundle) as stream:
         manifest_bytes, signature = read_signed_head(TarReader(stream))
     signer = verify_signature(manifest_bytes, signature, context.keys)
-    from installer.bundle import Manifest
-
     manifest = Manifest.parse(manifest_bytes)
     check_dates(manifest, context.now)
     sha256 = hashlib.sha256(manifest_bytes).hexdigest()
-    current = installed(context)
+    current = State.load(context.paths).installed
     if context.command == "upgrade":
         if current is None:
             raise NodeError("nothing is installed on this node yet; use airlock init or airlock join")

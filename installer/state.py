@@ -1,0 +1,31 @@
+"""`state.json`: what is installed on this node, and the journal of the run in progress."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from installer.node import NodeError, Paths
+from installer.store import write_atomic
+
+
+@dataclass
+class State:
+    """`state.json`: what is installed, and the journal of the run in progress."""
+
+    installed: dict | None = None
+    run: dict | None = None
+
+    @classmethod
+    def load(cls, paths: Paths) -> State:
+        try:
+            document = json.loads(paths.state_file.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, json.JSONDecodeError) as error:
+            raise NodeError(f"{paths.state_file}: unreadable ({error}); move it aside to start over") from None
+        return cls(document.get("installed"), document.get("run"))
+
+    def save(self, paths: Paths) -> None:
+        document = {"installed": self.installed, "run": self.run}
+        write_atomic(paths.state_file, json.dumps(document, indent=2, sort_keys=True).encode(), 0o600)
