@@ -278,4 +278,8 @@ def diff_command(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("airlock: interrupted; run the same command again to resume", err=True)
+        raise SystemExit(130) from None

@@ -356,4 +356,8 @@ def registry_cert(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("airlock: interrupted; run the same command again to resume", err=True)
+        raise SystemExit(130) from None
