@@ -278,8 +278,4 @@ def diff_command(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("airlock: interrupted; run the same command again to resume", err=True)
-        raise SystemExit(130) from None
+    app()

@@ -356,8 +356,4 @@ def registry_cert(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("airlock: interrupted; run the same command again to resume", err=True)
-        raise SystemExit(130) from None
+    app()
