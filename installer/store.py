@@ -82,12 +82,16 @@ class BlobStore:
                     part.commit(digest)
         return digest
 
-    def partial(self, key: str) -> PartialBlob:
-        """A resumable write named by `key` (the expected digest, or any stable name)."""
+    def partial(self, key: str, hashed: bool = True) -> PartialBlob:
+        """A resumable write named by `key` (the expected digest, or any stable name).
+
+        `hashed=False` is for a caller that hashes the same bytes itself and commits only what it verified
+        (the bundle reader): every byte is then hashed once, not twice.
+        """
         self.partials.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha256(key.encode()).hexdigest()
-        return PartialBlob(self, self.partials / safe)
+        return PartialBlob(self, self.partials / safe, hashed)
 
 
 class PartialBlob:
@@ -97,9 +101,10 @@ class PartialBlob:
     same partial file at once.
     """
 
-    def __init__(self, store: BlobStore, path: Path):
+    def __init__(self, store: BlobStore, path: Path, hashed: bool = True):
         self._store = store
         self.path = path
+        self._hashed = hashed
         self._handle: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self.size = 0
@@ -118,6 +123,9 @@ class PartialBlob:
                 break
             handle.close()
         self._handle = handle
+        if not self._hashed:
+            self.reset()
+            return self
         # Re-hash what an earlier, interrupted write left so a resume continues the digest.
         self._handle.seek(0)
         while chunk := self._handle.read(CHUNK):
@@ -138,7 +146,8 @@ class PartialBlob:
 
     def write(self, data: bytes) -> None:
         self._handle.write(data)
-        self._hash.update(data)
+        if self._hashed:
+            self._hash.update(data)
         self.size += len(data)
 
     @property
@@ -147,7 +156,12 @@ class PartialBlob:
 
     def commit(self, expected: str | None = None, what: str = "blob") -> str:
         """Rename into place under its digest; on a mismatch drop the bytes and raise."""
-        digest = self.digest
+        if not self._hashed:
+            if not expected:
+                raise StoreError("an unhashed write needs the digest its caller verified")
+            digest = expected
+        else:
+            digest = self.digest
         if expected and digest != expected:
             self.reset()
             raise DigestMismatch(what, expected, digest)
