@@ -21,8 +21,8 @@ from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
 from installer.bundle import BaseRef, FileEntry, ImageEntry, Manifest, format_time
-from installer.cli import human_size as human
 from installer.errors import AirlockError
+from installer.meter import human_size as human
 from installer.reference import ImageRef
 from installer.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 

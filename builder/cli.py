@@ -10,8 +10,9 @@ import yaml
 
 from builder import artifacts
 from builder.errors import BuildError
-from installer.cli import app, fail, human_size
+from installer.cli import app, fail
 from installer.errors import AirlockError
+from installer.meter import human_size
 
 
 @app.command()

@@ -25,7 +25,7 @@ from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http, Send
 from installer.bundle import ImageEntry
-from installer.cli import human_size as human
+from installer.meter import human_size as human
 from installer.reference import ImageRef
 from installer.store import BlobStore, sha256_digest
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from installer.errors import AirlockError
+from installer.meter import human_size
 
 app = typer.Typer(
     name="airlock",
@@ -32,14 +33,6 @@ KeyOption = Annotated[
 def fail(error: Exception) -> None:
     typer.echo(f"airlock: error: {error}", err=True)
     raise typer.Exit(1)
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 @app.command()

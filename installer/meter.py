@@ -1,8 +1,16 @@
-"""A byte meter for long reads: a tqdm bar on a terminal, nothing otherwise (logs stay clean)."""
+"""Showing bytes to people: sizes in words, and a meter for long reads (a tqdm bar on a terminal only)."""
 
 from __future__ import annotations
 
 import sys
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
 
 
 class ByteMeter:
