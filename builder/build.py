@@ -210,7 +210,7 @@ class Builder:
         release = options.release_url.rstrip("/")
         resolution = resolve(
             options.kubernetes_version,
-            lambda label: self.http.get_bytes(f"{release}/release/{label}.txt", 4096).content,
+            lambda label: self.http.get_bytes(f"{release}/release/{label}.txt", 4096).body,
         )
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")

@@ -271,10 +271,10 @@ class ImageCopier:
         if digest and self.store.exists(digest):
             data = self.store.read(digest, MAX_MANIFEST_BYTES)
         else:
-            response = self.http.get_bytes(url, MAX_MANIFEST_BYTES, {"Accept": ACCEPT}, send)
-            data = response.content
+            fetched = self.http.get_bytes(url, MAX_MANIFEST_BYTES, {"Accept": ACCEPT}, send)
+            data = fetched.body
             actual = sha256_digest(data)
-            expected = digest or response.headers.get("Docker-Content-Digest")
+            expected = digest or fetched.headers.get("Docker-Content-Digest")
             if expected and expected != actual:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {actual}")
             digest = self.store.put_bytes(data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -57,6 +57,14 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, moment.timestamp() - time.time())
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A small document read whole: its bytes and the headers they came with."""
+
+    body: bytes
+    headers: Mapping[str, str]
 
 
 class _Retry(Exception):
@@ -113,7 +121,7 @@ class Http:
         self.progress.log(f"retrying {url} in {delay:.1f}s ({_describe(error)})")
         time.sleep(delay)
 
-    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> requests.Response:
+    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> Fetched:
         """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
         send = send or self.send
         for attempt in range(1, self.policy.attempts + 1):
@@ -125,9 +133,8 @@ class Http:
                     body += chunk
                     if len(body) > limit:
                         raise FetchError(f"{url}: answer is larger than {limit} bytes; refusing it")
-                response._content = bytes(body)
                 self.progress.advance(len(body))
-                return response
+                return Fetched(bytes(body), response.headers)
             except _TRANSIENT as error:
                 self._give_up_or_wait(url, attempt, error)
             except requests.RequestException as error:
