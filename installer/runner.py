@@ -33,9 +33,7 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
         if phase.name in skip:
             context.echo(f"[{phase.name}] skipped (--skip-phases)")
             continue
-        journal = state.run or {}
-        resumable = journal.get("command") == context.command and journal.get("bundle_sha256") == context.manifest_sha256
-        if not phase.always and resumable and phase.name in journal.get("done", []):
+        if not phase.always and state.journal_for(context.command, context.manifest_sha256) and phase.name in state.run["done"]:
             context.echo(f"[{phase.name}] already done (resuming)")
             continue
         if phase.run_if is not None and not phase.run_if(context):
@@ -49,16 +47,12 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
             raise NodeError(f"phase {phase.name}: {error}") from None
         if context.host.dry_run:
             continue
-        if phase.name == "verify":
-            # The bundle is known now; a journal for another bundle or command starts over.
-            state = State.load(context.paths)
-            journal = state.run or {}
-            if not (journal.get("command") == context.command and journal.get("bundle_sha256") == context.manifest_sha256):
-                state.run = {"command": context.command, "bundle_sha256": context.manifest_sha256, "done": []}
-        state.run.setdefault("done", [])
+        if not state.journal_for(context.command, context.manifest_sha256):
+            # The bundle is known once the first phase has read it; a journal of another bundle or command starts over.
+            state.run = {"command": context.command, "bundle_sha256": context.manifest_sha256, "done": []}
         if phase.name not in state.run["done"]:
             state.run["done"].append(phase.name)
-        if phase.name == "done":
+        if phase is phases[-1]:
             manifest = context.manifest
             state.installed = {
                 "serial": manifest.serial,

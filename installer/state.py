@@ -26,6 +26,11 @@ class State:
             raise NodeError(f"{paths.state_file}: unreadable ({error}); move it aside to start over") from None
         return cls(document.get("installed"), document.get("run"))
 
+    def journal_for(self, command: str, bundle_sha256: str) -> bool:
+        """Whether the journal in progress is this command's run of this bundle (so it can resume)."""
+        run = self.run or {}
+        return bool(bundle_sha256) and run.get("command") == command and run.get("bundle_sha256") == bundle_sha256
+
     def save(self, paths: Paths) -> None:
         document = {"installed": self.installed, "run": self.run}
         write_atomic(paths.state_file, json.dumps(document, indent=2, sort_keys=True).encode(), 0o600)
