@@ -26,17 +26,11 @@ from builder.progress import Progress
 from builder.transfer import Http, Send
 from installer.bundle import ImageEntry
 from installer.meter import human_size as human
+from installer.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
 from installer.reference import ImageRef
 from installer.store import BlobStore, sha256_digest
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
-MAX_MANIFEST_BYTES = 4 << 20
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
 
 # Used only when no downloaded kubeadm can run on the build host.
@@ -327,18 +321,6 @@ class ImageCopier:
             future = self._blobs.get(digest)
         if future is not None:
             future.result()
-
-
-def media_type_of(document: dict) -> str:
-    """A manifest's media type: its own field, or (OCI makes it optional) inferred from its shape."""
-    media_type = document.get("mediaType")
-    if isinstance(media_type, str) and media_type:
-        return media_type
-    if isinstance(document.get("manifests"), list):
-        return OCI_INDEX
-    if isinstance(document.get("config"), dict):
-        return OCI_MANIFEST
-    return ""
 
 
 def _json(data: bytes, what: str) -> dict:

@@ -17,9 +17,10 @@ from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
 from builder.errors import BuildError
-from builder.images import RegistryClients, media_type_of, repository_url
+from builder.images import RegistryClients, repository_url
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy, Send
+from installer.oci import media_type_of
 from installer.reference import ImageRef
 from installer.store import BlobStore, sha256_digest
 from installer.trust import TrustedKey

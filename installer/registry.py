@@ -24,21 +24,15 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from installer.errors import AirlockError, StoreError
+from installer.oci import MAX_MANIFEST_BYTES, media_type_of
 from installer.reference import DIGEST, DOCKER_HUB, HOST, NAME, TAG
 from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, read_layout_index
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
-MAX_MANIFEST_BYTES = 4 << 20
 MAX_PAGE = 1000
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -62,6 +56,7 @@ class StoreView:
     tags: dict[str, dict[str, str]] = field(default_factory=dict)  # repository -> tag -> digest
     reachable: dict[str, frozenset[str]] = field(default_factory=dict)  # repository -> every digest under it
     manifests: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # digest -> (media type, bytes)
+    _closures: dict[str, frozenset[str]] = field(default_factory=dict)  # manifest digest -> digests under it
 
     @classmethod
     def load(cls, store: BlobStore) -> StoreView:
@@ -84,22 +79,23 @@ class StoreView:
         view.reachable = {name: frozenset(digests) for name, digests in reachable.items()}
         return view
 
-    def _walk(self, store: BlobStore, digest: str) -> Iterator[str]:
-        """Every digest reachable from a manifest or index (itself included)."""
-        yield digest
-        if digest not in self.manifests:
-            data = store.read(digest, MAX_MANIFEST_BYTES)
-            document = json.loads(data)
-            media_type = document.get("mediaType") or (OCI_INDEX if "manifests" in document else OCI_MANIFEST)
-            self.manifests[digest] = (media_type, data)
-        _, data = self.manifests[digest]
+    def _walk(self, store: BlobStore, digest: str) -> frozenset[str]:
+        """Every digest reachable from a manifest or index (itself included); each manifest is read and parsed once."""
+        closure = self._closures.get(digest)
+        if closure is not None:
+            return closure  # the same manifest under another name
+        data = store.read(digest, MAX_MANIFEST_BYTES)
         document = json.loads(data)
+        self.manifests[digest] = (media_type_of(document), data)
+        found = {digest}
         for child in document.get("manifests") or []:
             if DIGEST.match(child.get("digest", "")) and store.exists(child["digest"]):
-                yield from self._walk(store, child["digest"])
+                found |= self._walk(store, child["digest"])
         for blob in [document.get("config") or {}, *(document.get("layers") or [])]:
             if DIGEST.match(blob.get("digest", "")):
-                yield blob["digest"]
+                found.add(blob["digest"])
+        closure = self._closures[digest] = frozenset(found)
+        return closure
 
 
 class Registry:
