@@ -17,37 +17,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.runs import AIRLOCK, build_argv, keygen, sync_disks, timed
 from tests.upstream import LocalUpstream
-
-AIRLOCK = str(Path(sys.executable).with_name("airlock"))
-RSS_PROBE = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-    "sys.exit(code)\n"
-)
-
-
-def timed(argv: list[str], stderr_lines: list[str] | None = None) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of one command; its stderr lines are appended to `stderr_lines`."""
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", RSS_PROBE, *argv], capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
-    if stderr_lines is not None:
-        stderr_lines.extend(result.stderr.splitlines())
-    return seconds, int(result.stdout.strip().splitlines()[-1])
-
-
-def drop_caches_if_possible() -> None:
-    # Both tools read from loopback; page-cache state is the same for both either way.
-    subprocess.run(["sync"])
 
 
 def main() -> None:
@@ -58,8 +33,7 @@ def main() -> None:
     print(f"bench in {work}: {images} images x 2 platforms, {payload >> 20} MiB of random layer each")
     upstream = LocalUpstream(work / "upstream", payload_bytes=payload).start()
     try:
-        keys = work / "keys"
-        subprocess.run([AIRLOCK, "keygen", "--out", str(keys)], check=True, capture_output=True)
+        keys = keygen(work)
         references = list(upstream.all_images())
 
         def skopeo_all() -> None:
@@ -76,29 +50,13 @@ def main() -> None:
         # Each build writes a new file: replacing an existing 1 GB file costs its
         # deletion, which is not build work.
         def build(out: str) -> list[str]:
-            return [
-                AIRLOCK,
-                "build",
-                "-o",
-                str(work / out),
-                "--kubernetes-version",
-                "stable-1.31",
-                "--arch",
-                "amd64,arm64",
-                "--sign-key",
-                str(keys / "airlock.key"),
-                "--cache-dir",
-                str(work / "cache"),
-                "--image",
-                "busybox:1.36",
-                *upstream.build_flags(),
-            ]
+            return build_argv(upstream, keys, work / out, work / "cache", "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36")
 
-        drop_caches_if_possible()
+        sync_disks()
         started = time.monotonic()
         skopeo_all()
         skopeo_seconds = time.monotonic() - started
-        drop_caches_if_possible()
+        sync_disks()
         cold_seconds, build_rss = timed(build("bundle.tar"))
         warm_seconds, _ = timed(build("warm.tar"))
         bundle = work / "bundle.tar"

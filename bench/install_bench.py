@@ -13,16 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.build_bench import timed
+from bench.runs import AIRLOCK, build, keygen, sync_disks, timed
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
 
-AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 IGNORE = "all"
 
 
@@ -32,18 +29,12 @@ def main() -> None:
     upstream = LocalUpstream(work / "upstream", payload_bytes=(total_mb << 20) // 9, extra_images={}).start()
     daemon = None
     try:
-        keys = work / "keys"
-        subprocess.run([AIRLOCK, "keygen", "--out", str(keys)], check=True, capture_output=True)
-        bundle = work / "bundle.tar"
-        subprocess.run(
-            [AIRLOCK, "build", "-o", str(bundle), "--kubernetes-version", "stable-1.31", "--sign-key", str(keys / "airlock.key"),
-             "--cache-dir", str(work / "cache"), *upstream.build_flags()],
-            check=True, capture_output=True,
-        )
+        keys = keygen(work)
+        bundle = build(upstream, keys, work / "bundle.tar", work / "cache")
         daemon = Containerd(Path(f"/tmp/bench-ctd-install-{os.getpid()}"))
         config = work / "node.yaml"
         config.write_text(json.dumps({"nodeName": "bench", "registry": {"listen": f"127.0.0.1:{free_port()}"}}))
-        subprocess.run(["sync"])
+        sync_disks()
         lines: list[str] = []
         airlock_seconds, rss = timed(
             [AIRLOCK, "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(work / "root"), "--config", str(config),
@@ -53,7 +44,7 @@ def main() -> None:
         phase_seconds = {line.split("]")[0][1:]: float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines if "] done in " in line}
         extracted = work / "extracted"
         extracted.mkdir()
-        subprocess.run(["sync"])
+        sync_disks()
         tar_seconds, _ = timed(["tar", "-xf", str(bundle), "-C", str(extracted)])
         members = [str(p) for p in extracted.rglob("*") if p.is_file()]
         list_file = work / "members"

@@ -15,18 +15,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.runs import AIRLOCK, build, keygen
 from installer.trust import load_trusted_keys
 from installer.unpack import unpack_images
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
 
-AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 CLIENTS = 32
 
 
@@ -119,14 +118,8 @@ def main() -> None:
     upstream = LocalUpstream(work / "upstream", payload_bytes=payload).start()
     server = None
     try:
-        keys = work / "keys"
-        subprocess.run([AIRLOCK, "keygen", "--out", str(keys)], check=True, capture_output=True)
-        bundle = work / "bundle.tar"
-        subprocess.run(
-            [AIRLOCK, "build", "-o", str(bundle), "--kubernetes-version", "stable-1.31", "--arch", "amd64,arm64",
-             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(work / "cache"), *upstream.build_flags()],
-            check=True, capture_output=True,
-        )
+        keys = keygen(work)
+        bundle = build(upstream, keys, work / "bundle.tar", work / "cache", "stable-1.31", "--arch", "amd64,arm64")
         store = work / "store"
         unpack_images(bundle, load_trusted_keys([keys / "airlock.pub"]), store)
         port = free_port()

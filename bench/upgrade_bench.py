@@ -13,13 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from bench.runs import AIRLOCK, build, keygen
 from tests.upstream import LocalUpstream
-
-AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
 
 def main() -> None:
@@ -27,21 +25,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="airlock-upgradebench-"))
     upstream = LocalUpstream(work / "upstream", versions=("v1.31.4", "v1.31.5"), payload_bytes=(total_mb << 20) // 13, extra_images={}).start()
     try:
-        keys = work / "keys"
-        subprocess.run([AIRLOCK, "keygen", "--out", str(keys)], check=True, capture_output=True)
-
-        def build(name: str, version: str, serial: int, *extra: str) -> Path:
-            out = work / f"{name}.tar"
-            subprocess.run(
-                [AIRLOCK, "build", "-o", str(out), "--kubernetes-version", version, "--sign-key", str(keys / "airlock.key"), "--serial", str(serial),
-                 "--cache-dir", str(work / "cache"), *upstream.build_flags(), *extra],
-                check=True, capture_output=True,
-            )
-            return out
-
-        old = build("old", "v1.31.4", 1)
-        new = build("new", "v1.31.5", 2)
-        delta = build("delta", "v1.31.5", 2, "--base", str(old))
+        keys = keygen(work)
+        cache = work / "cache"
+        old = build(upstream, keys, work / "old.tar", cache, "v1.31.4", "--serial", "1")
+        new = build(upstream, keys, work / "new.tar", cache, "v1.31.5", "--serial", "2")
+        delta = build(upstream, keys, work / "delta.tar", cache, "v1.31.5", "--serial", "2", "--base", str(old))
         result = json.loads(subprocess.run([AIRLOCK, "diff", str(old), str(new), "--output", "json"], check=True, capture_output=True, text=True).stdout)
         figures = {
             "full_bundle_file_bytes": new.stat().st_size,

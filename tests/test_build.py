@@ -195,29 +195,18 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
     from tests.upstream import TokenAuthRegistry
 
     front = TokenAuthRegistry(upstream.registry)
+
+    def build_through_front(out: Path, home: Path):
+        return airlock(
+            "build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
+            "--cache-dir", out.with_suffix(".cache"), "--cni", "none", "--release-url", upstream.release_url,
+            "--github-url", upstream.github_url, "--registry-mirror", f"registry.k8s.io={front.url}", env={"HOME": str(home)},
+        )  # fmt: skip
+
     try:
         home = tmp_path / "home"
         front.docker_config(home)
-        result = airlock(
-            "build",
-            "-o",
-            tmp_path / "k8s.tar",
-            "--kubernetes-version",
-            "v1.31.4",
-            "--sign-key",
-            keys["ed25519"] / "airlock.key",
-            "--cache-dir",
-            tmp_path / "cache",
-            "--cni",
-            "none",
-            "--release-url",
-            upstream.release_url,
-            "--github-url",
-            upstream.github_url,
-            "--registry-mirror",
-            f"registry.k8s.io={front.url}",
-            env={"HOME": str(home)},
-        )
+        result = build_through_front(tmp_path / "k8s.tar", home)
         assert result.returncode == 0, result.stderr
         manifest = manifest_of(tmp_path / "k8s.tar")
         for image in manifest["images"]:
@@ -225,26 +214,7 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
         assert "kube-apiserver" in front.tokens_issued and "coredns/coredns" in front.tokens_issued
         assert front.leaked_authorization == []
         # Without credentials the registry refuses, and the build says so.
-        denied = airlock(
-            "build",
-            "-o",
-            tmp_path / "no.tar",
-            "--kubernetes-version",
-            "v1.31.4",
-            "--sign-key",
-            keys["ed25519"] / "airlock.key",
-            "--cache-dir",
-            tmp_path / "cache2",
-            "--cni",
-            "none",
-            "--release-url",
-            upstream.release_url,
-            "--github-url",
-            upstream.github_url,
-            "--registry-mirror",
-            f"registry.k8s.io={front.url}",
-            env={"HOME": str(tmp_path / "nohome")},
-        )
+        denied = build_through_front(tmp_path / "no.tar", tmp_path / "nohome")
         assert denied.returncode == 1 and "HTTP 401" in denied.stderr and "Traceback" not in denied.stderr
     finally:
         front.close()
