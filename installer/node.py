@@ -1,7 +1,7 @@
 """A node being installed: its configuration, its paths, and the one place that changes it.
 
 `NodeConfig` is parsed once from `--config node.yaml`. `Host` is the edge
-where files are written and commands run; `DryRunHost` records the same
+where files are written and commands run; `DryRunHost` takes the same
 calls and prints them instead, so `--dry-run` shows every file and command
 and the phases themselves never need to know which one they have.
 """
@@ -167,13 +167,10 @@ class Host:
     def __init__(self, paths: Paths, echo=None):
         self.paths = paths
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.written: list[Path] = []
-        self.commands: list[list[str]] = []
 
     def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
         """Write a small file atomically; False when it already held exactly this (nothing changed)."""
         data = data.encode() if isinstance(data, str) else data
-        self.written.append(path)
         if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
             return False
         write_atomic(path, data, mode)
@@ -181,7 +178,6 @@ class Host:
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
-        self.written.append(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.airlock-new")
         with open(temporary, "wb") as handle:
@@ -194,7 +190,6 @@ class Host:
         os.replace(temporary, path)
 
     def run(self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-        self.commands.append(list(argv))
         if show:
             self.echo(f"+ {shlex.join(argv)}")
         try:
@@ -226,17 +221,14 @@ class DryRunHost(Host):
     dry_run = True
 
     def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
-        self.written.append(path)
         size = len(data.encode() if isinstance(data, str) else data)
         self.echo(f"would write {path} ({size} bytes, mode {mode:04o})")
         return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
-        self.written.append(path)
         self.echo(f"would install {path} (mode {mode:04o})")
 
     def run(self, argv, env=None, check=True, show=True, timeout=None):
-        self.commands.append(list(argv))
         self.echo(f"would run {shlex.join(argv)}")
         return subprocess.CompletedProcess(argv, 0, "", "")
 

@@ -9,7 +9,7 @@ this one data structure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from installer.trust import TrustedKey
 
 @dataclass
 class Context:
-    """What every phase may read; phases record what they learn here (the manifest, the staging dir)."""
+    """What every phase may read; the verify phase records what it learns here (the manifest, the role)."""
 
     command: str  # "init", "join" or "upgrade"
     bundle: Path
@@ -39,8 +39,6 @@ class Context:
     arch: str = ""
     manifest: Manifest | None = None
     manifest_sha256: str = ""
-    staging: Path | None = None
-    secrets: dict[str, str] = field(default_factory=dict)
 
     def echo(self, line: str) -> None:
         self.host.echo(line)

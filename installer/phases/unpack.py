@@ -54,7 +54,6 @@ def staging_dir(context: Context) -> Path:
 
 def run(context: Context) -> None:
     staging = staging_dir(context)
-    context.staging = staging
     if context.host.dry_run:
         context.echo(f"would verify every member and unpack into {staging} and {context.paths.store}")
         return
@@ -134,7 +133,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def ensure_staged(context: Context) -> Path:
     """The staging directory of a completed unpack (phases after unpack call this, also on resume)."""
     staging = staging_dir(context)
-    context.staging = staging
     if context.host.dry_run:
         return staging
     marker = staging / COMPLETE
