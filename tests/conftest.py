@@ -52,6 +52,18 @@ def build(upstream, keys, out, version: str, cache, *extra, algorithm: str = "ed
     )
 
 
+def assert_blobs_whole(blobs: Path) -> None:
+    """Every blob under a final name hashes to that name (checked here, independently of `airlock store check`)."""
+    import hashlib
+
+    for blob in blobs.iterdir():
+        digest = hashlib.sha256()
+        with open(blob, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        assert digest.hexdigest() == blob.name, f"{blob} is not what its name says"
+
+
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory):
     require(*TOOLS)

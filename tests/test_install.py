@@ -15,7 +15,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.conftest import airlock, require
+from tests.conftest import airlock, assert_blobs_whole, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
 
@@ -216,10 +216,7 @@ def test_kill_during_images_then_rerun_completes(node_bundle, keys, containerd, 
 
 def check_store(root: Path) -> None:
     """Every blob in the node store hashes to its name; nothing partial is left under a final name."""
-    import hashlib
-
-    for blob in (root / "var/lib/airlock/store/blobs/sha256").iterdir():
-        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert_blobs_whole(root / "var/lib/airlock/store/blobs/sha256")
 
 
 def test_offline_node_in_a_network_namespace_with_only_loopback(node_bundle, keys, tmp_path):

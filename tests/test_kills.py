@@ -8,7 +8,6 @@ the cache or store must hold only whole, correct blobs under final names.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AIRLOCK, airlock, require
+from tests.conftest import AIRLOCK, airlock, assert_blobs_whole, require
 from tests.test_install import IGNORE
 from tests.upstream import LocalUpstream, free_port
 
@@ -59,15 +58,6 @@ def measure(argv: list[str], env: dict | None = None) -> int:
         time.sleep(0.001)
     assert process.returncode == 0
     return peak
-
-
-def assert_blobs_whole(blobs: Path) -> None:
-    for blob in blobs.iterdir():
-        digest = hashlib.sha256()
-        with open(blob, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        assert digest.hexdigest() == blob.name, f"{blob} is not what its name says"
 
 
 @pytest.fixture(scope="module")
