@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl
 TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl
 
-.PHONY: deps venv test demo lint bench fuzz clean
+.PHONY: deps bench-deps venv test demo lint bench fuzz clean
 
 deps:
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
@@ -16,6 +16,11 @@ deps:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(APT_PACKAGES); \
 	fi
+
+# The build benchmark also runs on a loop-mounted XFS (shared extents); only it needs xfsprogs.
+bench-deps:
+	@command -v mkfs.xfs >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y xfsprogs; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +40,7 @@ demo: deps venv
 lint: venv
 	$(VENV)/bin/ruff check builder installer tests bench
 
-bench: deps venv
+bench: deps bench-deps venv
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
 	$(PY) -m bench.install_bench

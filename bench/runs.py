@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.upstream import LocalUpstream
@@ -51,3 +55,37 @@ def timed(argv: list[str], stderr_lines: list[str] | None = None) -> tuple[float
 def sync_disks() -> None:
     """Write back what the previous run left dirty, so it does not slow the next one down."""
     subprocess.run(["sync"])
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+@contextmanager
+def xfs_scratch(size_gb: int):
+    """A loop-mounted XFS with shared extents (reflink=1), or None with the reason printed when it cannot be had."""
+    if os.geteuid() != 0 or not shutil.which("mkfs.xfs"):
+        print("xfs run skipped: needs root and mkfs.xfs (make bench-deps)")
+        yield None
+        return
+    holder = Path(tempfile.mkdtemp(prefix="airlock-bench-xfs-"))
+    image, mount = holder / "fs.img", holder / "mnt"
+    mount.mkdir()
+    mounted = False
+    try:
+        with open(image, "wb") as handle:
+            handle.truncate(size_gb << 30)
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, capture_output=True)
+        result = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"xfs run skipped: cannot loop-mount ({result.stderr.strip()})")
+            yield None
+            return
+        mounted = True
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], check=False)
+        shutil.rmtree(holder, ignore_errors=True)
