@@ -187,9 +187,10 @@ class TarWriter:
         info.uname = info.gname = ""
         encoded = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
         filler = 0
-        while aligned and (self.written + len(encoded)) % ALIGN:
-            # Each step grows the pax data by less than a block, so every header length is tried.
-            filler += BLOCK // 4
+        while aligned and (shortfall := -(self.written + len(encoded)) % ALIGN):
+            # Growing the comment by the shortfall (a whole number of blocks) grows the header by as much,
+            # unless the record's length field gains a digit; the next turn then makes up the difference.
+            filler += shortfall if filler else 1
             info.pax_headers = {"comment": "." * filler}
             encoded = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
         self._write(encoded)
