@@ -76,7 +76,10 @@ def bench_on(base: Path | None, total_mb: int, rounds: int) -> dict:
         measured: list[dict] = []
         for number in range(rounds):
             for leftover in (layout, cache, work / "bundle.tar", work / "warm.tar", work / "floor.tar"):
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink(missing_ok=True)
             sync_disks()
             if number % 2 == 0:
                 skopeo = skopeo_all()

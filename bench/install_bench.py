@@ -37,9 +37,8 @@ IGNORE = "all"
 
 def containerd_alone(root: Path, references: list[str], daemon_dir: Path, verb: list[str], arch: str = "amd64") -> float:
     """Seconds for a fresh containerd to take every image in from the node registry, PARALLEL_PULLS at a time."""
-    daemon = Containerd(daemon_dir)
     hosts = root / "etc/containerd/certs.d"
-    try:
+    with Containerd(daemon_dir) as daemon:
         sync_disks()
         started = time.monotonic()
         with ThreadPoolExecutor(PARALLEL_PULLS) as pool:
@@ -50,9 +49,6 @@ def containerd_alone(root: Path, references: list[str], daemon_dir: Path, verb: 
         if len(daemon.image_digests()) != len(references):
             raise SystemExit(f"containerd holds {len(daemon.image_digests())} images after {' '.join(verb)}, not {len(references)}")
         return seconds
-    finally:
-        daemon.close()
-        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def one_round(work: Path, bundle: Path, keys: Path, references: list[str]) -> dict:
@@ -62,8 +58,7 @@ def one_round(work: Path, bundle: Path, keys: Path, references: list[str]) -> di
     listen = f"127.0.0.1:{free_port()}"
     config = work / "node.yaml"
     config.write_text(json.dumps({"nodeName": "bench", "registry": {"listen": listen}}))
-    daemon = Containerd(Path(f"/tmp/bench-ctd-install-{os.getpid()}"))
-    try:
+    with Containerd(Path(f"/tmp/bench-ctd-install-{os.getpid()}")) as daemon:
         sync_disks()
         lines: list[str] = []
         airlock_seconds, rss = timed(
@@ -72,9 +67,6 @@ def one_round(work: Path, bundle: Path, keys: Path, references: list[str]) -> di
             lines,
         )  # fmt: skip
         loaded = len(daemon.image_digests())
-    finally:
-        daemon.close()
-        shutil.rmtree(daemon.root, ignore_errors=True)
     phases = {line.split("]")[0][1:]: float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines if "] done in " in line}
 
     extracted.mkdir()

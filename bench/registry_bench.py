@@ -101,7 +101,6 @@ def containerd_pull(work: Path, name: str, host: str, references: list[str], pat
         return time.monotonic() - started
     finally:
         daemon.close()
-        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 def rss_mb(pid: int) -> float:

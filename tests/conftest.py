@@ -136,4 +136,3 @@ def containerd():
     daemon = Containerd(Path(f"/tmp/ctd-{os.getpid()}-{time.monotonic_ns() % 10**9}"))
     yield daemon
     daemon.close()
-    shutil.rmtree(daemon.root, ignore_errors=True)

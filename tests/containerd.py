@@ -59,10 +59,18 @@ class Containerd:
         # The CRI plugin adds image-ID references (sha256:...) of its own; only names count.
         return {line.split()[0]: line.split()[2] for line in lines if line.strip() and not line.startswith("sha256:")}
 
+    def __enter__(self) -> Containerd:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Stop the daemon and remove its private root."""
         self.process.terminate()
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)

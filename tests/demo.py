@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,6 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
         print((work / "standin-calls.log").read_text())
     finally:
         daemon.close()
-        shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

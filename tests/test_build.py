@@ -112,7 +112,6 @@ def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_
     assert not list((cache / ".partial").iterdir())
 
 
-
 def test_member_data_starts_on_4k_boundaries_and_plain_tar_reads_it(bundle, tmp_path):
     # Aligned data is what lets the kernel share a cached blob's extents with the bundle (XFS, btrfs).
     with tarfile.open(bundle) as archive:
@@ -123,6 +122,7 @@ def test_member_data_starts_on_4k_boundaries_and_plain_tar_reads_it(bundle, tmp_
     listing = subprocess.run(["tar", "-tf", str(bundle)], capture_output=True, text=True, check=True)
     assert listing.stderr == ""
     assert listing.stdout.splitlines() == [member.name for member in members]
+
 
 def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tmp_path, bundle):
     out = tmp_path / "amd64.tar"

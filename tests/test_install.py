@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -242,7 +241,6 @@ def test_offline_node_in_a_network_namespace_with_only_loopback(node_bundle, key
     finally:
         if daemon is not None:
             daemon.close()
-            shutil.rmtree(daemon.root, ignore_errors=True)
         subprocess.run(["ip", "netns", "delete", namespace])
 
 

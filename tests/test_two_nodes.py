@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -105,4 +104,3 @@ def test_second_node_pulls_every_image_from_the_first_over_tls(network, node_bun
             server.wait(10)
         for daemon in daemons:
             daemon.close()
-            shutil.rmtree(daemon.root, ignore_errors=True)
