@@ -31,14 +31,14 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: deps venv
-	$(VENV)/bin/ruff check builder installer tests bench
+	$(VENV)/bin/ruff check airlock builder bundle installer tests bench
 	$(VENV)/bin/pytest -q
 
 demo: deps venv
 	$(PY) -m tests.demo
 
 lint: venv
-	$(VENV)/bin/ruff check builder installer tests bench
+	$(VENV)/bin/ruff check airlock builder bundle installer tests bench
 
 bench: deps bench-deps venv
 	$(PY) -m bench.build_bench

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.runs import AIRLOCK, build, keygen
-from installer.trust import load_trusted_keys
-from installer.unpack import unpack_images
+from bundle.trust import load_trusted_keys
+from bundle.unpack import unpack_images
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
 

@@ -20,11 +20,11 @@ from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
-from installer.bundle import BaseRef, FileEntry, ImageEntry, Manifest, format_time
-from installer.errors import AirlockError
-from installer.meter import human_size as human
-from installer.reference import ImageRef
-from installer.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
+from bundle.errors import AirlockError
+from bundle.manifest import BaseRef, FileEntry, ImageEntry, Manifest, format_time
+from bundle.meter import human_size as human
+from bundle.reference import ImageRef
+from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 
 CNI_CHOICES = ("flannel", "none")
 TEMPLATES = Path(__file__).resolve().parents[1] / "manifests"
@@ -106,7 +106,7 @@ class Base:
 
 def read_base(path: Path) -> Base:
     """`--base`: an earlier bundle, or its bundle.json."""
-    from installer.verify import read_manifest_unverified
+    from bundle.verify import read_manifest_unverified
 
     try:
         if path.suffix == ".json":

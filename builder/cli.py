@@ -1,4 +1,8 @@
-"""The `airlock` program: the node commands from installer.cli plus keygen and build."""
+"""The build-side commands of `airlock`: keygen, build, push, diff.
+
+They live on their own Typer app; `airlock.cli` composes them with the node
+commands. Nothing here imports the installer.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,15 @@ import yaml
 
 from builder import artifacts
 from builder.errors import BuildError
-from installer.cli import app, fail
-from installer.errors import AirlockError
-from installer.meter import human_size
+from bundle.errors import AirlockError
+from bundle.meter import human_size
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def fail(error: Exception) -> None:
+    typer.echo(f"airlock: error: {error}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -208,7 +218,7 @@ def push(
     from builder.build import default_cache_dir
     from builder.progress import Progress
     from builder.push import Target, hosts_toml, run_push
-    from installer.trust import load_trusted_keys
+    from bundle.trust import load_trusted_keys
 
     if password_stdin and not username:
         typer.echo("airlock: error: --password-stdin needs --username", err=True)
@@ -277,6 +287,3 @@ def diff_command(
     ]
     typer.echo("\n".join(lines))
 
-
-def main() -> None:
-    app()

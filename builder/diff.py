@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from installer.bundle import Manifest
-from installer.reference import ImageRef
+from bundle.manifest import Manifest
+from bundle.reference import ImageRef
 
 BLOBS = "images/blobs/sha256/"
 

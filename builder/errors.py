@@ -1,6 +1,6 @@
 """Errors the builder reports; all are AirlockErrors so the CLI prints one line."""
 
-from installer.errors import AirlockError
+from bundle.errors import AirlockError
 
 
 class BuildError(AirlockError):

@@ -24,11 +24,11 @@ import yaml
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http, Send
-from installer.bundle import ImageEntry
-from installer.meter import human_size as human
-from installer.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
-from installer.reference import ImageRef
-from installer.store import BlobStore
+from bundle.manifest import ImageEntry
+from bundle.meter import human_size as human
+from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
+from bundle.reference import ImageRef
+from bundle.store import BlobStore
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
-from installer.bundle import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from installer.store import BlobStore
-from installer.tarstream import TarWriter
+from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from bundle.store import BlobStore
+from bundle.tarstream import TarWriter
 
 WRITE_BUFFER = 4 << 20
 

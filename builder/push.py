@@ -20,11 +20,11 @@ from builder.errors import BuildError
 from builder.images import RegistryClients, repository_url
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy, Send
-from installer.oci import media_type_of
-from installer.reference import ImageRef
-from installer.store import BlobStore, sha256_digest
-from installer.trust import TrustedKey
-from installer.unpack import image_names, unpack_images
+from bundle.oci import media_type_of
+from bundle.reference import ImageRef
+from bundle.store import BlobStore, sha256_digest
+from bundle.trust import TrustedKey
+from bundle.unpack import image_names, unpack_images
 
 
 @dataclass

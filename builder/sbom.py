@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from installer.bundle import FileEntry, ImageEntry, canonical_json
+from bundle.manifest import FileEntry, ImageEntry, canonical_json
 
 
 def _spdx_id(kind: str, text: str) -> str:

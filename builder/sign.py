@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from builder.errors import BuildError
-from installer.store import write_atomic
-from installer.trust import ALGORITHMS, ECDSA_P256, ED25519, algorithm_of, key_id
+from bundle.store import write_atomic
+from bundle.trust import ALGORITHMS, ECDSA_P256, ED25519, algorithm_of, key_id
 
 
 @dataclass(frozen=True)

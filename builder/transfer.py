@@ -18,7 +18,7 @@ import requests
 
 from builder.errors import FetchError
 from builder.progress import Progress
-from installer.store import BlobStore, DigestMismatch
+from bundle.store import BlobStore, DigestMismatch
 
 # send(method, url, headers, stream, data=None) -> response
 Send = Callable[..., requests.Response]

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from installer.errors import AirlockError
-from installer.store import write_atomic
+from bundle.errors import AirlockError
+from bundle.store import write_atomic
 
 
 class CertError(AirlockError):

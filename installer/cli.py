@@ -1,7 +1,7 @@
-"""The `airlock` command line, node side: verify and inspect bundles.
+"""The node-side commands of `airlock`: verify, inspect, init, join, upgrade, reset, store, registry.
 
-The builder adds its commands (keygen, build) to this same app; a node-only
-installation can run `installer.cli:main` without the builder.
+`installer.cli:main` is the node's own entry point (no builder needed);
+`airlock.cli` adds the build-side commands for the full program.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from installer.errors import AirlockError
-from installer.meter import human_size
+from bundle.errors import AirlockError
+from bundle.meter import human_size
 
 app = typer.Typer(
     name="airlock",
@@ -45,12 +45,12 @@ def verify(
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
     """
-    from installer.trust import load_trusted_keys
-    from installer.verify import verify_bundle
+    from bundle.trust import load_trusted_keys
+    from bundle.verify import verify_bundle
 
     try:
         keys = load_trusted_keys(key)
-        from installer.meter import ByteMeter
+        from bundle.meter import ByteMeter
 
         with ByteMeter(bundle.stat().st_size if bundle.is_file() else 0, "verify", quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
@@ -74,8 +74,8 @@ def inspect(
 
     Reads only bundle.json and its signature; run `airlock verify` to check every member.
     """
-    from installer.trust import load_trusted_keys, verify_signature
-    from installer.verify import read_manifest_unverified
+    from bundle.trust import load_trusted_keys, verify_signature
+    from bundle.verify import read_manifest_unverified
 
     if output not in ("text", "json"):
         typer.echo("airlock: error: --output must be text or json", err=True)
@@ -123,10 +123,10 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
     import platform
 
+    from bundle.trust import load_trusted_keys
     from installer.node import DryRunHost, Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
     from installer.runner import run_phases
-    from installer.trust import load_trusted_keys
 
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     if "verify" in skip:

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 import yaml
 
-from installer.errors import AirlockError
-from installer.store import write_atomic
+from bundle.errors import AirlockError
+from bundle.store import write_atomic
 
 
 class NodeError(AirlockError):

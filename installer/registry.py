@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from installer.errors import AirlockError, StoreError
-from installer.oci import MAX_MANIFEST_BYTES, media_type_of
-from installer.reference import DIGEST, DOCKER_HUB, HOST, NAME, TAG
-from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, read_layout_index
+from bundle.errors import AirlockError, StoreError
+from bundle.oci import MAX_MANIFEST_BYTES, media_type_of
+from bundle.reference import DIGEST, DOCKER_HUB, HOST, NAME, TAG
+from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, read_layout_index
 
 MAX_PAGE = 1000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from installer.errors import AirlockError
+from bundle.errors import AirlockError
 from installer.node import NodeError, node_lock
 from installer.phases import Context, Phase
 from installer.state import State

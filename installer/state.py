@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from bundle.store import write_atomic
 from installer.node import NodeError, Paths
-from installer.store import write_atomic
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-from installer.bundle import Manifest
+from bundle.manifest import Manifest
+from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
 from installer.node import NodeError, Paths, node_lock
 from installer.state import State
-from installer.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
 
 
 def check_store(root) -> tuple[int, list[str]]:

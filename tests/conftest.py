@@ -109,8 +109,8 @@ def bundle(upstream, keys, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def store(bundle, keys, tmp_path_factory) -> Path:
     """The session bundle's images unpacked into a store, as a node holds them."""
-    from installer.trust import load_trusted_keys
-    from installer.unpack import unpack_images
+    from bundle.trust import load_trusted_keys
+    from bundle.unpack import unpack_images
 
     root = tmp_path_factory.mktemp("store")
     unpack_images(bundle, load_trusted_keys([keys["ed25519"] / "airlock.pub"]), root)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from installer.bundle import MAX_MANIFEST_BYTES, FileEntry, Manifest
+from bundle.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BLOB = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}).encode()

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from installer.bundle import FileEntry, Manifest
-from installer.errors import BundleError, TrustError
-from installer.trust import TrustedKey, algorithm_of, key_id
-from installer.verify import verify_stream
+from bundle.errors import BundleError, TrustError
+from bundle.manifest import FileEntry, Manifest
+from bundle.trust import TrustedKey, algorithm_of, key_id
+from bundle.verify import verify_stream
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PRIVATE = ed25519.Ed25519PrivateKey.generate()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from installer.store import layout_index, read_layout_index
+from bundle.store import layout_index, read_layout_index
 from tests.conftest import AIRLOCK, airlock, require
 from tests.upstream import free_port
 

@@ -8,7 +8,7 @@ import threading
 
 from builder.progress import Progress
 from builder.transfer import Http
-from installer.store import BlobStore
+from bundle.store import BlobStore
 from tests.upstream import FileServer
 
 

@@ -10,7 +10,7 @@ import pytest
 from builder.errors import FetchError
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy
-from installer.store import BlobStore
+from bundle.store import BlobStore
 from tests.upstream import Fault, FileServer
 
 

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from installer.tarstream import TarReader
+from bundle.tarstream import TarReader
 from tests.conftest import airlock
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from installer.bundle import Manifest
+from bundle.manifest import Manifest
+from bundle.trust import TrustedKey
 from installer.node import Host, NodeConfig, Paths
-from installer.trust import TrustedKey
 
 
 @dataclass

@@ -6,8 +6,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from installer.bundle import Manifest
-from installer.errors import BundleError
+from bundle.errors import BundleError
+from bundle.manifest import Manifest
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
 from installer.templates import render

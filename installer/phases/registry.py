@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bundle.store import BlobStore
+from bundle.unpack import activate_index
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
-from installer.store import BlobStore
 from installer.templates import render
-from installer.unpack import activate_index
 
 
 def airlock_program() -> str:

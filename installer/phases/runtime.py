@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from bundle.reference import ImageRef
 from installer.containerd_config import merge
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
-from installer.reference import ImageRef
 from installer.templates import render
 
 CERTS_DIR = "/etc/containerd/certs.d"

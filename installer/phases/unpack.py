@@ -14,13 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
-from installer.bundle import FileEntry
-from installer.errors import BundleError
-from installer.meter import ByteMeter
+from bundle.errors import BundleError
+from bundle.manifest import FileEntry
+from bundle.meter import ByteMeter
+from bundle.store import BlobStore
+from bundle.unpack import BLOB_PREFIX, blob_sink
+from bundle.verify import verify_bundle
 from installer.phases import Context, Phase
-from installer.store import BlobStore
-from installer.unpack import BLOB_PREFIX, blob_sink
-from installer.verify import verify_bundle
 
 COMPLETE = ".complete"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from installer.bundle import Manifest
+from bundle.manifest import Manifest
+from bundle.tarstream import TarReader
+from bundle.trust import check_dates, verify_signature
+from bundle.verify import open_bundle, read_signed_head
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.state import State
-from installer.tarstream import TarReader
-from installer.trust import check_dates, verify_signature
-from installer.verify import open_bundle, read_signed_head
 
 
 def run(context: Context) -> None:

@@ -13,9 +13,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from installer.bundle import Manifest
-    from installer.errors import AirlockError
-    from installer.tarstream import TarReader
+    from bundle.errors import AirlockError
+    from bundle.manifest import Manifest
+    from bundle.tarstream import TarReader
 
 
 def fuzz_one(data: bytes) -> None:

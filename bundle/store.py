@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from installer.bundle import canonical_json, is_digest
-from installer.errors import StoreError
+from bundle.errors import StoreError
+from bundle.manifest import canonical_json, is_digest
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 # index.json annotations that carry an image's full reference (registry.k8s.io/pause:3.10).

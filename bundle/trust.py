@@ -15,8 +15,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from installer.bundle import Manifest
-from installer.errors import TrustError
+from bundle.errors import TrustError
+from bundle.manifest import Manifest
 
 ED25519 = "ed25519"
 ECDSA_P256 = "ecdsa-p256"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from installer.errors import BundleError
+from bundle.errors import BundleError
 
 SCHEMA = "airlock.bundle/v1"
 MANIFEST_NAME = "bundle.json"

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from installer.errors import BundleError
+from bundle.errors import BundleError
 
 BLOCK = 512
 RECORD = BLOCK * 20

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from installer.bundle import (
+from bundle.errors import BundleError
+from bundle.manifest import (
     IMAGE_BLOBS,
     IMAGE_INDEX,
     MANIFEST_NAME,
@@ -29,9 +30,8 @@ from installer.bundle import (
     Manifest,
     check_member_path,
 )
-from installer.errors import BundleError
-from installer.tarstream import TarReader
-from installer.trust import TrustedKey, check_dates, verify_signature
+from bundle.tarstream import TarReader
+from bundle.trust import TrustedKey, check_dates, verify_signature
 
 READ_BUFFER = 4 << 20
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from installer.bundle import FileEntry
-from installer.errors import BundleError
-from installer.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
-from installer.trust import TrustedKey
-from installer.verify import Verified, verify_bundle
+from bundle.errors import BundleError
+from bundle.manifest import FileEntry
+from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
+from bundle.trust import TrustedKey
+from bundle.verify import Verified, verify_bundle
 
 BLOB_PREFIX = "images/blobs/sha256/"
 INDEX_MEMBER = "images/index.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from installer.errors import AirlockError
+from bundle.errors import AirlockError
 
 DOCKER_HUB = "docker.io"
 # The OCI distribution grammar, shared with the registry server.

@@ -1,0 +1,25 @@
+"""Composes `airlock` from the two halves: builder.cli (connected host) and installer.cli (node)."""
+
+from __future__ import annotations
+
+import typer
+
+from builder.cli import app as build_app
+from installer.cli import app as node_app
+
+
+def compose() -> typer.Typer:
+    app = typer.Typer(
+        name="airlock",
+        help=node_app.info.help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.registered_commands = [*build_app.registered_commands, *node_app.registered_commands]
+    app.registered_groups = [*build_app.registered_groups, *node_app.registered_groups]
+    return app
+
+
+def main() -> None:
+    compose()()
