@@ -6,8 +6,13 @@ PYTHON      ?= python3
 PY          := $(VENV)/bin/python
 APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl
 TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+NODE_PYZ     = dist/airlock-node-$(VERSION).pyz
+NODE_SOURCES = $(shell find bundle installer manifests -type f ! -name '*.pyc') builder/zipapp.py builder/zipapp_main.py pyproject.toml
+# The node code runs on the nodes' system Pythons: nothing newer than 3.9 may creep in.
+NODE_CODE    = bundle installer builder/zipapp_main.py
 
-.PHONY: deps bench-deps venv test demo lint bench fuzz clean
+.PHONY: deps bench-deps venv dist test demo lint bench fuzz clean
 
 deps:
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
@@ -30,15 +35,23 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: deps venv
+# The node side as one file for Python 3.9+ on amd64 and arm64; pinned wheels are fetched once into .dist-cache.
+dist: $(NODE_PYZ)
+
+$(NODE_PYZ): $(VENV)/.installed $(NODE_SOURCES)
+	$(PY) -m builder.zipapp --output $@
+
+test: deps venv dist
 	$(VENV)/bin/ruff check airlock builder bundle installer tests bench
+	$(VENV)/bin/vermin -t=3.9- --no-tips --violations $(NODE_CODE)
 	$(VENV)/bin/pytest -q
 
-demo: deps venv
+demo: deps venv dist
 	$(PY) -m tests.demo
 
 lint: venv
 	$(VENV)/bin/ruff check airlock builder bundle installer tests bench
+	$(VENV)/bin/vermin -t=3.9- --no-tips --violations $(NODE_CODE)
 
 bench: deps bench-deps venv
 	$(PY) -m bench.build_bench
@@ -56,4 +69,4 @@ fuzz: deps venv
 	$(PY) tests/fuzz/fuzz_bundle.py .fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info dist

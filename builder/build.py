@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from builder import artifacts, images, sign
 from builder.errors import BuildError, FetchError
@@ -21,7 +22,7 @@ from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
 from bundle.errors import AirlockError
-from bundle.manifest import BaseRef, FileEntry, ImageEntry, Manifest, format_time
+from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
 from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
@@ -53,6 +54,7 @@ class BuildOptions:
     serial: int | None = None
     expires_days: int = 365
     base: Path | None = None
+    node_pyz: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -71,6 +73,17 @@ class BuildOptions:
                 raise BuildError(f"{url!r} is not an http(s) URL")
         for text in self.images:
             ImageRef.parse(text)
+        self.node_pyz = node_pyz_path(self.node_pyz)
+
+
+def node_pyz_path(given: Path | None) -> Path:
+    """The node installer to carry: --node-pyz, else $AIRLOCK_NODE_PYZ, else what `make dist` wrote in this checkout."""
+    from builder.zipapp import default_output
+
+    path = given or (Path(os.environ["AIRLOCK_NODE_PYZ"]) if os.environ.get("AIRLOCK_NODE_PYZ") else default_output())
+    if not path.is_file():
+        raise BuildError(f"no node installer at {path}: run `make dist` in the airlock checkout, or pass --node-pyz FILE")
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -257,6 +270,16 @@ class Builder:
             components["flannel"] = versions.flannel
         return self._finish(resolution, components, files, copied, key, started, copier.wait)
 
+    def _put_file(self, member: str, source: Path, mode: int) -> FileEntry:
+        """A local file as a bundle member, streamed into the store and hashed on the way."""
+        with open(source, "rb") as reader, self.store.partial(f"file:{source.resolve()}") as part:
+            part.reset()
+            while chunk := reader.read(1 << 20):
+                part.write(chunk)
+            size = part.size
+            digest = part.commit()
+        return FileEntry(member, digest.split(":", 1)[1], size, mode)
+
     def _finish(self, resolution, components, files, copied, key, started, wait_for_blob) -> BuildResult:
         options = self.options
         created = _build_time()
@@ -289,6 +312,7 @@ class Builder:
         for path, data in generated.items():
             digest = self.store.put_bytes(data)
             entries.append(FileEntry(path, digest.split(":", 1)[1], len(data), 0o644))
+        entries.append(self._put_file(NODE_PYZ, options.node_pyz, 0o755))
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
         sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components)
         sbom_digest = self.store.put_bytes(sbom)
@@ -317,6 +341,10 @@ class Builder:
         )
         self.progress.add_total(manifest.carried_size)
         manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress, wait_for_blob)
+        # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
+        pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
+        with self.store.open("sha256:" + pyz.sha256) as source:
+            copy_atomic(source, Path(options.output).with_name("airlock-node.pyz"), 0o755)
         return BuildResult(
             Path(options.output),
             manifest,
@@ -324,6 +352,18 @@ class Builder:
             self.progress.network_bytes,
             time.monotonic() - started,
         )
+
+
+def copy_atomic(source: BinaryIO, path: Path, mode: int) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temporary, "wb") as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _build_time() -> datetime:

@@ -64,6 +64,7 @@ CONFIG_KEYS = {
     "serial": "serial",
     "expires-days": "expires_days",
     "base": "base",
+    "node-pyz": "node_pyz",
 }
 
 
@@ -122,6 +123,9 @@ def build(
     base: Annotated[
         Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
     ] = None,
+    node_pyz: Annotated[
+        Path | None, typer.Option("--node-pyz", help="The node installer to carry [$AIRLOCK_NODE_PYZ, else dist/airlock-node-VERSION.pyz from make dist].")
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
@@ -156,6 +160,7 @@ def build(
             "serial": serial,
             "expires_days": expires_days,
             "base": base,
+            "node_pyz": node_pyz,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [
@@ -173,7 +178,7 @@ def build(
         if "registry_mirrors" in values:
             raw = values["registry_mirrors"]
             values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base"):
+        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
         options = BuildOptions(**values)

@@ -23,6 +23,8 @@ MAX_MANIFEST_BYTES = 32 << 20
 MAX_SIGNATURE_BYTES = 1024
 IMAGE_BLOBS = "images/blobs/sha256/"
 IMAGE_INDEX = "images/index.json"
+# The node installer as one file (make dist); any architecture, Python 3.9+.
+NODE_PYZ = "bin/airlock-node.pyz"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -18,6 +18,7 @@ FILES = (
     "/etc/systemd/system/kubelet.service",
     "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
     "/etc/systemd/system/airlock-registry.service",
+    "/usr/local/lib/airlock/airlock-node.pyz",
 )
 DIRECTORIES = ("/etc/containerd/certs.d", "/var/lib/airlock/kubeadm", "/var/lib/airlock/cni", "/var/lib/airlock/staging")
 

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from builder.zipapp import ROOT, build_pyz, default_output
 from tests.upstream import LocalUpstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
+# Node commands run the way a node runs them: the one-file installer under an isolated system Python
+# (no site-packages, no venv), so anything missing from the archive fails here.
+NODE_PYZ = Path(os.environ.get("AIRLOCK_NODE_PYZ") or default_output())
+NODE_PYTHON = os.environ.get("AIRLOCK_NODE_PYTHON", "/usr/bin/python3")
+# Its native modules are extracted into a private cache of this test run, not the host's /var/lib/airlock.
+os.environ.setdefault("AIRLOCK_PYZ_CACHE", tempfile.mkdtemp(prefix="airlock-pyz-cache-"))
 TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "openssl", "zstd", "containerd", "ctr", "runc")
+
+
+def pytest_sessionstart(session) -> None:
+    """Rebuild dist/airlock-node-VERSION.pyz (what `make dist` does) when the node code changed since it was built."""
+    if os.environ.get("AIRLOCK_NODE_PYZ"):
+        return
+    sources = [p for d in ("bundle", "installer", "manifests") for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    sources += [ROOT / "builder/zipapp.py", ROOT / "builder/zipapp_main.py", ROOT / "pyproject.toml"]
+    if not NODE_PYZ.exists() or max(p.stat().st_mtime for p in sources) > NODE_PYZ.stat().st_mtime:
+        build_pyz(NODE_PYZ, ROOT / ".dist-cache" / "wheels")
 
 
 def require(*tools: str) -> None:
@@ -30,6 +49,31 @@ def airlock(*args: str, env: dict | None = None, check: bool | None = None) -> s
     result = subprocess.run([AIRLOCK, *map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if check is True:
         assert result.returncode == 0, f"airlock {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def python39() -> str:
+    """A Python 3.9 to run the node installer with (pyenv's on the CI machine); in CI its absence is a failure."""
+    found = os.environ.get("AIRLOCK_PYTHON39") or shutil.which("python3.9") or next(iter(sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9"))), None)
+    if found is None:
+        message = "no Python 3.9 to run airlock-node.pyz with (set AIRLOCK_PYTHON39)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def node_command(python: str | None = None) -> list[str]:
+    """How a node runs airlock: `python3 -I airlock-node.pyz`."""
+    return [python or NODE_PYTHON, "-I", str(NODE_PYZ)]
+
+
+def airlock_node(*args: str, env: dict | None = None, check: bool | None = None, python: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A node command (verify, init, join, upgrade, reset...) run from airlock-node.pyz with `python -I`."""
+    command = [*node_command(python), *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    if check is True:
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 

@@ -7,6 +7,7 @@ cluster came up; everything else here is real (containerd, runc, the registry).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +15,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.conftest import airlock, assert_blobs_whole, require
+import pytest
+
+from tests.conftest import airlock, airlock_node, assert_blobs_whole, python39, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
 
@@ -28,11 +31,11 @@ def node_config(tmp_path: Path, port: int, **extra) -> Path:
     return config
 
 
-def install(command: str, bundle: Path, keys, root: Path, config: Path, containerd: Containerd | None, log: Path, *extra: str) -> subprocess.CompletedProcess:
+def install(command: str, bundle: Path, keys, root: Path, config: Path, containerd: Containerd | None, log: Path, *extra: str, python: str | None = None) -> subprocess.CompletedProcess:
     args = [command, bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *extra]
     if containerd is not None:
         args += ["--containerd-address", containerd.socket]
-    return airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(log)})
+    return airlock_node(*args, env={"AIRLOCK_STANDIN_LOG": str(log)}, python=python)
 
 
 def bundle_manifest(bundle: Path) -> dict:
@@ -40,9 +43,12 @@ def bundle_manifest(bundle: Path) -> dict:
         return json.loads(archive.extractfile("bundle.json").read())
 
 
-def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle, keys, containerd, tmp_path):
+@pytest.mark.parametrize("python", ["system", "3.9"])
+def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle, keys, containerd, tmp_path, python):
+    """From airlock-node.pyz under `python -I`: the system Python 3, and the oldest the node installer supports."""
+    python = python39() if python == "3.9" else None
     root, log = tmp_path / "root", tmp_path / "standin.log"
-    result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log)
+    result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log, python=python)
     assert result.returncode == 0, result.stderr
     manifest = bundle_manifest(node_bundle)
     expected = {image["reference"]: image["digest"] for image in manifest["images"]}
@@ -69,8 +75,14 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     assert (root / "etc/systemd/system/multi-user.target.wants/airlock-registry.service").is_symlink()
     state = json.loads((root / "var/lib/airlock/state.json").read_text())
     assert state["installed"]["serial"] == manifest["serial"] and state["run"] is None
+    # The node registry runs the installed one-file installer, the bundle's signed member, with the system Python.
+    pyz = next(entry for entry in manifest["files"] if entry["path"] == "bin/airlock-node.pyz")
+    installed = root / "usr/local/lib/airlock/airlock-node.pyz"
+    assert hashlib.sha256(installed.read_bytes()).hexdigest() == pyz["sha256"]
+    unit = (root / "etc/systemd/system/airlock-registry.service").read_text()
+    assert "\nExecStart=/usr/bin/python3 -I /usr/local/lib/airlock/airlock-node.pyz registry serve --store /var/lib/airlock/store" in unit
     # Resuming a finished install changes nothing; running it again is idempotent.
-    again = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log)
+    again = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log, python=python)
     assert again.returncode == 0, again.stderr
 
 
@@ -166,11 +178,11 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     rendered = (root / "var/lib/airlock/kubeadm/join.yaml").read_text()
     assert 'apiServerEndpoint: "10.0.0.10:6443"' in rendered and "kind: JoinConfiguration" in rendered
     assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
-    reset = airlock("reset", "--root", root, env={"AIRLOCK_STANDIN_LOG": str(log)}, check=True)
+    reset = airlock_node("reset", "--root", root, env={"AIRLOCK_STANDIN_LOG": str(log)}, check=True)
     assert "kubeadm reset --force" in log.read_text()
     assert not (root / "usr/local/bin/kubeadm").exists() and not (root / "etc/containerd/certs.d").exists()
     assert (root / "var/lib/airlock/store/index.json").exists() and "kept" in reset.stderr
-    airlock("reset", "--root", root, "--purge", check=True)
+    airlock_node("reset", "--root", root, "--purge", check=True)
     assert not (root / "var/lib/airlock").exists()
 
 

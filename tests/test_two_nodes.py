@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AIRLOCK, airlock, require
+from tests.conftest import airlock, node_command, require
 from tests.containerd import Containerd
 from tests.test_install import IGNORE
 
@@ -68,12 +68,12 @@ def test_second_node_pulls_every_image_from_the_first_over_tls(network, node_bun
             "registry": {"listen": f"{SUBNET}.1:5443", "tlsCert": str(pki / "registry.crt"), "tlsKey": str(pki / "registry.key"), "ca": str(pki / "ca.crt")},
         }))
         root_one = tmp_path / "one"
-        init = netns(first, AIRLOCK, "init", node_bundle, "--key", pub, "--root", root_one, "--config", config_one,
+        init = netns(first, *node_command(), "init", node_bundle, "--key", pub, "--root", root_one, "--config", config_one,
                      "--ignore-preflight-errors", IGNORE, "--containerd-address", one.socket, env=env, timeout=600)
         assert init.returncode == 0, init.stderr
         # What airlock-registry.service runs on a real node:
         server = subprocess.Popen(
-            ["ip", "netns", "exec", first, AIRLOCK, "registry", "serve", "--store", str(root_one / "var/lib/airlock/store"),
+            ["ip", "netns", "exec", first, *node_command(), "registry", "serve", "--store", str(root_one / "var/lib/airlock/store"),
              "--listen", f"{SUBNET}.1:5443", "--tls-cert", str(pki / "registry.crt"), "--tls-key", str(pki / "registry.key"), "--no-access-log"],
             stderr=subprocess.DEVNULL,
         )
@@ -86,7 +86,7 @@ def test_second_node_pulls_every_image_from_the_first_over_tls(network, node_bun
             "caCertHashes": ["sha256:" + "1" * 64], "registry": {"mirror": f"https://{SUBNET}.1:5443", "ca": str(pki / "ca.crt")},
         }))
         root_two = tmp_path / "two"
-        join = netns(second, AIRLOCK, "join", node_bundle, "--key", pub, "--root", root_two, "--config", config_two,
+        join = netns(second, *node_command(), "join", node_bundle, "--key", pub, "--root", root_two, "--config", config_two,
                      "--ignore-preflight-errors", IGNORE, "--containerd-address", two.socket, env=env, timeout=600)
         assert join.returncode == 0, join.stderr
         with tarfile.open(node_bundle) as archive:

@@ -18,7 +18,7 @@ import pytest
 
 from installer.node import NodeError
 from installer.phases.upgrade import check_skew
-from tests.conftest import AIRLOCK, airlock, require
+from tests.conftest import AIRLOCK, airlock, airlock_node, require
 from tests.containerd import Containerd
 from tests.test_install import IGNORE, check_store, node_config
 from tests.upstream import LocalUpstream, free_port
@@ -72,7 +72,7 @@ def node(command: str, bundle: Path, keys, root: Path, config: Path, log: Path, 
     args = [command, bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *extra]
     if containerd is not None:
         args += ["--containerd-address", containerd.socket]
-    return airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(log), **(env or {})})
+    return airlock_node(*args, env={"AIRLOCK_STANDIN_LOG": str(log), **(env or {})})
 
 
 def test_a_delta_carries_only_what_changed(bundles):

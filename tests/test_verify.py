@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from bundle.tarstream import TarReader
-from tests.conftest import airlock
+from tests.conftest import airlock, airlock_node
 
 
 def member_offsets(bundle) -> dict[str, tuple[int, int]]:
@@ -27,10 +27,10 @@ def flip(path, offset: int) -> None:
 
 
 def test_verify_accepts_the_bundle(bundle, keys):
-    result = airlock("verify", bundle, "--key", keys["ed25519"] / "airlock.pub", check=True)
+    result = airlock_node("verify", bundle, "--key", keys["ed25519"] / "airlock.pub", check=True)
     assert result.stdout.startswith(f"OK {bundle}")
     # A directory of keys is a trust store too.
-    airlock("verify", bundle, "--key", keys["ed25519"], check=True)
+    airlock_node("verify", bundle, "--key", keys["ed25519"], check=True)
 
 
 def test_keys_are_private(keys):
@@ -48,7 +48,7 @@ def test_a_flipped_byte_in_any_member_is_named(bundle, keys, tmp_path, kind):
     name = next(n for n in offsets if n == kind or (kind.endswith("/") and n.startswith(kind)))
     start, size = offsets[name]
     flip(copy, start + size // 2)
-    result = airlock("verify", copy, "--key", keys["ed25519"] / "airlock.pub")
+    result = airlock_node("verify", copy, "--key", keys["ed25519"] / "airlock.pub")
     assert result.returncode == 1
     expected = "bundle.json.sig" if name in ("bundle.json", "bundle.json.sig") else name
     assert expected in result.stderr
@@ -56,7 +56,7 @@ def test_a_flipped_byte_in_any_member_is_named(bundle, keys, tmp_path, kind):
 
 
 def test_untrusted_key_is_refused(bundle, keys):
-    result = airlock("verify", bundle, "--key", keys["ecdsa-p256"] / "airlock.pub")
+    result = airlock_node("verify", bundle, "--key", keys["ecdsa-p256"] / "airlock.pub")
     assert result.returncode == 1
     assert "does not match bundle.json under any trusted key" in result.stderr
 
@@ -65,11 +65,11 @@ def test_truncated_and_padded_bundles_are_refused(bundle, keys, tmp_path):
     data = bundle.read_bytes()
     short = tmp_path / "short.tar"
     short.write_bytes(data[: len(data) // 2])
-    result = airlock("verify", short, "--key", keys["ed25519"] / "airlock.pub")
+    result = airlock_node("verify", short, "--key", keys["ed25519"] / "airlock.pub")
     assert result.returncode == 1 and ("truncated" in result.stderr or "missing" in result.stderr)
     long = tmp_path / "long.tar"
     long.write_bytes(data + b"garbage")
-    result = airlock("verify", long, "--key", keys["ed25519"] / "airlock.pub")
+    result = airlock_node("verify", long, "--key", keys["ed25519"] / "airlock.pub")
     assert result.returncode == 1 and "data follows the end of the archive" in result.stderr
 
 
@@ -81,7 +81,7 @@ def test_zstd_bundle_verifies(bundle, keys, tmp_path):
         pytest.skip("zstd not installed")
     packed = tmp_path / "k8s.tar.zst"
     subprocess.run(["zstd", "-q", "-o", str(packed), str(bundle)], check=True)
-    airlock("verify", packed, "--key", keys["ed25519"] / "airlock.pub", check=True)
+    airlock_node("verify", packed, "--key", keys["ed25519"] / "airlock.pub", check=True)
 
 
 def test_inspect_shows_versions_images_and_signer(bundle, keys):

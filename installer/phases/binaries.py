@@ -7,12 +7,14 @@ import tarfile
 from pathlib import Path
 
 from bundle.errors import BundleError
-from bundle.manifest import Manifest
+from bundle.manifest import NODE_PYZ, Manifest
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
 from installer.templates import render
 
 BIN = "/usr/local/bin"
+# The node installer as one file, run by airlock-registry.service with the system Python.
+NODE_PYZ_PATH = "/usr/local/lib/airlock/airlock-node.pyz"
 
 
 def has_runtime(context: Context) -> bool:
@@ -63,6 +65,8 @@ def run(context: Context) -> None:
     crictl = member(manifest, arch, "bin/linux-{arch}/crictl-")
     if crictl:
         install_from_archive(context, staging / crictl, BIN, {"crictl"})
+    if any(entry.path == NODE_PYZ for entry in manifest.files):
+        context.host.install(context.paths(NODE_PYZ_PATH), staging / NODE_PYZ, 0o755)
     context.host.write(context.paths("/etc/crictl.yaml"), render("crictl.yaml", staging, cri_socket=context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
