@@ -151,7 +151,8 @@ def install_native_finder() -> None:
 
 
 def main() -> None:
-    if sys.version_info < (3, 9):
+    # RHEL 8's platform-python is 3.6: say so in one line instead of failing somewhere inside.
+    if sys.version_info < (3, 9):  # noqa: UP036
         sys.exit(f"airlock: error: airlock-node.pyz needs Python 3.9 or newer; this is {sys.version.split()[0]}")
     install_native_finder()
     # The archive carries no rich: typer formats help and errors with click alone.
