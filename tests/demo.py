@@ -6,7 +6,8 @@
 2. airlock keygen, airlock build (stable-1.31, amd64+arm64, flannel)
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
-5. airlock init into a scratch root, with a private containerd that pulls every
+5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
+   `python3 -I`, as on a node, with a private containerd that pulls every
    image through the hosts.toml mirror airlock wrote, from the node registry
 """
 
@@ -65,8 +66,10 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
         config.write_text(f"nodeName: demo\nadvertiseAddress: 127.0.0.1\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
         root = work / "node-root"
         os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
+        # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
+        os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
         step(
-            "init", AIRLOCK, "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
+            "init", "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
             "--containerd-address", str(daemon.socket), "--ignore-preflight-errors", "all",
         )
         step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
