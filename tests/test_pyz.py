@@ -4,6 +4,7 @@ and extracts its native code only into a private, checked cache."""
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import os
@@ -95,6 +96,44 @@ def test_the_pyz_verifies_a_bundle_under_an_isolated_python(which, bundle, keys,
     airlock_node("verify", bundle, "--key", keys["ed25519"] / "airlock.pub", "-q", python=python, env=env, check=True)
     recorded = next(e["sha256"] for e in index_of(NODE_PYZ) if e["path"].endswith("x86_64/abi3/cryptography/hazmat/bindings/_rust.abi3.so"))
     assert hashlib.sha256(rust.read_bytes()).hexdigest() == recorded
+
+
+# Every node module imported from the archive, with the archive's own native-module finder in place.
+IMPORT_ALL = """
+import importlib, pkgutil, sys, zipimport
+pyz = sys.argv[1]
+sys.path.insert(0, pyz)
+importer = zipimport.zipimporter(pyz)
+boot = {"__name__": "airlock_pyz_boot", "__file__": pyz + "/__main__.py", "__loader__": importer}
+exec(importer.get_code("__main__"), boot)
+boot["install_native_finder"]()
+names = []
+for package in ("bundle", "installer"):
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+import cryptography.hazmat.bindings._rust, yaml, tomlkit, typer
+assert not yaml.__with_libyaml__ and "site-packages" not in cryptography.hazmat.bindings._rust.__file__
+print(" ".join(names))
+"""
+
+# Other Pythons the node installer claims (3.10, 3.12, 3.13): checked where this machine has them.
+OTHER_PYTHONS = sorted(glob.glob("/root/.pyenv/versions/3.1[0-3].*/bin/python3.1[0-3]"))
+
+
+@pytest.mark.parametrize("which", ["system", "3.9", *OTHER_PYTHONS])
+def test_every_node_module_imports_from_the_pyz(which, tmp_path):
+    """Annotations that typer or a class body evaluates, and any stdlib newer than the Python, fail here."""
+    python = {"system": NODE_PYTHON, "3.9": None}.get(which, which) or python39()
+    result = subprocess.run([python, "-I", "-c", IMPORT_ALL, str(NODE_PYZ)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "AIRLOCK_PYZ_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    imported = set(result.stdout.split())
+    assert {"bundle.trust", "installer.cli", "installer.phases.kubeadm", "installer.registry"} <= imported
+    for command in ("init", "join", "upgrade", "verify", "reset", "store", "registry"):
+        helped = subprocess.run([python, "-I", str(NODE_PYZ), command, "--help"], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "AIRLOCK_PYZ_CACHE": str(tmp_path / "cache")})
+        assert helped.returncode == 0 and "Usage:" in helped.stdout, helped.stderr
 
 
 def test_the_pyz_refuses_a_cache_others_could_write(bundle, keys, tmp_path):
