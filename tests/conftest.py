@@ -54,13 +54,16 @@ def airlock(*args: str, env: dict | None = None, check: bool | None = None) -> s
 
 def python39() -> str:
     """A Python 3.9 to run the node installer with (pyenv's on the CI machine); in CI its absence is a failure."""
-    found = os.environ.get("AIRLOCK_PYTHON39") or shutil.which("python3.9") or next(iter(sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9"))), None)
-    if found is None:
-        message = "no Python 3.9 to run airlock-node.pyz with (set AIRLOCK_PYTHON39)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    candidates = [os.environ.get("AIRLOCK_PYTHON39"), *sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")), shutil.which("python3.9")]
+    for candidate in filter(None, candidates):
+        # A pyenv shim that is not switched to 3.9 exits 127: only a Python that answers 3.9 counts.
+        probe = subprocess.run([candidate, "-I", "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "(3, 9)":
+            return candidate
+    message = "no Python 3.9 to run airlock-node.pyz with (set AIRLOCK_PYTHON39)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def node_command(python: str | None = None) -> list[str]:
