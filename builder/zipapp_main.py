@@ -108,8 +108,11 @@ class NativeModules(importlib.abc.MetaPathFinder):
     def extract(self, entry: dict) -> str:
         if self.directory is None:
             base = cache_base()
-            os.makedirs(os.path.dirname(base), exist_ok=True)
-            self.directory = private_directory(os.path.join(private_directory(base), self.cache_id))
+            try:
+                os.makedirs(os.path.dirname(base), exist_ok=True)
+                self.directory = private_directory(os.path.join(private_directory(base), self.cache_id))
+            except OSError as error:
+                raise NativeError(f"cannot use {base} for native code: {error.strerror}; set AIRLOCK_PYZ_CACHE to a private directory") from None
         target = self.directory
         for part in entry["path"].split("/")[1:-1]:
             target = private_directory(os.path.join(target, part))
@@ -155,14 +158,18 @@ def main() -> None:
     if sys.version_info < (3, 9):  # noqa: UP036
         sys.exit(f"airlock: error: airlock-node.pyz needs Python 3.9 or newer; this is {sys.version.split()[0]}")
     install_native_finder()
-    # The archive carries no rich: typer formats help and errors with click alone.
+    # The archive carries no rich: typer formats help and errors with click alone (it reads this once, on import).
+    previous = os.environ.get("TYPER_USE_RICH")
     os.environ["TYPER_USE_RICH"] = "0"
     try:
         from installer.cli import main as node_main
     except NativeError as error:
         sys.exit(f"airlock: error: {error}")
     finally:
-        del os.environ["TYPER_USE_RICH"]
+        if previous is None:
+            del os.environ["TYPER_USE_RICH"]
+        else:
+            os.environ["TYPER_USE_RICH"] = previous
     try:
         node_main()
     except NativeError as error:

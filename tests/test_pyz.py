@@ -152,6 +152,10 @@ def test_the_pyz_refuses_a_cache_others_could_write(bundle, keys, tmp_path):
     linked.symlink_to(private)
     refused = verify(linked)
     assert refused.returncode == 1 and "is not a directory" in refused.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    refused = verify(blocked / "cache")
+    assert refused.returncode == 1 and f"cannot use {blocked / 'cache'} for native code" in refused.stderr and "Traceback" not in refused.stderr
     if os.geteuid() == 0:
         foreign = tmp_path / "foreign"
         foreign.mkdir(mode=0o700)
