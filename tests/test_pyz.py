@@ -23,7 +23,7 @@ import pytest
 
 from builder import zipapp_main
 from builder.zipapp import ROOT, build_pyz
-from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock_node, python39, require
+from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock_node, build, python39, require
 from tests.test_install import IGNORE, node_config
 from tests.upstream import free_port
 
@@ -300,3 +300,9 @@ def test_readme_node_quick_start_runs_as_written(node_bundle, keys, containerd, 
     with tarfile.open(node_bundle) as archive:
         expected = {image["reference"]: image["digest"] for image in json.loads(archive.extractfile("bundle.json").read())["images"]}
     assert containerd.image_digests() == expected
+
+
+def test_build_without_a_node_installer_says_how_to_make_one(upstream, keys, tmp_path):
+    result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--node-pyz", tmp_path / "missing.pyz")
+    assert result.returncode == 1 and f"no node installer at {tmp_path / 'missing.pyz'}: run `make dist`" in result.stderr
+    assert not (tmp_path / "k8s.tar").exists() and not (tmp_path / "cache").exists()
