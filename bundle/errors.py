@@ -4,6 +4,8 @@ Each message says what went wrong, where, and what to do; the CLI prints it
 as one line and exits 1.
 """
 
+from __future__ import annotations
+
 
 class AirlockError(Exception):
     """Base of every expected failure."""

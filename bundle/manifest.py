@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from bundle.errors import BundleError
 
@@ -32,12 +32,12 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
 
 
 def parse_time(text: str, where: str) -> datetime:
     try:
-        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
     except (TypeError, ValueError):
         raise BundleError(f"{where} is not a UTC time like 2026-01-31T12:00:00Z: {text!r}", MANIFEST_NAME) from None
 

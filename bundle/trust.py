@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -93,7 +93,7 @@ def verify_signature(data: bytes, signature: bytes, keys: list[TrustedKey]) -> T
 
 
 def check_dates(manifest: Manifest, now: datetime | None = None) -> None:
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     if manifest.expires <= now:
         raise TrustError(f"bundle.json: the bundle expired at {manifest.expires:%Y-%m-%dT%H:%M:%SZ}; build a new one (or check this node's clock)")
     if manifest.created > manifest.expires:

@@ -9,7 +9,7 @@ CA.
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
@@ -41,7 +41,7 @@ def _load_or_make_ca(directory: Path, days: int):
         return certificate, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airlock registry CA")])
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -75,7 +75,7 @@ def issue(directory: Path, names: list[str], days: int = 825, prefix: str = "reg
                 raise CertError(f"--name {name!r} is neither a host name nor an IP address") from None
             alternatives.append(x509.DNSName(name))
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))

@@ -4,12 +4,10 @@
 `airlock.cli` adds the build-side commands for the full program.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -68,7 +66,7 @@ def verify(
 def inspect(
     bundle: Annotated[Path, typer.Argument(help="The bundle to describe.")],
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
-    key: Annotated[list[Path] | None, typer.Option("--key", help="Also check the signature against this key.")] = None,
+    key: Annotated[Optional[list[Path]], typer.Option("--key", help="Also check the signature against this key.")] = None,
 ) -> None:
     """Show what a bundle holds: versions, platforms, files, images, sizes and signer.
 
@@ -119,7 +117,7 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
-def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
+def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
     import platform
 
@@ -159,7 +157,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show every file it would write and every command it would run.")]
 SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock phases`).")]
-NodeConfigOption = Annotated[Path | None, typer.Option("--config", help="node.yaml: addresses, subnets, registry, kubelet overrides.")]
+NodeConfigOption = Annotated[Optional[Path], typer.Option("--config", help="node.yaml: addresses, subnets, registry, kubelet overrides.")]
 ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
 DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
 IgnoreOption = Annotated[str, typer.Option("--ignore-preflight-errors", help="Comma-separated preflight checks to treat as warnings, or all.")]
@@ -311,8 +309,8 @@ def registry_serve(
         "/var/lib/airlock/store"
     ),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
-    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="Its private key (PEM).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.

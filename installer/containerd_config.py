@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import tomllib
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from installer.node import NodeError
 
@@ -30,8 +32,8 @@ def _table(document: dict, *keys: str) -> dict:
 def merge(text: str | None, certs_dir: str, sandbox_image: str, systemd_cgroup: bool) -> tuple[str, list[str]]:
     """Return the merged config.toml and a list of notes about what had to change."""
     try:
-        document = tomllib.loads(text) if text else {"version": 2}
-    except tomllib.TOMLDecodeError as error:
+        document = tomlkit.parse(text).unwrap() if text else {"version": 2}
+    except TOMLKitError as error:
         raise NodeError(f"/etc/containerd/config.toml is not valid TOML ({error}); fix or remove it") from None
     notes = []
     version = document.get("version", 1)
