@@ -8,9 +8,13 @@
   with skopeo; multi-platform ones as an OCI index.
 - `LocalUpstream`: all of the above, with stand-in kubeadm/kubelet/kubectl.
 
-The kubeadm/kubelet/kubectl here are STAND-INS (shell scripts), not Kubernetes:
-the real binaries cannot be had on these machines. The stand-in kubeadm
-answers `config images list` and `version` and records every call.
+The kubeadm/kubelet/kubectl here are STAND-INS, not Kubernetes: the real
+binaries cannot be had on these machines. The stand-in kubeadm
+(tests/standin/kubeadm.py) is strict: it knows kubeadm v1.31's command tree,
+flags and configuration kinds, refuses what kubeadm refuses, answers
+`config images list` and `version`, and records every call. kubelet and
+kubectl are shell scripts that record their calls; kubectl command lines are
+checked against the real kubectl in tests/test_kubectl.py.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.standin.kubeadm import script as standin_kubeadm
 
 BUSYBOX = "/bin/busybox"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -304,36 +310,6 @@ class ImageFactory:
         )
 
 
-STANDIN_KUBEADM = """#!/bin/sh
-# airlock test STAND-IN for kubeadm {version} linux/{arch}. Not Kubernetes: it
-# answers `config images list` and `version` and records every call.
-if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "kubeadm $*" >> "$AIRLOCK_STANDIN_LOG"; fi
-case "$1 $2 $3" in
-  "config images list")
-    version=""
-    while [ $# -gt 0 ]; do
-      case "$1" in
-        --kubernetes-version) version="$2"; shift ;;
-        --kubernetes-version=*) version="${{1#*=}}" ;;
-      esac
-      shift
-    done
-    case "$version" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "stand-in kubeadm: exact version required, got '$version'" >&2; exit 1 ;; esac
-    for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
-      echo "registry.k8s.io/$name:$version"
-    done
-    echo "registry.k8s.io/coredns/coredns:{coredns}"
-    echo "registry.k8s.io/pause:{pause}"
-    echo "registry.k8s.io/etcd:{etcd}"
-    ;;
-  version*) echo "kubeadm version: &version.Info{{GitVersion:\\"{version}\\", Platform:\\"linux/{arch}\\"}} (stand-in)" ;;
-  "upgrade apply "*|"upgrade node"*)
-    case " $AIRLOCK_STANDIN_FAIL " in *" upgrade "*) echo "stand-in kubeadm: upgrade fails on request" >&2; exit 1 ;; esac
-    if [ -n "$AIRLOCK_STANDIN_SLEEP" ]; then sleep "$AIRLOCK_STANDIN_SLEEP"; fi ;;
-  *) exit 0 ;;
-esac
-"""
-
 STANDIN_TOOL = """#!/bin/sh
 # airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
 # `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version);
@@ -483,7 +459,7 @@ class LocalUpstream:
         for version in self.versions:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
-                self._write(f"{base}/kubeadm", STANDIN_KUBEADM.format(version=version, arch=arch, **COMPONENT_IMAGES).encode(), "bare")
+                self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, COMPONENT_IMAGES).encode(), "bare")
                 for name in ("kubelet", "kubectl"):
                     self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
         github = "github"
