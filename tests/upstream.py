@@ -373,6 +373,11 @@ class LocalUpstream:
     containerd_version: str = "1.7.22"
     runc_version: str = "v1.1.14"
     flannel_version: str = "v0.25.7"
+    # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
+    component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def components_of(self, version: str) -> dict[str, str]:
+        return {**COMPONENT_IMAGES, **self.component_overrides.get(version, {})}
 
     def start(self) -> LocalUpstream:
         self.root = Path(self.root)
@@ -408,9 +413,10 @@ class LocalUpstream:
         for version in self.versions:
             for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
                 found[f"registry.k8s.io/{name}:{version}"] = both
-        found["registry.k8s.io/coredns/coredns:" + COMPONENT_IMAGES["coredns"]] = both
-        found["registry.k8s.io/pause:" + COMPONENT_IMAGES["pause"]] = both
-        found["registry.k8s.io/etcd:" + COMPONENT_IMAGES["etcd"]] = both
+            components = self.components_of(version)
+            found["registry.k8s.io/coredns/coredns:" + components["coredns"]] = both
+            found["registry.k8s.io/pause:" + components["pause"]] = both
+            found["registry.k8s.io/etcd:" + components["etcd"]] = both
         found[f"docker.io/flannel/flannel:{self.flannel_version}"] = both
         found["docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"] = both
         found.update(self.extra_images)
@@ -459,7 +465,7 @@ class LocalUpstream:
         for version in self.versions:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
-                self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, COMPONENT_IMAGES).encode(), "bare")
+                self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
                 for name in ("kubelet", "kubectl"):
                     self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
         github = "github"
