@@ -54,7 +54,12 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     calls = log.read_text().splitlines()
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
     assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
-    assert len([c for c in kubeadm_calls if c.startswith("kubeadm init phase")]) == 12
+    from installer.commands import INIT_STEPS, WAIT
+
+    assert [c.split(" --config ")[0] for c in kubeadm_calls if c.startswith("kubeadm init phase")] == [
+        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS if step != WAIT
+    ]
+    assert "kubelet is not started under --root" in result.stderr
     rendered = (root / "var/lib/airlock/kubeadm/init.yaml").read_text()
     assert 'kubernetesVersion: "v1.31.4"' in rendered and "apiVersion: kubeadm.k8s.io/v1beta4" in rendered
     assert "imageRepository: registry.k8s.io" in rendered

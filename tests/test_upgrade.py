@@ -238,6 +238,12 @@ def test_a_worker_drains_only_with_an_admin_kubeconfig(bundles, keys, tmp_path):
     assert not any((root / "var/lib/airlock/staging").iterdir())
     assert (root / "usr/local/bin/kubeadm").read_bytes() == kubeadm_before
     assert not any(" drain " in c or " uncordon " in c for c in log.read_text().splitlines())
+    plan = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    planned = [line.strip() for line in plan.stdout.splitlines() if line.strip()]
+    assert [line for line in planned if not line.startswith("would ")] == []
+    assert any(line.startswith("would stop here: upgrade --drain on this node needs --kubeconfig") for line in planned)
+    assert any(line.endswith("drain w1 --ignore-daemonsets --delete-emptydir-data --timeout=600s") for line in planned)
     missing = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--kubeconfig", tmp_path / "nope.conf", env=env)
     assert missing.returncode == 1 and "nope.conf: no such file" in missing.stderr
     admin = tmp_path / "admin.conf"

@@ -67,6 +67,16 @@ def drain_kubeconfig(context: Context) -> Path:
     )
 
 
+def drain_kubeconfig_for_plan(context: Context) -> str:
+    """drain_kubeconfig, except that a dry run names the problem and goes on with the plan."""
+    try:
+        return str(drain_kubeconfig(context))
+    except NodeError:
+        if not context.host.dry_run:
+            raise
+        return "ADMIN-KUBECONFIG"
+
+
 def check_drain_credentials(context: Context) -> None:
     """Called by preflight, before anything changes: a drain that cannot work is refused up front."""
     if context.drain:
@@ -113,7 +123,7 @@ def run_kubeadm_upgrade(context: Context) -> None:
     try:
         host.install(current, staging / f"bin/linux-{context.arch}/kubeadm", 0o755)
         if context.drain:
-            host.run(commands.kubectl_drain(kubectl_path(context), str(drain_kubeconfig(context)), node_name(context)), timeout=900)
+            host.run(commands.kubectl_drain(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=900)
     except BaseException:
         if not host.dry_run and rollback.exists():
             host.install(current, rollback, 0o755)
@@ -136,7 +146,7 @@ def run_kubelet_upgrade(context: Context) -> None:
         host.run(["systemctl", "daemon-reload"])
         host.run(["systemctl", "restart", "kubelet"])
     if context.drain:
-        host.run(commands.kubectl_uncordon(kubectl_path(context), str(drain_kubeconfig(context)), node_name(context)), timeout=300)
+        host.run(commands.kubectl_uncordon(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=300)
 
 
 KUBEADM_UPGRADE = Phase(

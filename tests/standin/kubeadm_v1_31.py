@@ -34,7 +34,7 @@ SHORTHANDS = {"h": "help", "v": "v"}
 # Flags that may be given together with --config (cmdutil.isAllowedFlag); "skip-*" flags are allowed too.
 ALLOWED_WITH_CONFIG = {
     "config", "ignore-preflight-errors", "dry-run", "kubeconfig", "node-name", "kubeconfig-dir", "upload-certs",
-    "print-manifest", "print-join-command", "rootfs", "v", "log-file", "yes", "help",
+    "print-join-command", "rootfs", "v", "log-file",
 }
 
 _CONFIG = {"config": True}
@@ -148,6 +148,8 @@ JOIN_PHASES = {
             "mark-control-plane": _cmd({**_JOIN_CP, "node-name": True}),
         },
     ),
+    # Added in 1.31 for the ControlPlaneKubeletLocalMode feature gate; a no-op without it.
+    "kubelet-wait-bootstrap": _cmd({"config": True, "dry-run": False}),
     "wait-control-plane": _cmd({"config": True, "dry-run": False}),
 }
 
