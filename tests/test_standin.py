@@ -103,6 +103,16 @@ def test_config_files_are_decoded_strictly(kubeadm, tmp_path):
     assert "unable to read config" in call(kubeadm, "join", "--config", tmp_path / "missing.yaml").stderr
 
 
+def test_a_kubeadm_before_1_31_does_not_know_v1beta4(tmp_path):
+    older = tmp_path / "kubeadm-1.30"
+    older.write_text(script("v1.30.9", "amd64", COMPONENT_IMAGES))
+    older.chmod(0o755)
+    refused = call(older, "init", "phase", "certs", "all", "--config", config(tmp_path, V1BETA4_INIT.replace("v1.31.4", "v1.30.9")))
+    assert refused.returncode == 1 and 'no kind "InitConfiguration" is registered for version "kubeadm.k8s.io/v1beta4"' in refused.stderr
+    v1beta3 = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nkubernetesVersion: v1.30.9\n"
+    assert call(older, "init", "phase", "certs", "all", "--config", config(tmp_path, v1beta3)).returncode == 0
+
+
 def test_images_list_version_log_and_failure_hooks(kubeadm, tmp_path):
     log = tmp_path / "calls.log"
     listed = call(kubeadm, "config", "images", "list", "--kubernetes-version", "v1.31.4", env={"AIRLOCK_STANDIN_LOG": str(log)})

@@ -201,7 +201,15 @@ def _gvk(api_version: str, kind: str) -> str:
     return f'schema.GroupVersionKind{{Group:"{group}", Version:"{version}", Kind:"{kind}"}}'
 
 
-def load_config(file: str) -> list[tuple[str, str, dict]]:
+def registered_kinds(api_version: str, version: str) -> dict:
+    """The kinds this kubeadm knows for an apiVersion: v1beta4 arrived in 1.31, so an older kubeadm has none of it."""
+    minor = int(version.lstrip("v").split(".")[1])
+    if api_version == "kubeadm.k8s.io/v1beta4" and minor < 31:
+        return {}
+    return table.API_KINDS.get(api_version, {})
+
+
+def load_config(file: str, version: str) -> list[tuple[str, str, dict]]:
     """Every document of a --config file as (apiVersion, kind, fields), decoded strictly."""
     try:
         text = Path(file).read_text()
@@ -226,7 +234,7 @@ def load_config(file: str) -> list[tuple[str, str, dict]]:
                 "Please use kubeadm v1.22 instead and run 'kubeadm config migrate --old-config old.yaml --new-config new.yaml', "
                 "which will write the new, similar spec using a newer API version."
             )
-        kinds = table.API_KINDS.get(api_version, {})
+        kinds = registered_kinds(api_version, version)
         if kind not in kinds:
             raise Refused(f'no kind "{kind}" is registered for version "{api_version}" in scheme "pkg/runtime/scheme.go:100"')
         fields = {key: value for key, value in document.items() if key not in ("apiVersion", "kind")}
@@ -237,11 +245,11 @@ def load_config(file: str) -> list[tuple[str, str, dict]]:
     return found
 
 
-def check_config(parsed: Parsed) -> list[tuple[str, str, dict]]:
+def check_config(parsed: Parsed, version: str) -> list[tuple[str, str, dict]]:
     file = parsed.flags.get("config")
     if file is None:
         return []
-    documents = load_config(str(file))
+    documents = load_config(str(file), version)
     wanted = table.CONFIG_KINDS.get(parsed.path[0])
     kubeadm_kinds = [kind for api, kind, _ in documents if api.startswith("kubeadm.k8s.io/")]
     if parsed.path[0] == "join" and "JoinConfiguration" not in kubeadm_kinds:
@@ -261,7 +269,7 @@ def check_config(parsed: Parsed) -> list[tuple[str, str, dict]]:
 def images_list(parsed: Parsed, version: str, images: dict[str, str]) -> None:
     asked = parsed.flags.get("kubernetes-version")
     if asked is None:
-        for _, kind, fields in check_config(parsed):
+        for _, kind, fields in check_config(parsed, version):
             if kind == "ClusterConfiguration":
                 asked = fields.get("kubernetesVersion")
     asked = str(asked or "")
@@ -324,7 +332,7 @@ def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int
     if parsed.path == ("version",):
         print_version(parsed, version, arch)
         return 0
-    check_config(parsed)
+    check_config(parsed, version)
     if parsed.path[:1] == ("upgrade",) and parsed.path[1:2] in (("apply",), ("node",)) and os.environ.get("AIRLOCK_STANDIN_SLEEP"):
         time.sleep(float(os.environ["AIRLOCK_STANDIN_SLEEP"]))
     print(f"[stand-in] {parsed.command_path}: accepted, nothing done")
