@@ -1,4 +1,9 @@
-"""kubeadm-init / kubeadm-join: kubeadm's own phases with a rendered configuration and an exact version."""
+"""kubeadm-init / kubeadm-join: kubeadm's own phases with a rendered configuration and an exact version.
+
+The command lines come from installer/commands.py. kubeadm's init-side
+wait-control-plane phase has no command, so between kubelet-start and
+upload-config this phase waits for the API server's /readyz itself.
+"""
 
 from __future__ import annotations
 
