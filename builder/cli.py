@@ -283,30 +283,13 @@ def diff_command(
     """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
     import json
 
-    from builder.build import read_base
-    from builder.diff import diff
+    from builder.diff import diff, read_manifest, render
 
     if output not in ("text", "json"):
         usage_error(f"--output {output!r}: choose text or json")
     try:
-        result = diff(read_base(old).manifest, read_base(new).manifest)
+        result = diff(read_manifest(old), read_manifest(new))
     except AirlockError as error:
         fail(error)
-    if output == "json":
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    lines = [f"kubernetes  {result.old_version} -> {result.new_version}"]
-    lines += [f"  {name}: {before} -> {after}" for name, (before, after) in result.components.items()]
-    lines += [f"+ {reference}" for reference in result.images_added]
-    lines += [f"- {reference}" for reference in result.images_removed]
-    lines += [f"~ {before} -> {after}" for before, after in result.images_changed]
-    lines += [f"~ {path}" for path in result.files_changed]
-    document = result.to_dict()
-    lines += [
-        "",
-        f"full bundle        {human_size(result.full_bytes)}",
-        f"delta (--base)     {human_size(result.delta_bytes)}  ({document['delta_over_full']:.1%} of full)",
-        f"tag-level update   {human_size(result.tag_level_bytes)}  ({document['tag_level_over_full']:.1%} of full)",
-    ]
-    typer.echo("\n".join(lines))
+    typer.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else render(result, human_size))
 

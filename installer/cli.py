@@ -76,19 +76,23 @@ def verify(
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
 
+    from bundle.meter import ByteMeter
+
     try:
         keys = load_trusted_keys(key)
-        from bundle.meter import ByteMeter
-
         with ByteMeter(bundle.stat().st_size if bundle.is_file() else 0, "verify", quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
     if not quiet:
         manifest = verified.manifest
+        members = f"{len(manifest.files)} members"
+        if manifest.base is not None:
+            carried = sum(1 for entry in manifest.files if entry.carried)
+            members = f"delta on serial {manifest.base.serial}: {carried} of {len(manifest.files)} members carried and checked, the rest are the base's"
         typer.echo(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
-            f"{len(manifest.files)} members, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
+            f"{members}, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
 
 

@@ -97,7 +97,7 @@ def test_diff_reports_versions_images_and_bytes(bundles):
     result = airlock("diff", bundles["full"], bundles["full-new"], "--output", "json", check=True)
     document = json.loads(result.stdout)
     assert document["old_version"] == OLD and document["new_version"] == NEW
-    changed = {after for _, after in document["images_changed"]}
+    changed = {change["new"] for change in document["images_changed"]}
     assert changed == {f"registry.k8s.io/{n}:{NEW}" for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")}
     assert document["delta_bytes"] < document["tag_level_bytes"] < document["full_bytes"]
     assert document["delta_bytes"] == sum(f["size"] for f in manifest_of(bundles["delta"])["files"] if f.get("carried", True))
