@@ -235,7 +235,9 @@ def push(
     """Copy every image of a verified bundle into an existing registry, digests unchanged.
 
     Blobs the target already has are skipped, so a rerun moves only what is missing.
-    Prints the containerd hosts.toml that points nodes at the target.
+    An upstream index that names platforms the bundle does not carry goes in narrowed
+    to the carried ones, under a new digest that is printed. Prints the containerd
+    hosts.toml that points nodes at the target.
     """
     import sys
 
@@ -267,6 +269,14 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
+    if plan.narrowed:
+        typer.echo(
+            f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "
+            "so each went in narrowed to the carried platforms, under a new digest (platform manifests keep theirs):"
+        )
+        for change in plan.narrowed:
+            typer.echo(f"  {change.reference} ({', '.join(change.kept)}; {change.dropped} left out): {change.upstream_digest} -> {change.pushed_digest}")
+        typer.echo("Pull these by tag or by platform manifest digest; their upstream index digest (bundle.json's) is not in the target.")
     typer.echo("\nPoint containerd on each node at it (config_path = \"/etc/containerd/certs.d\"):")
     for upstream in upstreams:
         typer.echo(f"\n# /etc/containerd/certs.d/{upstream}/hosts.toml\n{hosts_toml(upstream, target)}", nl=False)
