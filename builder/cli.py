@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from builder import artifacts
 from builder.errors import BuildError, ResolveError
@@ -75,6 +74,8 @@ CONFIG_KEYS = {
 
 
 def load_build_config(path: Path) -> dict:
+    import yaml
+
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except OSError as error:
