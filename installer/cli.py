@@ -73,10 +73,9 @@ def verify(
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
     """
+    from bundle.meter import ByteMeter
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
-
-    from bundle.meter import ByteMeter
 
     try:
         keys = load_trusted_keys(key)
@@ -157,9 +156,8 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
     from bundle.trust import load_trusted_keys
     from installer.node import DryRunHost, Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
-    from installer.runner import run_phases
-
     from installer.phases.preflight import check_name_known, check_names
+    from installer.runner import run_phases
 
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     known_phases = [phase.name for phase in phases_for(command)]
