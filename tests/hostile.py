@@ -305,8 +305,8 @@ def cases() -> list[Case]:
         Case("blob-misnamed", "not named by its sha256", _blob_misnamed),
         Case("index-outside-layout", "not a blob of this bundle", _index_outside),
         Case("index-traversal", "not a blob of this bundle", _index_traversal),
-        Case("not-a-tar", "corrupt", _not_a_tar),
-        Case("empty-file", "truncated", _empty),
+        Case("not-a-tar", "not an airlock bundle", _not_a_tar),
+        Case("empty-file", "not an airlock bundle", _empty),
     ]
 
 
