@@ -193,7 +193,14 @@ def collect(wheels: dict[str, list[Path]]) -> tuple[dict[str, bytes], list[dict]
 
 def write_pyz(output: Path, members: dict[str, bytes], natives: list[dict]) -> Path:
     """Write the zipapp atomically: shebang, then a zip with sorted names, fixed times and modes."""
-    members = {**members, INDEX: json.dumps({"files": natives}, sort_keys=True, indent=1).encode() + b"\n", "__main__.py": MAIN.read_bytes()}
+    version = project_version()
+    members = {
+        **members,
+        INDEX: json.dumps({"files": natives}, sort_keys=True, indent=1).encode() + b"\n",
+        "__main__.py": MAIN.read_bytes(),
+        # `airlock-node --version` reads the version from package metadata; importlib.metadata finds it in the zip.
+        f"airlock-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: airlock\nVersion: {version}\n".encode(),
+    }
     buffer = io.BytesIO()
     buffer.write(SHEBANG)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from builder import zipapp_main
-from builder.zipapp import ROOT, build_pyz
+from builder.zipapp import ROOT, build_pyz, project_version
 from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock_node, build, python39, require
 from tests.test_install import IGNORE, node_config
 from tests.upstream import free_port
@@ -130,6 +130,8 @@ def test_every_node_module_imports_from_the_pyz(which, tmp_path):
     assert result.returncode == 0, result.stderr
     imported = set(result.stdout.split())
     assert {"bundle.trust", "installer.cli", "installer.phases.kubeadm", "installer.registry"} <= imported
+    shown = subprocess.run([python, "-I", str(NODE_PYZ), "--version"], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and shown.stdout.split()[-1] == project_version(), shown.stdout + shown.stderr
     for command in ("init", "join", "upgrade", "verify", "reset", "store", "registry"):
         helped = subprocess.run([python, "-I", str(NODE_PYZ), command, "--help"], capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "AIRLOCK_PYZ_CACHE": str(tmp_path / "cache")})
