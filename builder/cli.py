@@ -150,7 +150,8 @@ def build(
         Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
     ] = None,
     node_pyz: Annotated[
-        Path | None, typer.Option("--node-pyz", help="The node installer to carry [$AIRLOCK_NODE_PYZ, else dist/airlock-node-VERSION.pyz from make dist].")
+        Path | None,
+        typer.Option("--node-pyz", help="The node installer to carry (make dist builds it).", show_default="$AIRLOCK_NODE_PYZ, else dist/airlock-node-VERSION.pyz"),
     ] = None,
     image_list_from_table: Annotated[
         bool | None,
