@@ -307,23 +307,33 @@ app.add_typer(registry_app, name="registry")
 
 @registry_app.command("serve")
 def registry_serve(
-    store: Annotated[Path, typer.Option("--store", help="Unpacked image store (an OCI layout) [/var/lib/airlock/store].")] = Path(
-        "/var/lib/airlock/store"
-    ),
+    store: Annotated[Path, typer.Option("--store", help="Unpacked image store (an OCI layout).")] = Path("/var/lib/airlock/store"),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")] = None,
+    tls_credentials: Annotated[
+        bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
+    ] = False,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=16, help="Open connections; past it the longest-waiting one is closed.")] = 4096,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0.1, help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.
 
     containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
     can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
     """
-    from installer.registry import make_server, serve_until_stopped
+    from installer.connections import Limits
+    from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
 
+    limits = Limits(max_connections=max_connections, header_timeout=header_timeout, handshake_timeout=header_timeout, idle_timeout=idle_timeout)
     try:
-        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None)
+        if tls_credentials:
+            if tls_cert or tls_key:
+                raise RegistryError("--tls-credentials replaces --tls-cert/--tls-key; give one or the other")
+            tls_cert, tls_key = credential_paths()
+        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None, limits)
     except AirlockError as error:
         fail(error)
     host, port = server.server_address[:2]
