@@ -382,7 +382,6 @@ def test_spec_details_tags_catalog_and_a_prefixed_mirror(bundle, served):
     for path in ("/v2/_catalog?n=0", "/v2/pause/tags/list?n=0&ns=registry.k8s.io"):
         status, headers, body = served.request("GET", path)
         assert status == 200 and "link" not in headers and [] in json.loads(body).values()
-    # Paging through a mirror's path keeps ns.
     status, headers, body = served.request("GET", "/v2/_catalog?n=1")
     assert headers["link"].startswith("</v2/_catalog?n=1&last=")
     # containerd's prefixed form: /v2/{host}/{repo}/... and ?ns={host} together, and each alone.
@@ -424,7 +423,9 @@ def test_tags_are_listed_in_lexical_order_and_paged_with_ns(store, tmp_path):
 def test_containerd_pulls_through_a_prefixed_mirror_host(bundle, served, containerd):
     """The hosts.toml `push` prints for a prefix: the path names the upstream host, and containerd still adds ?ns=."""
     for upstream in ("registry.k8s.io", "docker.io"):
-        containerd.hosts(upstream, f'server = "http://{served.host}"\n\n[host."http://{served.host}/v2/{upstream}"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n')
+        # The fallback answers nothing (the discard port), so only the prefixed host can have served the pull.
+        text = f'server = "http://127.0.0.1:9"\n\n[host."http://{served.host}/v2/{upstream}"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n'
+        containerd.hosts(upstream, text)
     expected = bundle_images(bundle)
     for reference in ("registry.k8s.io/pause:3.10", "docker.io/library/busybox:1.36"):
         containerd.pull(reference)
