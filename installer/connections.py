@@ -142,6 +142,9 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.write_paused = False
         self.drained: asyncio.Future | None = None
+        self.tls: ssl.SSLObject | None = None  # created on the first bytes: a silent client costs no TLS state
+        self.incoming: ssl.MemoryBIO | None = None
+        self.outgoing: ssl.MemoryBIO | None = None
         self.handshaking = False
         self.closing = False  # the last response is being flushed before the close
         self.closed = False
@@ -160,23 +163,51 @@ class _Connection(asyncio.Protocol):
         if server.tls is not None:
             self.handshaking = True
             self._wait(server.limits.handshake_timeout)
-            self.task = server.loop.create_task(self._handshake(transport))
         else:
             self._wait(server.limits.header_timeout)
 
-    async def _handshake(self, raw) -> None:
+    # -- TLS as a codec over the plain transport (memory BIOs): one protocol, one transport, our own flow control
+    def _tls_received(self, data: bytes) -> None:
+        if self.tls is None:
+            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = self.server.tls.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.incoming.write(data)
         try:
-            self.transport = await self.server.loop.start_tls(raw, self, self.server.tls, server_side=True, ssl_handshake_timeout=self.server.limits.handshake_timeout)
-        except (OSError, ssl.SSLError, asyncio.CancelledError, ConnectionError, TimeoutError):
+            if self.handshaking:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._flush_tls()
+                    return
+                self.handshaking = False
+                self._flush_tls()
+                self._wait(self.server.limits.header_timeout)
+            while True:
+                try:
+                    plain = self.tls.read(64 << 10)
+                except ssl.SSLWantReadError:
+                    break
+                if not plain:
+                    self.close()
+                    return
+                self._received(plain)
+                if self.closed:
+                    return
+            self._flush_tls()
+        except (ssl.SSLError, ssl.SSLZeroReturnError, OSError):
             self.close()
-            return
-        self.task = None
-        self.handshaking = False
-        if self.closed:
-            self.transport.abort()
-            return
-        self._wait(self.server.limits.header_timeout)
-        self._process()  # the request may have come with the handshake's last flight
+
+    def _flush_tls(self) -> None:
+        pending = self.outgoing.read()
+        if pending and not self.closed:
+            self.transport.write(pending)
+
+    def _send(self, data: bytes) -> None:
+        if self.tls is None:
+            self.transport.write(data)
+        else:
+            self.tls.write(data)
+            self._flush_tls()
 
     def connection_lost(self, exc) -> None:
         self.close()
@@ -223,13 +254,20 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.server.tls is not None:
+            self._tls_received(data)
+        else:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if self.closing:
+            return  # the answer is out and the connection closing: nothing more is read
         if not self.buffer and not self.busy:
             # The first byte of a request: from here the whole head must arrive within header_timeout.
             self.deadline = min(self.deadline, time.monotonic() + self.server.limits.header_timeout)
         self.buffer += data
         self.server.buffered += len(data)
-        if not self.handshaking:
-            self._process()
+        self._process()
         self.server.enforce_budget()
 
     def _process(self) -> None:
@@ -274,6 +312,12 @@ class _Connection(asyncio.Protocol):
             self.server.not_waiting(self)
             self.server.buffered -= len(self.buffer)
             self.buffer = bytearray()
+            if self.tls is not None:
+                try:
+                    self.tls.unwrap()  # close_notify, best effort
+                except (ssl.SSLError, OSError):
+                    pass
+                self._flush_tls()
             self.transport.close()
 
     def _answer(self, request: Request) -> None:
@@ -300,7 +344,7 @@ class _Connection(asyncio.Protocol):
         self.busy = True
         self.progress = time.monotonic()
         self.transport.pause_reading()
-        self.transport.write(_head_bytes(response.status, response.headers, request.keep_alive))
+        self._send(_head_bytes(response.status, response.headers, request.keep_alive))
         self.task = self.server.loop.create_task(self._send_blob(response, request, started))
         # Closed however the task ends, even when it is cancelled before it starts.
         self.task.add_done_callback(lambda _task, fd=response.blob.fd: os.close(fd))
@@ -320,8 +364,9 @@ class _Connection(asyncio.Protocol):
                     chunk = os.pread(blob.fd, min(TLS_CHUNK, blob.length - sent), blob.offset + sent)
                     if not chunk:
                         raise ConnectionError("blob shorter than its size")
-                    self.transport.write(chunk)
+                    self._send(chunk)
                     sent += len(chunk)
+                    self.progress = time.monotonic()
                     if self.write_paused:
                         self.drained = self.server.loop.create_future()
                         await self.drained
@@ -342,7 +387,7 @@ class _Connection(asyncio.Protocol):
             self._process()
 
     def _write(self, response: Response, keep_alive: bool) -> None:
-        self.transport.write(_head_bytes(response.status, response.headers, keep_alive) + response.body)
+        self._send(_head_bytes(response.status, response.headers, keep_alive) + response.body)
 
 
 def limits_after(connection: _Connection) -> float:
