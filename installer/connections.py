@@ -147,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self.outgoing: ssl.MemoryBIO | None = None
         self.handshaking = False
         self.closing = False  # the last response is being flushed before the close
+        self.peer_done = False  # the client sent EOF
         self.closed = False
 
     # -- lifecycle
@@ -213,7 +214,9 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def eof_received(self) -> bool:
-        return False
+        # A client that half-closes after its request still gets the blob being sent; otherwise close now.
+        self.peer_done = True
+        return self.busy
 
     def close(self) -> None:
         """Forget this connection and drop it (idempotent)."""
@@ -378,7 +381,7 @@ class _Connection(asyncio.Protocol):
         self.task = None
         self.busy = False
         self.server.log(self.peer, request.method, request.target, response.status, sent, started)
-        if not request.keep_alive or self.closed:
+        if not request.keep_alive or self.peer_done or self.closed:
             self.close_after_write()
             return
         self._wait(limits_after(self))

@@ -168,3 +168,16 @@ def test_tls_handshakes_that_never_start(layout, tmp_path):
             legitimate_pull_succeeds(running.port, layout[1], context)
     finally:
         assert running.close() == 0
+
+
+def test_a_client_that_half_closes_still_gets_its_blob(server, layout):
+    """shutdown(SHUT_WR) after the request (as `nc -q` does) is not a reason to cut the answer short."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as sock:
+        sock.sendall(f"GET {layout[1][1]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(1 << 20):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    assert head.startswith(b"HTTP/1.1 200 ") and length > 256 << 10 and len(body) == length
