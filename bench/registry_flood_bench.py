@@ -50,6 +50,13 @@ def start(argv_prefix: list[str], store: Path, tls: tuple[Path, Path] | None) ->
             time.sleep(0.1)
 
 
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def figures(samples: list[float]) -> dict:
     failed = sum(sample >= CLIENT_TIMEOUT for sample in samples)
     return {"p50_ms": round(flood.percentile(samples, 0.5) * 1000, 1), "p99_ms": round(flood.percentile(samples, 0.99) * 1000, 1), "failed": failed, "of": len(samples)}
@@ -90,6 +97,7 @@ def main() -> None:
             flood.close_all(sockets)
             results["closed_at_once_3000"] = measure()
             results["server_alive"] = process.poll() is None
+            results["server_peak_rss_MB"] = round(peak_rss_kib(process.pid) / 1024, 1)
         finally:
             process.terminate()
             process.wait(20)
