@@ -281,7 +281,7 @@ class Registry:
             # index.json is replaced by rename, so a reader never sees half of one.
             try:
                 view = StoreView.load(self.content)
-            except AirlockError as error:
+            except (AirlockError, ValueError, RecursionError) as error:
                 self._log(f"store index unusable, serving the previous one: {error}")
                 return self._view
             for reason in view.refused:
@@ -350,7 +350,7 @@ class Registry:
         if not match:
             raise ApiError(404, "NOT_FOUND", "not found")
         path_name, kind, reference = match.groups()
-        namespace = (query.get("ns") or [None])[0]
+        namespace = (query.get("ns") or [None])[0] or None
         name = self.resolve_name(view, path_name, namespace)
         if kind == "tags":
             if reference != "list":
