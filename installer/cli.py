@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -318,6 +319,7 @@ def registry_serve(
     max_connections: Annotated[int, typer.Option("--max-connections", min=16, help="Open connections; past it the longest-waiting one is closed.")] = 4096,
     header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0.1, help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Server processes on the one socket; 0: one per CPU, at most 4.")] = 0,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.
 
@@ -338,7 +340,7 @@ def registry_serve(
         fail(error)
     host, port = server.server_address[:2]
     typer.echo(f"serving {store} read-only on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
-    serve_until_stopped(server)
+    serve_until_stopped(server, workers or min(4, os.cpu_count() or 1))
     typer.echo("stopped", err=True)
 
 

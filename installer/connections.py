@@ -418,6 +418,7 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
+        self._stop_requested = False
         self._stopped = threading.Event()
 
     # -- bookkeeping, all on the loop's thread
@@ -479,6 +480,8 @@ class Server:
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
         listener = await self.loop.create_server(lambda: _Connection(self), sock=self.socket, backlog=1024)
         sweeper = self.loop.create_task(self._sweep())
         self._started.set()
@@ -500,9 +503,16 @@ class Server:
             self._stopped.set()
 
     def stop_soon(self) -> None:
-        """Ask the loop to stop; safe from a signal handler or another thread."""
+        """Ask the loop to stop; safe from a signal handler or another thread, also before it runs."""
+        self._stop_requested = True
         if self.loop is not None and self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
+
+    def share(self, workers: int) -> None:
+        """This server is one of `workers` processes on the same socket: each takes its share of the caps."""
+        self.limits = dataclasses.replace(
+            self.limits, max_connections=max(16, self.limits.max_connections // workers), buffered_bytes=self.limits.buffered_bytes // workers
+        )
 
     def shutdown(self) -> None:
         """Stop serving and wait until `serve_forever` has returned."""

@@ -495,8 +495,40 @@ def make_server(store: Path, listen: str, tls_cert: Path | None = None, tls_key:
     return Server(registry.handle, sock, context, limits or Limits(), access_log)
 
 
-def serve_until_stopped(server) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and close cleanly."""
+def serve_until_stopped(server, workers: int = 1) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting and close cleanly.
+
+    With `workers` > 1 the process forks that many servers in all, each with
+    its own event loop on the one listening socket and its share of the
+    connection cap; sendfile then runs on every core. A stop signal to the
+    first reaches the others.
+    """
+    children = []
+    if workers > 1:
+        server.share(workers)
+        for _ in range(workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    _serve_with_signals(server)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+    try:
+        _serve_with_signals(server)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def _serve_with_signals(server) -> None:
     previous = {sig: signal.signal(sig, lambda signum, frame: server.stop_soon()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.serve_forever()
