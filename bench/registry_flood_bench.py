@@ -9,6 +9,24 @@ The server runs with its defaults (4096 connections, 10 s header deadline).
 
     python -m bench.registry_flood_bench                 # this tree
     python -m bench.registry_flood_bench --source DIR    # another airlock source tree (e.g. `git archive main`)
+
+Measured on the 2-CPU CI machine under other load (legitimate GET p50 / p99
+in ms, 30 GETs each, failures at the 5 s client timeout), thread-per-connection
+server before and event-loop server (2 workers) after:
+
+    attack                       before              after
+    none                         1.6 / 16.5          4.2 / 9.0
+    5000 idle                    1.8 / 1033          4.3 / 243
+    2000 half-open               3.5 / 56            4.0 / 153
+    2000 slow-loris              1.6 / 49            3.8 / 27
+    3000 closed at once          5.5 / 5000 (1 failed)   6.3 / 94
+    TLS, none                    79 / 188            20 / 127
+    TLS, 2000 stalled handshakes 61 / 1077           20 / 60
+
+Before, slow-loris and half-open connections were kept for as long as they
+trickled (no header deadline) and stalled handshakes for 60 s; after, every
+one is cut at 10 s or evicted at the cap, and the server's RSS stays at 45 MB
+with 5000 connections.
 """
 
 from __future__ import annotations
