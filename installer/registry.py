@@ -506,11 +506,13 @@ def serve_until_stopped(server, workers: int = 1) -> None:
     children = []
     if workers > 1:
         server.share(workers)
+        parent = os.getpid()
         for _ in range(workers - 1):
             pid = os.fork()
             if pid == 0:
                 code = 1
                 try:
+                    _die_with(parent, server)
                     _serve_with_signals(server)
                     code = 0
                 finally:
@@ -526,6 +528,18 @@ def serve_until_stopped(server, workers: int = 1) -> None:
                 pass
         for pid in children:
             os.waitpid(pid, 0)
+
+
+def _die_with(parent: int, server) -> None:
+    """A worker stops when the first process dies, even by SIGKILL (Linux's parent-death signal)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        server.stop_soon()
 
 
 def _serve_with_signals(server) -> None:
