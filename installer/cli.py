@@ -356,10 +356,10 @@ def registry_serve(
         bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
     ] = False,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
-    max_connections: Annotated[int, typer.Option("--max-connections", min=16, help="Open connections; past it the longest-waiting one is closed.")] = 4096,
-    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
-    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0.1, help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Server processes on the one socket; 0: one per CPU, at most 4.")] = 0,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open connections; past it the longest-waiting one is closed.")] = 4096,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes on the one socket; 0: one per CPU, at most 4.")] = 0,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.
 
@@ -369,6 +369,8 @@ def registry_serve(
     from installer.connections import Limits
     from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
 
+    if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:
+        usage_error("--max-connections is at least 16, --header-timeout and --idle-timeout above 0 s, --workers 0 (one per CPU) to 64")
     limits = Limits(max_connections=max_connections, header_timeout=header_timeout, handshake_timeout=header_timeout, idle_timeout=idle_timeout)
     try:
         if tls_credentials:
