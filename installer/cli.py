@@ -51,7 +51,6 @@ def verify(
     try:
         keys = load_trusted_keys(key)
         from bundle.meter import ByteMeter
-
         from bundle.parts import total_size
 
         with ByteMeter(total_size(bundle), "verify", quiet) as advance:
