@@ -5,7 +5,10 @@
   left); a split build also hashes every part and the whole for the parts
   list, which an unsplit build does not do;
 - `airlock verify` of the parts list against `airlock verify` of the one file;
-- peak RSS of the split build against the unsplit one.
+- peak RSS of the split build against the unsplit one;
+- CPU seconds of each, beside the wall times (the parts list costs two
+  sha256 passes over the bundle, part by part and whole, on threads of
+  their own; verifying parts hashes each part besides each member).
 
 Rounds alternate which of the pair runs first; goals are judged on the
 medians of the per-round ratios (bench/runs.py, as bench/build_bench.py).
@@ -20,13 +23,34 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build_argv, keygen, median, sync_disks, timed
+from bench.runs import AIRLOCK, build_argv, keygen, median, sync_disks
 from tests.upstream import LocalUpstream
 
 IMAGES = 10  # 7 control-plane + 2 flannel + busybox
+# bench/runs.py's probe, also reporting CPU seconds: on a shared machine wall time mostly measures the neighbours.
+PROBE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
+    "sys.exit(code)\n"
+)
+
+
+def timed(argv: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds of one command."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
+    rss, cpu = result.stdout.strip().splitlines()[-1].split()
+    return seconds, int(rss), float(cpu)
 
 
 def bench(total_mb: int, rounds: int, split: str) -> dict:
@@ -77,6 +101,9 @@ def bench(total_mb: int, rounds: int, split: str) -> dict:
                 "cold_whole": cold["whole"][0], "cold_split": cold["split"][0],
                 "warm_whole": warm["whole"][0], "warm_split": warm["split"][0],
                 "verify_one": verified["one"][0], "verify_parts": verified["parts"][0],
+                "cpu_cold_whole": cold["whole"][2], "cpu_cold_split": cold["split"][2],
+                "cpu_warm_whole": warm["whole"][2], "cpu_warm_split": warm["split"][2],
+                "cpu_verify_one": verified["one"][2], "cpu_verify_parts": verified["parts"][2],
                 "rss_whole": max(cold["whole"][1], warm["whole"][1]), "rss_split": max(cold["split"][1], warm["split"][1]),
                 "verify_rss_one": verified["one"][1], "verify_rss_parts": verified["parts"][1],
             }  # fmt: skip
@@ -102,6 +129,9 @@ def bench(total_mb: int, rounds: int, split: str) -> dict:
             "warm_split_over_whole_median": round(median(ratios("warm_split", "warm_whole")), 3),
             "verify_parts_over_one": ratios("verify_parts", "verify_one"),
             "verify_parts_over_one_median": round(median(ratios("verify_parts", "verify_one")), 3),
+            "cpu_cold_split_over_whole_median": round(median(ratios("cpu_cold_split", "cpu_cold_whole")), 3),
+            "cpu_warm_split_over_whole_median": round(median(ratios("cpu_warm_split", "cpu_warm_whole")), 3),
+            "cpu_verify_parts_over_one_median": round(median(ratios("cpu_verify_parts", "cpu_verify_one")), 3),
             "build_peak_rss_MB_whole": round(max(row["rss_whole"] for row in rows) / 1024, 1),
             "build_peak_rss_MB_split": round(max(row["rss_split"] for row in rows) / 1024, 1),
             "verify_peak_rss_MB_one": round(max(row["verify_rss_one"] for row in rows) / 1024, 1),

@@ -22,7 +22,7 @@ import pytest
 from builder.errors import BuildError
 from builder.split import SIZE_NAMES, parse_size
 from tests.conftest import airlock, assert_blobs_whole, build, require
-from tests.test_install import FAST, install, node_config, outside_staging, tree
+from tests.test_install import FAST, IGNORE, install, node_config, outside_staging, tree
 from tests.upstream import free_port
 
 ODD = 100_003  # not a multiple of 512: cuts members, and headers, in the middle
@@ -343,7 +343,6 @@ def test_init_from_parts_loads_every_image_into_containerd(split_dir, whole, key
 
 def test_a_killed_install_from_parts_resumes(split_dir, keys, tmp_path):
     from tests.conftest import AIRLOCK
-    from tests.test_install import IGNORE
     from tests.test_kills import measure, run_and_kill
 
     root = tmp_path / "root"
@@ -358,3 +357,37 @@ def test_a_killed_install_from_parts_resumes(split_dir, keys, tmp_path):
     finished = subprocess.run(argv, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert_blobs_whole(root / "var/lib/airlock/store/blobs/sha256")
+
+
+def test_join_upgrade_and_push_take_the_parts_list(split_dir, whole, bundle, upstream, keys, cache, epoch, tmp_path):
+    from tests.upstream import DockerRegistry
+
+    pub = keys["ed25519"] / "airlock.pub"
+    # join (planned only): the verify phase reads the bundle through the parts.
+    config = node_config(tmp_path, free_port(), controlPlaneEndpoint="127.0.0.1:6443", token="abcdef.0123456789abcdef",
+                         caCertHashes=["sha256:" + "0" * 64])  # fmt: skip
+    planned = airlock("join", split_dir / "k8s.tar.part001", "--key", pub, "--root", tmp_path / "plan", "--config", config, "--dry-run",
+                      "--ignore-preflight-errors", IGNORE)  # fmt: skip
+    assert planned.returncode == 0 and "would record serial" in planned.stdout + planned.stderr, planned.stderr
+    # upgrade: a node installed from one file takes a newer bundle as parts.
+    root = tmp_path / "root"
+    assert install("init", whole, keys, root, config, None, tmp_path / "log", *FAST).returncode == 0
+    serial = json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"]
+    newer = tmp_path / "newer"
+    build(upstream, keys, newer / "k8s.tar", "stable-1.31", cache, "--split", "200K", "--serial", str(serial + 1), env=epoch, check=True)
+    upgraded = install("upgrade", newer / "k8s.parts.json", keys, root, config, None, tmp_path / "log", "--skip-phases", "images")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == serial + 1
+    # push: every image into an existing registry, digests unchanged (the two-architecture session bundle, split).
+    media = tmp_path / "media"
+    airlock("split", bundle, "--size", "300K", "--sign-key", keys["ed25519"] / "airlock.key", "--out-dir", media, check=True)
+    target = DockerRegistry(tmp_path / "target")
+    try:
+        airlock("push", media / "k8s.parts.json", "--to", f"{target.host}/site", "--insecure", "--key", pub, "--work-dir", tmp_path / "work", check=True)
+        with tarfile.open(bundle) as archive:
+            images = json.loads(archive.extractfile("bundle.json").read())["images"]
+        for image in images:
+            name, tag = image["reference"].rsplit(":", 1)
+            assert target.manifest_digest("site/" + name.split("/", 1)[1], tag) == image["digest"]
+    finally:
+        target.close()
