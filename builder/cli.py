@@ -320,7 +320,7 @@ def split_command(
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="The key that signed the bundle; signs the parts list (nodes need it signed).")
     ] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where the parts go [beside the bundle].")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where the parts go (default: beside the bundle).")] = None,
     sidecars: Annotated[bool, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt (needs --sign-key).")] = False,
 ) -> None:
     """Split an existing bundle into numbered parts for removable media, in one streamed pass.

@@ -229,14 +229,7 @@ class PartsReader:
         self._hasher = _PartHasher()
         self._checked = -1
 
-    @property
-    def current(self) -> str | None:
-        """The part the last bytes came from."""
-        return self.listing.parts[self._index].name if 0 <= self._index < len(self.listing.parts) else None
-
     def _advance(self) -> bool:
-        if self._handle is not None:
-            self._finish_part()
         if self._index + 1 >= len(self.listing.parts):
             return False
         self._index += 1
