@@ -155,6 +155,24 @@ def test_split_an_existing_bundle_and_join_it_back(whole, split_dir, keys, tmp_p
     assert bad.returncode == 1 and "k8s.tar.part003" in bad.stderr and not (tmp_path / "bad.tar").exists()
 
 
+def test_unsigned_parts_are_refused_by_nodes_and_too_many_parts_by_the_builder(whole, upstream, keys, cache, epoch, tmp_path):
+    unsigned = tmp_path / "unsigned"
+    result = airlock("split", whole, "--size", "400K", "--out-dir", unsigned, check=True)
+    assert "not signed" in result.stderr and not (unsigned / "k8s.parts.json.sig").exists()
+    refused = airlock("verify", unsigned / "k8s.parts.json", "--key", keys["ed25519"] / "airlock.pub")
+    assert refused.returncode == 1 and "k8s.parts.json.sig: missing" in refused.stderr
+    airlock("join-parts", unsigned / "k8s.tar.part001", "-o", tmp_path / "joined.tar", check=True)
+    assert (tmp_path / "joined.tar").read_bytes() == whole.read_bytes()
+    # More than 999 parts: refused, and nothing is left behind under any name.
+    many = tmp_path / "many"
+    tiny = str(whole.stat().st_size // 1000)
+    failed = build(upstream, keys, many / "k8s.tar", "stable-1.31", cache, "--split", tiny, env=epoch)
+    assert failed.returncode == 1 and "more than 999 parts" in failed.stderr
+    assert list(many.iterdir()) == []
+    usage = airlock("split", whole, "--size", "lots")
+    assert usage.returncode == 1 and "size 'lots'" in usage.stderr
+
+
 def flip(path: Path, offset: int) -> None:
     with open(path, "r+b") as handle:
         handle.seek(offset)
