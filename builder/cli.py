@@ -151,10 +151,12 @@ def build(
     ] = None,
     split: Annotated[
         str | None,
-        typer.Option("--split", help="Write numbered parts of at most SIZE (3900M, 4G, fat32, dvd, bd25) and a signed parts list."),
+        typer.Option(
+            "--split", help="Write numbered parts of at most SIZE (3900M, 4G, fat32, dvd, bd25) and a signed parts list.", show_default="one file"
+        ),
     ] = None,
     sidecars: Annotated[
-        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.")
+        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.", show_default="False")
     ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
