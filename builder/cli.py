@@ -72,6 +72,7 @@ CONFIG_KEYS = {
     "base": "base",
     "split": "split",
     "sidecars": "sidecars",
+    "image-list-from-table": "image_list_from_table",
 }
 
 
@@ -158,6 +159,13 @@ def build(
     sidecars: Annotated[
         bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.", show_default="False")
     ] = None,
+    image_list_from_table: Annotated[
+        bool | None,
+        typer.Option(
+            "--image-list-from-table",
+            help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
+        ),
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
@@ -194,6 +202,7 @@ def build(
             "base": base,
             "split": split,
             "sidecars": sidecars,
+            "image_list_from_table": image_list_from_table,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [

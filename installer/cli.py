@@ -153,11 +153,12 @@ def inspect(
 
 
 def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
-             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
+             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
+             kubeconfig: Path | None = None) -> None:
     import platform
 
     from bundle.trust import load_trusted_keys
-    from installer.node import DryRunHost, Host, NodeConfig, Paths
+    from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
     from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
@@ -175,7 +176,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
         usage_error(f"--ignore-preflight-errors: no check named {', '.join(unknown)}; checks: {', '.join(check_names())} (or all)")
     try:
         paths = Paths(root)
-        host = (DryRunHost if dry_run else Host)(paths)
+        host = dry_run_host(paths) if dry_run else Host(paths)
         machine = platform.machine().lower()
         context = Context(
             command=command,
@@ -189,12 +190,20 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
             ignore_preflight=frozenset(ignored),
             control_plane=control_plane,
             drain=drain,
+            kubeconfig=kubeconfig,
             start_services=root == Path("/") and not dry_run,
             arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
         )
         run_phases(context, phases_for(command), skip)
     except AirlockError as error:
         fail(error)
+
+
+def dry_run_host(paths):
+    """A dry run's plan is its output: every line on stdout, as kubeadm's --dry-run does."""
+    from installer.node import DryRunHost
+
+    return DryRunHost(paths, echo=lambda line: print(line, flush=True))
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
@@ -253,6 +262,10 @@ def upgrade(
     bundle: Annotated[Path, typer.Argument(help="A full or delta bundle newer than the installed one.")],
     key: KeyOption,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Admin kubeconfig for --drain (required off the control plane; a control plane uses its admin.conf)."),
+    ] = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -267,7 +280,8 @@ def upgrade(
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
     Journaled: rerun to resume after a failure.
     """
-    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
+    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain,
+             kubeconfig)
 
 
 @app.command()
@@ -294,12 +308,12 @@ def reset(
     dry_run: DryRunOption = False,
 ) -> None:
     """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
-    from installer.node import DryRunHost, Host, Paths
+    from installer.node import Host, Paths
     from installer.reset import reset_node
 
     paths = Paths(root)
     try:
-        reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
+        reset_node(paths, dry_run_host(paths) if dry_run else Host(paths), purge, start_services=root == Path("/") and not dry_run)
     except AirlockError as error:
         fail(error)
 
