@@ -134,6 +134,15 @@ def zstd_bomb(key) -> bytes:
     return zeros
 
 
+def zstd_of(make, zeros: int = 256 << 20):
+    """`make`'s tar compressed, with `zeros` more bytes after it: a reader that trusts a forged size buffers them all."""
+
+    def compressed(key) -> bytes:
+        return subprocess.run(["zstd", "-q", "-c", "-3"], input=make(key) + b"\x00" * zeros, capture_output=True, check=True).stdout
+
+    return compressed
+
+
 def _pax_traversal(key) -> bytes:
     members = good_members()
     manifest = manifest_for(members)
@@ -255,6 +264,49 @@ def _wrong_hash(key) -> bytes:
     return signed(key, manifest.to_json(), sorted(members.items()))
 
 
+def with_checksum(header: bytes) -> bytes:
+    """A 512-byte tar header with its checksum field recomputed (so only the field we forged is wrong)."""
+    blank = header[:148] + b" " * 8 + header[156:]
+    return blank[:148] + b"%06o\x00 " % sum(blank) + blank[156:]
+
+
+def _manifest_size_base256(value: int):
+    # bundle.json's header gives its size in base-256 (GNU), e.g. -1: under the cap, yet no size at all.
+    def make(key) -> bytes:
+        data = bytearray(standard(key))
+        data[124:136] = value.to_bytes(12, "big", signed=True)
+        data[124] |= 0x80  # the base-256 marker bit
+        data[:512] = with_checksum(bytes(data[:512]))
+        return bytes(data)
+
+    return make
+
+
+def _manifest_size_pax(value: str):
+    # A pax `size` record for bundle.json that is negative, signed, spaced or huge.
+    def make(key) -> bytes:
+        manifest = manifest_for(good_members()).to_json()
+        member = info("bundle.json", len(manifest))
+        member.pax_headers = {"size": value}
+        return tar_of([(member, manifest), ("bundle.json.sig", key.sign(manifest)), *sorted(good_members().items())])
+
+    return make
+
+
+def _pax_record_length(length: bytes):
+    # A pax record whose own length field is not a plain decimal (signed, spaced) or runs past the header.
+    def make(key) -> bytes:
+        manifest = manifest_for(good_members()).to_json()
+        record = b" comment=x\n"
+        body = length + record
+        pax = info("././@PaxHeader", len(body), tarfile.XHDTYPE).tobuf(tarfile.USTAR_FORMAT)
+        pax += body + b"\x00" * (-len(body) % 512)
+        rest = tar_of([("bundle.json", manifest), ("bundle.json.sig", key.sign(manifest)), *sorted(good_members().items())])
+        return pax + rest
+
+    return make
+
+
 def _not_a_tar(key) -> bytes:
     return b"PK\x03\x04 this is a zip file, not a bundle" + b"\x00" * 2000
 
@@ -305,6 +357,16 @@ def cases() -> list[Case]:
         Case("blob-misnamed", "not named by its sha256", _blob_misnamed),
         Case("index-outside-layout", "not a blob of this bundle", _index_outside),
         Case("index-traversal", "not a blob of this bundle", _index_traversal),
+        Case("size-base256-negative", "outside 0..", _manifest_size_base256(-1)),
+        Case("size-base256-negative-zst", "outside 0..", zstd_of(_manifest_size_base256(-1)), suffix=".tar.zst"),
+        Case("size-base256-huge", "outside 0..", _manifest_size_base256(1 << 62)),
+        Case("size-pax-negative", "not a plain decimal", _manifest_size_pax("-1")),
+        Case("size-pax-negative-zst", "not a plain decimal", zstd_of(_manifest_size_pax("-1")), suffix=".tar.zst"),
+        Case("size-pax-plus", "not a plain decimal", _manifest_size_pax("+12")),
+        Case("size-pax-underscore", "not a plain decimal", _manifest_size_pax("1_0")),
+        Case("size-pax-huge", "over the", _manifest_size_pax("9" * 20)),
+        Case("pax-length-negative", "pax header is corrupt", _pax_record_length(b"-12")),
+        Case("pax-length-past-end", "pax header is corrupt", _pax_record_length(b"900")),
         Case("not-a-tar", "corrupt", _not_a_tar),
         Case("empty-file", "truncated", _empty),
     ]
