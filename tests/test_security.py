@@ -77,3 +77,74 @@ def test_a_huge_pax_size_is_refused():
     pax = with_checksum(pax[:156] + b"x" + pax[157:])
     with pytest.raises(BundleError, match="over the"):
         read_all(pax + record + b"\x00" * (-len(record) % 512) + header("bundle.json", 0) + TAIL)
+
+
+# --- Someone else's registry on the node's port -------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_registry(upstream, tmp_path):
+    """A real registry (CNCF distribution) holding every image of the upstream, but a different pause:3.10."""
+    import shutil
+
+    from tests.upstream import DockerRegistry
+
+    root = tmp_path / "hostile"
+    shutil.copytree(upstream.registry.root / "data", root / "data")
+    registry = DockerRegistry(root)
+    upstream.factory.push(upstream.factory.make("someone else's pause", ("amd64",)), registry, "pause", "3.10")
+    yield registry
+    registry.close()
+
+
+def test_a_foreign_listener_on_registry_listen_is_refused_before_any_pull(node_bundle, keys, containerd, hostile_registry, tmp_path):
+    from tests.conftest import airlock
+    from tests.test_install import IGNORE, node_config
+
+    # The port was free at preflight (or it is a resume): the registry service is down and someone else took the port.
+    config = node_config(tmp_path, hostile_registry.port)
+    result = airlock("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", tmp_path / "root", "--config", config,
+                     "--ignore-preflight-errors", f"{IGNORE},port-{hostile_registry.port}", "--containerd-address", containerd.socket,
+                     env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
+    assert result.returncode == 1, result.stderr
+    assert f"registry.listen 127.0.0.1:{hostile_registry.port} is held by pid {hostile_registry.process.pid} (docker-registry" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert containerd.image_digests() == {}
+
+
+def test_an_image_with_another_digest_than_bundle_json_is_refused_and_removed(node_bundle, keys, containerd, hostile_registry, tmp_path):
+    from tests.test_install import bundle_manifest, install, node_config
+
+    expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
+    hostile = hostile_registry.manifest_digest("pause", "3.10")
+    config = node_config(tmp_path, 1, registry={"mirror": hostile_registry.url})
+    result = install("init", node_bundle, keys, tmp_path / "root", config, containerd, tmp_path / "log")
+    assert result.returncode == 1, result.stderr
+    want = expected["registry.k8s.io/pause:3.10"]
+    assert f"image registry.k8s.io/pause:3.10: bundle.json names {want} but containerd got {hostile} from {hostile_registry.url}" in result.stderr
+    held = containerd.image_digests()
+    assert "registry.k8s.io/pause:3.10" not in held
+    assert all(expected[name] == digest for name, digest in held.items())
+
+
+def test_listeners_are_found_with_their_process(tmp_path):
+    import os
+    import socket
+
+    from installer.listeners import listeners_on
+    from installer.node import NodeError
+    from installer.phases.images import check_listeners
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        listen = f"127.0.0.1:{server.getsockname()[1]}"
+        found = listeners_on(listen)
+        assert [(f.pid, f.uid) for f in found] == [(os.getpid(), os.getuid())]
+        check_listeners(listen, found, os.getpid())  # the service's own process
+        check_listeners(listen, found, os.getppid())  # a child of the service
+        with pytest.raises(NodeError, match=f"held by pid {os.getpid()}"):
+            check_listeners(listen, found, None)
+        with pytest.raises(NodeError, match="not by airlock"):
+            check_listeners(listen, found, 1 << 22)
+    assert listeners_on(listen) == []
