@@ -152,7 +152,7 @@ def check_index(data: bytes, manifest: Manifest) -> None:
         document = json.loads(data)
         descriptors = document["manifests"]
         digests = [descriptor["digest"] for descriptor in descriptors]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BundleError("is not an OCI image index", IMAGE_INDEX) from None
     for digest in digests:
         if not isinstance(digest, str) or not digest.startswith("sha256:") or digest[len("sha256:") :] not in listed:

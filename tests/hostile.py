@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from bundle.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
+from bundle.manifest import MAX_MANIFEST_BYTES, FileEntry, ImageEntry, Manifest
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BLOB = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}).encode()
@@ -307,6 +307,34 @@ def _pax_record_length(length: bytes):
     return make
 
 
+def _deep_manifest(key) -> bytes:
+    # Signed, but bundle.json nests 100000 arrays: the JSON parser must not be what stops it (with a traceback).
+    data = manifest_for(good_members()).to_json().replace(b'"components":{"pause":"3.10"}', b'"components":{"pause":' + b"[" * 100000 + b"]" * 100000 + b"}")
+    return signed(key, data, sorted(good_members().items()))
+
+
+def _deep_index(key) -> bytes:
+    members = good_members()
+    members["images/index.json"] = b'{"manifests":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    return standard(key, members)
+
+
+def _file_under_file(key) -> bytes:
+    # bin/x and bin/x/y: one of them would have to be a directory.
+    members = good_members()
+    members["bin/linux-amd64/kubeadm/x"] = b"abc"
+    return standard(key, members)
+
+
+def _image_reference(reference: str):
+    # A signed but sloppy image list: the registry host of a reference becomes a directory (certs.d/{host}/hosts.toml).
+    def make(key) -> bytes:
+        image = ImageEntry(reference, f"sha256:{BLOB_HEX}", "application/vnd.oci.image.manifest.v1+json", ("linux/amd64",))
+        return standard(key, manifest=manifest_for(good_members(), images=(image,)))
+
+    return make
+
+
 def _not_a_tar(key) -> bytes:
     return b"PK\x03\x04 this is a zip file, not a bundle" + b"\x00" * 2000
 
@@ -367,6 +395,11 @@ def cases() -> list[Case]:
         Case("size-pax-huge", "over the", _manifest_size_pax("9" * 20)),
         Case("pax-length-negative", "pax header is corrupt", _pax_record_length(b"-12")),
         Case("pax-length-past-end", "pax header is corrupt", _pax_record_length(b"900")),
+        Case("deep-json-manifest", "too deeply", _deep_manifest),
+        Case("deep-json-index", "not an OCI image index", _deep_index),
+        Case("file-under-file", "cannot also be a directory", _file_under_file),
+        Case("image-ref-dotdot-host", "not a registry host", _image_reference("../pause:3.10")),
+        Case("image-ref-not-normal", "not in normal form", _image_reference("pause:3.10")),
         Case("not-a-tar", "corrupt", _not_a_tar),
         Case("empty-file", "truncated", _empty),
     ]
