@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,11 @@ KeyOption = Annotated[
     list[Path],
     typer.Option("--key", help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable."),
 ]
+
+
+# Node commands write system files and directories: none may come out group- or world-writable because of the
+# caller's umask (under umask 000 an install would leave staging, the store and certs.d open to every local user).
+NODE_UMASK = 0o022
 
 
 def fail(error: Exception) -> None:
@@ -128,6 +134,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
     from installer.phases import Context, phases_for
     from installer.runner import run_phases
 
+    os.umask(NODE_UMASK)
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     if "verify" in skip:
         typer.echo("airlock: error: the verify phase cannot be skipped", err=True)
@@ -256,6 +263,7 @@ def reset(
     from installer.node import DryRunHost, Host, Paths
     from installer.reset import reset_node
 
+    os.umask(NODE_UMASK)
     paths = Paths(root)
     try:
         reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
@@ -294,6 +302,7 @@ def store_prune(
     from installer.node import Paths
     from installer.storecare import prune_store
 
+    os.umask(NODE_UMASK)
     try:
         removed, freed = prune_store(Paths(root), dry_run)
     except AirlockError as error:
@@ -322,6 +331,7 @@ def registry_serve(
     """
     from installer.registry import make_server, serve_until_stopped
 
+    os.umask(NODE_UMASK)
     try:
         server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None)
     except AirlockError as error:
@@ -341,6 +351,7 @@ def registry_cert(
     """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses."""
     from installer.certs import issue
 
+    os.umask(NODE_UMASK)  # keys are written 0600 explicitly; the certificates are for others to read
     try:
         ca, cert, key = issue(ca_out, name, days)
     except AirlockError as error:

@@ -148,3 +148,149 @@ def test_listeners_are_found_with_their_process(tmp_path):
         with pytest.raises(NodeError, match="not by airlock"):
             check_listeners(listen, found, 1 << 22)
     assert listeners_on(listen) == []
+
+
+# --- Modes, the store and the umask --------------------------------------------------------------------------------
+
+
+def world_or_group_writable(root) -> list[str]:
+    import os
+    import stat
+
+    found = []
+    for path in [root, *root.rglob("*")]:
+        info = os.lstat(path)
+        if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022:
+            found.append(f"{path.relative_to(root)} {stat.filemode(info.st_mode)}")
+    return found
+
+
+def test_an_install_under_umask_000_leaves_nothing_group_or_world_writable(node_bundle, keys, containerd, tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import AIRLOCK
+    from tests.test_install import IGNORE, node_config
+    from tests.upstream import free_port
+
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)
+    args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, free_port()),
+            "--ignore-preflight-errors", IGNORE, "--containerd-address", containerd.socket]
+    result = subprocess.run([AIRLOCK, *map(str, args)], capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0),
+                            env={**os.environ, "AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
+    assert result.returncode == 0, result.stderr
+    assert world_or_group_writable(root) == []
+    assert (root / "var/lib/airlock/staging").stat().st_mode & 0o777 == 0o700
+
+
+def modes_bundle(key, mode: int) -> bytes:
+    from tests.hostile import good_members, manifest_for, signed
+
+    members = good_members()
+    manifest = manifest_for(members)
+    files = tuple(type(e)(e.path, e.sha256, e.size, mode if e.path.endswith("kubeadm") else e.mode) for e in manifest.files)
+    manifest = manifest_for(members, files=files)
+    return signed(key, manifest.to_json(), sorted(members.items()))
+
+
+ONLY_UNPACK = ("--skip-phases", "binaries,runtime,registry,kubelet,images,kubeadm-init,cni,done", "--ignore-preflight-errors", "all")
+
+
+def test_modes_from_bundle_json_are_normalised_and_the_store_holds_copies(keys, tmp_path):
+    import hashlib
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.conftest import airlock
+    from tests.hostile import good_members
+
+    key = serialization.load_pem_private_key((keys["ed25519"] / "airlock.key").read_bytes(), None)
+    bundle = tmp_path / "modes.tar"
+    bundle.write_bytes(modes_bundle(key, 0o777))
+    root = tmp_path / "root"
+    result = airlock("init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, *ONLY_UNPACK)
+    assert result.returncode == 0, result.stderr
+    staged = next((root / "var/lib/airlock/staging").glob("*/bin/linux-amd64/kubeadm"))
+    kubeadm = hashlib.sha256(good_members()["bin/linux-amd64/kubeadm"]).hexdigest()
+    stored = root / "var/lib/airlock/store/blobs/sha256" / kubeadm
+    assert staged.stat().st_mode & 0o7777 == 0o755
+    assert stored.stat().st_mode & 0o7777 == 0o644
+    assert stored.stat().st_nlink == 1 and not os.path.samefile(staged, stored)
+    assert world_or_group_writable(root) == []
+
+
+def test_a_blob_that_is_a_symlink_is_never_followed(tmp_path):
+    from bundle.errors import StoreError
+    from bundle.store import BlobStore, sha256_digest
+
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"not yours")
+    store = BlobStore(tmp_path / "store")
+    store.blobs.mkdir(parents=True)
+    digest = sha256_digest(b"not yours")
+    store.path(digest).symlink_to(outside)
+    assert not store.exists(digest)
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.open(digest)
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.read(digest)
+
+
+def staged_context(tmp_path, members: dict[str, bytes]):
+    """A node context after unpack: `members` staged and listed in a manifest (no bundle, no phases before)."""
+    from installer.node import Host, NodeConfig, Paths
+    from installer.phases import Context
+    from installer.phases.unpack import COMPLETE, staging_dir
+    from tests.hostile import manifest_for
+
+    paths = Paths(tmp_path / "root")
+    context = Context("init", tmp_path / "none.tar", [], paths, Host(paths, echo=lambda line: None), NodeConfig(), arch="amd64")
+    context.manifest, context.manifest_sha256 = manifest_for(members), "f" * 64
+    staging = staging_dir(context)
+    for path, data in members.items():
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        (staging / path).write_bytes(data)
+    for directory in (paths.state_dir, paths.staging, staging):
+        directory.chmod(0o700)
+    (staging / COMPLETE).write_text(context.manifest_sha256)
+    return context
+
+
+def tgz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size, member.mode = len(data), 0o755
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_release_archives_only_put_their_own_programs_on_the_node(tmp_path):
+    from installer.phases.binaries import CNI_PLUGINS, CONTAINERD_PROGRAMS, install_from_archive
+
+    shadows = {f"bin/{name}": b"#!/bin/sh\necho owned\n" for name in ("systemctl", "iptables", "modprobe")}
+    members = {
+        "bin/linux-amd64/containerd-1.7.22-linux-amd64.tar.gz": tgz({"bin/containerd": b"c", "bin/ctr": b"c", **shadows}),
+        "cni/linux-amd64/cni.tgz": tgz({"./bridge": b"b", "./loopback": b"l", "./LICENSE": b"text", "./iptables": b"x"}),
+    }
+    context = staged_context(tmp_path, members)
+    assert sorted(install_from_archive(context, next(iter(members)), "/usr/local/bin", CONTAINERD_PROGRAMS)) == ["containerd", "ctr"]
+    assert sorted(install_from_archive(context, "cni/linux-amd64/cni.tgz", "/opt/cni/bin", CNI_PLUGINS)) == ["bridge", "loopback"]
+    installed = {p.name for p in (tmp_path / "root").rglob("*") if p.parent.name == "bin" and "staging" not in str(p)}
+    assert installed == {"containerd", "ctr", "bridge", "loopback"}
+
+
+def test_a_staged_file_changed_after_unpack_is_never_installed(tmp_path):
+    from installer.phases.binaries import BIN
+    from installer.phases.unpack import install_staged, staging_dir
+
+    members = {"bin/linux-amd64/kubeadm": b"#!/bin/sh\nexit 0\n"}
+    context = staged_context(tmp_path, members)
+    (staging_dir(context) / "bin/linux-amd64/kubeadm").write_bytes(b"#!/bin/sh\necho owned\n")
+    target = context.paths(f"{BIN}/kubeadm")
+    with pytest.raises(BundleError, match="changed since it was verified"):
+        install_staged(context, "bin/linux-amd64/kubeadm", target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
