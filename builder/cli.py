@@ -60,6 +60,7 @@ CONFIG_KEYS = {
     "containerd-version": "containerd_version",
     "runc-version": "runc_version",
     "flannel-version": "flannel_version",
+    "flannel-sha256": "flannel_sha256",
     "name": "name",
     "serial": "serial",
     "expires-days": "expires_days",
@@ -116,6 +117,9 @@ def build(
     ] = None,
     runc_version: Annotated[str | None, typer.Option("--runc-version", help=f"runc [{artifacts.DEFAULT_RUNC_VERSION}].")] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help=f"flannel [{artifacts.DEFAULT_FLANNEL_VERSION}].")] = None,
+    flannel_sha256: Annotated[
+        str | None, typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); needed for versions airlock does not pin.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json [airlock].")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing) [build time in seconds].")] = None,
     expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days [365].")] = None,
@@ -152,6 +156,7 @@ def build(
             "containerd_version": containerd_version,
             "runc_version": runc_version,
             "flannel_version": flannel_version,
+            "flannel_sha256": flannel_sha256,
             "name": name,
             "serial": serial,
             "expires_days": expires_days,

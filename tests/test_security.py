@@ -294,3 +294,50 @@ def test_a_staged_file_changed_after_unpack_is_never_installed(tmp_path):
     with pytest.raises(BundleError, match="changed since it was verified"):
         install_staged(context, "bin/linux-amd64/kubeadm", target)
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+# --- The flannel manifest: pinned by sha256, parsed with limits ----------------------------------------------------
+
+ALIAS_BOMB = b"""a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def test_a_yaml_alias_bomb_in_an_addon_manifest_is_refused_at_once():
+    import time
+
+    from builder.errors import BuildError
+    from builder.images import images_in_manifest
+
+    assert len(ALIAS_BOMB) < 400
+    started = time.monotonic()
+    with pytest.raises(BuildError, match="alias"):
+        images_in_manifest(ALIAS_BOMB, "kube-flannel.yml")
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(BuildError, match="deeply|nodes"):
+        images_in_manifest(b"[" * 100000 + b"]" * 100000, "kube-flannel.yml")
+    plain = b"kind: DaemonSet\nspec:\n  template:\n    spec:\n      containers:\n      - image: docker.io/flannel/flannel:v0.25.7\n"
+    assert images_in_manifest(plain, "kube-flannel.yml") == ["docker.io/flannel/flannel:v0.25.7"]
+
+
+def test_flannel_is_pinned_by_sha256(upstream, keys, tmp_path):
+    from tests.conftest import airlock
+
+    flags = [flag for flag in upstream.build_flags()]
+    at = flags.index("--flannel-sha256")
+    unpinned = flags[:at] + flags[at + 2 :]
+    common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
+    refused = airlock(*common, *unpinned)
+    assert refused.returncode == 1 and "published without a checksum" in refused.stderr and "--flannel-sha256" in refused.stderr
+    wrong = airlock(*common, *unpinned, "--flannel-sha256", "0" * 64)
+    assert wrong.returncode == 1 and "0" * 64 in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
+    assert not (tmp_path / "b.tar").exists()
+    bad_flag = airlock(*common, *unpinned, "--flannel-sha256", "xyz")
+    assert bad_flag.returncode == 1 and "64 lowercase hex" in bad_flag.stderr
