@@ -236,6 +236,9 @@ def test_a_blob_that_is_a_symlink_is_never_followed(tmp_path):
         store.open(digest)
     with pytest.raises(StoreError, match="symbolic link"):
         store.read(digest)
+    from installer.storecare import check_store
+
+    assert check_store(store.root) == (1, [str(store.path(digest))])
 
 
 def staged_context(tmp_path, members: dict[str, bytes]):
