@@ -150,7 +150,7 @@ def _parse_header(block: bytes) -> tuple[str, int, int, bytes]:
 def _member_size(text: bytes, path: str) -> int:
     """A pax `size` value: plain decimal within the member cap, or BundleError."""
     if not _DECIMAL.fullmatch(text):
-        raise BundleError(f"pax size {text[:40]!r} is not a plain decimal number", path)
+        raise BundleError(f"pax size {text[:40].decode('utf-8', 'replace')!r} is not a plain decimal number", path)
     size = int(text)
     if size > MAX_MEMBER_BYTES:
         raise BundleError(f"pax size {size} is over the {MAX_MEMBER_BYTES} byte cap", path)
