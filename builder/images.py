@@ -348,8 +348,8 @@ class ImageCopier:
 def _json(data: bytes, what: str) -> dict:
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BuildError(f"{what} is not JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise BuildError(f"{what} is not JSON (or nests too deeply)") from None
     if not isinstance(document, dict):
         raise BuildError(f"{what} is not a JSON object")
     return document
