@@ -51,6 +51,10 @@ _KIND_NAMES = {
 }
 
 
+class MemberSizeError(BundleError):
+    """A header (or pax record) gives a size that is negative, not plain decimal, or out of range: forged, not merely damaged."""
+
+
 @dataclass(frozen=True)
 class MemberHeader:
     path: str
@@ -143,17 +147,17 @@ def _parse_header(block: bytes) -> tuple[str, int, int, bytes]:
     kind = block[156:157]
     # tarfile decodes base-256 sizes to any integer, negative ones included; a size is checked here, once, for every member.
     if not 0 <= info.size <= MAX_MEMBER_BYTES:
-        raise BundleError(f"a member header gives the size {info.size}, outside 0..{MAX_MEMBER_BYTES}", info.name or None)
+        raise MemberSizeError(f"a member header gives the size {info.size}, outside 0..{MAX_MEMBER_BYTES}", info.name or None)
     return info.name, info.size, info.mode & 0o7777, kind
 
 
 def _member_size(text: bytes, path: str) -> int:
     """A pax `size` value: plain decimal within the member cap, or BundleError."""
     if not _DECIMAL.fullmatch(text):
-        raise BundleError(f"pax size {text[:40].decode('utf-8', 'replace')!r} is not a plain decimal number", path)
+        raise MemberSizeError(f"pax size {text[:40].decode('utf-8', 'replace')!r} is not a plain decimal number", path)
     size = int(text)
     if size > MAX_MEMBER_BYTES:
-        raise BundleError(f"pax size {size} is over the {MAX_MEMBER_BYTES} byte cap", path)
+        raise MemberSizeError(f"pax size {size} is over the {MAX_MEMBER_BYTES} byte cap", path)
     return size
 
 
