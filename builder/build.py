@@ -51,6 +51,7 @@ class BuildOptions:
     containerd_version: str = artifacts.DEFAULT_CONTAINERD_VERSION
     runc_version: str = artifacts.DEFAULT_RUNC_VERSION
     flannel_version: str = artifacts.DEFAULT_FLANNEL_VERSION
+    flannel_sha256: str | None = None
     name: str = "airlock"
     serial: int | None = None
     expires_days: int = 365
@@ -77,6 +78,13 @@ class BuildOptions:
                 raise BuildError(f"{url!r} is not an http(s) URL")
         for text in self.images:
             ImageRef.parse(text)
+        if self.flannel_sha256 is not None and not artifacts.is_hex64(self.flannel_sha256):
+            raise BuildError(f"--flannel-sha256 {self.flannel_sha256!r}: give the 64 lowercase hex digits of kube-flannel.yml's sha256")
+        if self.cni == "flannel" and self.flannel_sha256 is None and self.flannel_version not in artifacts.FLANNEL_SHA256:
+            raise BuildError(
+                f"flannel {self.flannel_version}: kube-flannel.yml is published without a checksum and this airlock pins none for "
+                "that version; pass --flannel-sha256 with the sha256 of the file you checked (or --cni none)"
+            )
         self.node_pyz = node_pyz_path(self.node_pyz)
 
 
@@ -178,6 +186,8 @@ class Builder:
         return digest
 
     def checksum_for(self, artifact: artifacts.Artifact) -> str | None:
+        if artifact.checksum.pinned is not None:
+            return artifact.checksum.pinned
         if artifact.checksum.url is None:
             return None
         digest = self.fetch_pinned(artifact.checksum.url, count_total=False)
@@ -270,6 +280,7 @@ class Builder:
             containerd=options.containerd_version,
             runc=options.runc_version,
             flannel=options.flannel_version if options.cni == "flannel" else None,
+            flannel_sha256=options.flannel_sha256,
         )
         plan = artifacts.plan_artifacts(options.release_url, options.github_url, versions, options.arches)
         file_futures: dict[str, Future] = {a.member: self.pool.submit(self.fetch_artifact, a) for a in plan}
@@ -278,7 +289,7 @@ class Builder:
         components = images.component_versions(wanted)
         if versions.flannel:
             flannel = file_futures["manifests/cni/kube-flannel.yml"].result()
-            wanted += images.images_in_manifest(self.store.read("sha256:" + flannel.sha256, 16 << 20), flannel.source)
+            wanted += images.images_in_manifest(self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES), flannel.source)
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 

@@ -66,6 +66,7 @@ CONFIG_KEYS = {
     "containerd-version": "containerd_version",
     "runc-version": "runc_version",
     "flannel-version": "flannel_version",
+    "flannel-sha256": "flannel_sha256",
     "name": "name",
     "serial": "serial",
     "expires-days": "expires_days",
@@ -145,6 +146,9 @@ def build(
     ] = None,
     runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default=artifacts.DEFAULT_RUNC_VERSION)] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
+    flannel_sha256: Annotated[
+        str | None, typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); needed for versions airlock does not pin.")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
     expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days.", show_default="365")] = None,
@@ -202,6 +206,7 @@ def build(
             "containerd_version": containerd_version,
             "runc_version": runc_version,
             "flannel_version": flannel_version,
+            "flannel_sha256": flannel_sha256,
             "name": name,
             "serial": serial,
             "expires_days": expires_days,

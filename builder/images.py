@@ -96,12 +96,34 @@ def component_versions(images: list[str]) -> dict[str, str]:
     return found
 
 
+# An addon manifest is a few KiB of YAML; these bounds keep a hostile one from costing more than that.
+MAX_ADDON_MANIFEST_BYTES = 4 << 20
+MAX_ADDON_MANIFEST_NODES = 200_000
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (a few hundred bytes of them expand into billions of nodes) and with a node budget."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"uses the alias *{event.anchor}; addon manifests may not", event.start_mark)
+        self.node_count = getattr(self, "node_count", 0) + 1
+        if self.node_count > MAX_ADDON_MANIFEST_NODES:
+            raise yaml.composer.ComposerError(None, None, f"has more than {MAX_ADDON_MANIFEST_NODES} YAML nodes", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def images_in_manifest(data: bytes, where: str) -> list[str]:
-    """Every container image named in a multi-document Kubernetes YAML."""
+    """Every container image named in a multi-document Kubernetes YAML (parsed with limits: no aliases, bounded size)."""
+    if len(data) > MAX_ADDON_MANIFEST_BYTES:
+        raise BuildError(f"{where}: {len(data)} bytes is more than an addon manifest may be ({MAX_ADDON_MANIFEST_BYTES})")
     try:
-        documents = list(yaml.safe_load_all(data))
+        documents = list(yaml.load_all(data, Loader=_PlainYamlLoader))
     except yaml.YAMLError as error:
-        raise BuildError(f"{where}: not valid YAML: {error}") from None
+        raise BuildError(f"{where}: not valid YAML for an addon manifest: {error}") from None
+    except RecursionError:
+        raise BuildError(f"{where}: nests YAML too deeply for an addon manifest") from None
     found: list[str] = []
 
     def walk(node):
@@ -326,8 +348,8 @@ class ImageCopier:
 def _json(data: bytes, what: str) -> dict:
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BuildError(f"{what} is not JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise BuildError(f"{what} is not JSON (or nests too deeply)") from None
     if not isinstance(document, dict):
         raise BuildError(f"{what} is not a JSON object")
     return document

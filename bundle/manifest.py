@@ -74,6 +74,11 @@ class FileEntry:
     upstream_sha256: str | None = None
     carried: bool = True  # False in a delta bundle: the member is in its base, not in this tar
 
+    @property
+    def install_mode(self) -> int:
+        """The mode a node gives this file, whatever bundle.json says: 0755 for executables, 0644 otherwise."""
+        return 0o755 if self.mode & 0o111 else 0o644
+
     def to_dict(self) -> dict:
         document = {
             "path": self.path,
@@ -177,12 +182,20 @@ class Manifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise BundleError(f"is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
         try:
-            document = json.loads(data.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+            document = load_json(data.decode("utf-8"), MANIFEST_NAME, object_pairs_hook=_refuse_duplicate_keys)
         except UnicodeDecodeError:
             raise BundleError("is not UTF-8", MANIFEST_NAME) from None
-        except json.JSONDecodeError as error:
-            raise BundleError(f"is not valid JSON: {error}", MANIFEST_NAME) from None
         return _manifest_from_document(document)
+
+
+def load_json(text: str | bytes, where: str, **options) -> object:
+    """json.loads with every failure as a BundleError naming `where` (nesting too deep for the parser included)."""
+    try:
+        return json.loads(text, **options)
+    except json.JSONDecodeError as error:
+        raise BundleError(f"is not valid JSON: {error}", where) from None
+    except RecursionError:
+        raise BundleError("nests JSON arrays or objects too deeply to be a bundle's", where) from None
 
 
 def canonical_json(document: object) -> bytes:
@@ -214,6 +227,29 @@ def _kind_name(kind) -> str:
     return " or ".join(k.__name__ for k in _as_tuple(kind))
 
 
+def _refuse_file_under_file(paths: set[str]) -> None:
+    """`bin/x` and `bin/x/y` cannot both be files: one would have to be a directory."""
+    for path in paths:
+        parts = path.split("/")
+        for end in range(1, len(parts)):
+            parent = "/".join(parts[:end])
+            if parent in paths:
+                raise BundleError(f"lists both {parent!r} and {path!r}; a file cannot also be a directory", MANIFEST_NAME)
+
+
+def _check_reference(text: str, where: str) -> str:
+    """An image reference in its normal form (registry host/repository:tag), so its host can name a directory."""
+    from bundle.reference import ImageRef, ReferenceError
+
+    try:
+        normal = str(ImageRef.parse(text))
+    except ReferenceError as error:
+        raise BundleError(f"{where}reference: {error}", MANIFEST_NAME) from None
+    if normal != text:
+        raise BundleError(f"{where}reference {text!r} is not in normal form ({normal!r})", MANIFEST_NAME)
+    return text
+
+
 def _manifest_from_document(document: object) -> Manifest:
     if not isinstance(document, dict):
         raise BundleError("is not a JSON object", MANIFEST_NAME)
@@ -242,6 +278,7 @@ def _manifest_from_document(document: object) -> Manifest:
         if not isinstance(carried, bool):
             raise BundleError(f"{where}carried must be true or false", MANIFEST_NAME)
         files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"), carried))
+    _refuse_file_under_file(seen)
     images = []
     for index, raw in enumerate(_need(document, "images", list)):
         where = f"images[{index}]."
@@ -250,7 +287,7 @@ def _manifest_from_document(document: object) -> Manifest:
             raise BundleError(f"{where}digest is not sha256:<64 hex>", MANIFEST_NAME)
         images.append(
             ImageEntry(
-                reference=_need(raw, "reference", str, where),
+                reference=_check_reference(_need(raw, "reference", str, where), where),
                 digest=digest,
                 media_type=_need(raw, "media_type", str, where),
                 platforms=tuple(_need(raw, "platforms", list, where)),
@@ -268,6 +305,12 @@ def _manifest_from_document(document: object) -> Manifest:
     components = _need(document, "components", dict)
     if not all(isinstance(v, str) for v in components.values()):
         raise BundleError("components must map names to version strings", MANIFEST_NAME)
+    signer = document.get("signer") or {}
+    if not isinstance(signer, dict) or not all(isinstance(v, str) for v in signer.values()):
+        raise BundleError("signer must map names to strings", MANIFEST_NAME)
+    platforms = _need(document, "platforms", list)
+    if not all(isinstance(p, str) for p in platforms):
+        raise BundleError("platforms must be a list of strings like linux/amd64", MANIFEST_NAME)
     return Manifest(
         schema=schema,
         name=_need(document, "name", str),
@@ -276,10 +319,10 @@ def _manifest_from_document(document: object) -> Manifest:
         expires=parse_time(_need(document, "expires", str), "expires"),
         requested=_need(kubernetes, "requested", str, "kubernetes."),
         version=_need(kubernetes, "version", str, "kubernetes."),
-        platforms=tuple(_need(document, "platforms", list)),
+        platforms=tuple(platforms),
         components=dict(components),
         files=tuple(files),
         images=tuple(images),
-        signer=dict(document.get("signer") or {}),
+        signer=dict(signer),
         base=base,
     )

@@ -17,7 +17,10 @@ COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME = re.compile(rf"^{COMPONENT}(?:/{COMPONENT})*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+# distribution's domain grammar: dot-separated labels that start and end alphanumeric (so never "." or ".."),
+# or a bracketed IPv6 address; then an optional port. The host becomes a directory name (certs.d/{host}).
+_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
 _COMPONENT = re.compile(rf"^{COMPONENT}$")
 
 

@@ -9,10 +9,12 @@ The builder's cache, a bundle's `images/` and a node's store are all this.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +27,9 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 CHUNK = 1 << 20
+# Blobs are data, never executed from the store; directories are readable by the registry's unprivileged user.
+BLOB_MODE = 0o644
+DIR_MODE = 0o755
 
 
 class DigestMismatch(StoreError):
@@ -35,6 +40,58 @@ class DigestMismatch(StoreError):
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` and missing parents with exactly `mode`, whatever the umask; existing directories are left alone."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue
+        os.chmod(directory, mode)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading only if it is a regular file itself: a symlink (or device, fifo) is refused.
+
+    The store, the registry and the installer read blobs through this, so a link
+    planted in the store never leads a read outside it.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # the final component is a symbolic link
+            raise StoreError(f"{path} is a symbolic link; the store holds regular files only (run airlock store check)") from None
+        raise
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise StoreError(f"{path} is not a regular file; the store holds regular files only (run airlock store check)")
+    return os.fdopen(descriptor, "rb")
+
+
+def copy_verified(source: BinaryIO, target: BinaryIO, expected: str, what: str) -> int:
+    """Copy `source` into `target`, hashing as it goes; raise DigestMismatch unless the bytes are `expected` (sha256:...)."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(CHUNK):
+        digest.update(chunk)
+        target.write(chunk)
+        size += len(chunk)
+    actual = "sha256:" + digest.hexdigest()
+    if actual != expected:
+        raise DigestMismatch(what, expected, actual)
+    return size
 
 
 class BlobStore:
@@ -49,16 +106,43 @@ class BlobStore:
         return self.blobs / digest[len("sha256:") :]
 
     def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        try:
+            return stat.S_ISREG(os.lstat(self.path(digest)).st_mode)
+        except FileNotFoundError:
+            return False
 
     def size(self, digest: str) -> int:
-        return self.path(digest).stat().st_size
+        return os.lstat(self.path(digest)).st_size
 
     def open(self, digest: str) -> BinaryIO:
         try:
-            return open(self.path(digest), "rb")
+            return open_regular(self.path(digest))
         except FileNotFoundError:
             raise StoreError(f"{digest} is not in the store at {self.root}") from None
+
+    def put_file(self, source: Path, expected: str) -> None:
+        """Copy a file into the store (never a link to it: the store's copy has its own inode and mode), re-hashed on the way."""
+        if self.exists(expected):
+            return
+        with self.partial(expected) as part, open_regular(source) as reader:
+            part.reset()
+            copy_verified(reader, part, expected, f"{source}")
+            part.commit(expected)
+
+    def copy_out(self, digest: str, target: Path, mode: int) -> None:
+        """Write a blob to `target` with `mode`, re-hashed on the way: a blob someone changed in the store is refused, never used."""
+        make_dirs(target.parent)
+        temporary = target.with_name(f".{target.name}.from-store")
+        temporary.unlink(missing_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as handle, self.open(digest) as source:
+                copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock store check)")
+                os.fchmod(handle.fileno(), mode)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def read(self, digest: str, limit: int = 16 << 20) -> bytes:
         """Read a small blob (a manifest, an index) and check its digest."""
@@ -88,8 +172,8 @@ class BlobStore:
         `hashed=False` is for a caller that hashes the same bytes itself and commits only what it verified
         (the bundle reader): every byte is then hashed once, not twice.
         """
-        self.partials.mkdir(parents=True, exist_ok=True)
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.partials)
+        make_dirs(self.blobs)
         safe = hashlib.sha256(key.encode()).hexdigest()
         return PartialBlob(self, self.partials / safe, hashed)
 
@@ -111,7 +195,8 @@ class PartialBlob:
 
     def __enter__(self) -> PartialBlob:
         while True:
-            handle = open(self.path, "a+b")
+            # Never through a link someone planted, and with the blob's own mode from the first byte.
+            handle = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, BLOB_MODE), "a+b")
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             # While we waited for the lock, another writer may have committed (renamed away) the file we
             # opened: that inode is now a final blob and must never be written again. Open the path anew.
@@ -166,6 +251,7 @@ class PartialBlob:
             self.reset()
             raise DigestMismatch(what, expected, digest)
         self._handle.flush()
+        os.fchmod(self._handle.fileno(), BLOB_MODE)
         os.fsync(self._handle.fileno())
         os.replace(self.path, self._store.path(digest))
         return digest
@@ -175,8 +261,8 @@ class PartialBlob:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a small file under a temporary name and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a small file under a temporary name and rename it into place (missing directories get DIR_MODE)."""
+    make_dirs(path.parent)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     temporary.unlink(missing_ok=True)
     # Created with its final mode from the first byte (O_EXCL: never a stale file with wider rights).
@@ -203,6 +289,8 @@ def read_layout_index(data: bytes) -> list[dict]:
         document = json.loads(data)
     except json.JSONDecodeError as error:
         raise StoreError(f"index.json is not JSON: {error}") from None
+    except RecursionError:
+        raise StoreError("index.json nests too deeply to be an image index") from None
     manifests = document.get("manifests") if isinstance(document, dict) else None
     if not isinstance(manifests, list):
         raise StoreError("index.json has no manifests list")

@@ -16,6 +16,7 @@ them, so packing costs almost nothing there.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -31,6 +32,10 @@ ALIGN = 4096
 CHUNK = 1 << 20
 # A pax header carries a few keys; anything larger is an attack.
 MAX_PAX_BYTES = 64 << 10
+# No member of a bundle comes near 1 TiB; a larger (or negative) size is a forged header.
+MAX_MEMBER_BYTES = 1 << 40
+# pax numbers are plain decimal: no sign, no spaces, no underscores, no other digits than ASCII.
+_DECIMAL = re.compile(rb"[0-9]{1,20}")
 
 _REGULAR = (b"0", b"\x00", b"7")
 _KIND_NAMES = {
@@ -44,6 +49,10 @@ _KIND_NAMES = {
     b"L": "a GNU long name",
     b"K": "a GNU long link",
 }
+
+
+class MemberSizeError(BundleError):
+    """A header (or pax record) gives a size that is negative, not plain decimal, or out of range: forged, not merely damaged."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +102,7 @@ class TarReader:
                 continue
             path = pax.get("path", name)
             if "size" in pax:
-                try:
-                    size = int(pax["size"])
-                except ValueError:
-                    raise BundleError("pax size is not a number", path) from None
+                size = _member_size(pax["size"].encode("utf-8"), path)
             pax = {}
             if kind not in _REGULAR:
                 raise BundleError(f"is {_KIND_NAMES.get(kind, f'an unsupported member type {kind!r}')}, not a regular file", path)
@@ -106,7 +112,7 @@ class TarReader:
 
     def content(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """Yield the current member's bytes in chunks."""
-        while self._remaining:
+        while self._remaining > 0:
             want = min(chunk_size, self._remaining)
             data = self._stream.read(want)
             if not data:
@@ -139,7 +145,20 @@ def _parse_header(block: bytes) -> tuple[str, int, int, bytes]:
     except (tarfile.HeaderError, UnicodeDecodeError) as error:
         raise BundleError(f"a member header is corrupt: {error}") from None
     kind = block[156:157]
+    # tarfile decodes base-256 sizes to any integer, negative ones included; a size is checked here, once, for every member.
+    if not 0 <= info.size <= MAX_MEMBER_BYTES:
+        raise MemberSizeError(f"a member header gives the size {info.size}, outside 0..{MAX_MEMBER_BYTES}", info.name or None)
     return info.name, info.size, info.mode & 0o7777, kind
+
+
+def _member_size(text: bytes, path: str) -> int:
+    """A pax `size` value: plain decimal within the member cap, or BundleError."""
+    if not _DECIMAL.fullmatch(text):
+        raise MemberSizeError(f"pax size {text[:40].decode('utf-8', 'replace')!r} is not a plain decimal number", path)
+    size = int(text)
+    if size > MAX_MEMBER_BYTES:
+        raise MemberSizeError(f"pax size {size} is over the {MAX_MEMBER_BYTES} byte cap", path)
+    return size
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
@@ -149,12 +168,11 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         if data[position:].strip(b"\x00") == b"":
             break
         space = data.find(b" ", position)
-        try:
-            length = int(data[position:space])
-        except ValueError:
-            raise BundleError("a pax header is corrupt") from None
+        if space < 0 or not _DECIMAL.fullmatch(data[position:space]):
+            raise BundleError("a pax header is corrupt: a record length is not a plain decimal number")
+        length = int(data[position:space])
         record = data[space + 1 : position + length]
-        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
+        if position + length > len(data) or length <= space - position or not record.endswith(b"\n") or b"=" not in record:
             raise BundleError("a pax header is corrupt")
         key, _, value = record[:-1].partition(b"=")
         try:

@@ -31,7 +31,7 @@ from bundle.manifest import (
     check_member_path,
 )
 from bundle.parts import locate, open_parts
-from bundle.tarstream import TarReader
+from bundle.tarstream import MemberSizeError, TarReader
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
 READ_BUFFER = 4 << 20
@@ -87,8 +87,8 @@ def read_signed_head(reader: TarReader) -> tuple[bytes, bytes]:
     members = reader.members()
     try:
         first = next(members, None)
-    except BundleError:
-        if reader.offset > BLOCK_SIZE:  # a tar, damaged after its first header
+    except BundleError as error:
+        if reader.offset > BLOCK_SIZE or isinstance(error, MemberSizeError):  # a tar, damaged or forged after its first header's checksum
             raise
         raise BundleError("not an airlock bundle: it does not start with a tar header; a bundle is the .tar or .tar.zst that `airlock build` wrote") from None
     if first is None or first.path != MANIFEST_NAME:
@@ -169,7 +169,7 @@ def check_index(data: bytes, manifest: Manifest) -> None:
         document = json.loads(data)
         descriptors = document["manifests"]
         digests = [descriptor["digest"] for descriptor in descriptors]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BundleError("is not an OCI image index", IMAGE_INDEX) from None
     for digest in digests:
         if not isinstance(digest, str) or not digest.startswith("sha256:") or digest[len("sha256:") :] not in listed:

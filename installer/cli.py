@@ -57,6 +57,11 @@ KeyOption = Annotated[
 ]
 
 
+# Node commands write system files and directories: none may come out group- or world-writable because of the
+# caller's umask (under umask 000 an install would leave staging, the store and certs.d open to every local user).
+NODE_UMASK = 0o022
+
+
 def fail(error: Exception) -> None:
     typer.echo(f"airlock: error: {error}", err=True)
     raise typer.Exit(1)
@@ -162,6 +167,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
     from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
 
+    os.umask(NODE_UMASK)
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     known_phases = [phase.name for phase in phases_for(command)]
     unknown = sorted(skip - set(known_phases))
@@ -310,6 +316,7 @@ def reset(
     from installer.node import Host, Paths
     from installer.reset import reset_node
 
+    os.umask(NODE_UMASK)
     paths = Paths(root)
     try:
         reset_node(paths, dry_run_host(paths) if dry_run else Host(paths), purge, start_services=root == Path("/") and not dry_run)
@@ -348,6 +355,7 @@ def store_prune(
     from installer.node import Paths
     from installer.storecare import prune_store
 
+    os.umask(NODE_UMASK)
     try:
         removed, freed = prune_store(Paths(root), dry_run)
     except AirlockError as error:
@@ -384,6 +392,7 @@ def registry_serve(
     from installer.connections import Limits
     from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
 
+    os.umask(NODE_UMASK)
     if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:
         usage_error("--max-connections is at least 16, --header-timeout and --idle-timeout above 0 s, --workers 0 (one per CPU) to 64")
     limits = Limits(max_connections=max_connections, header_timeout=header_timeout, handshake_timeout=header_timeout, idle_timeout=idle_timeout)
@@ -410,6 +419,7 @@ def registry_cert(
     """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses."""
     from installer.certs import issue
 
+    os.umask(NODE_UMASK)  # keys are written 0600 explicitly; the certificates are for others to read
     try:
         ca, cert, key = issue(ca_out, name, days)
     except AirlockError as error:

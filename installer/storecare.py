@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 
+from bundle.errors import StoreError
 from bundle.manifest import Manifest
-from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
+from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, open_regular, read_layout_index, write_atomic
 from installer.node import NodeError, Paths, node_lock
 from installer.state import State
 
@@ -19,10 +20,15 @@ def check_store(root) -> tuple[int, list[str]]:
     checked, corrupt = 0, []
     for blob in sorted(store.blobs.iterdir()):
         digest = hashlib.sha256()
-        with open(blob, "rb") as handle:
+        checked += 1
+        try:
+            handle = open_regular(blob)  # a symlink or device in the store is corrupt, never followed
+        except StoreError:
+            corrupt.append(str(blob))
+            continue
+        with handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-        checked += 1
         if digest.hexdigest() != blob.name:
             corrupt.append(str(blob))
     return checked, corrupt

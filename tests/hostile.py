@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from bundle.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
+from bundle.manifest import MAX_MANIFEST_BYTES, FileEntry, ImageEntry, Manifest
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BLOB = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}).encode()
@@ -132,6 +132,15 @@ def zstd_bomb(key) -> bytes:
     head = info("bundle.json", 4 << 30).tobuf(tarfile.USTAR_FORMAT)
     zeros = subprocess.run(["zstd", "-q", "-c", "-19"], input=head + b"\x00" * (64 << 20), capture_output=True, check=True).stdout
     return zeros
+
+
+def zstd_of(make, zeros: int = 256 << 20):
+    """`make`'s tar compressed, with `zeros` more bytes after it: a reader that trusts a forged size buffers them all."""
+
+    def compressed(key) -> bytes:
+        return subprocess.run(["zstd", "-q", "-c", "-3"], input=make(key) + b"\x00" * zeros, capture_output=True, check=True).stdout
+
+    return compressed
 
 
 def _pax_traversal(key) -> bytes:
@@ -255,6 +264,77 @@ def _wrong_hash(key) -> bytes:
     return signed(key, manifest.to_json(), sorted(members.items()))
 
 
+def with_checksum(header: bytes) -> bytes:
+    """A 512-byte tar header with its checksum field recomputed (so only the field we forged is wrong)."""
+    blank = header[:148] + b" " * 8 + header[156:]
+    return blank[:148] + b"%06o\x00 " % sum(blank) + blank[156:]
+
+
+def _manifest_size_base256(value: int):
+    # bundle.json's header gives its size in base-256 (GNU), e.g. -1: under the cap, yet no size at all.
+    def make(key) -> bytes:
+        data = bytearray(standard(key))
+        data[124:136] = value.to_bytes(12, "big", signed=True)
+        data[124] |= 0x80  # the base-256 marker bit
+        data[:512] = with_checksum(bytes(data[:512]))
+        return bytes(data)
+
+    return make
+
+
+def _manifest_size_pax(value: str):
+    # A pax `size` record for bundle.json that is negative, signed, spaced or huge.
+    def make(key) -> bytes:
+        manifest = manifest_for(good_members()).to_json()
+        member = info("bundle.json", len(manifest))
+        member.pax_headers = {"size": value}
+        return tar_of([(member, manifest), ("bundle.json.sig", key.sign(manifest)), *sorted(good_members().items())])
+
+    return make
+
+
+def _pax_record_length(length: bytes):
+    # A pax record whose own length field is not a plain decimal (signed, spaced) or runs past the header.
+    def make(key) -> bytes:
+        manifest = manifest_for(good_members()).to_json()
+        record = b" comment=x\n"
+        body = length + record
+        pax = info("././@PaxHeader", len(body), tarfile.XHDTYPE).tobuf(tarfile.USTAR_FORMAT)
+        pax += body + b"\x00" * (-len(body) % 512)
+        rest = tar_of([("bundle.json", manifest), ("bundle.json.sig", key.sign(manifest)), *sorted(good_members().items())])
+        return pax + rest
+
+    return make
+
+
+def _deep_manifest(key) -> bytes:
+    # Signed, but bundle.json nests 100000 arrays: the JSON parser must not be what stops it (with a traceback).
+    data = manifest_for(good_members()).to_json().replace(b'"components":{"pause":"3.10"}', b'"components":{"pause":' + b"[" * 100000 + b"]" * 100000 + b"}")
+    return signed(key, data, sorted(good_members().items()))
+
+
+def _deep_index(key) -> bytes:
+    members = good_members()
+    members["images/index.json"] = b'{"manifests":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    return standard(key, members)
+
+
+def _file_under_file(key) -> bytes:
+    # bin/x and bin/x/y: one of them would have to be a directory.
+    members = good_members()
+    members["bin/linux-amd64/kubeadm/x"] = b"abc"
+    return standard(key, members)
+
+
+def _image_reference(reference: str):
+    # A signed but sloppy image list: the registry host of a reference becomes a directory (certs.d/{host}/hosts.toml).
+    def make(key) -> bytes:
+        image = ImageEntry(reference, f"sha256:{BLOB_HEX}", "application/vnd.oci.image.manifest.v1+json", ("linux/amd64",))
+        return standard(key, manifest=manifest_for(good_members(), images=(image,)))
+
+    return make
+
+
 def _not_a_tar(key) -> bytes:
     return b"PK\x03\x04 this is a zip file, not a bundle" + b"\x00" * 2000
 
@@ -305,6 +385,21 @@ def cases() -> list[Case]:
         Case("blob-misnamed", "not named by its sha256", _blob_misnamed),
         Case("index-outside-layout", "not a blob of this bundle", _index_outside),
         Case("index-traversal", "not a blob of this bundle", _index_traversal),
+        Case("size-base256-negative", "outside 0..", _manifest_size_base256(-1)),
+        Case("size-base256-negative-zst", "outside 0..", zstd_of(_manifest_size_base256(-1)), suffix=".tar.zst"),
+        Case("size-base256-huge", "outside 0..", _manifest_size_base256(1 << 62)),
+        Case("size-pax-negative", "not a plain decimal", _manifest_size_pax("-1")),
+        Case("size-pax-negative-zst", "not a plain decimal", zstd_of(_manifest_size_pax("-1")), suffix=".tar.zst"),
+        Case("size-pax-plus", "not a plain decimal", _manifest_size_pax("+12")),
+        Case("size-pax-underscore", "not a plain decimal", _manifest_size_pax("1_0")),
+        Case("size-pax-huge", "over the", _manifest_size_pax("9" * 20)),
+        Case("pax-length-negative", "pax header is corrupt", _pax_record_length(b"-12")),
+        Case("pax-length-past-end", "pax header is corrupt", _pax_record_length(b"900")),
+        Case("deep-json-manifest", "too deeply", _deep_manifest),
+        Case("deep-json-index", "not an OCI image index", _deep_index),
+        Case("file-under-file", "cannot also be a directory", _file_under_file),
+        Case("image-ref-dotdot-host", "not a registry host", _image_reference("../pause:3.10")),
+        Case("image-ref-not-normal", "not in normal form", _image_reference("pause:3.10")),
         Case("not-a-tar", "not an airlock bundle", _not_a_tar),
         Case("empty-file", "not an airlock bundle", _empty),
     ]

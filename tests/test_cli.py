@@ -148,7 +148,7 @@ def test_an_unresolvable_name_fails_at_once_pointing_at_the_mirror_flags(keys, t
     started = time.monotonic()
     result = airlock(
         "build", "-o", tmp_path / "k.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
-        "--cache-dir", tmp_path / "cache", "--release-url", "http://dl.airlock-offline.invalid",
+        "--cache-dir", tmp_path / "cache", "--release-url", "http://dl.airlock-offline.invalid", "--cni", "none",
     )
     assert result.returncode == 1
     assert time.monotonic() - started < 10  # five retries with backoff would take 15 s and more

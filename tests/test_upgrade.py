@@ -288,3 +288,20 @@ def test_a_worker_drains_only_with_an_admin_kubeconfig(bundles, keys, tmp_path):
     assert f"kubectl --kubeconfig {admin} drain w1 --ignore-daemonsets --delete-emptydir-data --timeout=600s" in calls
     assert f"kubectl --kubeconfig {admin} uncordon w1" in calls
     assert not any("kubelet.conf" in c and (" drain " in c or " uncordon " in c) for c in calls)
+
+
+def test_a_delta_refuses_a_store_file_someone_changed(bundles, keys, tmp_path):
+    """The store keeps the base's files for the next delta; one rewritten there is re-hashed on its way out and refused."""
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    assert node("init", bundles["full"], keys, root, config, log, None, "--skip-phases", "images,kubeadm-init,cni").returncode == 0
+    unchanged = [f for f in manifest_of(bundles["delta"])["files"] if f.get("carried") is False and not f["path"].startswith("images/")]
+    victim = next(f for f in unchanged if f["path"].endswith("/runc"))
+    stored = root / "var/lib/airlock/store/blobs/sha256" / victim["sha256"]
+    assert stored.stat().st_mode & 0o7777 == 0o644 and stored.stat().st_nlink == 1
+    stored.write_bytes(b"#!/bin/sh\necho owned\n")
+    refused = node("upgrade", bundles["delta"], keys, root, config, log, None, "--skip-phases", "images")
+    assert refused.returncode == 1, refused.stderr
+    assert f"store blob {stored}" in refused.stderr and "changed since it was stored" in refused.stderr
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 100
+    assert b"owned" not in b"".join(p.read_bytes() for p in (root / "var/lib/airlock/staging").rglob("runc"))

@@ -405,7 +405,9 @@ class LocalUpstream:
         return flags
 
     def build_flags(self) -> list[str]:
-        return ["--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags()]
+        # flannel publishes kube-flannel.yml without a checksum: a build pins it (this stand-in's own sum).
+        flannel = hashlib.sha256(FLANNEL_MANIFEST.format(version=self.flannel_version).encode()).hexdigest()
+        return ["--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel]
 
     def all_images(self) -> dict[str, tuple[str, ...]]:
         both = ("amd64", "arm64")

@@ -9,12 +9,22 @@ from pathlib import Path
 from bundle.errors import BundleError
 from bundle.manifest import NODE_PYZ, Manifest
 from installer.phases import Context, Phase
-from installer.phases.unpack import ensure_staged
+from installer.phases.unpack import ensure_staged, install_staged, open_staged_archive
 from installer.templates import render
 
 BIN = "/usr/local/bin"
 # The node installer as one file, run by airlock-registry.service with the system Python.
 NODE_PYZ_PATH = "/usr/local/lib/airlock/airlock-node.pyz"
+# What each upstream archive may put on the node, by name: anything else in it (a `systemctl`, an `iptables`)
+# would shadow the real tool in /usr/local/bin or /opt/cni/bin, so it is left out.
+CRICTL_PROGRAMS = frozenset({"crictl"})
+CONTAINERD_PROGRAMS = frozenset({"containerd", "containerd-shim", "containerd-shim-runc-v1", "containerd-shim-runc-v2", "containerd-stress", "ctr"})
+CNI_PLUGINS = frozenset(
+    {
+        "bandwidth", "bridge", "dhcp", "dummy", "firewall", "flannel", "host-device", "host-local", "ipvlan", "loopback",
+        "macvlan", "portmap", "ptp", "sbr", "static", "tap", "tuning", "vlan", "vrf",
+    }
+)  # fmt: skip
 
 
 def has_runtime(context: Context) -> bool:
@@ -31,46 +41,55 @@ def member(manifest: Manifest, arch: str, prefix: str) -> str | None:
     return None
 
 
-def install_from_archive(context: Context, archive: Path, target_dir: str, names: set[str] | None = None) -> list[str]:
-    """Install the regular files of an upstream release archive into `target_dir`, flattened.
+def install_from_archive(context: Context, member: str, target_dir: str, names: frozenset[str]) -> list[str]:
+    """Install the programs named in `names` from a staged upstream release archive into `target_dir`, flattened.
 
-    Only regular files are taken, by their base name; links, devices and
-    anything else are refused, so an archive cannot write outside `target_dir`.
+    The archive is re-hashed against bundle.json first. Only regular files are
+    taken, by their base name and only when `names` allows it; links, devices and
+    anything else are refused, so an archive cannot write outside `target_dir`
+    nor put a program there that the release does not ship.
     """
-    installed = []
+    installed: list[str] = []
     if context.host.dry_run:
-        context.echo(f"would install the files of {archive.name} into {context.paths(target_dir)}")
+        context.echo(f"would install {', '.join(sorted(names))} from {Path(member).name} into {context.paths(target_dir)}")
         return installed
-    with tarfile.open(archive, "r:*") as bundle_archive:
-        for item in bundle_archive:
+    left_out = []
+    with open_staged_archive(context, member) as handle, tarfile.open(fileobj=handle, mode="r:*") as archive:
+        for item in archive:
             if item.isdir():
                 continue
             if not item.isfile():
-                raise BundleError(f"holds {item.name!r}, which is not a regular file", str(archive.name))
+                raise BundleError(f"holds {item.name!r}, which is not a regular file", member)
             name = Path(item.name).name
-            if not name or name.startswith(".") or (names is not None and name not in names):
+            if name not in names:
+                left_out.append(name)
                 continue
-            source = bundle_archive.extractfile(item)
-            context.host.install(context.paths(f"{target_dir}/{name}"), source, 0o755)
+            if name in installed:
+                raise BundleError(f"holds two files named {name!r}", member)
+            context.host.install(context.paths(f"{target_dir}/{name}"), archive.extractfile(item), 0o755)
             installed.append(name)
+    programs = [name for name in left_out if name and not name.startswith(".") and name.upper() not in ("LICENSE", "README.MD", "NOTICE")]
+    if programs:
+        context.echo(f"  left out of {target_dir} (not programs this release ships): {', '.join(sorted(programs))}")
     return installed
 
 
 def run(context: Context) -> None:
-    staging = ensure_staged(context)
+    ensure_staged(context)
     manifest, arch = context.manifest, context.arch
-    bin_dir = staging / f"bin/linux-{arch}"
+    bin_dir = f"bin/linux-{arch}"
     for name in ("kubeadm", "kubelet", "kubectl"):
-        context.host.install(context.paths(f"{BIN}/{name}"), bin_dir / name, 0o755)
+        install_staged(context, f"{bin_dir}/{name}", context.paths(f"{BIN}/{name}"))
     crictl = member(manifest, arch, "bin/linux-{arch}/crictl-")
     if crictl:
-        install_from_archive(context, staging / crictl, BIN, {"crictl"})
+        install_from_archive(context, crictl, BIN, CRICTL_PROGRAMS)
+    staging = ensure_staged(context)
     if any(entry.path == NODE_PYZ for entry in manifest.files):
-        context.host.install(context.paths(NODE_PYZ_PATH), staging / NODE_PYZ, 0o755)
+        install_staged(context, NODE_PYZ, context.paths(NODE_PYZ_PATH))
     context.host.write(context.paths("/etc/crictl.yaml"), render("crictl.yaml", staging, cri_socket=context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
-        plugins = install_from_archive(context, staging / cni, "/opt/cni/bin")
+        plugins = install_from_archive(context, cni, "/opt/cni/bin", CNI_PLUGINS)
         if plugins:
             context.echo(f"{'would put ' if context.host.dry_run else ''}CNI plugins in /opt/cni/bin: {', '.join(sorted(plugins))}")
     if has_runtime(context):
@@ -79,8 +98,8 @@ def run(context: Context) -> None:
     containerd = member(manifest, arch, "bin/linux-{arch}/containerd-")
     if containerd is None:
         raise BundleError("the node has no containerd and the bundle carries none for this architecture")
-    install_from_archive(context, staging / containerd, BIN)
-    context.host.install(context.paths("/usr/local/sbin/runc"), bin_dir / "runc", 0o755)
+    install_from_archive(context, containerd, BIN, CONTAINERD_PROGRAMS)
+    install_staged(context, f"{bin_dir}/runc", context.paths("/usr/local/sbin/runc"))
     unit = render("systemd/containerd.service", staging, bin_dir=BIN, proxy_environment=proxy_environment())
     context.host.write(context.paths("/etc/systemd/system/containerd.service"), unit)
     context.host.enable_service("containerd.service", context.start_services)

@@ -4,6 +4,12 @@ The pull goes through the hosts.toml the runtime phase wrote, so it proves
 the mirror path kubelet will use. When no service manager runs the node
 registry (`--root`, or a first boot), this phase serves the store itself
 for the duration of the pulls.
+
+Whoever answers on the registry's address is not trusted by being there: a
+listener that is neither this process nor airlock-registry.service is
+refused before any pull, and every image containerd holds afterwards must
+have the digest bundle.json names (that check alone guards a node pulling
+from another node's registry, `registry.mirror`).
 """
 
 from __future__ import annotations
@@ -11,33 +17,64 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from installer.listeners import Listener, listeners_on, parent_pids
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.runtime import CERTS_DIR
 
 PINNED = "io.cri-containerd.pinned=pinned"
 PARALLEL_PULLS = 4
+SERVICE = "airlock-registry.service"
+# After the registry phase (re)started the service, how long it may take to bind its port.
+SERVICE_START_SECONDS = 10.0
 
 
-def _registry_answers(listen: str) -> bool:
-    """Whether something already listens where the node registry should (the running service)."""
-    host, _, port = listen.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2).close()
-        return True
-    except OSError:
-        return False
+def service_pid(context: Context) -> int | None:
+    """The main process of airlock-registry.service, when a service manager runs it."""
+    if not context.start_services:
+        return None
+    result = context.host.run(["systemctl", "show", "--property", "MainPID", "--value", SERVICE], check=False, show=False, timeout=30)
+    text = result.stdout.strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def check_listeners(listen: str, found: list[Listener], ours: int | None) -> None:
+    """Refuse unless every listener on `listen` is the registry service's process (or a child of it)."""
+    for listener in found:
+        if ours is None or listener.pid is None or ours not in parent_pids(listener.pid):
+            owner = f"{SERVICE} (pid {ours})" if ours else f"no {SERVICE} is running"
+            raise NodeError(
+                f"registry.listen {listen} is held by {listener.describe()}, not by airlock ({owner}); "
+                "images from it could be anyone's. Stop that process (or set registry.listen to a free address) and rerun"
+            )
+
+
+def wait_for_listeners(context: Context) -> list[Listener]:
+    listen = context.config.registry_listen
+    deadline = time.monotonic() + (SERVICE_START_SECONDS if context.start_services else 0)
+    while True:
+        found = listeners_on(listen)
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 @contextmanager
 def node_registry(context: Context):
-    """The node registry for the pulls: the running service, or one served here until the pulls end."""
+    """The node registry for the pulls: the running service (checked to be airlock's), or one served here until the pulls end."""
     config = context.config
-    if context.host.dry_run or config.registry_mirror or _registry_answers(config.registry_listen):
+    if context.host.dry_run or config.registry_mirror:
+        yield
+        return
+    found = wait_for_listeners(context)
+    if found:
+        check_listeners(config.registry_listen, found, service_pid(context))
+        context.echo(f"pulling from {SERVICE} on {config.registry_listen}")
         yield
         return
     from installer.registry import make_server
@@ -81,8 +118,11 @@ def run(context: Context) -> None:
     ctr = [ctr_program(context) if not context.host.dry_run else "ctr", "--address", address, "--namespace", "k8s.io"]
     hosts_dir = str(context.paths(CERTS_DIR))
     platform = f"linux/{context.arch}"
-    def pull(reference: str) -> None:
+    def pull(image) -> None:
+        reference = image.reference
         context.host.run([*ctr, "images", "pull", "--hosts-dir", hosts_dir, "--platform", platform, reference], show=False, timeout=1800)
+        if not context.host.dry_run:
+            check_digest(context, ctr, reference, image.digest)
         # Pinned images are never removed by kubelet's image garbage collection.
         context.host.run([*ctr, "images", "label", reference, PINNED], show=False)
         if not context.host.dry_run:
@@ -92,8 +132,32 @@ def run(context: Context) -> None:
         # Pulls overlap: one image's layers decompress while another's download.
         workers = 1 if context.host.dry_run else PARALLEL_PULLS
         with ThreadPoolExecutor(workers, thread_name_prefix="pull") as pool:
-            for future in [pool.submit(pull, image.reference) for image in context.manifest.images]:
+            for future in [pool.submit(pull, image) for image in context.manifest.images]:
                 future.result()
+
+
+def image_digests(listing: str) -> dict[str, str]:
+    """name -> target digest from `ctr images ls` (REF TYPE DIGEST SIZE PLATFORMS LABELS)."""
+    found = {}
+    for line in listing.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3:
+            found[fields[0]] = fields[2]
+    return found
+
+
+def check_digest(context: Context, ctr: list[str], reference: str, expected: str) -> None:
+    """The image containerd now holds under `reference` must be the one bundle.json names; otherwise it is removed."""
+    got = image_digests(context.host.run([*ctr, "images", "ls"], show=False).stdout).get(reference)
+    if got == expected:
+        return
+    if got is not None:
+        context.host.run([*ctr, "images", "rm", reference], check=False, show=False)
+    source = context.config.registry_mirror or context.config.registry_listen
+    raise NodeError(
+        f"image {reference}: bundle.json names {expected} but containerd got {got or 'nothing'} from {source}; "
+        "something other than this bundle's registry answered there (the image was removed). Find and stop it, then rerun"
+    )
 
 
 PHASE = Phase("images", "pull every bundle image into containerd (k8s.io) through the node registry and pin it", run)

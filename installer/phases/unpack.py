@@ -6,41 +6,51 @@ the node store already has are only hashed). Only when the whole bundle has
 verified are the new blobs moved into the node store, where nothing refers
 to them until the registry phase merges the index: a bad or interrupted
 bundle writes nothing outside staging.
+
+Staging is root's alone (0700); files get 0755 or 0644 whatever bundle.json
+says, and the store gets copies (never links) of them. Nothing staged or
+stored is trusted later for having been verified once: later phases read a
+staged file through `open_staged`, which hashes it again while they copy it,
+and a delta's unchanged files are re-hashed on their way out of the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from bundle.errors import BundleError
 from bundle.manifest import FileEntry
 from bundle.meter import ByteMeter
-from bundle.store import BlobStore
+from bundle.store import CHUNK, BlobStore, make_dirs, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
 from bundle.verify import verify_bundle
 from installer.phases import Context, Phase
 
 COMPLETE = ".complete"
+STAGING_MODE = 0o700
 
 
 class _FileSink:
-    """A staged member: written to a temporary name, renamed when its hash checked out."""
+    """A staged member: written to a temporary name (0600), given its mode and renamed when its hash checked out."""
 
     def __init__(self, target: Path, mode: int):
         self._target = target
         self._mode = mode
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         self._temporary = target.with_name(f".{target.name}.partial")
-        self._handle = open(self._temporary, "wb")
+        self._temporary.unlink(missing_ok=True)
+        self._handle = os.fdopen(os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
         self._handle.write(data)
 
     def done(self) -> None:
+        os.fchmod(self._handle.fileno(), self._mode)
         self._handle.close()
-        os.chmod(self._temporary, self._mode)
         os.replace(self._temporary, self._target)
 
     def abort(self) -> None:
@@ -57,8 +67,11 @@ def run(context: Context) -> None:
     if context.host.dry_run:
         context.echo(f"would verify every member and unpack into {staging} and {context.paths.store}")
         return
-    staging.mkdir(parents=True, exist_ok=True)
+    make_dirs(context.paths.state_dir)
     os.chmod(context.paths.state_dir, 0o755)
+    make_dirs(context.paths.staging, STAGING_MODE)
+    os.chmod(context.paths.staging, STAGING_MODE)  # also when an older run left it wider
+    make_dirs(staging)
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
     staged_blobs = BlobStore(staging / "images")
@@ -71,13 +84,13 @@ def run(context: Context) -> None:
             if not keep_images or store.exists("sha256:" + entry.sha256):
                 return None
             return blob_sink(staged_blobs, entry)
-        return _FileSink(staging / entry.path, entry.mode)
+        return _FileSink(staging / entry.path, entry.install_mode)
 
     with ByteMeter(context.manifest.carried_size, "unpack") as advance:
         verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink, on_bytes=advance)
     if verified.manifest_sha256 != context.manifest_sha256:
         raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
-    store.blobs.mkdir(parents=True, exist_ok=True)
+    make_dirs(store.blobs)
     moved = 0
     for blob in staged_blobs.blobs.iterdir() if staged_blobs.blobs.exists() else ():
         target = store.blobs / blob.name
@@ -108,26 +121,14 @@ def keep_and_complete_files(context: Context, manifest, staging: Path, store: Bl
             continue
         staged = staging / entry.path
         if entry.carried:
-            if not store.exists(digest):
-                _link_or_copy(staged, store.path(digest))
+            # A copy with the store's own inode and mode: a link would share the staged file's mode and any later change.
+            store.put_file(staged, digest)
         elif store.exists(digest):
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(store.path(digest), staged)
-            os.chmod(staged, entry.mode)
+            store.copy_out(digest, staged, entry.install_mode)
         else:
             missing.append(entry.path)
     if missing:
         raise BundleError(f"this delta needs {len(missing)} member(s) of its base that the node store lacks, like {missing[0]}; install the base bundle first")
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.link")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
 
 
 def ensure_staged(context: Context) -> Path:
@@ -135,10 +136,82 @@ def ensure_staged(context: Context) -> Path:
     staging = staging_dir(context)
     if context.host.dry_run:
         return staging
+    for directory in (context.paths.state_dir, context.paths.staging, staging):
+        info = os.lstat(directory) if directory.exists() else None
+        if info is not None and (not stat.S_ISDIR(info.st_mode) or info.st_mode & 0o022 or info.st_uid != os.geteuid()):
+            raise BundleError(f"{directory} is not a directory only this user can write; staged files cannot be trusted. Remove {staging} and rerun")
     marker = staging / COMPLETE
     if not marker.is_file() or marker.read_text() != context.manifest_sha256:
         raise BundleError(f"{staging} holds no complete unpack of this bundle; run without skipping the unpack phase")
     return staging
+
+
+class StagedFile:
+    """A staged member opened for reading, hashed as it is read: at its end, bytes other than bundle.json's raise BundleError.
+
+    Hand it to Host.install: the copy fails before it is renamed into place if the staged file changed since unpack.
+    """
+
+    def __init__(self, path: Path, entry: FileEntry):
+        self._entry = entry
+        self._handle = open_regular(path)
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size if size and size > 0 else CHUNK)
+        if data:
+            self._hash.update(data)
+            self._size += len(data)
+            return data
+        if self._size != self._entry.size or self._hash.hexdigest() != self._entry.sha256:
+            raise BundleError(
+                f"the staged copy changed since it was verified ({self._size} bytes, sha256 {self._hash.hexdigest()}; "
+                f"bundle.json lists {self._entry.sha256}); remove the staging directory and rerun",
+                self._entry.path,
+            )
+        return data
+
+    def checked_whole(self) -> BinaryIO:
+        """Read to the end (raising on a mismatch), then hand back the underlying file rewound, for a reader that seeks."""
+        while self.read(CHUNK):
+            pass
+        self._handle.seek(0)
+        return self._handle
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def install_staged(context: Context, member: str, target: Path, mode: int = 0o755) -> None:
+    """Install a staged member at `target`, checked against bundle.json while it is copied (a changed file is never renamed into place)."""
+    staging = ensure_staged(context)
+    if context.host.dry_run:
+        context.host.install(target, staging / member, mode)
+        return
+    entry = context.manifest.file(member)
+    if entry is None:
+        raise BundleError("is not listed in bundle.json", member)
+    with StagedFile(staging / member, entry) as source:
+        try:
+            context.host.install(target, source, mode)
+        except BundleError:
+            target.with_name(f".{target.name}.airlock-new").unlink(missing_ok=True)
+            raise
+
+
+def open_staged_archive(context: Context, member: str) -> BinaryIO:
+    """A staged archive, hashed whole and then rewound: the tar reader reads the very handle whose bytes were checked."""
+    entry = context.manifest.file(member)
+    if entry is None:
+        raise BundleError("is not listed in bundle.json", member)
+    return StagedFile(ensure_staged(context) / member, entry).checked_whole()
 
 
 PHASE = Phase("unpack", "verify every member while streaming it into staging and the image store", run)

@@ -16,7 +16,7 @@ from installer import commands
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged
+from installer.phases.unpack import ensure_staged, install_staged
 
 ROLLBACK_DIR = "/var/lib/airlock/rollback"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
@@ -114,14 +114,14 @@ def node_name(context: Context) -> str:
 
 
 def run_kubeadm_upgrade(context: Context) -> None:
-    staging = ensure_staged(context)
+    ensure_staged(context)
     host, paths = context.host, context.paths
     current = paths(f"{BIN}/kubeadm")
     rollback = paths(f"{ROLLBACK_DIR}/kubeadm")
     if not host.dry_run and current.exists() and not rollback.exists():
         host.install(rollback, current, 0o755)
     try:
-        host.install(current, staging / f"bin/linux-{context.arch}/kubeadm", 0o755)
+        install_staged(context, f"bin/linux-{context.arch}/kubeadm", current)
         if context.drain:
             host.run(commands.kubectl_drain(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=900)
     except BaseException:
@@ -138,10 +138,10 @@ def run_kubeadm_upgrade(context: Context) -> None:
 
 
 def run_kubelet_upgrade(context: Context) -> None:
-    staging = ensure_staged(context)
+    ensure_staged(context)
     host, paths = context.host, context.paths
     for name in ("kubelet", "kubectl"):
-        host.install(paths(f"{BIN}/{name}"), staging / f"bin/linux-{context.arch}/{name}", 0o755)
+        install_staged(context, f"bin/linux-{context.arch}/{name}", paths(f"{BIN}/{name}"))
     if context.start_services:
         host.run(["systemctl", "daemon-reload"])
         host.run(["systemctl", "restart", "kubelet"])
