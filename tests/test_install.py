@@ -14,6 +14,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import airlock, assert_blobs_whole, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
@@ -55,9 +57,10 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
     assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
     assert len([c for c in kubeadm_calls if c.startswith("kubeadm init phase")]) == 12
-    rendered = (root / "var/lib/airlock/kubeadm/init.yaml").read_text()
-    assert 'kubernetesVersion: "v1.31.4"' in rendered and "apiVersion: kubeadm.k8s.io/v1beta4" in rendered
-    assert "imageRepository: registry.k8s.io" in rendered
+    documents = list(yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text()))
+    cluster = next(d for d in documents if d["kind"] == "ClusterConfiguration")
+    assert cluster["kubernetesVersion"] == "v1.31.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["imageRepository"] == "registry.k8s.io"
     assert "stable" not in " ".join(calls)
     assert any(c.startswith("kubectl --kubeconfig") and c.endswith("kube-flannel.yml") for c in calls)
     for name in ("kubeadm", "kubelet", "kubectl", "crictl"):
@@ -147,8 +150,8 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     # containerd 2.x layout
     from installer.containerd_config import merge
 
-    v3, _ = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
-    parsed = tomllib.loads(v3)
+    v3 = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
+    parsed = tomllib.loads(v3.config)
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == "/etc/containerd/certs.d"
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10"
     assert parsed["plugins"]["io.containerd.cri.v1.runtime"]["enable_selinux"] is True
@@ -163,8 +166,8 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     assert joined.returncode == 0, joined.stderr
     calls = log.read_text().splitlines()
     assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join --config {root}/var/lib/airlock/kubeadm/join.yaml"]
-    rendered = (root / "var/lib/airlock/kubeadm/join.yaml").read_text()
-    assert 'apiServerEndpoint: "10.0.0.10:6443"' in rendered and "kind: JoinConfiguration" in rendered
+    (join,) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
+    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.0.0.10:6443" and join["kind"] == "JoinConfiguration"
     assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
     reset = airlock("reset", "--root", root, env={"AIRLOCK_STANDIN_LOG": str(log)}, check=True)
     assert "kubeadm reset --force" in log.read_text()

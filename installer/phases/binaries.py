@@ -6,11 +6,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import yaml
+
 from bundle.errors import BundleError
 from bundle.manifest import Manifest
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
-from installer.templates import render
+from installer.unitfiles import containerd_service
 
 BIN = "/usr/local/bin"
 
@@ -63,7 +65,7 @@ def run(context: Context) -> None:
     crictl = member(manifest, arch, "bin/linux-{arch}/crictl-")
     if crictl:
         install_from_archive(context, staging / crictl, BIN, {"crictl"})
-    context.host.write(context.paths("/etc/crictl.yaml"), render("crictl.yaml", staging, cri_socket=context.config.cri_socket))
+    context.host.write(context.paths("/etc/crictl.yaml"), crictl_config(context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
         plugins = install_from_archive(context, staging / cni, "/opt/cni/bin")
@@ -77,21 +79,13 @@ def run(context: Context) -> None:
         raise BundleError("the node has no containerd and the bundle carries none for this architecture")
     install_from_archive(context, staging / containerd, BIN)
     context.host.install(context.paths("/usr/local/sbin/runc"), bin_dir / "runc", 0o755)
-    unit = render("systemd/containerd.service", staging, bin_dir=BIN, proxy_environment=proxy_environment())
-    context.host.write(context.paths("/etc/systemd/system/containerd.service"), unit)
+    context.host.write(context.paths("/etc/systemd/system/containerd.service"), containerd_service())
     context.host.enable_service("containerd.service", context.start_services)
 
 
-def proxy_environment() -> str:
-    """Environment= lines carrying this shell's proxy settings into a unit ("" when none are set)."""
-    import os
-
-    lines = []
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        value = os.environ.get(name) or os.environ.get(name.lower())
-        if value:
-            lines.append(f'Environment="{name}={value}"\n')
-    return "".join(lines)
+def crictl_config(cri_socket: str) -> str:
+    """/etc/crictl.yaml: crictl talks to the node's CRI socket."""
+    return yaml.safe_dump({"runtime-endpoint": cri_socket, "image-endpoint": cri_socket, "timeout": 10}, sort_keys=False)
 
 
 PHASE = Phase("binaries", "install kubeadm, kubelet, kubectl, crictl, CNI plugins (and containerd, runc if missing)", run)

@@ -9,7 +9,7 @@ from bundle.store import BlobStore
 from bundle.unpack import activate_index
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
-from installer.templates import render
+from installer.unitfiles import registry_service
 
 
 def airlock_program() -> str:
@@ -23,8 +23,7 @@ def run(context: Context) -> None:
     if not host.dry_run:
         # The moment the new images become visible: one atomic rename of index.json.
         activate_index(BlobStore(paths.store), (staging / "images/index.json").read_bytes())
-    tls_args = f" --tls-cert {config.registry_tls_cert} --tls-key {config.registry_tls_key}" if config.registry_tls_cert else ""
-    unit = render("systemd/airlock-registry.service", staging, airlock=airlock_program(), store="/var/lib/airlock/store", listen=config.registry_listen, tls_args=tls_args)
+    unit = registry_service(airlock_program(), "/var/lib/airlock/store", config.registry_listen, config.registry_tls_cert, config.registry_tls_key)
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)
     host.enable_service("airlock-registry.service", context.start_services)
 
