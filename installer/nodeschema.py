@@ -74,7 +74,7 @@ def _split_host_port(text: str) -> tuple[str, str | None]:
 
 def _port(text: str, where: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise FieldError(f"{where}: port {text!r} is not a number from 1 to 65535")
+        raise FieldError(f"{where!r}: the port {text!r} is not a number from 1 to 65535")
     return int(text)
 
 
@@ -145,7 +145,7 @@ def pattern(regex: re.Pattern, example: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = _string(value)
         if not regex.match(text):
-            raise FieldError(f"{'a value' if len(text) > 80 else repr(text)} does not look like {example}")
+            raise FieldError(f"{'the value' if len(text) > 80 else repr(text)} is not {example}")
         return text
 
     return check
@@ -218,7 +218,7 @@ NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "criSocket": ("cri_socket", unix_socket),
     "token": ("token", pattern(TOKEN, "a bootstrap token like abcdef.0123456789abcdef")),
     "certificateKey": ("certificate_key", pattern(CERTIFICATE_KEY, "64 lower-case hex digits (printed by airlock init)")),
-    "caCertHashes": ("ca_cert_hashes", list_of(pattern(CA_CERT_HASH, "sha256: and 64 lower-case hex digits"))),
+    "caCertHashes": ("ca_cert_hashes", list_of(pattern(CA_CERT_HASH, "sha256: followed by 64 lower-case hex digits"))),
 }
 REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("registry_listen", listen_address),
@@ -240,7 +240,8 @@ def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple
     unknown = sorted(str(key) for key in document if key not in fields and key not in nested)
     if unknown:
         known = ", ".join(sorted([*fields, *nested]))
-        raise NodeError(f"{where}: unknown field {', '.join(prefix + key for key in unknown)}; known fields: {known}")
+        named = ", ".join(prefix + key if re.match(r"^[A-Za-z0-9_-]+$", key) else repr(prefix + key) for key in unknown)
+        raise NodeError(f"{where}: unknown field {named}; known fields: {known}")
     values = {}
     for key, (name, parse) in fields.items():
         if key in document and document[key] is not None:
