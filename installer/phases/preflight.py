@@ -13,6 +13,7 @@ from pathlib import Path
 from installer import address
 from installer.node import NodeError
 from installer.phases import Context, Phase
+from installer.phases.runtime import module_loaded
 
 CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
@@ -21,7 +22,7 @@ REQUIRED_MODULES = ("overlay", "br_netfilter")
 
 def module_available(name: str) -> bool:
     """Loaded, built in, or loadable: the runtime phase loads and persists it (/etc/modules-load.d/airlock.conf)."""
-    if Path(f"/sys/module/{name}").exists():
+    if module_loaded(name):
         return True
     try:
         return subprocess.run(["modprobe", "-n", "-q", name], capture_output=True, timeout=10).returncode == 0

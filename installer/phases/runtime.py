@@ -44,20 +44,36 @@ def sysctl_file() -> str:
     return "# Written by airlock: kernel settings Kubernetes needs (kubeadm's install guide).\n" + "".join(f"{key} = {value}\n" for key, value in SYSCTLS.items())
 
 
+def module_loaded(name: str) -> bool:
+    """Loaded as a module, or built into the kernel (then /sys/module may lack it, but what it provides is there)."""
+    if Path(f"/sys/module/{name}").exists():
+        return True
+    if name == "br_netfilter":
+        return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
+    if name == "overlay":
+        filesystems = Path("/proc/filesystems")
+        return filesystems.exists() and any(line.split()[-1:] == ["overlay"] for line in filesystems.read_text().splitlines())
+    return False
+
+
 def kernel(context: Context) -> None:
     """Persist the modules and sysctls, and on a real node (not --root) apply them now."""
     paths, host = context.paths, context.host
     host.write(paths(MODULES_FILE), modules_file())
     host.write(paths(SYSCTL_FILE), sysctl_file())
-    if paths.root != Path("/"):
-        return
+    if paths.root == Path("/"):
+        apply_kernel_settings(host)
+
+
+def apply_kernel_settings(host) -> None:
+    """Load the modules and set the sysctls now, as the files above will at every boot."""
     for name in MODULES:
-        if not Path(f"/sys/module/{name}").exists():
+        if not module_loaded(name):
             host.run(["modprobe", name])
     for key, value in SYSCTLS.items():
         setting = Path("/proc/sys") / key.replace(".", "/")
         if host.dry_run:
-            context.echo(f"would set {key} = {value}")
+            host.echo(f"would set {key} = {value}")
             continue
         try:
             if setting.read_text().strip() != value:
