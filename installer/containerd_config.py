@@ -109,12 +109,18 @@ def merge(text: str | None, certs_dir: str, sandbox_image: str, systemd_cgroup: 
         registry_path = f"plugins.'{V3_IMAGES}'.registry"
         _table(images, "pinned_images")["sandbox"] = sandbox_image
         runc = _table(document, "plugins", V3_RUNTIME, "containerd", "runtimes", "runc")
+    before = len(notes)
     hosts = _move_registry_settings(registry, registry_path, notes)
+    moved = any("moved to certs.d" in note for note in notes[before:])
     previous = str(_plain(registry.get("config_path", "")) or "")
     if previous and previous.split(":")[0] != certs_dir:
         notes.append(f"{registry_path}.config_path was {previous!r}; now {certs_dir!r} (move any hosts.toml of yours there)")
-    if previous.split(":")[0] != certs_dir:
-        registry["config_path"] = certs_dir
+    if previous.split(":")[0] != certs_dir or moved:
+        value = tomlkit.item(previous if previous.split(":")[0] == certs_dir else certs_dir)
+        if moved:
+            # The record stays where the operator will look: on the setting that displaced them.
+            value.comment("airlock moved registry.mirrors and configs.*.tls to HOST/hosts.toml here; see config.toml.airlock-backup")
+        registry["config_path"] = value
     if "runtime_type" not in runc:
         runc["runtime_type"] = "io.containerd.runc.v2"
     _table(runc, "options")["SystemdCgroup"] = systemd_cgroup

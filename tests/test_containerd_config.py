@@ -98,6 +98,7 @@ def test_tls_and_mirrors_move_into_hosts_toml_and_credentials_are_reported():
     assert cri["registry"]["configs"]["harbor.corp.example:8443"] == {"auth": {"username": "robot$node", "password": "s3cret"}}
     warnings = [note for note in result.notes if note.startswith("WARNING")]
     assert len(warnings) == 1 and 'configs."harbor.corp.example:8443".auth' in warnings[0] and "imagePullSecret" in warnings[0]
+    assert "# airlock moved registry.mirrors and configs.*.tls to HOST/hosts.toml" in result.config
     for setting in ('mirrors."docker.io"', 'mirrors."registry.k8s.io"', 'configs."harbor.corp.example:8443".tls (ca_file, cert_file, key_file)', 'configs."quay.corp.example".tls (insecure_skip_verify)'):
         assert any(setting in note for note in result.notes), setting
 
