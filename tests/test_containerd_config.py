@@ -52,6 +52,7 @@ def private(config: str, root: Path) -> str:
 def test_merged_config_starts_real_containerd_with_the_cri_plugin_ok(name, tmp_path):
     require("containerd", "ctr")
     result = merged(name)
+    assert merge(result.config, CERTS, PAUSE, True).config == result.config  # a rerun changes nothing
     parsed = tomllib.loads(result.config)
     if parsed["version"] == 3:
         assert parsed["plugins"][V3_IMAGES]["registry"]["config_path"] == CERTS
