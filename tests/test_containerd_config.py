@@ -130,3 +130,14 @@ def test_hosts_toml_values_cannot_add_settings():
     text = hosts_toml("airlock", "http://127.0.0.1:5000", {"http://127.0.0.1:5000": {"capabilities": ["pull", "resolve"], "ca": hostile}})
     parsed = tomllib.loads(text)
     assert list(parsed["host"]) == ["http://127.0.0.1:5000"] and "skip_verify" not in parsed and parsed["host"]["http://127.0.0.1:5000"]["ca"] == hostile
+
+
+def test_hosts_toml_paths_stay_inside_certs_d():
+    from installer.node import NodeError
+    from installer.phases.runtime import hosts_file
+
+    assert hosts_file("harbor.corp.example:8443") == f"{CERTS}/harbor.corp.example:8443/hosts.toml"
+    assert hosts_file("_default") == f"{CERTS}/_default/hosts.toml"
+    for bad in ("../pause", "..", "a/b", "x y", "host\n"):
+        with pytest.raises(NodeError, match="is not a host"):
+            hosts_file(bad)

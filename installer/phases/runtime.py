@@ -7,6 +7,7 @@ from pathlib import Path
 from bundle.reference import ImageRef
 from installer.containerd_config import hosts_toml, merge
 from installer.node import NodeError
+from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
 
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -34,6 +35,17 @@ def mirror_url(context: Context) -> str:
 
 def registries(context: Context) -> list[str]:
     return sorted({ImageRef.parse(image.reference).registry for image in context.manifest.images})
+
+
+def hosts_file(registry: str) -> str:
+    """certs.d/REGISTRY/hosts.toml; a name that is not host[:port] (or _default) could point anywhere, so it is refused."""
+    if registry != "_default":
+        try:
+            if endpoint(registry) != registry.lower():
+                raise FieldError(registry)
+        except FieldError:
+            raise NodeError(f"registry {registry!r} is not a host[:port]; refusing to write its hosts.toml") from None
+    return f"{CERTS_DIR}/{registry}/hosts.toml"
 
 
 def modules_file() -> str:
@@ -100,13 +112,10 @@ def run(context: Context) -> None:
     changed = host.write(config_path, merged.config, mode)
     ours = set(registries(context))
     for registry, moved in sorted(merged.hosts.items()):
-        if "/" in registry or registry.startswith("."):
-            context.echo(f"  containerd config: WARNING registry {registry!r} is not a host name; its settings stay only in the backup")
-            continue
         if registry in ours:
             context.echo(f"  containerd config: the settings for {registry} moved out of config.toml are superseded: its pulls go to the node registry")
             continue
-        target = paths(f"{CERTS_DIR}/{registry}/hosts.toml")
+        target = paths(hosts_file(registry))
         current = target.read_text() if target.exists() else None
         text = hosts_toml(f"Written by airlock from {config_path.name}'s registry settings for {registry}.", moved.server, moved.hosts, moved.tls, current)
         host.write(target, text)
@@ -115,7 +124,7 @@ def run(context: Context) -> None:
     for registry in ours:
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})
-        host.write(paths(f"{CERTS_DIR}/{registry}/hosts.toml"), text)  # read by containerd on every pull: no restart
+        host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
     context.echo(f"containerd pulls {', '.join(sorted(ours))} from {mirror} only")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
