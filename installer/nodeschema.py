@@ -55,7 +55,7 @@ def host(value: Any) -> str:
         return str(ipaddress.ip_address(text.strip("[]") if text.startswith("[") else text))
     except ValueError:
         pass
-    if not HOSTNAME.match(text):
+    if not HOSTNAME.fullmatch(text):
         raise FieldError(f"{text!r} is neither an IP address nor a DNS name")
     return text.lower()
 
@@ -108,14 +108,14 @@ def url(value: Any) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise FieldError(f"{text!r}: no user, query or fragment; a registry URL is scheme://host[:port][/path]")
     netloc = endpoint(parts.netloc)
-    if parts.path and not SAFE_PATH.match(parts.path):
+    if parts.path and not SAFE_PATH.fullmatch(parts.path):
         raise FieldError(f"{text!r}: the path may hold letters, digits and . _ / @ + - only")
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 def dns_name(value: Any) -> str:
     text = _string(value)
-    if not DNS_SUBDOMAIN.match(text):
+    if not DNS_SUBDOMAIN.fullmatch(text):
         raise FieldError(f"{text!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
     return text
 
@@ -130,7 +130,7 @@ def network(value: Any) -> str:
 
 def absolute_path(value: Any) -> str:
     text = _string(value)
-    if not SAFE_PATH.match(text) or "/../" in f"{text}/" or "/./" in f"{text}/":
+    if not SAFE_PATH.fullmatch(text) or "/../" in f"{text}/" or "/./" in f"{text}/":
         raise FieldError(f"{text!r} is not an absolute path of letters, digits and . _ / @ + -")
     return text
 
@@ -144,7 +144,7 @@ def unix_socket(value: Any) -> str:
 def pattern(regex: re.Pattern, example: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = _string(value)
-        if not regex.match(text):
+        if not regex.fullmatch(text):
             raise FieldError(f"{'the value' if len(text) > 80 else repr(text)} is not {example}")
         return text
 
@@ -196,12 +196,12 @@ def flags(value: Any) -> dict[str, str]:
     out = {}
     for key, raw in value.items():
         name = _string(key)
-        if not FLAG_NAME.match(name):
+        if not FLAG_NAME.fullmatch(name):
             raise FieldError(f"{name!r} is not a kubelet flag name (lower-case letters, digits and '-', without the leading --)")
         if isinstance(raw, (list, dict)):
             raise FieldError(f"{name}: must be a string, not {type(raw).__name__}")
         text = "true" if raw is True else "false" if raw is False else _string(raw)
-        if not FLAG_VALUE.match(text):
+        if not FLAG_VALUE.fullmatch(text):
             raise FieldError(f"{name}: {text[:80]!r} must be one word of letters, digits and = , : / . _ + @ % * ~ ^ - (no spaces, quotes or $)")
         out[name] = text
     return out
@@ -240,7 +240,7 @@ def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple
     unknown = sorted(str(key) for key in document if key not in fields and key not in nested)
     if unknown:
         known = ", ".join(sorted([*fields, *nested]))
-        named = ", ".join(prefix + key if re.match(r"^[A-Za-z0-9_-]+$", key) else repr(prefix + key) for key in unknown)
+        named = ", ".join(prefix + key if re.fullmatch(r"^[A-Za-z0-9_-]+$", key) else repr(prefix + key) for key in unknown)
         raise NodeError(f"{where}: unknown field {named}; known fields: {known}")
     values = {}
     for key, (name, parse) in fields.items():

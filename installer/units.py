@@ -55,12 +55,12 @@ def command(argv: Iterable[str | Variable]) -> str:
     words = []
     for index, word in enumerate(argv):
         if isinstance(word, Variable):
-            if not ENVIRONMENT_NAME.match(word.name):
+            if not ENVIRONMENT_NAME.fullmatch(word.name):
                 raise NodeError(f"unit: {word.name!r} is not an environment variable name")
             words.append(f"${word.name}")
         elif index == 0:
             # The program is written bare: a leading quote or prefix (+ - @ ! :) would change how systemd runs it.
-            if not os.path.isabs(word) or not re.match(r"^/[A-Za-z0-9._/+-]*$", word):
+            if not os.path.isabs(word) or not re.fullmatch(r"^/[A-Za-z0-9._/+-]*$", word):
                 raise NodeError(f"unit: program {word!r} must be an absolute path of letters, digits and . _ / + -")
             words.append(word)
         else:
@@ -72,7 +72,7 @@ def command(argv: Iterable[str | Variable]) -> str:
 
 def environment(name: str, value: str) -> str:
     """An Environment= value setting one variable."""
-    if not ENVIRONMENT_NAME.match(name):
+    if not ENVIRONMENT_NAME.fullmatch(name):
         raise NodeError(f"unit: {name!r} is not an environment variable name")
     return quote(f"{name}={value}", command_line=False)
 
@@ -91,13 +91,13 @@ def render(sections: Iterable[Section], header: str = "") -> str:
     """The unit file text. Values must come from `command`, `environment`, `plain` or `quote`."""
     lines = [f"# {line}" for line in header.splitlines()]
     for name, settings in sections:
-        if not SECTION.match(name):
+        if not SECTION.fullmatch(name):
             raise NodeError(f"unit: {name!r} is not a section name")
         if lines:
             lines.append("")
         lines.append(f"[{name}]")
         for key, value in settings:
-            if not KEY.match(key):
+            if not KEY.fullmatch(key):
                 raise NodeError(f"unit: {key!r} is not a setting name")
             if "\n" in value or "\r" in value:
                 raise NodeError(f"unit: {key}= would span lines")

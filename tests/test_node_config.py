@@ -63,6 +63,12 @@ HOSTILE = [
     ({"kubelet": {"maxpods": 10}}, "kubelet.maxpods"),
     ({"kubelet": "systemd"}, "kubelet"),
     ({"kubelet": {"extraArgs": {"node-ip": "10.0.0.9"}}}, "kubelet.extraArgs.node-ip"),
+    # A trailing newline is not part of a name, a token or a flag value ($ in a pattern would let it through).
+    ({"nodeName": "cp1\n"}, "nodeName"),
+    ({"token": TOKEN + "\n"}, "token"),
+    ({"kubelet": {"extraArgs": {"node-labels": "a=b\n"}}}, "kubelet.extraArgs"),
+    ({"registry": {"ca": "/ca.crt\n"}}, "registry.ca"),
+    ({"controlPlaneEndpoint": "api.site\n:6443"}, "controlPlaneEndpoint"),
 ]
 
 
