@@ -141,3 +141,12 @@ def test_hosts_toml_paths_stay_inside_certs_d():
     for bad in ("../pause", "..", "a/b", "x y", "host\n"):
         with pytest.raises(NodeError, match="is not a host"):
             hosts_file(bad)
+
+
+def test_an_operators_hosts_toml_keeps_its_values_and_comments():
+    existing = '# ours: the corporate mirror\nserver = "https://quay.corp.example"\nskip_verify = false  # never\n\n[host."https://mirror.corp.example"]\n  capabilities = ["pull"]\n'
+    text = hosts_toml("airlock", "https://quay.corp.example", {"https://mirror.corp.example": {"ca": "/x"}, "https://other.corp.example": {"ca": "/y"}}, {"skip_verify": True, "ca": "/ca.pem"}, existing)
+    assert text.startswith(existing.split("\n\n")[0])
+    parsed = tomllib.loads(text)
+    assert parsed["skip_verify"] is False and parsed["ca"] == "/ca.pem"
+    assert parsed["host"] == {"https://mirror.corp.example": {"capabilities": ["pull"]}, "https://other.corp.example": {"ca": "/y"}}
