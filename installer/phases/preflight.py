@@ -13,11 +13,11 @@ from pathlib import Path
 from installer import address
 from installer.node import NodeError
 from installer.phases import Context, Phase
-from installer.phases.runtime import module_loaded
+from installer.phases.runtime import MODULES, module_loaded
 
 CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
-REQUIRED_MODULES = ("overlay", "br_netfilter")
+REQUIRED_MODULES = MODULES
 
 
 def module_available(name: str) -> bool:
