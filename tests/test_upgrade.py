@@ -97,12 +97,46 @@ def test_diff_reports_versions_images_and_bytes(bundles):
     result = airlock("diff", bundles["full"], bundles["full-new"], "--output", "json", check=True)
     document = json.loads(result.stdout)
     assert document["old_version"] == OLD and document["new_version"] == NEW
-    changed = {after for _, after in document["images_changed"]}
+    changed = {change["new"] for change in document["images_changed"]}
     assert changed == {f"registry.k8s.io/{n}:{NEW}" for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")}
     assert document["delta_bytes"] < document["tag_level_bytes"] < document["full_bytes"]
     assert document["delta_bytes"] == sum(f["size"] for f in manifest_of(bundles["delta"])["files"] if f.get("carried", True))
     text = airlock("diff", bundles["full"], bundles["full-new"], check=True).stdout
     assert f"kubernetes  {OLD} -> {NEW}" in text and "tag-level update" in text
+
+
+def test_verify_counts_the_members_a_delta_carries(bundles, keys):
+    delta = manifest_of(bundles["delta"])
+    carried = sum(1 for f in delta["files"] if f.get("carried", True))
+    assert 0 < carried < len(delta["files"])
+    out = airlock("verify", bundles["delta"], "--key", keys["ed25519"] / "airlock.pub", check=True).stdout
+    assert f"delta on serial 100: {carried} of {len(delta['files'])} members carried and checked" in out
+    full = airlock("verify", bundles["full"], "--key", keys["ed25519"] / "airlock.pub", check=True).stdout
+    assert f"{len(manifest_of(bundles['full'])['files'])} members," in full and "delta" not in full
+
+
+def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
+    """docs/upgrades.md's first block, command by command; builds only gain the mirror flags that point at the local upstream."""
+    import re
+    import shlex
+    import shutil
+
+    text = (Path(__file__).parents[1] / "docs" / "upgrades.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    (tmp_path / "keys").mkdir()
+    for name in ("airlock.key", "airlock.pub"):
+        shutil.copy(keys["ed25519"] / name, tmp_path / "keys" / name)
+    outputs = []
+    for line in block.splitlines():
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "airlock"
+        if argv[1] == "build":
+            argv += ["--cache-dir", str(tmp_path / "cache"), "--crictl-version", "v1.31.1", *releases.build_flags()]
+        result = subprocess.run([AIRLOCK, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert len(outputs) == 4
+    assert f"kubernetes  {OLD} -> {NEW}" in outputs[2] and "delta on serial" in outputs[3]
 
 
 def test_skew_rules():

@@ -527,17 +527,40 @@ class LocalUpstream:
 
 
 def main() -> None:
-    """Serve a local upstream until interrupted: `python -m tests.upstream DIR`."""
+    """Serve a local upstream until Ctrl-C or SIGTERM: `python -m tests.upstream [DIR]`.
+
+    The first line on stdout is the build flags that point `airlock build` at it.
+    """
+    import signal
     import sys
 
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/airlock-upstream")
-    upstream = LocalUpstream(root).start()
-    print(" ".join(upstream.build_flags()), flush=True)
+    # SIGTERM stops it as Ctrl-C does, so the docker-registry child is stopped too, never orphaned.
+    signal.signal(signal.SIGTERM, stop)
+    upstream = LocalUpstream(root)
     try:
+        upstream.start()
+        print(" ".join(upstream.build_flags()), flush=True)
+        print(
+            f"local upstream in {root}: Kubernetes {', '.join(upstream.versions)} (kubeadm, kubelet, kubectl are stand-ins), "
+            f"registry {upstream.registry.url}\n"
+            f"try: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key {' '.join(upstream.build_flags())}\n"
+            "stop with Ctrl-C or SIGTERM",
+            file=sys.stderr,
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        upstream.close()
+        pass
+    finally:
+        # Whatever had started when the signal came (it may come while images are still being made).
+        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None)):
+            if part is not None:
+                part.close()
 
 
 if __name__ == "__main__":

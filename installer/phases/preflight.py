@@ -79,6 +79,28 @@ def _covered(value: str, entries: list[str]) -> bool:
     return False
 
 
+def check_names() -> list[str]:
+    """Every name `findings` can yield (port-N for any port), for --ignore-preflight-errors to be checked against."""
+    return [
+        "root",
+        "swap",
+        *(f"module-{module}" for module in REQUIRED_MODULES),
+        *(f"sysctl-{key.rsplit('.', 1)[-1]}" for key in SYSCTLS),
+        "port-N",
+        "existing-kubernetes",
+        "runtime",
+        "proxy",
+        "disk-space",
+    ]
+
+
+def check_name_known(name: str) -> bool:
+    name = name.lower()
+    if name == "all" or name in check_names():
+        return True
+    return name.startswith("port-") and name[5:].isdigit() and 0 < int(name[5:]) < 65536
+
+
 def findings(context: Context) -> Iterator[tuple[str, str]]:
     """(name, problem) for everything wrong with this node; the names are what --ignore-preflight-errors takes."""
     paths = context.paths
