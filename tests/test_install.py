@@ -20,7 +20,7 @@ from tests.conftest import airlock, assert_blobs_whole, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
 
-IGNORE = "module-br_netfilter,sysctl-ip_forward,sysctl-bridge-nf-call-iptables,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
+IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
 
 
 def node_config(tmp_path: Path, port: int, **extra) -> Path:

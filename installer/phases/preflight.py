@@ -85,7 +85,7 @@ def check_names() -> list[str]:
         "root",
         "swap",
         *(f"module-{module}" for module in REQUIRED_MODULES),
-        *(f"sysctl-{key.rsplit('.', 1)[-1]}" for key in SYSCTLS),
+        "advertise-address",
         "port-N",
         "existing-kubernetes",
         "runtime",
