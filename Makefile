@@ -44,6 +44,7 @@ lint: venv
 bench: deps bench-deps venv
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
+	$(PY) -m bench.registry_flood_bench
 	$(PY) -m bench.install_bench
 	$(PY) -m bench.upgrade_bench
 

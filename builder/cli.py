@@ -70,6 +70,7 @@ CONFIG_KEYS = {
     "serial": "serial",
     "expires-days": "expires_days",
     "base": "base",
+    "image-list-from-table": "image_list_from_table",
 }
 
 
@@ -147,6 +148,14 @@ def build(
     base: Annotated[
         Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
     ] = None,
+    image_list_from_table: Annotated[
+        bool | None,
+        typer.Option(
+            "--image-list-from-table",
+            help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
+            show_default="False",
+        ),
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
@@ -181,6 +190,7 @@ def build(
             "serial": serial,
             "expires_days": expires_days,
             "base": base,
+            "image_list_from_table": image_list_from_table,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -150,11 +151,12 @@ def inspect(
 
 
 def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
-             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
+             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
+             kubeconfig: Path | None = None) -> None:
     import platform
 
     from bundle.trust import load_trusted_keys
-    from installer.node import DryRunHost, Host, NodeConfig, Paths
+    from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
     from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
@@ -172,7 +174,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
         usage_error(f"--ignore-preflight-errors: no check named {', '.join(unknown)}; checks: {', '.join(check_names())} (or all)")
     try:
         paths = Paths(root)
-        host = (DryRunHost if dry_run else Host)(paths)
+        host = dry_run_host(paths) if dry_run else Host(paths)
         machine = platform.machine().lower()
         context = Context(
             command=command,
@@ -186,12 +188,20 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
             ignore_preflight=frozenset(ignored),
             control_plane=control_plane,
             drain=drain,
+            kubeconfig=kubeconfig,
             start_services=root == Path("/") and not dry_run,
             arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
         )
         run_phases(context, phases_for(command), skip)
     except AirlockError as error:
         fail(error)
+
+
+def dry_run_host(paths):
+    """A dry run's plan is its output: every line on stdout, as kubeadm's --dry-run does."""
+    from installer.node import DryRunHost
+
+    return DryRunHost(paths, echo=lambda line: print(line, flush=True))
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
@@ -250,6 +260,10 @@ def upgrade(
     bundle: Annotated[Path, typer.Argument(help="A full or delta bundle newer than the installed one.")],
     key: KeyOption,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Admin kubeconfig for --drain (required off the control plane; a control plane uses its admin.conf)."),
+    ] = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -264,7 +278,8 @@ def upgrade(
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
     Journaled: rerun to resume after a failure.
     """
-    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
+    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain,
+             kubeconfig)
 
 
 @app.command()
@@ -291,12 +306,12 @@ def reset(
     dry_run: DryRunOption = False,
 ) -> None:
     """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
-    from installer.node import DryRunHost, Host, Paths
+    from installer.node import Host, Paths
     from installer.reset import reset_node
 
     paths = Paths(root)
     try:
-        reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
+        reset_node(paths, dry_run_host(paths) if dry_run else Host(paths), purge, start_services=root == Path("/") and not dry_run)
     except AirlockError as error:
         fail(error)
 
@@ -351,22 +366,37 @@ def registry_serve(
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")] = None,
+    tls_credentials: Annotated[
+        bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
+    ] = False,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open connections; past it the longest-waiting one is closed.")] = 4096,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes on the one socket; 0: one per CPU, at most 4.")] = 0,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.
 
     containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
     can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
     """
-    from installer.registry import make_server, serve_until_stopped
+    from installer.connections import Limits
+    from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
 
+    if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:
+        usage_error("--max-connections is at least 16, --header-timeout and --idle-timeout above 0 s, --workers 0 (one per CPU) to 64")
+    limits = Limits(max_connections=max_connections, header_timeout=header_timeout, handshake_timeout=header_timeout, idle_timeout=idle_timeout)
     try:
-        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None)
+        if tls_credentials:
+            if tls_cert or tls_key:
+                raise RegistryError("--tls-credentials replaces --tls-cert/--tls-key; give one or the other")
+            tls_cert, tls_key = credential_paths()
+        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None, limits)
     except AirlockError as error:
         fail(error)
     host, port = server.server_address[:2]
     typer.echo(f"serving {store} read-only on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
-    serve_until_stopped(server)
+    serve_until_stopped(server, workers or min(4, os.cpu_count() or 1))
     typer.echo("stopped", err=True)
 
 

@@ -92,11 +92,17 @@ def containerd_service() -> str:
     )
 
 
-def registry_service(airlock: str, store: str, listen: str, tls_cert: str = "", tls_key: str = "") -> str:
-    """airlock-registry.service: the node registry, unprivileged, reading the store only."""
+def registry_service(airlock: str, store: str, listen: str, credentials: dict[str, str] | None = None) -> str:
+    """airlock-registry.service: the node registry, unprivileged, reading the store only.
+
+    `credentials` (name -> root-only file) become LoadCredential= settings and
+    `--tls-credentials`: the service reads its copies from $CREDENTIALS_DIRECTORY.
+    """
     argv = [airlock, "registry", "serve", "--store", store, "--listen", listen]
-    if tls_cert:
-        argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+    loads = []
+    if credentials:
+        argv.append("--tls-credentials")
+        loads = [("LoadCredential", plain(f"{name}:{path}")) for name, path in credentials.items()]
     return render(
         [
             (
@@ -111,6 +117,7 @@ def registry_service(airlock: str, store: str, listen: str, tls_cert: str = "", 
                 "Service",
                 [
                     ("ExecStart", command(argv)),
+                    *loads,
                     ("Restart", "always"),
                     ("RestartSec", "2"),
                     ("DynamicUser", "yes"),
@@ -119,6 +126,10 @@ def registry_service(airlock: str, store: str, listen: str, tls_cert: str = "", 
                     ("ProtectSystem", "strict"),
                     ("ProtectHome", "yes"),
                     ("PrivateTmp", "yes"),
+                    # Bounds that hold under a flood of connections (the server caps itself at (LimitNOFILE - 64) / 2 connections).
+                    ("LimitNOFILE", "16384"),
+                    ("MemoryMax", "512M"),
+                    ("TasksMax", "64"),
                 ],
             ),
             ("Install", [("WantedBy", "multi-user.target")]),

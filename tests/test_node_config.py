@@ -157,14 +157,14 @@ def unit_settings(text: str) -> list[tuple[str, str, str]]:
 
 
 def test_registry_unit_arguments_stay_arguments():
-    listen, cert, key = "127.0.0.1:5000" + EXEC_START_PRE, "/c t.crt" + EXEC_START_PRE, "/$HOME/%n.key"
-    text = unitfiles.registry_service("/usr/local/bin/airlock", "/var/lib/airlock/store", listen, cert, key)
+    listen, store = "127.0.0.1:5000" + EXEC_START_PRE, "/$HOME/%n"
+    text = unitfiles.registry_service("/usr/local/bin/airlock", store, listen)
     settings = unit_settings(text)
     assert [k for _, k, _ in settings].count("ExecStart") == 1 and not any(k.startswith("ExecStartPre") for _, k, _ in settings)
     (exec_start,) = [v for _, k, v in settings if k == "ExecStart"]
     assert "%n" not in exec_start.replace("%%", "") and "$HOME" not in exec_start.replace("$$", "")
     argv = shlex.split(exec_start.replace("\\n", "\n").replace("%%", "%").replace("$$", "$"))
-    assert argv == ["/usr/local/bin/airlock", "registry", "serve", "--store", "/var/lib/airlock/store", "--listen", listen, "--tls-cert", cert, "--tls-key", key]
+    assert argv == ["/usr/local/bin/airlock", "registry", "serve", "--store", store, "--listen", listen]
 
 
 def test_proxy_variables_stay_one_environment_value(monkeypatch):
@@ -205,7 +205,7 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path, monkeypatch):
     (units / "kubelet.service.d/10-kubeadm.conf").write_text(unitfiles.kubeadm_dropin())
     (units / "containerd.service").write_text(unitfiles.containerd_service())
     (units / "airlock-registry.service").write_text(
-        unitfiles.registry_service("/usr/local/bin/airlock", "/var/lib/airlock/store", "127.0.0.1:5000", "/etc/airlock/pki/a b.crt", "/etc/airlock/pki/%k.key")
+        unitfiles.registry_service("/usr/local/bin/airlock", "/var/lib/airlock/store", "127.0.0.1:5000", {"tls.crt": "/etc/airlock/pki/a.crt", "tls.key": "/etc/airlock/pki/a.key"})
     )
     for unit in ("kubelet.service", "containerd.service", "airlock-registry.service"):
         result = subprocess.run(["systemd-analyze", "verify", f"--root={root}", unit], capture_output=True, text=True, timeout=60)

@@ -102,7 +102,7 @@ def run(context: Context) -> None:
     pause = f"registry.k8s.io/pause:{context.manifest.components.get('pause', '3.10')}"
     merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
     for note in merged.notes:
-        context.echo(f"  containerd config: {note}")
+        context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
     mode = (config_path.stat().st_mode & 0o777) if existing is not None else 0o644
     if existing is not None and existing != merged.config:
         backup = paths("/etc/containerd/config.toml.airlock-backup")
@@ -125,7 +125,7 @@ def run(context: Context) -> None:
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})
         host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
-    context.echo(f"containerd pulls {', '.join(sorted(ours))} from {mirror} only")
+    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {mirror} only")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 
