@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -195,9 +196,11 @@ def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
 
 def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, tmp_path):
     root = tmp_path / "root"
-    # No --ignore-preflight-errors: this machine fails several checks; a dry run reports them and goes on.
-    args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, free_port()), "--dry-run"]
-    dry = airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
+    # No --ignore-preflight-errors, and the registry's port taken: a failing check, which a dry run reports and goes on past.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        config = node_config(tmp_path, taken.getsockname()[1])
+        args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--dry-run"]
+        dry = airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
     assert dry.returncode == 0, dry.stderr
     lines = [line.strip() for line in dry.stdout.splitlines() if line.strip()]
     assert [line for line in lines if not line.startswith("would ")] == []

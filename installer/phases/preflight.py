@@ -36,7 +36,7 @@ def address_findings(context: Context) -> Iterator[tuple[str, str]]:
     except address.AmbiguousAddress as error:
         yield "advertise-address", f"cannot choose this node's address: {error}; set advertiseAddress in node.yaml"
         return
-    context.echo(f"  node address {choice.address} ({choice.reason})")
+    context.echo(f"  {'would use' if context.host.dry_run else 'using'} node address {choice.address} ({choice.reason})")
 
 
 def registry_host_port(listen: str) -> tuple[str, int]:
