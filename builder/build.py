@@ -15,10 +15,12 @@ from pathlib import Path
 
 from builder import artifacts, images, sign
 from builder.errors import BuildError, FetchError
-from builder.pack import write_bundle
+from builder.pack import pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
+from builder.sidecars import write_sidecars
+from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
 from bundle.manifest import BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
@@ -52,6 +54,8 @@ class BuildOptions:
     serial: int | None = None
     expires_days: int = 365
     base: Path | None = None
+    split: int | None = None  # bytes per part (builder.split.parse_size), or one file
+    sidecars: bool = False
     image_list_from_table: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -109,7 +113,7 @@ def read_base(path: Path) -> Base:
     from bundle.verify import read_manifest_unverified
 
     try:
-        if path.suffix == ".json":
+        if path.suffix == ".json" and not path.name.endswith(".parts.json"):
             data = path.read_bytes()
             manifest = Manifest.parse(data)
         else:
@@ -126,6 +130,8 @@ class BuildResult:
     manifest_sha256: str
     network_bytes: int
     seconds: float
+    files: tuple[Path, ...] = ()  # the bundle, or its parts and parts list (+ .sig)
+    sidecars: tuple[Path, ...] = ()
 
 
 class Builder:
@@ -344,13 +350,27 @@ class Builder:
             base=base_ref,
         )
         self.progress.add_total(manifest.carried_size)
-        manifest_bytes = write_bundle(Path(options.output), manifest, key, self.store, self.progress, wait_for_blob)
+        output = Path(options.output)
+        packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
+        manifest_sha256 = hashlib.sha256(packed.manifest_bytes).hexdigest()
+        files: tuple[Path, ...] = (output,)
+        small: list[Path] = []
+        if options.split is not None:
+            listing = write_parts_list(output, packed.written, options.split, key)
+            small = [listing, listing.with_name(listing.name + ".sig")]
+            files = packed.written.paths + tuple(small)
+        written_sidecars: list[Path] = []
+        if options.sidecars:
+            hashed = [(part.name, part.sha256) for part in packed.written.files]
+            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key)
         return BuildResult(
-            Path(options.output),
+            output,
             manifest,
-            hashlib.sha256(manifest_bytes).hexdigest(),
+            manifest_sha256,
             self.progress.network_bytes,
             time.monotonic() - started,
+            files,
+            tuple(written_sidecars),
         )
 
 

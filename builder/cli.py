@@ -70,6 +70,8 @@ CONFIG_KEYS = {
     "serial": "serial",
     "expires-days": "expires_days",
     "base": "base",
+    "split": "split",
+    "sidecars": "sidecars",
     "image-list-from-table": "image_list_from_table",
 }
 
@@ -148,6 +150,15 @@ def build(
     base: Annotated[
         Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
     ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="Write numbered parts of at most SIZE (3900M, 4G, fat32, dvd, bd25) and a signed parts list.", show_default="one file"
+        ),
+    ] = None,
+    sidecars: Annotated[
+        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.", show_default="False")
+    ] = None,
     image_list_from_table: Annotated[
         bool | None,
         typer.Option(
@@ -190,6 +201,8 @@ def build(
             "serial": serial,
             "expires_days": expires_days,
             "base": base,
+            "split": split,
+            "sidecars": sidecars,
             "image_list_from_table": image_list_from_table,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
@@ -211,6 +224,10 @@ def build(
         for path_field in ("output", "sign_key", "images_file", "cache_dir", "base"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
+        if values.get("split") is not None:
+            from builder.split import parse_size
+
+            values["split"] = parse_size(values["split"])
         options = BuildOptions(**values)
         progress = Progress("build")
         try:
@@ -225,8 +242,10 @@ def build(
             f"delta on serial {manifest.base.serial}: carries {human_size(manifest.carried_size)} of {human_size(manifest.total_size)} "
             f"({sum(1 for f in manifest.files if f.carried)} of {len(manifest.files)} members)"
         )
+    _echo_files(result.files, result.sidecars)
+    written = f"{len(result.files) - 2} parts of {result.output}" if options.split is not None else str(result.output)
     typer.echo(
-        f"wrote {result.output} ({human_size(result.output.stat().st_size)}): kubernetes {manifest.version} "
+        f"wrote {written} ({human_size(sum(p.stat().st_size for p in result.files))}): kubernetes {manifest.version} "
         f"(asked {manifest.requested}), {', '.join(manifest.platforms)}, {len(manifest.images)} images, "
         f"{len(manifest.files)} members, serial {manifest.serial}; downloaded {human_size(result.network_bytes)} in {result.seconds:.1f}s"
     )
@@ -314,3 +333,83 @@ def diff_command(
         fail(error)
     typer.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else render(result, human_size))
 
+
+
+def _echo_files(files, sidecars) -> None:
+    """One line per written file when there is more than the bundle itself (parts, parts list, sidecars)."""
+    if len(files) > 1 or sidecars:
+        for path in (*files, *sidecars):
+            typer.echo(f"  {path}  {human_size(path.stat().st_size)}")
+
+
+@app.command("split")
+def split_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle (.tar) to split.")],
+    size: Annotated[str, typer.Option("--size", help="Largest part: bytes, K/M/G/T (3900M, 4G) or fat32, dvd, bd25.")],
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="The key that signed the bundle; signs the parts list (nodes need it signed).")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where the parts go (default: beside the bundle).")] = None,
+    sidecars: Annotated[bool, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt (needs --sign-key).")] = False,
+) -> None:
+    """Split an existing bundle into numbered parts for removable media, in one streamed pass.
+
+    With --sign-key, the same pass verifies the bundle under that key and the parts list is signed
+    with it; nodes accept the parts list (or the first part) wherever they accept a bundle.
+    Example: airlock split k8s.tar --size fat32 --sign-key keys/airlock.key --sidecars
+    """
+    import hashlib
+
+    from builder import sign
+    from builder.sidecars import write_sidecars
+    from builder.split import parse_size, split_bundle
+
+    if sidecars and sign_key is None:
+        typer.echo("airlock: error: --sidecars needs --sign-key (SHA256SUMS.sig is signed with it)", err=True)
+        raise typer.Exit(2)
+    try:
+        part_size = parse_size(size)
+        key = sign.load(sign_key) if sign_key else None
+        target = out_dir or bundle.parent
+        result = split_bundle(bundle, target, part_size, key, origin=f"--sign-key {sign_key}")
+        files = [*result.written.paths, result.listing]
+        written_sidecars = []
+        if key is not None:
+            files.append(result.listing.with_name(result.listing.name + ".sig"))
+        if sidecars:
+            verified = result.verified
+            hashed = [(part.name, part.sha256) for part in result.written.files]
+            written_sidecars = write_sidecars(
+                target, hashed, files[len(result.written.paths) :], verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key
+            )
+    except AirlockError as error:
+        fail(error)
+    _echo_files(files, written_sidecars)
+    typer.echo(f"split {bundle} into {len(result.written.files)} parts of at most {part_size} bytes; parts list {result.listing}")
+    if key is None:
+        typer.echo("note: the parts list is not signed; nodes refuse it until you split again with --sign-key", err=True)
+
+
+@app.command("join-parts")
+def join_parts_command(
+    listing: Annotated[Path, typer.Argument(help="The parts list (NAME.parts.json) or the first part.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle file to write.")],
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Also check the parts list's signature against this key.")] = None,
+) -> None:
+    """Join a split bundle back into one file, checking every part and the whole against the parts list.
+
+    Only for tools that need one file: airlock itself reads the parts directly.
+    """
+    from builder.split import join_parts
+    from bundle.parts import locate
+    from bundle.trust import load_trusted_keys
+
+    try:
+        found = locate(listing)
+        if found is None:
+            typer.echo(f"airlock: error: {listing}: not a parts list (NAME.parts.json) or a first part (NAME.tar.part001)", err=True)
+            raise typer.Exit(2)
+        written = join_parts(found, output, load_trusted_keys(key) if key else None)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {output} ({human_size(written.size)}), sha256 {written.sha256}{'' if key else ' (parts list signature not checked: no --key)'}")

@@ -3,22 +3,31 @@
 Streams each member from the content store straight into the tar (memory
 does not grow with the bundle), writes to a temporary name and renames it
 into place, so an interrupted build never leaves a half-written bundle under
-the requested name.
+the requested name. With a part size, the same stream fills numbered parts
+instead (builder/split.py), hashed while they are written.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
+from builder.split import RollingFile, Written
 from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import TarWriter
 
 WRITE_BUFFER = 4 << 20
+
+
+@dataclass(frozen=True)
+class Packed:
+    manifest_bytes: bytes
+    written: Written | None  # file names, sizes and sha256s when the bundle was hashed while written
 
 
 def write_bundle(
@@ -29,27 +38,54 @@ def write_bundle(
     `wait_for_blob(digest)` blocks until a member still being downloaded is
     in the store, so packing can start before every download has finished.
     """
+    return pack(output, manifest, key, store, progress, wait_for_blob).manifest_bytes
+
+
+def pack(
+    output: Path,
+    manifest: Manifest,
+    key: SigningKey,
+    store: BlobStore,
+    progress: Progress,
+    wait_for_blob: Callable[[str], None] | None = None,
+    split: int | None = None,
+    hashed: bool = False,
+) -> Packed:
+    """write_bundle, and: with `split`, write parts of at most that many bytes (`output.part001`, …) instead of
+    `output`; with `hashed` (implied by `split`), also hash what is written, for a parts list or sidecars."""
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.partial")
+    if split is None and not hashed:
+        temporary = output.with_name(f".{output.name}.partial")
+        try:
+            with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
+                _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, output)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return Packed(manifest_bytes, None)
+    rolling = RollingFile(output, split)
     try:
-        with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
-            writer = TarWriter(handle, mtime=0)
-            writer.add_bytes(MANIFEST_NAME, manifest_bytes)
-            writer.add_bytes(SIGNATURE_NAME, signature)
-            for entry in manifest.files:
-                if not entry.carried:
-                    continue
-                if wait_for_blob:
-                    wait_for_blob("sha256:" + entry.sha256)
-                with store.open("sha256:" + entry.sha256) as source:
-                    writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: progress.advance(n, network=False))
-            writer.close()
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, output)
+        _write_members(TarWriter(rolling, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
+        written = rolling.finish()
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        rolling.abort()
         raise
-    return manifest_bytes
+    return Packed(manifest_bytes, written)
+
+
+def _write_members(writer: TarWriter, manifest: Manifest, manifest_bytes: bytes, signature: bytes, store: BlobStore, progress, wait_for_blob) -> None:
+    writer.add_bytes(MANIFEST_NAME, manifest_bytes)
+    writer.add_bytes(SIGNATURE_NAME, signature)
+    for entry in manifest.files:
+        if not entry.carried:
+            continue
+        if wait_for_blob:
+            wait_for_blob("sha256:" + entry.sha256)
+        with store.open("sha256:" + entry.sha256) as source:
+            writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: progress.advance(n, network=False))
+    writer.close()

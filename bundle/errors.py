@@ -23,3 +23,7 @@ class TrustError(AirlockError):
 
 class StoreError(AirlockError):
     """The content store is unusable or holds corrupt content."""
+
+
+class PartsError(BundleError):
+    """A part of a split bundle is missing, extra, out of order, truncated or altered; names the part file."""

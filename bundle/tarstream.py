@@ -209,9 +209,10 @@ class TarWriter:
         self.header(path, size, mode, aligned=True)
         remaining = size
         if size and _kernel_copy_possible(source, self._stream):
-            self._stream.flush()
+            # A target that is not one file (the parts of a split bundle) copies into whichever file the bytes belong in.
+            copy = getattr(self._stream, "copy_from", None) or _file_copier(self._stream)
             while remaining:
-                copied = os.copy_file_range(source.fileno(), self._stream.fileno(), min(remaining, 1 << 30))
+                copied = copy(source.fileno(), min(remaining, 1 << 30))
                 if copied == 0:
                     raise BundleError(f"source ended {remaining} bytes early while packing", path)
                 remaining -= copied
@@ -242,8 +243,18 @@ def _kernel_copy_possible(source, target) -> bool:
         return (
             hasattr(os, "copy_file_range")
             and stat.S_ISREG(os.fstat(source.fileno()).st_mode)
-            and stat.S_ISREG(os.fstat(target.fileno()).st_mode)
+            and (hasattr(target, "copy_from") or stat.S_ISREG(os.fstat(target.fileno()).st_mode))
             and source.tell() == 0
         )
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def _file_copier(target):
+    """copy_from for a plain file: flush what is buffered, then let the kernel copy (bytes copied; 0 at the source's end)."""
+    target.flush()
+
+    def copy(source_fd: int, count: int) -> int:
+        return os.copy_file_range(source_fd, target.fileno(), count)
+
+    return copy

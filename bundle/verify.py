@@ -30,6 +30,7 @@ from bundle.manifest import (
     Manifest,
     check_member_path,
 )
+from bundle.parts import locate, open_parts
 from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
@@ -52,9 +53,18 @@ class Verified:
 
 
 @contextmanager
-def open_bundle(path: Path) -> Iterator[BinaryIO]:
-    """Open a `.tar` directly, or a `.tar.zst` through the zstd program, as one stream."""
+def open_bundle(path: Path, keys: list[TrustedKey] | None = None) -> Iterator[BinaryIO]:
+    """Open a `.tar` directly, or a `.tar.zst` through the zstd program, as one stream.
+
+    A split bundle's parts list (or its first part) opens as one stream over
+    the parts; with `keys`, the parts list's signature is checked first.
+    """
     path = Path(path)
+    listing = locate(path)
+    if listing is not None:
+        with open_parts(listing, keys) as stream:
+            yield stream
+        return
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
     if path.name.endswith(".zst"):
@@ -167,7 +177,7 @@ def check_index(data: bytes, manifest: Manifest) -> None:
 
 
 def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = None, sink=None, on_bytes=None) -> Verified:
-    with open_bundle(path) as stream:
+    with open_bundle(path, keys) as stream:
         return verify_stream(stream, keys, now=now, sink=sink, on_bytes=on_bytes)
 
 

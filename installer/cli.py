@@ -66,7 +66,7 @@ def fail(error: Exception) -> None:
 
 @app.command()
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst).")],
+    bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst), or a split bundle's parts list or first part.")],
     key: KeyOption,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
 ) -> None:
@@ -80,7 +80,9 @@ def verify(
 
     try:
         keys = load_trusted_keys(key)
-        with ByteMeter(bundle.stat().st_size if bundle.is_file() else 0, "verify", quiet) as advance:
+        from bundle.parts import total_size
+
+        with ByteMeter(total_size(bundle), "verify", quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
@@ -106,6 +108,7 @@ def inspect(
 
     Reads only bundle.json and its signature; run `airlock verify` to check every member.
     """
+    from bundle.parts import total_size
     from bundle.trust import load_trusted_keys, verify_signature
     from bundle.verify import read_manifest_unverified
 
@@ -125,7 +128,7 @@ def inspect(
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
     lines = [
-        f"bundle      {bundle} ({human_size(bundle.stat().st_size)})",
+        f"bundle      {bundle} ({human_size(total_size(bundle))})",
         f"name        {manifest.name}  serial {manifest.serial}",
         f"created     {manifest.created:%Y-%m-%d %H:%M:%SZ}  expires {manifest.expires:%Y-%m-%d %H:%M:%SZ}",
         f"kubernetes  {manifest.version} (asked for {manifest.requested})",

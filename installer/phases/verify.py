@@ -14,7 +14,8 @@ from installer.state import State
 
 
 def run(context: Context) -> None:
-    with open_bundle(context.bundle) as stream:
+    # A parts list's signature is checked here too, and every part's presence and size, before anything is written.
+    with open_bundle(context.bundle, context.keys) as stream:
         manifest_bytes, signature = read_signed_head(TarReader(stream))
     signer = verify_signature(manifest_bytes, signature, context.keys)
     manifest = Manifest.parse(manifest_bytes)

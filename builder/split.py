@@ -1,0 +1,361 @@
+"""Writing a bundle as parts for removable media, and splitting or joining one that exists.
+
+`RollingFile` is the stream the tar writer writes into: it fills numbered
+part files of at most `limit` bytes each, under temporary names, and renames
+them into place only when the whole bundle is written. Member data that
+falls inside one part is still copied by the kernel (copy_file_range); a
+member that crosses a boundary is cut there. Part offsets are offsets in the
+whole stream minus a multiple of the part size, so with a part size that is
+a multiple of 4 KiB the 4 KiB alignment of member data holds in every part.
+
+Two threads read back what has been written (from the page cache) and hash
+it, one per part and one for the whole, so the parts list costs no second
+read of the bundle and no memory that grows with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import BuildError
+from builder.sign import SigningKey
+from bundle.errors import AirlockError
+from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
+from bundle.store import write_atomic
+
+WRITE_BUFFER = 4 << 20
+CHUNK = 1 << 20
+# Let the hashing threads see written bytes at least this often when nothing else flushes.
+PUBLISH_EVERY = 8 << 20
+
+# Named sizes. fat32: a file must stay under 4 GiB; 4095 MiB (not 4 GiB - 1 byte) keeps parts a multiple of 4 KiB.
+# dvd: single-layer DVD+R (2,295,104 sectors of 2048 bytes), the smaller of DVD+R and DVD-R. bd25: single-layer BD-R.
+SIZE_NAMES = {"fat32": 4095 << 20, "dvd": 4_700_372_992, "bd25": 25_025_314_816}
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"^([0-9]+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """`3900M`, `4G`, `65536`, `64K` (K, M, G, T are powers of 1024) or a name: fat32, dvd, bd25."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        spoken = str(text).strip()
+        if spoken.lower() in SIZE_NAMES:
+            return SIZE_NAMES[spoken.lower()]
+        match = _SIZE.match(spoken)
+        if match is None:
+            raise BuildError(f"size {text!r}: give bytes (65536), K/M/G/T (3900M, 4G) or one of {', '.join(SIZE_NAMES)}")
+        value = int(match[1]) * _UNITS[match[2].upper()]
+    if value < 1:
+        raise BuildError(f"size {text!r}: a part must hold at least one byte")
+    return value
+
+
+@dataclass
+class _Piece:
+    final: Path
+    temporary: Path
+    size: int = 0
+    published: int = 0
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    """The files written, in order, with their sizes and sha256, and the size and sha256 of the whole stream."""
+
+    files: tuple[Part, ...]
+    size: int
+    sha256: str
+    paths: tuple[Path, ...] = field(default=())
+
+
+class _Follower(threading.Thread):
+    """Reads back the pieces in order as they are published and hashes them: per piece, or as one stream."""
+
+    def __init__(self, rolling: RollingFile, per_piece: bool):
+        super().__init__(name="part-hash" if per_piece else "bundle-hash", daemon=True)
+        self._rolling = rolling
+        self._per_piece = per_piece
+        self.digests: list[str] = []
+        self.whole = ""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rolling = self._rolling
+        index = offset = 0
+        descriptor = None
+        digest = hashlib.sha256()
+        try:
+            while True:
+                with rolling.changed:
+                    while not (index < len(rolling.pieces) and (rolling.pieces[index].published > offset or rolling.pieces[index].closed)):
+                        if rolling.stopped or (rolling.finished and index >= len(rolling.pieces)):
+                            self.whole = digest.hexdigest()
+                            return
+                        rolling.changed.wait()
+                    piece = rolling.pieces[index]
+                    end, closed = piece.published, piece.closed
+                if descriptor is None:
+                    descriptor = os.open(piece.temporary, os.O_RDONLY)
+                while offset < end:
+                    data = os.pread(descriptor, min(CHUNK, end - offset), offset)
+                    if not data:
+                        raise BuildError(f"{piece.temporary}: shorter than what was written to it")
+                    digest.update(data)
+                    offset += len(data)
+                if closed:
+                    os.close(descriptor)
+                    descriptor = None
+                    if self._per_piece:
+                        self.digests.append(digest.hexdigest())
+                        digest = hashlib.sha256()
+                    index, offset = index + 1, 0
+        except BaseException as error:  # handed to the writing thread by finish()
+            self.error = error
+        finally:
+            if descriptor is not None:
+                os.close(descriptor)
+
+
+class RollingFile:
+    """A write-only stream over numbered parts of at most `limit` bytes (or one file when `limit` is None), hashed as it fills."""
+
+    def __init__(self, output: Path, limit: int | None):
+        self._output = output
+        self._limit = limit
+        self.pieces: list[_Piece] = []
+        self.changed = threading.Condition()
+        self.finished = self.stopped = False
+        self._handle = None
+        self._room = 0
+        self._unpublished = 0
+        self._followers = [_Follower(self, per_piece=False)]
+        if limit is not None:
+            self._followers.append(_Follower(self, per_piece=True))
+        for follower in self._followers:
+            follower.start()
+
+    def _next_piece(self) -> None:
+        self._close_piece()
+        number = len(self.pieces) + 1
+        if self._limit is None:
+            final = self._output
+        else:
+            if number > MAX_PARTS:
+                raise BuildError(f"a part size of {self._limit} bytes makes more than {MAX_PARTS} parts; choose a larger size")
+            final = self._output.with_name(part_name(self._output.name, number))
+        temporary = final.with_name(f".{final.name}.partial")
+        self._handle = open(temporary, "wb", buffering=WRITE_BUFFER)
+        with self.changed:
+            self.pieces.append(_Piece(final, temporary))
+            self.changed.notify_all()
+        self._room = self._limit if self._limit is not None else 1 << 62
+
+    def _publish(self) -> None:
+        self._handle.flush()
+        self._unpublished = 0
+        with self.changed:
+            self.pieces[-1].published = self.pieces[-1].size
+            self.changed.notify_all()
+
+    def _close_piece(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self._handle = None
+        with self.changed:
+            piece = self.pieces[-1]
+            piece.published, piece.closed = piece.size, True
+            self.changed.notify_all()
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if self._handle is None or self._room == 0:
+                self._next_piece()
+            count = min(len(view), self._room)
+            self._handle.write(view[:count])
+            self.pieces[-1].size += count
+            self._room -= count
+            self._unpublished += count
+            view = view[count:]
+        if self._unpublished >= PUBLISH_EVERY:
+            self._publish()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._publish()
+
+    def copy_from(self, source_fd: int, count: int) -> int:
+        """Kernel-copy up to `count` bytes from `source_fd` into the current part (fewer at a part boundary)."""
+        if self._handle is None or self._room == 0:
+            self._next_piece()
+        self._publish()
+        copied = os.copy_file_range(source_fd, self._handle.fileno(), min(count, self._room))
+        self.pieces[-1].size += copied
+        self._room -= copied
+        with self.changed:
+            self.pieces[-1].published = self.pieces[-1].size
+            self.changed.notify_all()
+        return copied
+
+    def _stop(self) -> None:
+        with self.changed:
+            self.finished = True
+            self.changed.notify_all()
+        for follower in self._followers:
+            follower.join()
+
+    def finish(self) -> Written:
+        """Close the last part, wait for the hashes, and rename every part into place."""
+        self._close_piece()
+        self._stop()
+        for follower in self._followers:
+            if follower.error is not None:
+                raise BuildError(f"hashing {self._output.name} while writing it failed: {follower.error}")
+        whole = self._followers[0].whole
+        digests = self._followers[1].digests if self._limit is not None else [whole]
+        files = tuple(Part(piece.final.name, piece.size, digest) for piece, digest in zip(self.pieces, digests, strict=True))
+        for piece in self.pieces:
+            os.replace(piece.temporary, piece.final)
+        if self._limit is not None:
+            # Parts of an earlier, longer split under the same name would be refused as extra parts: remove them.
+            pattern = re.compile(re.escape(self._output.name) + r"\.part[0-9]+$")
+            keep = {piece.final.name for piece in self.pieces}
+            for stale in self._output.parent.iterdir():
+                if pattern.match(stale.name) and stale.name not in keep:
+                    stale.unlink()
+        return Written(files, sum(piece.size for piece in self.pieces), whole, tuple(piece.final for piece in self.pieces))
+
+    def abort(self) -> None:
+        """Drop every part written so far (nothing appears under a final name)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+        self._stop()
+        for piece in self.pieces:
+            piece.temporary.unlink(missing_ok=True)
+
+
+def write_parts_list(output: Path, written: Written, part_size: int, key: SigningKey | None) -> Path:
+    """Write `NAME.parts.json` beside the parts and, with a key, `NAME.parts.json.sig` (signed like bundle.json)."""
+    listing = PartsList(output.name, written.size, written.sha256, part_size, written.files)
+    data = listing.to_json()
+    PartsList.parse(data, "the parts list being written")
+    path = output.with_name(list_name(output.name))
+    signature = path.with_name(path.name + SIGNATURE_SUFFIX)
+    if key is not None:
+        write_atomic(signature, key.sign(data), 0o644)
+    else:
+        signature.unlink(missing_ok=True)
+    write_atomic(path, data, 0o644)
+    return path
+
+
+class _Tee:
+    """A read stream that also writes every byte it returns into `sink`."""
+
+    def __init__(self, source, sink: RollingFile):
+        self._source = source
+        self._sink = sink
+
+    def read(self, count: int = -1) -> bytes:
+        data = self._source.read(count if count is not None and count >= 0 else CHUNK)
+        if data:
+            self._sink.write(data)
+        return data
+
+
+@dataclass(frozen=True)
+class Split:
+    written: Written
+    listing: Path
+    verified: object | None  # bundle.verify.Verified when the bundle was checked under the signing key
+    sbom: bytes | None
+
+
+def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | None, origin: str = "--sign-key") -> Split:
+    """Split `bundle` into parts in `out_dir` in one streamed pass.
+
+    With `key`, the pass also verifies the bundle under that key's public half
+    (a parts list is only signed for a bundle the same key signed) and keeps
+    the SBOM member for the sidecars.
+    """
+    from bundle.trust import TrustedKey
+    from bundle.verify import verify_stream
+
+    bundle = Path(bundle)
+    if bundle.name.endswith(".zst"):
+        raise BuildError(f"{bundle}: split a .tar bundle; decompress this one first (zstd -d {bundle.name})")
+    if not bundle.is_file():
+        raise BuildError(f"{bundle}: no such bundle file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / bundle.name
+    rolling = RollingFile(output, part_size)
+    verified = None
+    sbom = bytearray()
+    try:
+        with open(bundle, "rb", buffering=WRITE_BUFFER) as source:
+            if key is None:
+                while data := source.read(CHUNK):
+                    rolling.write(data)
+            else:
+                trusted = TrustedKey(key.key_id, key.algorithm, key.private_key.public_key(), origin)
+
+                class _Keep:
+                    def write(self, data: bytes) -> None:
+                        sbom.extend(data)
+
+                    def done(self) -> None:
+                        pass
+
+                    def abort(self) -> None:
+                        pass
+
+                verified = verify_stream(_Tee(source, rolling), [trusted], sink=lambda entry: _Keep() if entry.path == "sbom.spdx.json" else None)
+        written = rolling.finish()
+    except BaseException:
+        rolling.abort()
+        raise
+    return Split(written, write_parts_list(output, written, part_size, key), verified, bytes(sbom) if verified else None)
+
+
+def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Written:
+    """Write the bundle the parts list describes into `output`, checking every part and the whole on the way."""
+    from bundle.parts import PartsReader
+
+    listing = read_parts_list(listing_path, keys)
+    check_present(listing, listing_path.parent)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.partial")
+    digest = hashlib.sha256()
+    reader = PartsReader(listing, listing_path.parent)
+    try:
+        with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
+            while data := reader.read(CHUNK):
+                digest.update(data)
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if digest.hexdigest() != listing.sha256:
+            raise BuildError(f"{listing_path.name}: the joined parts hash to {digest.hexdigest()}, not the listed {listing.sha256}")
+        os.replace(temporary, output)
+    except (AirlockError, OSError, KeyboardInterrupt):
+        temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        reader.close()
+    return Written((Part(output.name, listing.size, listing.sha256),), listing.size, listing.sha256, (output,))
