@@ -29,7 +29,6 @@ from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 
 CNI_CHOICES = ("flannel", "none")
-TEMPLATES = Path(__file__).resolve().parents[1] / "manifests"
 
 
 @dataclass
@@ -347,9 +346,6 @@ class Builder:
             "images/oci-layout": OCI_LAYOUT,
             "images/index.json": layout_index(index_entries),
         }
-        # The node renders the templates that travel with the bundle it installs.
-        for template in sorted(p for p in TEMPLATES.rglob("*") if p.is_file() and p.name != "README.md"):
-            generated[f"manifests/templates/{template.relative_to(TEMPLATES).as_posix()}"] = template.read_bytes()
         entries = list(files)
         for digest in sorted(blob_sizes):
             hexdigest = digest.split(":", 1)[1]

@@ -9,7 +9,6 @@ and the phases themselves never need to know which one they have.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import shlex
 import shutil
@@ -40,7 +39,11 @@ class KubeletSettings:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """Local choices for this node (`--config node.yaml`); every field has a sane default."""
+    """Local choices for this node (`--config node.yaml`); every field has a sane default.
+
+    Every value has been checked by type (see `installer.nodeschema`), so the
+    files written from it never carry more than the field could hold.
+    """
 
     node_name: str = ""
     advertise_address: str = ""
@@ -65,56 +68,28 @@ class NodeConfig:
         if path is None:
             return cls()
         try:
-            document = yaml.safe_load(Path(path).read_text()) or {}
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CONFIG_BYTES + 1)
         except OSError as error:
             raise NodeError(f"--config {path}: {error.strerror}") from None
+        if len(data) > MAX_CONFIG_BYTES:
+            raise NodeError(f"--config {path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; node.yaml holds a few settings")
+        try:
+            document = yaml.safe_load(data.decode("utf-8")) or {}
+        except UnicodeDecodeError:
+            raise NodeError(f"--config {path}: not UTF-8 text") from None
         except yaml.YAMLError as error:
             raise NodeError(f"--config {path}: not valid YAML: {error}") from None
         return cls.from_dict(document, str(path))
 
     @classmethod
     def from_dict(cls, document: dict, where: str = "node config") -> NodeConfig:
-        if not isinstance(document, dict):
-            raise NodeError(f"{where}: expected a mapping")
-        known = {
-            "nodeName": "node_name",
-            "advertiseAddress": "advertise_address",
-            "controlPlaneEndpoint": "control_plane_endpoint",
-            "podSubnet": "pod_subnet",
-            "serviceSubnet": "service_subnet",
-            "certSANs": "cert_sans",
-            "clusterName": "cluster_name",
-            "criSocket": "cri_socket",
-            "token": "token",
-            "certificateKey": "certificate_key",
-            "caCertHashes": "ca_cert_hashes",
-        }
-        values: dict = {}
-        unknown = sorted(set(document) - set(known) - {"registry", "kubelet"})
-        if unknown:
-            raise NodeError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted([*known, 'registry', 'kubelet']))}")
-        for key, name in known.items():
-            if key in document:
-                value = document[key]
-                values[name] = tuple(str(v) for v in value) if name in ("cert_sans", "ca_cert_hashes") else str(value)
-        registry = document.get("registry") or {}
-        for key, name in (("listen", "registry_listen"), ("mirror", "registry_mirror"), ("ca", "registry_ca"), ("tlsCert", "registry_tls_cert"), ("tlsKey", "registry_tls_key")):
-            if key in registry:
-                values[name] = str(registry[key])
-        kubelet = document.get("kubelet") or {}
-        if kubelet:
-            driver = str(kubelet.get("cgroupDriver", "systemd"))
-            if driver not in ("systemd", "cgroupfs"):
-                raise NodeError(f"{where}: kubelet.cgroupDriver must be systemd or cgroupfs")
-            extra = kubelet.get("extraArgs") or {}
-            values["kubelet"] = KubeletSettings(driver, int(kubelet.get("maxPods", 110)), {str(k): str(v) for k, v in extra.items()})
-        config = cls(**values)
-        for subnet in (config.pod_subnet, config.service_subnet):
-            try:
-                ipaddress.ip_network(subnet)
-            except ValueError:
-                raise NodeError(f"{where}: {subnet!r} is not a network like 10.244.0.0/16") from None
-        return config
+        from installer.nodeschema import parse
+
+        return parse(cls, KubeletSettings, document, where)
+
+
+MAX_CONFIG_BYTES = 64 << 10
 
 
 class Paths:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 class Containerd:
-    def __init__(self, root: Path, netns: str | None = None):
+    def __init__(self, root: Path, netns: str | None = None, config_text: str | None = None):
         self.root = Path(root)
         self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.root.mkdir(parents=True, exist_ok=True)
@@ -17,14 +17,16 @@ class Containerd:
         self.certs_d = self.root / "certs.d"
         self.certs_d.mkdir(exist_ok=True)
         config = self.root / "config.toml"
-        config.write_text(
-            "version = 2\n"
-            f'root = "{self.root / "root"}"\n'
-            f'state = "{self.root / "state"}"\n'
-            f'[grpc]\n  address = "{self.socket}"\n'
-            '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
-            f'[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{self.certs_d}"\n'
-        )
+        if config_text is None:
+            config_text = (
+                "version = 2\n"
+                f'root = "{self.root / "root"}"\n'
+                f'state = "{self.root / "state"}"\n'
+                f'[grpc]\n  address = "{self.socket}"\n'
+                '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n'
+                f'[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{self.certs_d}"\n'
+            )
+        config.write_text(config_text)
         binary = shutil.which("containerd")
         if binary is None:
             raise RuntimeError("containerd is not installed (apt-get install containerd)")
@@ -41,6 +43,14 @@ class Containerd:
         if check and result.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
         return result
+
+    def plugin_status(self, plugin_type: str, plugin_id: str) -> str:
+        """The STATUS column of `ctr plugins ls` for one plugin ("ok", "error", "skip"), "" when it is not listed."""
+        for line in self.ctr("plugins", "ls").stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == plugin_type and fields[1] == plugin_id:
+                return fields[-1]
+        return ""
 
     def hosts(self, upstream: str, text: str) -> None:
         directory = self.certs_d / upstream

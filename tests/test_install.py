@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import airlock, airlock_node, assert_blobs_whole, python39, require
 from tests.containerd import Containerd
 from tests.upstream import free_port
 
-IGNORE = "module-br_netfilter,sysctl-ip_forward,sysctl-bridge-nf-call-iptables,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
+IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
 
 
 def node_config(tmp_path: Path, port: int, **extra) -> Path:
@@ -66,9 +68,10 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
         "kubeadm init phase " + " ".join(step) for step in INIT_STEPS if step != WAIT
     ]
     assert "kubelet is not started under --root" in result.stderr
-    rendered = (root / "var/lib/airlock/kubeadm/init.yaml").read_text()
-    assert 'kubernetesVersion: "v1.31.4"' in rendered and "apiVersion: kubeadm.k8s.io/v1beta4" in rendered
-    assert "imageRepository: registry.k8s.io" in rendered
+    documents = list(yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text()))
+    cluster = next(d for d in documents if d["kind"] == "ClusterConfiguration")
+    assert cluster["kubernetesVersion"] == "v1.31.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["imageRepository"] == "registry.k8s.io"
     assert "stable" not in " ".join(calls)
     assert any(c.startswith("kubectl --kubeconfig") and c.endswith("kube-flannel.yml") for c in calls)
     for name in ("kubeadm", "kubelet", "kubectl", "crictl"):
@@ -164,8 +167,8 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     # containerd 2.x layout
     from installer.containerd_config import merge
 
-    v3, _ = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
-    parsed = tomllib.loads(v3)
+    v3 = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
+    parsed = tomllib.loads(v3.config)
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == "/etc/containerd/certs.d"
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10"
     assert parsed["plugins"]["io.containerd.cri.v1.runtime"]["enable_selinux"] is True
@@ -180,8 +183,8 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     assert joined.returncode == 0, joined.stderr
     calls = log.read_text().splitlines()
     assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join --config {root}/var/lib/airlock/kubeadm/join.yaml"]
-    rendered = (root / "var/lib/airlock/kubeadm/join.yaml").read_text()
-    assert 'apiServerEndpoint: "10.0.0.10:6443"' in rendered and "kind: JoinConfiguration" in rendered
+    (join,) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
+    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.0.0.10:6443" and join["kind"] == "JoinConfiguration"
     assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
     reset = airlock_node("reset", "--root", root, env={"AIRLOCK_STANDIN_LOG": str(log)}, check=True)
     assert "kubeadm reset --force" in log.read_text()
@@ -204,9 +207,11 @@ def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
 
 def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, tmp_path):
     root = tmp_path / "root"
-    # No --ignore-preflight-errors: this machine fails several checks; a dry run reports them and goes on.
-    args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, free_port()), "--dry-run"]
-    dry = airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
+    # No --ignore-preflight-errors, and the registry's port taken: a failing check, which a dry run reports and goes on past.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        config = node_config(tmp_path, taken.getsockname()[1])
+        args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--dry-run"]
+        dry = airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
     assert dry.returncode == 0, dry.stderr
     lines = [line.strip() for line in dry.stdout.splitlines() if line.strip()]
     assert [line for line in lines if not line.startswith("would ")] == []

@@ -433,13 +433,12 @@ def test_containerd_pulls_through_a_prefixed_mirror_host(bundle, served, contain
 
 
 def render_unit(tmp_path: Path, tls: bool) -> Path:
-    from installer.phases.registry import unit_values
-    from installer.templates import render
+    from installer.phases.registry import registry_unit
 
-    values = unit_values(AIRLOCK, "0.0.0.0:5443" if tls else "127.0.0.1:5000", "/etc/airlock/pki/registry.crt" if tls else "", "/etc/airlock/pki/registry.key" if tls else "")
+    text = registry_unit([AIRLOCK], "0.0.0.0:5443" if tls else "127.0.0.1:5000", "/etc/airlock/pki/registry.crt" if tls else "", "/etc/airlock/pki/registry.key" if tls else "")
     unit = tmp_path / f"{'tls' if tls else 'plain'}" / "airlock-registry.service"
     unit.parent.mkdir()
-    unit.write_text(render("systemd/airlock-registry.service", None, **values))
+    unit.write_text(text)
     return unit
 
 
@@ -459,11 +458,11 @@ def test_the_registry_unit_passes_systemd_analyze_verify(tmp_path, tls):
 
 def test_the_unit_refuses_paths_that_would_change_it(tmp_path):
     from installer.node import NodeError
-    from installer.phases.registry import unit_values
+    from installer.phases.registry import registry_unit
 
     for cert, listen in (("/etc/a.crt\nExecStartPre=+/bin/sh", "127.0.0.1:5000"), ("relative.crt", "127.0.0.1:5000"), ("/a b.crt", "127.0.0.1:5000"), ("", "1.2.3.4:5000\nExecStartPre=+/x")):
         with pytest.raises(NodeError):
-            unit_values(AIRLOCK, listen, cert, "/etc/a.key" if cert else "")
+            registry_unit([AIRLOCK], listen, cert, "/etc/a.key" if cert else "")
 
 
 def test_tls_from_systemd_credentials(bundle, store, tmp_path):

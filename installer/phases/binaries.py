@@ -6,11 +6,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import yaml
+
 from bundle.errors import BundleError
 from bundle.manifest import NODE_PYZ, Manifest
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged, install_staged, open_staged_archive
-from installer.templates import render
+from installer.unitfiles import containerd_service
 
 BIN = "/usr/local/bin"
 # The node installer as one file, run by airlock-registry.service with the system Python.
@@ -83,10 +85,9 @@ def run(context: Context) -> None:
     crictl = member(manifest, arch, "bin/linux-{arch}/crictl-")
     if crictl:
         install_from_archive(context, crictl, BIN, CRICTL_PROGRAMS)
-    staging = ensure_staged(context)
     if any(entry.path == NODE_PYZ for entry in manifest.files):
         install_staged(context, NODE_PYZ, context.paths(NODE_PYZ_PATH))
-    context.host.write(context.paths("/etc/crictl.yaml"), render("crictl.yaml", staging, cri_socket=context.config.cri_socket))
+    context.host.write(context.paths("/etc/crictl.yaml"), crictl_config(context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
         plugins = install_from_archive(context, cni, "/opt/cni/bin", CNI_PLUGINS)
@@ -100,21 +101,13 @@ def run(context: Context) -> None:
         raise BundleError("the node has no containerd and the bundle carries none for this architecture")
     install_from_archive(context, containerd, BIN, CONTAINERD_PROGRAMS)
     install_staged(context, f"{bin_dir}/runc", context.paths("/usr/local/sbin/runc"))
-    unit = render("systemd/containerd.service", staging, bin_dir=BIN, proxy_environment=proxy_environment())
-    context.host.write(context.paths("/etc/systemd/system/containerd.service"), unit)
+    context.host.write(context.paths("/etc/systemd/system/containerd.service"), containerd_service())
     context.host.enable_service("containerd.service", context.start_services)
 
 
-def proxy_environment() -> str:
-    """Environment= lines carrying this shell's proxy settings into a unit ("" when none are set)."""
-    import os
-
-    lines = []
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        value = os.environ.get(name) or os.environ.get(name.lower())
-        if value:
-            lines.append(f'Environment="{name}={value}"\n')
-    return "".join(lines)
+def crictl_config(cri_socket: str) -> str:
+    """/etc/crictl.yaml: crictl talks to the node's CRI socket."""
+    return yaml.safe_dump({"runtime-endpoint": cri_socket, "image-endpoint": cri_socket, "timeout": 10}, sort_keys=False)
 
 
 PHASE = Phase("binaries", "install kubeadm, kubelet, kubectl, crictl, CNI plugins (and containerd, runc if missing)", run)

@@ -12,21 +12,17 @@ import json
 import secrets
 import string
 
-from installer import commands
+from installer import address, commands, kubeadm_config
 from installer.apiwait import API_PORT, DEFAULT_TIMEOUT, wait_for_api_server
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged
-from installer.templates import render
 
 CONFIG_FILE = "/var/lib/airlock/kubeadm/{name}.yaml"
 
 
-def api_version(version: str) -> str:
-    """kubeadm's configuration API: v1beta4 from 1.31 on, v1beta3 before."""
-    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    return "v1beta4" if (major, minor) >= (1, 31) else "v1beta3"
+api_version = kubeadm_config.api_version
 
 
 def _token() -> str:
@@ -59,17 +55,21 @@ def ca_cert_hash(context: Context) -> str | None:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def _common(context: Context) -> dict[str, str]:
+def node_facts(context: Context) -> kubeadm_config.NodeFacts:
+    """The node's name and address (see installer.address; "" when preflight's advertise-address check was ignored)."""
     import socket
 
-    config = context.config
-    node_name = config.node_name or socket.gethostname()
-    return {
-        "version": context.manifest.version,
-        "node_name": node_name,
-        "cri_socket": config.cri_socket,
-        "control_plane_endpoint": config.control_plane_endpoint or f"{config.advertise_address or node_name}:6443",
-    }
+    try:
+        node_address = address.choose(context.config).address
+    except address.AmbiguousAddress:
+        node_address = ""
+    node_name = context.config.node_name or socket.gethostname().lower()
+    return kubeadm_config.NodeFacts(context.manifest.version, node_name, node_address)
+
+
+def _common(context: Context) -> dict[str, str]:
+    facts = node_facts(context)
+    return {"node_name": facts.node_name, "control_plane_endpoint": kubeadm_config.control_plane_endpoint(context.config, facts)}
 
 
 def kubeadm(context: Context) -> str:
@@ -77,22 +77,12 @@ def kubeadm(context: Context) -> str:
 
 
 def run_init(context: Context) -> None:
-    staging = ensure_staged(context)
+    ensure_staged(context)
     config = context.config
+    facts = node_facts(context)
     values = {**_common(context), **cluster_secrets(context)}
-    sans = list(config.cert_sans) or [values["node_name"]]
-    rendered = render(
-        f"kubeadm/init-{api_version(context.manifest.version)}.yaml",
-        staging,
-        **values,
-        advertise_address=config.advertise_address or "0.0.0.0",
-        cluster_name=config.cluster_name,
-        pod_subnet=config.pod_subnet,
-        service_subnet=config.service_subnet,
-        cert_sans=json.dumps(sans),
-        cgroup_driver=config.kubelet.cgroup_driver,
-        max_pods=config.kubelet.max_pods,
-    )
+    documents = kubeadm_config.init_documents(config, facts, values["token"], values["certificate_key"])
+    rendered = kubeadm_config.dump(documents, f"Written by airlock for Kubernetes {facts.version}")
     config_file = context.paths(CONFIG_FILE.format(name="init"))
     context.host.write(config_file, rendered, 0o600)
     for step in commands.INIT_STEPS:
@@ -138,24 +128,15 @@ def join_hint(context: Context, values: dict[str, str]) -> None:
 
 
 def run_join(context: Context) -> None:
-    staging = ensure_staged(context)
+    ensure_staged(context)
     config = context.config
     if not config.token or not config.ca_cert_hashes or not config.control_plane_endpoint:
         raise NodeError("join needs controlPlaneEndpoint, token and caCertHashes in --config node.yaml (printed by airlock init)")
-    values = _common(context)
-    block = ""
-    if context.control_plane:
-        if not config.certificate_key:
-            raise NodeError("a control-plane join needs certificateKey in node.yaml (printed by airlock init)")
-        block = "controlPlane:\n  certificateKey: \"" + config.certificate_key + "\"\n  localAPIEndpoint:\n    advertiseAddress: \"" + (config.advertise_address or "0.0.0.0") + "\"\n    bindPort: 6443\n"
-    rendered = render(
-        f"kubeadm/join-{api_version(context.manifest.version)}.yaml",
-        staging,
-        **values,
-        token=config.token,
-        ca_cert_hashes=json.dumps(list(config.ca_cert_hashes)),
-        control_plane_block=block,
-    )
+    if context.control_plane and not config.certificate_key:
+        raise NodeError("a control-plane join needs certificateKey in node.yaml (printed by airlock init)")
+    facts = node_facts(context)
+    documents = kubeadm_config.join_documents(config, facts, context.control_plane)
+    rendered = kubeadm_config.dump(documents, f"Written by airlock for Kubernetes {facts.version}")
     config_file = context.paths(CONFIG_FILE.format(name="join"))
     context.host.write(config_file, rendered, 0o600)
     context.host.run(commands.kubeadm_join(kubeadm(context), str(config_file)), timeout=900)

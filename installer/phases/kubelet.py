@@ -1,27 +1,19 @@
-"""kubelet: its unit, kubeadm's drop-in, and local overrides from node.yaml."""
+"""kubelet: its unit and kubeadm's drop-in; node.yaml's kubelet flags go through kubeadm (kubeletExtraArgs)."""
 
 from __future__ import annotations
 
-import shlex
-
 from installer.phases import Context, Phase
-from installer.phases.binaries import BIN, proxy_environment
-from installer.phases.unpack import ensure_staged
-from installer.templates import render
+from installer.unitfiles import kubeadm_dropin, kubelet_service
 
 
 def run(context: Context) -> None:
-    staging = ensure_staged(context)
     paths, host = context.paths, context.host
-    host.write(paths("/etc/systemd/system/kubelet.service"), render("systemd/kubelet.service", staging, bin_dir=BIN))
-    dropin = render("systemd/10-kubeadm.conf", staging, bin_dir=BIN, proxy_environment=proxy_environment())
-    host.write(paths("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"), dropin)
-    extra = " ".join(f"--{key}={shlex.quote(value)}" for key, value in sorted(context.config.kubelet.extra_args.items()))
-    host.write(paths("/etc/default/kubelet"), f"KUBELET_EXTRA_ARGS={shlex.quote(extra)}\n" if extra else "KUBELET_EXTRA_ARGS=\n")
+    host.write(paths("/etc/systemd/system/kubelet.service"), kubelet_service())
+    host.write(paths("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"), kubeadm_dropin())
     # kubeadm starts kubelet itself (kubelet-start); enabling it keeps it across reboots.
     host.enable_service("kubelet.service", start=False)
     if context.start_services:
         host.run(["systemctl", "daemon-reload"])
 
 
-PHASE = Phase("kubelet", "write kubelet.service, kubeadm's drop-in and local kubelet overrides", run)
+PHASE = Phase("kubelet", "write kubelet.service and kubeadm's drop-in", run)

@@ -6,16 +6,37 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from installer import address
 from installer.node import NodeError
 from installer.phases import Context, Phase
+from installer.phases.runtime import MODULES, module_loaded
 
 CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
-REQUIRED_MODULES = ("overlay", "br_netfilter")
-SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+REQUIRED_MODULES = MODULES
+
+
+def module_available(name: str) -> bool:
+    """Loaded, built in, or loadable: the runtime phase loads and persists it (/etc/modules-load.d/airlock.conf)."""
+    if module_loaded(name):
+        return True
+    try:
+        return subprocess.run(["modprobe", "-n", "-q", name], capture_output=True, timeout=10).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+def address_findings(context: Context) -> Iterator[tuple[str, str]]:
+    try:
+        choice = address.choose(context.config)
+    except address.AmbiguousAddress as error:
+        yield "advertise-address", f"cannot choose this node's address: {error}; set advertiseAddress in node.yaml"
+        return
+    context.echo(f"  {'would use' if context.host.dry_run else 'using'} node address {choice.address} ({choice.reason})")
 
 
 def registry_host_port(listen: str) -> tuple[str, int]:
@@ -64,7 +85,7 @@ def check_names() -> list[str]:
         "root",
         "swap",
         *(f"module-{module}" for module in REQUIRED_MODULES),
-        *(f"sysctl-{key.rsplit('.', 1)[-1]}" for key in SYSCTLS),
+        "advertise-address",
         "port-N",
         "existing-kubernetes",
         "runtime",
@@ -95,13 +116,9 @@ def findings(context: Context) -> Iterator[tuple[str, str]]:
     if swaps:
         yield "swap", "swap is on; kubelet refuses to start with swap by default (swapoff -a, and remove it from /etc/fstab)"
     for module in REQUIRED_MODULES:
-        if not Path(f"/sys/module/{module}").exists():
-            yield f"module-{module}", f"kernel module {module} is not loaded (modprobe {module}; list it in /etc/modules-load.d/)"
-    for key, wanted in SYSCTLS.items():
-        file = Path("/proc/sys") / key.replace(".", "/")
-        value = file.read_text().strip() if file.exists() else None
-        if value != wanted:
-            yield f"sysctl-{key.rsplit('.', 1)[-1]}", f"sysctl {key} is {value if value is not None else 'absent'}, must be {wanted}"
+        if not module_available(module):
+            yield f"module-{module}", f"kernel module {module} is neither loaded nor loadable (modprobe -n {module} fails); install the kernel's modules package"
+    yield from address_findings(context)
     ports = list(CONTROL_PLANE_PORTS if context.command == "init" or context.control_plane else WORKER_PORTS)
     if not context.config.registry_mirror:
         ports.append(registry_host_port(context.config.registry_listen)[1])
@@ -157,4 +174,4 @@ def run(context: Context) -> None:
         raise NodeError(f"{len(errors)} preflight check(s) failed; fix them, or pass --ignore-preflight-errors {names}")
 
 
-PHASE = Phase("preflight", "check the node: privileges, swap, kernel, ports, runtime, proxies, disk", run)
+PHASE = Phase("preflight", "check the node: privileges, swap, kernel modules, its address, ports, runtime, proxies, disk", run)

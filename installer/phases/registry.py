@@ -13,35 +13,33 @@ from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import NODE_PYZ_PATH
 from installer.phases.unpack import ensure_staged
-from installer.templates import render
+from installer.unitfiles import registry_service
 
 STORE = "/var/lib/airlock/store"
 CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9._+/-]+")
 LISTEN = re.compile(r"[A-Za-z0-9.:\[\]-]*:[0-9]{1,5}")
 
 
-def airlock_program(context: Context) -> str:
+def airlock_program(context: Context) -> list[str]:
     """The command the registry unit runs: the installed airlock-node.pyz (isolated system Python) when the bundle carries it."""
     if any(entry.path == NODE_PYZ for entry in context.manifest.files):
-        return f"/usr/bin/python3 -I {NODE_PYZ_PATH}"
+        return ["/usr/bin/python3", "-I", NODE_PYZ_PATH]
     program = Path(sys.argv[0]).resolve()
-    return str(program) if program.name == "airlock" else "/usr/local/bin/airlock"
+    return [str(program) if program.name == "airlock" else "/usr/local/bin/airlock"]
 
 
-def unit_values(airlock: str, listen: str, tls_cert: str, tls_key: str) -> dict[str, str]:
-    """What the registry unit is filled with. TLS files reach the unprivileged (DynamicUser) service as
-    systemd credentials: systemd reads the root-only key and hands the service a private copy."""
+def registry_unit(airlock: list[str], listen: str, tls_cert: str, tls_key: str) -> str:
+    """airlock-registry.service. TLS files reach the unprivileged (DynamicUser) service as systemd
+    credentials: systemd reads the root-only key and hands the service a private copy."""
     if not LISTEN.fullmatch(listen):
         raise NodeError(f"node.yaml registry.listen: {listen!r} must be HOST:PORT, like 127.0.0.1:5000")
-    values = {"airlock": airlock, "store": STORE, "listen": listen, "tls_args": "", "credentials": ""}
+    credentials = {}
     if tls_cert or tls_key:
         credentials = {"tls.crt": tls_cert, "tls.key": tls_key}
         for name, path in credentials.items():
             if not CREDENTIAL_PATH.fullmatch(path or ""):
                 raise NodeError(f"node.yaml registry.{'tlsCert' if name == 'tls.crt' else 'tlsKey'}: {path!r} must be an absolute path of letters, digits and ._+-/")
-        values["tls_args"] = " --tls-credentials"
-        values["credentials"] = "".join(f"LoadCredential={name}:{path}\n" for name, path in credentials.items())
-    return values
+    return registry_service(airlock, STORE, listen, credentials)
 
 
 def run(context: Context) -> None:
@@ -50,7 +48,7 @@ def run(context: Context) -> None:
     if not host.dry_run:
         # The moment the new images become visible: one atomic rename of index.json.
         activate_index(BlobStore(paths.store), (staging / "images/index.json").read_bytes())
-    unit = render("systemd/airlock-registry.service", staging, **unit_values(airlock_program(context), config.registry_listen, config.registry_tls_cert, config.registry_tls_key))
+    unit = registry_unit(airlock_program(context), config.registry_listen, config.registry_tls_cert, config.registry_tls_key)
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)
     host.enable_service("airlock-registry.service", context.start_services)
 

@@ -1,14 +1,25 @@
-"""runtime: containerd's config merged (never clobbered) and a hosts.toml per upstream registry."""
+"""runtime: kernel modules and sysctls (persisted, applied), containerd's config merged, and a hosts.toml per registry."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bundle.reference import ImageRef
-from installer.containerd_config import merge
+from installer.containerd_config import hosts_toml, merge
+from installer.node import NodeError
+from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
-from installer.phases.unpack import ensure_staged
-from installer.templates import render
 
 CERTS_DIR = "/etc/containerd/certs.d"
+MODULES_FILE = "/etc/modules-load.d/airlock.conf"
+SYSCTL_FILE = "/etc/sysctl.d/99-airlock-kubernetes.conf"
+MODULES = ("overlay", "br_netfilter")
+# kubeadm's install guide: bridged traffic seen by iptables, and forwarding on.
+SYSCTLS = {
+    "net.bridge.bridge-nf-call-iptables": "1",
+    "net.bridge.bridge-nf-call-ip6tables": "1",
+    "net.ipv4.ip_forward": "1",
+}
 
 
 def upstream_server(registry: str) -> str:
@@ -26,29 +37,101 @@ def registries(context: Context) -> list[str]:
     return sorted({ImageRef.parse(image.reference).registry for image in context.manifest.images})
 
 
-def run(context: Context) -> None:
-    staging = ensure_staged(context)
+def hosts_file(registry: str) -> str:
+    """certs.d/REGISTRY/hosts.toml; a name that is not host[:port] (or _default) could point anywhere, so it is refused."""
+    if registry != "_default":
+        try:
+            if endpoint(registry) != registry.lower():
+                raise FieldError(registry)
+        except FieldError:
+            raise NodeError(f"registry {registry!r} is not a host[:port]; refusing to write its hosts.toml") from None
+    return f"{CERTS_DIR}/{registry}/hosts.toml"
+
+
+def modules_file() -> str:
+    return "# Written by airlock: kernel modules Kubernetes needs (kubeadm's install guide).\n" + "".join(f"{name}\n" for name in MODULES)
+
+
+def sysctl_file() -> str:
+    return "# Written by airlock: kernel settings Kubernetes needs (kubeadm's install guide).\n" + "".join(f"{key} = {value}\n" for key, value in SYSCTLS.items())
+
+
+def module_loaded(name: str) -> bool:
+    """Loaded as a module, or built into the kernel (then /sys/module may lack it, but what it provides is there)."""
+    if Path(f"/sys/module/{name}").exists():
+        return True
+    if name == "br_netfilter":
+        return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
+    if name == "overlay":
+        filesystems = Path("/proc/filesystems")
+        return filesystems.exists() and any(line.split()[-1:] == ["overlay"] for line in filesystems.read_text().splitlines())
+    return False
+
+
+def kernel(context: Context) -> None:
+    """Persist the modules and sysctls, and on a real node (not --root) apply them now."""
     paths, host = context.paths, context.host
+    host.write(paths(MODULES_FILE), modules_file())
+    host.write(paths(SYSCTL_FILE), sysctl_file())
+    if paths.root == Path("/"):
+        apply_kernel_settings(host)
+
+
+def apply_kernel_settings(host) -> None:
+    """Load the modules and set the sysctls now, as the files above will at every boot."""
+    for name in MODULES:
+        if not module_loaded(name):
+            host.run(["modprobe", name])
+    for key, value in SYSCTLS.items():
+        setting = Path("/proc/sys") / key.replace(".", "/")
+        if host.dry_run:
+            host.echo(f"would set {key} = {value}")
+            continue
+        try:
+            if setting.read_text().strip() != value:
+                setting.write_text(value)
+        except OSError as error:
+            raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
+
+
+def run(context: Context) -> None:
+    paths, host = context.paths, context.host
+    kernel(context)
     config_path = paths("/etc/containerd/config.toml")
     existing = config_path.read_text() if config_path.exists() else None
     pause = f"registry.k8s.io/pause:{context.manifest.components.get('pause', '3.10')}"
-    merged, notes = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
-    for note in notes:
+    merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
+    for note in merged.notes:
         context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
-    if existing is not None and existing != merged:
+    mode = (config_path.stat().st_mode & 0o777) if existing is not None else 0o644
+    if existing is not None and existing != merged.config:
         backup = paths("/etc/containerd/config.toml.airlock-backup")
         if not backup.exists():
-            host.write(backup, existing)
-    changed = host.write(config_path, merged)
+            # The original may hold registry credentials: the backup is no more readable than it was.
+            host.write(backup, existing, mode)
+    changed = host.write(config_path, merged.config, mode)
+    ours = set(registries(context))
+    for registry, moved in sorted(merged.hosts.items()):
+        if registry in ours:
+            context.echo(f"  containerd config: the settings for {registry} moved out of config.toml are superseded: its pulls go to the node registry")
+            continue
+        target = paths(hosts_file(registry))
+        current = target.read_text() if target.exists() else None
+        text = hosts_toml(f"Written by airlock from {config_path.name}'s registry settings for {registry}.", moved.server, moved.hosts, moved.tls, current)
+        host.write(target, text)
     mirror = mirror_url(context)
-    ca_line = f'  ca = "{context.config.registry_ca}"' if context.config.registry_ca else ""
-    for registry in registries(context):
+    settings = {"capabilities": ["pull", "resolve"], **({"ca": context.config.registry_ca} if context.config.registry_ca else {})}
+    for registry in ours:
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
-        text = render("containerd/hosts.toml", staging, upstream=registry, server=mirror, mirror=mirror, ca_line=ca_line)
-        host.write(paths(f"{CERTS_DIR}/{registry}/hosts.toml"), text)  # read by containerd on every pull: no restart
-    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(registries(context))} from {mirror} only")
+        text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})
+        host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
+    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {mirror} only")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 
 
-PHASE = Phase("runtime", "merge containerd's config (config_path, sandbox image, systemd cgroups) and write hosts.toml", run)
+PHASE = Phase(
+    "runtime",
+    "load and persist kernel modules and sysctls; merge containerd's config (config_path, sandbox image, systemd cgroups); write hosts.toml",
+    run,
+)
