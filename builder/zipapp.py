@@ -78,7 +78,8 @@ def _pip_download(cache: Path, requirement: str, python: str, abi: str | None, a
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(cache), "--python-version", python]
     if abi:
         command += ["--implementation", "cp", "--abi", abi]
-        for platform in ("manylinux2014", "manylinux_2_17", "manylinux_2_28"):
+        # pip takes the first platform a release has a wheel for: the order must give the pinned files.
+        for platform in ("manylinux_2_28", "manylinux2014", "manylinux_2_17"):
             command += ["--platform", f"{platform}_{arch}"]
     command.append(requirement)
     result = subprocess.run(command, capture_output=True, text=True)
@@ -86,13 +87,12 @@ def _pip_download(cache: Path, requirement: str, python: str, abi: str | None, a
         raise BuildError(f"pip download {requirement} (Python {python}, {abi or 'pure'}, {arch or 'any'}) failed: {result.stderr.strip()[-400:]}")
 
 
-def _find(cache: Path, requirement: str, tag: str, arch: str | None) -> Path | None:
+def _find(pins: Pins, cache: Path, requirement: str, tag: str, arch: str | None) -> Path | None:
+    """The cached wheel for this tag and architecture, a pinned one first."""
     stem = wheel_name(requirement)
-    for candidate in sorted(cache.glob(f"{stem}-*.whl")):
-        name = candidate.name.lower()
-        if tag in name and (arch is None or arch in name):
-            return candidate
-    return None
+    matching = [c for c in sorted(cache.glob(f"{stem}-*.whl")) if tag in c.name.lower() and (arch is None or arch in c.name.lower())]
+    matching.sort(key=lambda candidate: candidate.name not in pins.sha256)
+    return matching[0] if matching else None
 
 
 def _checked(pins: Pins, wheel: Path) -> Path:
@@ -111,10 +111,10 @@ def fetch_wheels(pins: Pins, cache: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {"pure": [], "native": []}
 
     def get(requirement: str, tag: str, python: str, abi: str | None, arch: str | None) -> Path:
-        wheel = _find(cache, requirement, tag, arch)
+        wheel = _find(pins, cache, requirement, tag, arch)
         if wheel is None:
             _pip_download(cache, requirement, python, abi, arch)
-            wheel = _find(cache, requirement, tag, arch)
+            wheel = _find(pins, cache, requirement, tag, arch)
         if wheel is None:
             raise BuildError(f"pip found no wheel of {requirement} for {tag} {arch or ''} in {cache}")
         return _checked(pins, wheel)
