@@ -164,11 +164,15 @@ class Host:
         os.chmod(temporary, mode)
         os.replace(temporary, path)
 
-    def run(self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None, binary: bool = False
+    ) -> subprocess.CompletedProcess:
+        """Run a command; its output comes back as text, or as bytes with `binary` (then it is never echoed)."""
+        show = show and not binary
         if show:
             self.echo(f"+ {shlex.join(argv)}")
         try:
-            result = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=not binary, timeout=timeout)
         except FileNotFoundError:
             raise NodeError(f"{argv[0]}: not found") from None
         except subprocess.TimeoutExpired:
@@ -176,7 +180,8 @@ class Host:
         if show and result.stdout.strip():
             self.echo(result.stdout.rstrip())
         if check and result.returncode != 0:
-            raise NodeError(f"{shlex.join(argv)} failed (exit {result.returncode}): {result.stderr.strip()[-800:]}")
+            stderr = result.stderr.decode(errors="replace") if binary else result.stderr
+            raise NodeError(f"{shlex.join(argv)} failed (exit {result.returncode}): {stderr.strip()[-800:]}")
         return result
 
     def enable_service(self, name: str, start: bool) -> None:
@@ -203,9 +208,9 @@ class DryRunHost(Host):
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         self.echo(f"would install {path} (mode {mode:04o})")
 
-    def run(self, argv, env=None, check=True, show=True, timeout=None):
+    def run(self, argv, env=None, check=True, show=True, timeout=None, binary=False):
         self.echo(f"would run {shlex.join(argv)}")
-        return subprocess.CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 0, b"" if binary else "", b"" if binary else "")
 
     def enable_service(self, name: str, start: bool) -> None:
         self.echo(f"would enable {name}" + (" and start it" if start else ""))

@@ -9,11 +9,15 @@ Whoever answers on the registry's address is not trusted by being there: a
 listener that is neither this process nor airlock-registry.service is
 refused before any pull, and every image containerd holds afterwards must
 have the digest bundle.json names (that check alone guards a node pulling
-from another node's registry, `registry.mirror`).
+from another node's registry, `registry.mirror`). The one exception is an
+index that `airlock push` narrowed to the platforms the bundle carries: it is
+accepted only when every manifest it names is one bundle.json lists for that
+image and the node's own platform is among them.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -22,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from bundle.oci import INDEX_TYPES, MAX_MANIFEST_BYTES
 from installer.listeners import Listener, listeners_on, parent_pids
 from installer.node import NodeError
 from installer.phases import Context, Phase
@@ -122,7 +127,7 @@ def run(context: Context) -> None:
         reference = image.reference
         context.host.run([*ctr, "images", "pull", "--hosts-dir", hosts_dir, "--platform", platform, reference], show=False, timeout=1800)
         if not context.host.dry_run:
-            check_digest(context, ctr, reference, image.digest)
+            check_digest(context, ctr, image, platform)
         # Pinned images are never removed by kubelet's image garbage collection.
         context.host.run([*ctr, "images", "label", reference, PINNED], show=False)
         if not context.host.dry_run:
@@ -146,12 +151,48 @@ def image_digests(listing: str) -> dict[str, str]:
     return found
 
 
-def check_digest(context: Context, ctr: list[str], reference: str, expected: str) -> None:
-    """The image containerd now holds under `reference` must be the one bundle.json names; otherwise it is removed."""
+def narrowed_index_of(data: bytes, image, platform: str) -> bool:
+    """Whether `data` is an index that names only manifests bundle.json lists for `image`, one of them for `platform`.
+
+    `airlock push` narrows an upstream index to the platforms a bundle carries; its
+    manifests keep their upstream digests, which bundle.json signs, so such an index
+    can lead containerd to nothing the bundle does not hold.
+    """
+    if image.media_type not in INDEX_TYPES or len(data) > MAX_MANIFEST_BYTES:
+        return False
+    try:
+        index = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(index, dict) or index.get("mediaType", image.media_type) not in INDEX_TYPES:
+        return False
+    manifests = index.get("manifests")
+    if not isinstance(manifests, list) or not manifests:
+        return False
+    signed = set(image.blobs)
+    os_name, _, arch = platform.partition("/")
+    has_platform = False
+    for descriptor in manifests:
+        if not isinstance(descriptor, dict) or descriptor.get("digest") not in signed:
+            return False
+        target = descriptor.get("platform")
+        if isinstance(target, dict) and target.get("os") == os_name and target.get("architecture") == arch:
+            has_platform = True
+    return has_platform
+
+
+def check_digest(context: Context, ctr: list[str], image, platform: str) -> None:
+    """The image containerd now holds under its reference must be the one bundle.json names (or that index narrowed
+    by `airlock push`); otherwise it is removed."""
+    reference, expected = image.reference, image.digest
     got = image_digests(context.host.run([*ctr, "images", "ls"], show=False).stdout).get(reference)
     if got == expected:
         return
     if got is not None:
+        held = context.host.run([*ctr, "content", "get", got], check=False, show=False, binary=True)
+        if held.returncode == 0 and narrowed_index_of(held.stdout, image, platform):
+            context.echo(f"  {reference}: {got} is bundle.json's index {expected} narrowed to the platforms the bundle carries")
+            return
         context.host.run([*ctr, "images", "rm", reference], check=False, show=False)
     source = context.config.registry_mirror or context.config.registry_listen
     raise NodeError(
