@@ -208,7 +208,7 @@ def push(
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Staging store for the bundle's images [$XDG_CACHE_HOME/airlock/push].")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 8,
 ) -> None:
-    """Copy every image of a verified bundle into an existing registry, digests unchanged.
+    """Copy every image of a verified bundle into an existing registry, digests unchanged, and the rest as one OCI artifact.
 
     Blobs the target already has are skipped, so a rerun moves only what is missing.
     Prints the containerd hosts.toml that points nodes at the target.
@@ -243,6 +243,7 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
+    typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
     typer.echo("\nPoint containerd on each node at it (config_path = \"/etc/containerd/certs.d\"):")
     for upstream in upstreams:
         typer.echo(f"\n# /etc/containerd/certs.d/{upstream}/hosts.toml\n{hosts_toml(upstream, target)}", nl=False)
