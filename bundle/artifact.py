@@ -44,13 +44,18 @@ MEMBER_TYPE = "application/vnd.airlock.bundle.member.v1"
 TITLE = "org.opencontainers.image.title"
 MODE = "io.airlock.file.mode"
 _SERIAL_TAG = re.compile(r"^(.+)-(\d+)$")
+_NOT_IN_TAG = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def tag_for(manifest: Manifest) -> str:
-    """`NAME-SERIAL`, the tag a bundle's artifact is pushed under."""
-    tag = f"{manifest.name}-{manifest.serial}"
+    """`NAME-SERIAL`, the tag a bundle's artifact is pushed under (characters a tag cannot hold become '_')."""
+    serial = f"-{manifest.serial}"
+    name = _NOT_IN_TAG.sub("_", manifest.name)[: 128 - len(serial)] or "bundle"
+    if not name[0].isalnum():
+        name = "_" + name[1:]
+    tag = name + serial
     if not TAG.match(tag):
-        raise BundleError(f"bundle name {manifest.name!r} does not make a registry tag; rebuild with --name of letters, digits, '.', '_' or '-'")
+        raise BundleError(f"bundle name {manifest.name!r} with serial {manifest.serial} does not make a registry tag", MANIFEST_NAME)
     return tag
 
 

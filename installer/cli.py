@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -119,7 +120,39 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
-def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
+@dataclass(frozen=True)
+class Source:
+    """Where init/join/upgrade read the bundle: a file, or `--from` a registry."""
+
+    bundle: Path | None
+    url: str | None
+    ca: Path | None
+    insecure: bool
+    tag: str | None
+
+    def check(self) -> None:
+        if (self.bundle is None) == (self.url is None):
+            typer.echo("airlock: error: give either a BUNDLE file or --from https://HOST[:PORT][/PREFIX], not both and not neither", err=True)
+            raise typer.Exit(2)
+        if self.url is None and (self.ca or self.insecure or self.tag):
+            typer.echo("airlock: error: --ca, --insecure and --tag go with --from", err=True)
+            raise typer.Exit(2)
+
+
+def _remote(source: Source, config):
+    """The registry source for `--from`, and node.yaml with the images pulled from that same registry unless it names another."""
+    import dataclasses
+
+    from installer.remote import Origin, RegistrySource
+
+    origin = Origin.parse(source.url, source.insecure)
+    ca = source.ca or (Path(config.registry_ca) if config.registry_ca else None)
+    if not config.registry_mirror:
+        config = dataclasses.replace(config, registry_mirror=origin.mirror(), registry_ca=str(ca) if ca else "")
+    return RegistrySource(origin, ca, source.tag), config
+
+
+def _install(command: str, source: Source, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
     import platform
 
@@ -128,6 +161,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
     from installer.phases import Context, phases_for
     from installer.runner import run_phases
 
+    source.check()
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     if "verify" in skip:
         typer.echo("airlock: error: the verify phase cannot be skipped", err=True)
@@ -136,13 +170,18 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
         paths = Paths(root)
         host = (DryRunHost if dry_run else Host)(paths)
         machine = platform.machine().lower()
+        node_config = NodeConfig.load(config)
+        remote = None
+        if source.url is not None:
+            remote, node_config = _remote(source, node_config)
         context = Context(
             command=command,
-            bundle=bundle,
+            bundle=source.bundle,
+            remote=remote,
             keys=load_trusted_keys(key),
             paths=paths,
             host=host,
-            config=NodeConfig.load(config),
+            config=node_config,
             containerd_address=containerd_address,
             allow_downgrade=allow_downgrade,
             ignore_preflight=frozenset(name.strip() for name in ignore_preflight_errors.split(",") if name.strip()),
@@ -163,12 +202,24 @@ NodeConfigOption = Annotated[Path | None, typer.Option("--config", help="node.ya
 ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
 DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
 IgnoreOption = Annotated[str, typer.Option("--ignore-preflight-errors", help="Comma-separated preflight checks to treat as warnings, or all.")]
+BundleArgument = Annotated[Path | None, typer.Argument(help="The bundle file (or use --from).")]
+FromOption = Annotated[
+    str | None,
+    typer.Option("--from", help="Install from the bundle artifact in a registry, the first node's or the site's: https://HOST:PORT/PREFIX (port and prefix optional)."),
+]
+CaOption = Annotated[Path | None, typer.Option("--ca", help="CA certificate (PEM) the --from registry's certificate must chain to (default: node.yaml registry.ca).")]
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow --from http:// (plain HTTP; the bundle is still verified).")]
+TagOption = Annotated[str | None, typer.Option("--tag", help="With --from: the bundle's NAME-SERIAL tag (default: the highest serial).")]
 
 
 @app.command()
 def init(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
     key: KeyOption,
+    bundle: BundleArgument = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -182,14 +233,19 @@ def init(
     Verifies the bundle, unpacks it, installs binaries, configures containerd to
     pull only from the node registry, loads every image, then runs kubeadm's
     init phases with the bundle's exact version. Rerun after a failure to resume.
+    With --from, the bundle comes from a registry (the site's) and so do the images.
     """
-    _install("init", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
+    _install("init", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
 
 
 @app.command()
 def join(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
     key: KeyOption,
+    bundle: BundleArgument = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     control_plane: Annotated[bool, typer.Option("--control-plane", help="Join as an extra control-plane node.")] = False,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
@@ -203,14 +259,19 @@ def join(
 
     node.yaml gives controlPlaneEndpoint, token and caCertHashes (printed by `airlock init`);
     registry.mirror may point at the first control plane's registry instead of this node's own.
+    With --from, the bundle comes from a registry (no file on this node) and so do the images.
     """
-    _install("join", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
+    _install("join", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
 
 
 @app.command()
 def upgrade(
-    bundle: Annotated[Path, typer.Argument(help="A full or delta bundle newer than the installed one.")],
     key: KeyOption,
+    bundle: Annotated[Path | None, typer.Argument(help="A full or delta bundle newer than the installed one (or use --from).")] = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
@@ -226,7 +287,7 @@ def upgrade(
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
     Journaled: rerun to resume after a failure.
     """
-    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
+    _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
 
 
 @app.command()

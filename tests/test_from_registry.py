@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from bundle.artifact import ARTIFACT_TYPE, EMPTY_DIGEST, REPOSITORY, TITLE
-from tests.conftest import airlock, require
+from tests.conftest import AIRLOCK, airlock, require
+from tests.containerd import Containerd
+from tests.test_install import IGNORE
+from tests.test_two_nodes import SUBNET, netns, network  # noqa: F401  (the fixture)
 
 
 def bundle_json(bundle: Path) -> tuple[bytes, bytes, dict]:
@@ -79,3 +84,86 @@ def test_push_makes_one_artifact_that_oras_and_skopeo_read(bundle, keys, distrib
     # A rerun moves nothing: every blob and manifest is already there.
     again = push(bundle, keys, f"{distribution.host}/site", tmp_path / "work")
     assert " 0 blobs uploaded, 0 mounted" in again.stdout
+
+
+def installed_files(root: Path) -> dict[str, str]:
+    """sha256 and mode of every binary and CNI plugin a node installed."""
+    found = {}
+    for directory in ("usr/local/bin", "usr/local/sbin", "opt/cni/bin"):
+        for path in sorted((root / directory).glob("*")) if (root / directory).is_dir() else ():
+            if path.is_file() and not path.name.startswith("."):
+                found[f"{directory}/{path.name}"] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {path.stat().st_mode & 0o7777:o}"
+    return found
+
+
+def test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file(network, node_bundle, keys, tmp_path):  # noqa: F811
+    require("containerd", "ctr", "runc", "openssl")
+    first, second = network
+    pki = tmp_path / "pki"
+    airlock("registry", "cert", "--ca-out", pki, "--name", f"{SUBNET}.1", check=True)
+    pub = keys["ed25519"] / "airlock.pub"
+    env = {**os.environ, "AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log")}
+    daemons, server = [], None
+    try:
+        one = Containerd(Path(f"/tmp/ctd-fa{os.getpid()}"), netns=first)
+        daemons.append(one)
+        config_one = tmp_path / "one.yaml"
+        config_one.write_text(json.dumps({
+            "nodeName": "cp1", "advertiseAddress": f"{SUBNET}.1",
+            "registry": {"listen": f"{SUBNET}.1:5443", "tlsCert": str(pki / "registry.crt"), "tlsKey": str(pki / "registry.key"), "ca": str(pki / "ca.crt")},
+        }))
+        root_one = tmp_path / "one"
+        init = netns(first, AIRLOCK, "init", node_bundle, "--key", pub, "--root", root_one, "--config", config_one,
+                     "--ignore-preflight-errors", IGNORE, "--containerd-address", one.socket, env=env, timeout=600)
+        assert init.returncode == 0, init.stderr
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", first, AIRLOCK, "registry", "serve", "--store", str(root_one / "var/lib/airlock/store"),
+             "--listen", f"{SUBNET}.1:5443", "--tls-cert", str(pki / "registry.crt"), "--tls-key", str(pki / "registry.key"), "--no-access-log"],
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(first, f"{SUBNET}.1", 5443)
+        two = Containerd(Path(f"/tmp/ctd-fb{os.getpid()}"), netns=second)
+        daemons.append(two)
+        config_two = tmp_path / "two.yaml"
+        config_two.write_text(json.dumps({
+            "nodeName": "worker1", "controlPlaneEndpoint": f"{SUBNET}.1:6443", "token": "abcdef.0123456789abcdef",
+            "caCertHashes": ["sha256:" + "1" * 64],
+        }))
+        root_two = tmp_path / "two"
+        source = f"https://{SUBNET}.1:5443"
+        # Without the site CA the first node's certificate is refused, and nothing is written.
+        untrusted = netns(second, AIRLOCK, "join", "--from", source, "--key", pub, "--root", root_two, "--config", config_two,
+                          "--ignore-preflight-errors", IGNORE, "--containerd-address", two.socket, env=env, timeout=600)
+        assert untrusted.returncode == 1 and "not trusted" in untrusted.stderr and "--ca" in untrusted.stderr
+        assert not (root_two / "usr/local/bin").exists()
+        join = netns(second, AIRLOCK, "join", "--from", source, "--ca", pki / "ca.crt", "--key", pub, "--root", root_two, "--config", config_two,
+                     "--ignore-preflight-errors", IGNORE, "--containerd-address", two.socket, env=env, timeout=600)
+        assert join.returncode == 0, join.stderr
+        assert f"from {source} (airlock/bundle:" in join.stderr and "members" in join.stderr and "fetched" in join.stderr
+        _, _, document = bundle_json(node_bundle)
+        expected = {image["reference"]: image["digest"] for image in document["images"]}
+        assert two.image_digests() == expected == one.image_digests()
+        assert installed_files(root_two) == installed_files(root_one) and installed_files(root_two)
+        hosts = (root_two / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
+        assert f'[host."{source}"]' in hosts and f'ca = "{pki / "ca.crt"}"' in hosts
+        # Only this node's members came over: no image blob, and the store holds the bundle's files only.
+        blobs = {path.name for path in (root_two / "var/lib/airlock/store/blobs/sha256").iterdir()}
+        image_blobs = {entry["sha256"] for entry in document["files"] if entry["path"].startswith("images/blobs/")}
+        assert blobs and not blobs & image_blobs
+        assert (root_two / f"var/lib/airlock/bundles/{document['serial']}.json").read_bytes() == bundle_json(node_bundle)[0]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        for daemon in daemons:
+            daemon.close()
+
+
+def wait_for(namespace: str, host: str, port: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 20
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1).close()"
+    while netns(namespace, sys.executable, "-c", probe).returncode != 0:
+        assert time.monotonic() < deadline, f"nothing listens on {host}:{port}"
+        time.sleep(0.2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from bundle.reference import ImageRef
 from installer.containerd_config import merge
 from installer.phases import Context, Phase
@@ -41,7 +43,13 @@ def run(context: Context) -> None:
             host.write(backup, existing)
     changed = host.write(config_path, merged)
     mirror = mirror_url(context)
-    ca_line = f'  ca = "{context.config.registry_ca}"' if context.config.registry_ca else ""
+    lines = []
+    if urlsplit(mirror).path.strip("/"):
+        # A registry prefix (`--from https://harbor/site`): containerd must use the path as given, not add /v2.
+        lines.append("  override_path = true")
+    if context.config.registry_ca:
+        lines.append(f'  ca = "{context.config.registry_ca}"')
+    ca_line = "\n".join(lines)
     for registry in registries(context):
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = render("containerd/hosts.toml", staging, upstream=registry, server=mirror, mirror=mirror, ca_line=ca_line)
