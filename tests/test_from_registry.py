@@ -167,3 +167,75 @@ def wait_for(namespace: str, host: str, port: int) -> None:
     while netns(namespace, sys.executable, "-c", probe).returncode != 0:
         assert time.monotonic() < deadline, f"nothing listens on {host}:{port}"
         time.sleep(0.2)
+
+
+class TlsDistribution:
+    """CNCF distribution serving HTTPS on a loopback port with a certificate from `airlock registry cert`."""
+
+    def __init__(self, root: Path, pki: Path):
+        import shutil
+        import time
+        import urllib.request
+
+        from tests.upstream import free_port
+
+        root.mkdir(parents=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        config = root / "config.yml"
+        config.write_text(json.dumps({
+            "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+            "http": {"addr": self.host, "tls": {"certificate": str(pki / "registry.crt"), "key": str(pki / "registry.key")}},
+        }))
+        self.process = subprocess.Popen([shutil.which("docker-registry"), "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://{self.host}/v2/", timeout=1, context=context):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline and self.process.poll() is None, "docker-registry did not start"
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def test_a_node_joins_from_a_distribution_registry_after_push(bundle, keys, containerd, tmp_path):
+    require("docker-registry", "containerd", "ctr", "runc")
+    pki = tmp_path / "pki"
+    airlock("registry", "cert", "--ca-out", pki, "--name", "127.0.0.1", check=True)
+    site = TlsDistribution(tmp_path / "site", pki)
+    pub = keys["ed25519"] / "airlock.pub"
+    env = {"AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log"), "REQUESTS_CA_BUNDLE": str(pki / "ca.crt")}
+    try:
+        airlock("push", bundle, "--to", f"{site.host}/site", "--key", pub, "--work-dir", tmp_path / "work", env=env, check=True)
+        config = tmp_path / "worker.yaml"
+        config.write_text(json.dumps({"nodeName": "worker1", "controlPlaneEndpoint": "127.0.0.1:6443", "token": "abcdef.0123456789abcdef",
+                                      "caCertHashes": ["sha256:" + "1" * 64]}))
+        root = tmp_path / "node"
+        join = airlock("join", "--from", f"https://{site.host}/site", "--ca", pki / "ca.crt", "--key", pub, "--root", root, "--config", config,
+                       "--ignore-preflight-errors", IGNORE, "--containerd-address", containerd.socket, env=env)
+        assert join.returncode == 0, join.stderr
+        _, _, document = bundle_json(bundle)
+        assert containerd.image_digests() == {image["reference"]: image["digest"] for image in document["images"]}
+        hosts = (root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
+        assert f'[host."https://{site.host}/v2/site"]' in hosts and "override_path = true" in hosts
+        # The same binaries as a node installed from the file (its images are not the point here).
+        reference = tmp_path / "reference"
+        from_file = airlock("join", bundle, "--key", pub, "--root", reference, "--config", config, "--ignore-preflight-errors", IGNORE,
+                            "--skip-phases", "images,kubeadm-join", env=env)
+        assert from_file.returncode == 0, from_file.stderr
+        assert installed_files(root) == installed_files(reference) and installed_files(root)
+        # Only amd64 members came over: the arm64 binaries and every image blob stayed on the registry.
+        stored = {path.name for path in (root / "var/lib/airlock/store/blobs/sha256").iterdir()}
+        for entry in document["files"]:
+            if "linux-arm64/" in entry["path"] or entry["path"].startswith("images/blobs/"):
+                assert entry["sha256"] not in stored, entry["path"]
+    finally:
+        site.close()
