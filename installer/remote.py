@@ -290,7 +290,7 @@ class RegistrySource:
         """
         url = self.client.url(self._path("blobs", "sha256:" + entry.sha256))
         partial.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "a+b") as handle:
+        with open(partial, "a+b", buffering=0) as handle:  # unbuffered: what a kill interrupts is on disk, to resume from
             digest = hashlib.sha256()
             handle.seek(0)
             while chunk := handle.read(CHUNK):
@@ -300,9 +300,11 @@ class RegistrySource:
                 handle.truncate(0)
                 digest, have = hashlib.sha256(), 0
             failure = ""
-            for _ in range(self.client.attempts):
+            for attempt in range(self.client.attempts):
                 if have == entry.size:
                     break
+                if attempt:
+                    time.sleep(BACKOFF * attempt)
                 response = self.client.open(self._path("blobs", "sha256:" + entry.sha256), {"Range": f"bytes={have}-"} if have else None)
                 if response.status == 200 and have:
                     # The registry ignored the range: start over.
@@ -320,7 +322,7 @@ class RegistrySource:
                     raise BundleError(f"{url}: HTTP {response.status}", entry.path)
                 try:
                     while have < entry.size:
-                        chunk = response.read(min(CHUNK, entry.size - have))
+                        chunk = response.read1(min(CHUNK, entry.size - have))
                         if not chunk:
                             break
                         handle.write(chunk)

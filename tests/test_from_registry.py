@@ -239,3 +239,239 @@ def test_a_node_joins_from_a_distribution_registry_after_push(bundle, keys, cont
                 assert entry["sha256"] not in stored, entry["path"]
     finally:
         site.close()
+
+
+class HostileRegistry:
+    """A registry serving one bundle's artifact from memory, with faults a test switches on.
+
+    `served` replaces the bytes served for a digest; `truncate` sends half of a blob then closes;
+    `breaks` does that only for a digest's first N requests; `failures` answers a digest's first N requests
+    with 503; `slow` trickles a blob out.
+    """
+
+    def __init__(self, bundle: Path, manifest_bytes: bytes | None = None, signature: bytes | None = None):
+        import http.server
+        import threading
+
+        from bundle.artifact import EMPTY, build_artifact
+
+        original, original_signature, _ = bundle_json(bundle)
+        manifest_bytes = manifest_bytes if manifest_bytes is not None else original
+        signature = signature if signature is not None else original_signature
+        self.artifact = build_artifact(manifest_bytes, signature)
+        self.blobs = {"sha256:" + hashlib.sha256(data).hexdigest(): data for data in [manifest_bytes, signature, EMPTY, *members(bundle).values()]}
+        self.served: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.breaks: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+        self.slow: str | None = None
+        self.log: list[tuple[str, str]] = []
+        self.sent: dict[str, int] = {}
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                registry.log.append((self.path, self.headers.get("Range") or ""))
+                prefix = f"/v2/{REPOSITORY}/"
+                if self.path == prefix + "tags/list":
+                    return self.answer(200, json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode())
+                if self.path == prefix + f"manifests/{registry.artifact.tag}":
+                    return self.answer(200, registry.artifact.data, "application/vnd.oci.image.manifest.v1+json")
+                digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
+                if digest not in registry.blobs:
+                    return self.answer(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
+                if registry.failures.get(digest):
+                    registry.failures[digest] -= 1
+                    return self.answer(503, b"busy")
+                data = registry.served.get(digest, registry.blobs[digest])
+                start = int(self.headers["Range"][len("bytes="):].rstrip("-")) if self.headers.get("Range") else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                body = data[start:]
+                broken = registry.breaks.get(digest, 0)
+                if broken:
+                    registry.breaks[digest] = broken - 1
+                if digest in registry.truncate or broken:
+                    body = body[: len(body) // 2]
+                    self.close_connection = True
+                import time
+
+                step = 64 if registry.slow == digest else len(body) or 1
+                for offset in range(0, len(body), step):
+                    self.wfile.write(body[offset : offset + step])
+                    self.wfile.flush()
+                    registry.sent[digest] = registry.sent.get(digest, 0) + len(body[offset : offset + step])
+                    if registry.slow == digest:
+                        time.sleep(0.05)
+
+            def answer(self, status, data, content_type="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        from tests.upstream import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+UNPACK_ONLY = "binaries,runtime,registry,kubelet,images,kubeadm-join,done"
+
+
+def join_from(url: str, keys, root: Path, tmp_path: Path, *extra: str, wait: bool = True):
+    config = tmp_path / "worker.yaml"
+    config.write_text(json.dumps({"nodeName": "worker1", "controlPlaneEndpoint": "127.0.0.1:6443", "token": "abcdef.0123456789abcdef",
+                                  "caCertHashes": ["sha256:" + "1" * 64]}))
+    args = ["join", "--from", url, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+            "--ignore-preflight-errors", IGNORE, "--skip-phases", UNPACK_ONLY, *extra]
+    if not wait:
+        return subprocess.Popen([AIRLOCK, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return airlock(*args)
+
+
+def member_digest(bundle: Path, path: str) -> str:
+    return "sha256:" + hashlib.sha256(members(bundle)[path]).hexdigest()
+
+
+def nothing_outside_staging(root: Path) -> bool:
+    blobs = root / "var/lib/airlock/store/blobs/sha256"
+    return not (root / "usr").exists() and not (root / "etc").exists() and not (blobs.is_dir() and any(blobs.iterdir()))
+
+
+@pytest.fixture
+def hostile(node_bundle):
+    registries = []
+
+    def make(**kwargs) -> HostileRegistry:
+        registries.append(HostileRegistry(node_bundle, **kwargs))
+        return registries[-1]
+
+    yield make
+    for registry in registries:
+        registry.close()
+
+
+def test_plain_http_needs_insecure(hostile, keys, tmp_path):
+    registry = hostile()
+    result = join_from(registry.url, keys, tmp_path / "root", tmp_path)
+    assert result.returncode == 1 and "--insecure" in result.stderr and not registry.log
+
+
+@pytest.mark.parametrize("change", ["signature", "bundle.json"])
+def test_a_registry_serving_an_unsigned_bundle_json_is_refused(change, hostile, node_bundle, keys, tmp_path):
+    manifest_bytes, signature, document = bundle_json(node_bundle)
+    if change == "signature":
+        signature = bytes([signature[0] ^ 1]) + signature[1:]
+    else:
+        document["serial"] += 1  # a newer-looking bundle.json that nobody signed
+        manifest_bytes = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    registry = hostile(manifest_bytes=manifest_bytes, signature=signature)
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 1
+    assert "phase verify" in result.stderr and "served a bundle.json that its signature does not cover" in result.stderr
+    # Nothing but bundle.json and its signature was asked for.
+    head = {"sha256:" + hashlib.sha256(data).hexdigest() for data in (manifest_bytes, signature)}
+    assert {path.rsplit("/", 1)[1] for path, _ in registry.log if "/blobs/" in path} == head
+    assert nothing_outside_staging(root)
+
+
+def test_bundle_json_bytes_that_are_not_what_the_artifact_names_are_refused(hostile, node_bundle, keys, tmp_path):
+    manifest_bytes, _, _ = bundle_json(node_bundle)
+    registry = hostile()
+    registry.served["sha256:" + hashlib.sha256(manifest_bytes).hexdigest()] = manifest_bytes.replace(b'"serial":', b'"serial": ')
+    result = join_from(registry.url, keys, tmp_path / "root", tmp_path, "--insecure")
+    assert result.returncode == 1 and "bundle.json: " in result.stderr and "served bytes with digest" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["flipped", "swapped"])
+def test_a_member_that_is_not_what_bundle_json_lists_is_refused_by_name(how, hostile, node_bundle, keys, tmp_path):
+    files = members(node_bundle)
+    kubelet = files["bin/linux-amd64/kubelet"]
+    registry = hostile()
+    if how == "flipped":
+        bad = kubelet[:100] + bytes([kubelet[100] ^ 1]) + kubelet[101:]
+    else:
+        bad = (files["bin/linux-amd64/kubeadm"] * 2)[: len(kubelet)]  # another member's bytes, padded to the listed size
+    registry.served[member_digest(node_bundle, "bin/linux-amd64/kubelet")] = bad
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 1, result.stderr
+    assert "phase unpack: bin/linux-amd64/kubelet: sha256 is" in result.stderr and "served a different member" in result.stderr
+    assert nothing_outside_staging(root)
+
+
+def test_a_truncated_blob_is_refused_by_name(hostile, node_bundle, keys, tmp_path):
+    registry = hostile()
+    digest = member_digest(node_bundle, "bin/linux-amd64/kubeadm")
+    registry.truncate.add(digest)
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 1
+    assert "bin/linux-amd64/kubeadm: truncated:" in result.stderr and "rerun to resume" in result.stderr
+    # Each retry asked only for what it still lacked.
+    ranges = [header for path, header in registry.log if path.endswith(digest)]
+    assert ranges[0] == "" and all(header.startswith("bytes=") for header in ranges[1:]) and len(set(ranges)) == len(ranges) > 2
+    assert nothing_outside_staging(root)
+
+
+def test_5xx_answers_and_a_broken_stream_are_retried_and_resumed(hostile, node_bundle, keys, tmp_path):
+    registry = hostile()
+    kubeadm, kubelet = member_digest(node_bundle, "bin/linux-amd64/kubeadm"), member_digest(node_bundle, "bin/linux-amd64/kubelet")
+    registry.failures[kubeadm] = 2
+    registry.breaks[kubelet] = 1
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 0, result.stderr
+    assert len([1 for path, _ in registry.log if path.endswith(kubeadm)]) == 3
+    resumed = [header for path, header in registry.log if path.endswith(kubelet)]
+    assert resumed[0] == "" and resumed[-1].startswith("bytes=") and int(resumed[-1][6:-1]) > 0
+    staged = next((root / "var/lib/airlock/staging").iterdir())
+    assert (staged / "bin/linux-amd64/kubelet").read_bytes() == members(node_bundle)["bin/linux-amd64/kubelet"]
+
+
+def test_a_kill_during_the_fetch_resumes_on_rerun(hostile, node_bundle, keys, tmp_path):
+    import signal
+    import time
+
+    files = members(node_bundle)
+    biggest = max(files, key=lambda name: len(files[name]) if "/linux-amd64/" in name else 0)
+    digest = "sha256:" + hashlib.sha256(files[biggest]).hexdigest()
+    registry = hostile()
+    registry.slow = digest
+    root = tmp_path / "root"
+    process = join_from(registry.url, keys, root, tmp_path, "--insecure", wait=False)
+    deadline = time.monotonic() + 60
+    partial = None
+    while partial is None or partial.stat().st_size < len(files[biggest]) // 4:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "too slow"
+        time.sleep(0.02)
+        partial = next(iter((root / "var/lib/airlock/staging").glob(f"*/.fetch/{digest[7:]}")), None)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert 0 < partial.stat().st_size < len(files[biggest])
+    assert nothing_outside_staging(root)
+    registry.slow = None
+    again = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert again.returncode == 0, again.stderr
+    headers = [header for path, header in registry.log if path.endswith(digest)]
+    assert headers[0] == "" and headers[-1].startswith("bytes=") and int(headers[-1][6:-1]) > 0
+    staged = next((root / "var/lib/airlock/staging").iterdir())
+    assert (staged / biggest).read_bytes() == files[biggest]
