@@ -27,7 +27,7 @@ from bundle.errors import BundleError
 from bundle.manifest import IMAGE_BLOBS, MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, canonical_json
 from bundle.oci import OCI_MANIFEST
 from bundle.reference import TAG
-from bundle.store import REF_NAME, BlobStore, layout_index
+from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index
 from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey
 from bundle.unpack import INDEX_MEMBER, activate_index, blob_sink
@@ -89,7 +89,8 @@ class Artifact:
             "artifactType": ARTIFACT_TYPE,
             "digest": self.digest,
             "size": self.size,
-            "annotations": {REF_NAME: f"{REPOSITORY}:{self.tag}"},
+            # Both names, like every entry of a store's index (readers key on either).
+            "annotations": {REF_NAME: f"{REPOSITORY}:{self.tag}", CONTAINERD_NAME: f"{REPOSITORY}:{self.tag}"},
         }
 
 
