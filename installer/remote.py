@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import ssl
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -226,8 +227,25 @@ class RegistrySource:
             raise RemoteError(f"--tag {tag!r}: expected NAME-SERIAL, like k8s-7")
         self.origin = origin
         self.tag = tag
-        self.client = Client(origin, ssl_context(ca) if origin.scheme == "https" else None, timeout, attempts)
+        self._settings = (ssl_context(ca) if origin.scheme == "https" else None, timeout, attempts)
+        self._local = threading.local()
+        self._clients: list[Client] = []
+        self._lock = threading.Lock()
         self._head: tuple[bytes, bytes] | None = None
+
+    @property
+    def client(self) -> Client:
+        """This thread's connection (members are fetched several at a time, each over its own)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = Client(self.origin, *self._settings)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    @property
+    def received(self) -> int:
+        return sum(client.received for client in self._clients)
 
     def describe(self) -> str:
         return f"{self.origin.url} ({self.origin.repository}:{self.tag or '?'})"
@@ -347,4 +365,5 @@ class RegistrySource:
             raise BundleError(f"sha256 is {digest.hexdigest()} but bundle.json lists {entry.sha256}; {url} served a different member", entry.path)
 
     def close(self) -> None:
-        self.client.close()
+        for client in self._clients:
+            client.close()

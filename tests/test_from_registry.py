@@ -475,3 +475,54 @@ def test_a_kill_during_the_fetch_resumes_on_rerun(hostile, node_bundle, keys, tm
     assert headers[0] == "" and headers[-1].startswith("bytes=") and int(headers[-1][6:-1]) > 0
     staged = next((root / "var/lib/airlock/staging").iterdir())
     assert (staged / biggest).read_bytes() == files[biggest]
+
+
+def test_members_the_store_already_holds_are_not_fetched(hostile, node_bundle, keys, tmp_path):
+    """What an installed base has (its files are kept in the store by digest) does not move again."""
+    files = members(node_bundle)
+    kept = [name for name in files if "/linux-amd64/" in name][:3]
+    root = tmp_path / "root"
+    blobs = root / "var/lib/airlock/store/blobs/sha256"
+    blobs.mkdir(parents=True)
+    for name in kept:
+        (blobs / hashlib.sha256(files[name]).hexdigest()).write_bytes(files[name])
+    registry = hostile()
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 0, result.stderr
+    asked = {path.rsplit("/", 1)[1] for path, _ in registry.log if "/blobs/" in path}
+    assert asked and not asked & {member_digest(node_bundle, name) for name in kept}
+    staged = next((root / "var/lib/airlock/staging").iterdir())
+    for name in kept:
+        assert (staged / name).read_bytes() == files[name]
+    assert f"fetched {len(asked) - 2} of " in result.stderr  # bundle.json and its signature came first, in the verify phase
+
+
+def test_the_first_node_serves_the_artifact_push_makes_even_after_a_prune(node_bundle, keys, tmp_path):
+    require("skopeo")
+    from bundle.artifact import build_artifact
+    from tests.test_registry import Served
+    from tests.upstream import free_port
+
+    root = tmp_path / "cp1"
+    config = tmp_path / "cp1.yaml"
+    config.write_text(json.dumps({"nodeName": "cp1", "registry": {"listen": f"127.0.0.1:{free_port()}"}}))
+    init = airlock("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+                   "--ignore-preflight-errors", IGNORE, "--skip-phases", "images,kubeadm-init,cni")
+    assert init.returncode == 0, init.stderr
+    airlock("store", "prune", "--root", root, check=True)
+    manifest_bytes, signature, document = bundle_json(node_bundle)
+    expected = build_artifact(manifest_bytes, signature)
+    served = Served(root / "var/lib/airlock/store")
+    try:
+        status, _, body = served.request("GET", f"/v2/{REPOSITORY}/tags/list")
+        assert status == 200 and json.loads(body)["tags"] == [f"{document['name']}-{document['serial']}"]
+        status, headers, body = served.request("GET", f"/v2/{REPOSITORY}/manifests/{expected.tag}")
+        assert status == 200 and body == expected.data and headers["docker-content-digest"] == expected.digest
+        for layer in [json.loads(body)["config"], *json.loads(body)["layers"]]:
+            status, _, blob = served.request("GET", f"/v2/{REPOSITORY}/blobs/{layer['digest']}")
+            assert status == 200 and "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{served.host}/{REPOSITORY}:{expected.tag}"],
+                             capture_output=True, check=True).stdout
+        assert raw == expected.data
+    finally:
+        served.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bundle.artifact import store_artifact
@@ -26,6 +27,7 @@ from installer.phases import Context, Phase
 from installer.remote import needed_members
 
 COMPLETE = ".complete"
+PARALLEL_FETCHES = 4
 
 
 class _FileSink:
@@ -121,15 +123,18 @@ def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> by
     for entry in wanted:
         by_digest.setdefault(entry.sha256, []).append(entry)
     fetches = staging / ".fetch"
-    fetched = []
     missing = [entries[0] for sha256, entries in by_digest.items() if not store.exists("sha256:" + sha256)]
-    with ByteMeter(sum(entry.size for entry in missing), "fetch") as advance:
-        for entry in missing:
-            partial = fetches / entry.sha256
-            remote.fetch(entry, partial)
-            fetched.append(entry.sha256)
-            if advance:
-                advance(entry.size)
+
+    def fetch(entry: FileEntry) -> None:
+        remote.fetch(entry, fetches / entry.sha256)
+        if advance:
+            advance(entry.size)
+
+    with ByteMeter(sum(entry.size for entry in missing), "fetch") as advance, ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="fetch") as pool:
+        # Largest first, so the long transfers overlap the many small ones.
+        for future in [pool.submit(fetch, entry) for entry in sorted(missing, key=lambda entry: -entry.size)]:
+            future.result()
+    fetched = {entry.sha256 for entry in missing}
     for sha256, entries in by_digest.items():
         source = fetches / sha256 if sha256 in fetched else store.path("sha256:" + sha256)
         for entry in entries:
