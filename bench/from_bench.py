@@ -124,6 +124,7 @@ def main() -> None:
             "bundle_bytes_moved_per_worker_from_registry": moved,
             "moved_over_bundle": round(moved / bundle.stat().st_size, 6),
             "image_bytes_pulled_per_worker": measured["registry"][-1]["image_bytes"],
+            "all_bytes_per_worker_over_bundle": round((moved + measured["registry"][-1]["image_bytes"]) / bundle.stat().st_size, 4),
             "images_in_containerd": [entry["images"] for entry in measured["registry"]],
             "peak_rss_MB_registry": round(max(entry["rss"] for entry in measured["registry"]) / 1024, 1),
         }

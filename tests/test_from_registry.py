@@ -526,3 +526,31 @@ def test_the_first_node_serves_the_artifact_push_makes_even_after_a_prune(node_b
         assert raw == expected.data
     finally:
         served.close()
+
+
+def test_from_urls_tags_and_the_members_a_node_needs():
+    from datetime import UTC, datetime
+
+    from bundle.artifact import parse_tag, tag_for
+    from bundle.manifest import FileEntry, Manifest
+    from installer.remote import Origin, RemoteError, needed_members
+
+    origin = Origin.parse("https://harbor.corp.example:8443/site/k8s", insecure=False)
+    assert (origin.host, origin.prefix, origin.repository) == ("harbor.corp.example:8443", "site/k8s", "site/k8s/airlock/bundle")
+    assert origin.mirror() == "https://harbor.corp.example:8443/v2/site/k8s"
+    assert Origin.parse("https://10.0.0.10:5443/", insecure=False).mirror() == "https://10.0.0.10:5443"
+    for bad, insecure in (("http://10.0.0.10:5000", False), ("ftp://x", True), ("https://user@x", False), ("https://x/UPPER", False), ("https://x?a=1", False)):
+        with pytest.raises(RemoteError):
+            Origin.parse(bad, insecure)
+    assert Origin.parse("http://10.0.0.10:5000", insecure=True).scheme == "http"
+
+    def entry(path: str) -> FileEntry:
+        return FileEntry(path, "a" * 64, 1, 0o644)
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    files = ["bin/linux-amd64/kubeadm", "bin/linux-arm64/kubeadm", "cni/linux-arm64/cni.tgz", "cni/linux-amd64/cni.tgz",
+             "manifests/kube-flannel.yml", "sbom.spdx.json", "images/index.json", "images/oci-layout", "images/blobs/sha256/" + "a" * 64]
+    manifest = Manifest("my bundle/x", 7, now, now, "stable", "v1.31.4", ("linux/amd64", "linux/arm64"), {}, tuple(map(entry, files)), ())
+    assert [e.path for e in needed_members(manifest, "amd64")] == [
+        "bin/linux-amd64/kubeadm", "cni/linux-amd64/cni.tgz", "manifests/kube-flannel.yml", "sbom.spdx.json", "images/index.json", "images/oci-layout"]
+    assert tag_for(manifest) == "my_bundle_x-7" and parse_tag("my_bundle_x-7") == ("my_bundle_x", 7) and parse_tag("latest") is None
