@@ -25,7 +25,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from bundle.artifact import ARTIFACT_TYPE, REPOSITORY, TITLE, parse_tag
 from bundle.errors import AirlockError, BundleError
@@ -39,6 +39,8 @@ TIMEOUT = 30.0
 ATTEMPTS = 5
 BACKOFF = 0.5
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+_REDIRECT_STATUS = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 3
 
 
 class RemoteError(AirlockError):
@@ -81,11 +83,13 @@ class Origin:
 
 
 def ssl_context(ca: Path | None) -> ssl.SSLContext:
-    """Verify the registry against `ca` (the site CA), else the system's trusted CAs; hostname checked."""
-    try:
-        context = ssl.create_default_context(cafile=str(ca) if ca else None)
-    except (OSError, ssl.SSLError) as error:
-        raise RemoteError(f"--ca {ca}: cannot load it as a PEM CA certificate ({error})") from None
+    """Verify the registry against the site CA `ca` and the system's trusted CAs; hostname checked."""
+    context = ssl.create_default_context()  # the system's CAs: blob storage a registry redirects to may use a public one
+    if ca:
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except (OSError, ssl.SSLError) as error:
+            raise RemoteError(f"--ca {ca}: cannot load it as a PEM CA certificate ({error})") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -100,6 +104,7 @@ class Client:
         self.attempts = attempts
         self._connection: http.client.HTTPConnection | None = None
         self._token: str | None = None
+        self._redirected: http.client.HTTPConnection | None = None
         self.received = 0  # body bytes read, for the benchmark's "bytes moved"
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -111,9 +116,10 @@ class Client:
         return self._connection
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        for connection in (self._connection, self._redirected):
+            if connection is not None:
+                connection.close()
+        self._connection = self._redirected = None
 
     def url(self, path: str) -> str:
         return f"{self.origin.scheme}://{self.origin.host}{path}"
@@ -143,6 +149,13 @@ class Client:
             if response.status == 401 and self._token is None and self._authenticate(response):
                 response.read()
                 continue
+            if response.status in _REDIRECT_STATUS and response.getheader("Location"):
+                response.read(64 << 10)
+                try:
+                    response = self._follow(urljoin(self.url(path), response.getheader("Location")), headers)
+                except (OSError, http.client.HTTPException) as error:
+                    failure = f"{type(error).__name__}: {error}"
+                    continue
             if response.status in _RETRY_STATUS:
                 failure = f"HTTP {response.status}"
                 response.read(64 << 10)
@@ -150,6 +163,27 @@ class Client:
                 continue
             return response
         raise RemoteError(f"{self.url(path)}: no usable answer after {self.attempts} attempts ({failure}); is the registry up?")
+
+    def _follow(self, url: str, headers: dict | None) -> http.client.HTTPResponse:
+        """A redirect (blob storage behind Harbor or S3-backed distribution): its own connection, never our token."""
+        for _ in range(MAX_REDIRECTS):
+            target = urlsplit(url)
+            if target.scheme == "https":
+                connection = http.client.HTTPSConnection(target.netloc, timeout=self.timeout, context=self._context)
+            elif target.scheme == "http" and self.origin.scheme == "http":
+                connection = http.client.HTTPConnection(target.netloc, timeout=self.timeout)
+            else:
+                raise RemoteError(f"{url}: the registry redirects to plain HTTP or an unknown scheme; refused")
+            if self._redirected is not None:
+                self._redirected.close()
+            self._redirected = connection
+            connection.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers={"User-Agent": "airlock-node", **(headers or {})})
+            response = connection.getresponse()
+            if response.status not in _REDIRECT_STATUS or not response.getheader("Location"):
+                return response
+            response.read(64 << 10)
+            url = urljoin(url, response.getheader("Location"))
+        raise RemoteError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
     def _authenticate(self, response: http.client.HTTPResponse) -> bool:
         """An anonymous pull token, for registries that want one even for public repositories (Harbor, distribution with token auth)."""

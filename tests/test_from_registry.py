@@ -265,6 +265,7 @@ class HostileRegistry:
         self.breaks: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.slow: str | None = None
+        self.redirect = False  # blobs answered with 307 to /storage/<digest>, which refuses any Authorization
         self.log: list[tuple[str, str]] = []
         self.sent: dict[str, int] = {}
         registry = self
@@ -283,6 +284,16 @@ class HostileRegistry:
                 if self.path == prefix + f"manifests/{registry.artifact.tag}":
                     return self.answer(200, registry.artifact.data, "application/vnd.oci.image.manifest.v1+json")
                 digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
+                if registry.redirect and digest:
+                    self.send_response(307)
+                    self.send_header("Location", f"/storage/{digest}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.path.startswith("/storage/"):
+                    if self.headers.get("Authorization"):
+                        return self.answer(400, b"storage takes no registry credentials")
+                    digest = self.path[len("/storage/"):]
                 if digest not in registry.blobs:
                     return self.answer(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
                 if registry.failures.get(digest):
@@ -445,6 +456,15 @@ def test_5xx_answers_and_a_broken_stream_are_retried_and_resumed(hostile, node_b
     assert resumed[0] == "" and resumed[-1].startswith("bytes=") and int(resumed[-1][6:-1]) > 0
     staged = next((root / "var/lib/airlock/staging").iterdir())
     assert (staged / "bin/linux-amd64/kubelet").read_bytes() == members(node_bundle)["bin/linux-amd64/kubelet"]
+
+
+def test_blobs_redirected_to_storage_are_followed(hostile, node_bundle, keys, tmp_path):
+    registry = hostile()
+    registry.redirect = True
+    registry.breaks[member_digest(node_bundle, "bin/linux-amd64/kubeadm")] = 1
+    result = join_from(registry.url, keys, tmp_path / "root", tmp_path, "--insecure")
+    assert result.returncode == 0, result.stderr
+    assert any(path.startswith("/storage/") and header.startswith("bytes=") for path, header in registry.log)
 
 
 def test_a_kill_during_the_fetch_resumes_on_rerun(hostile, node_bundle, keys, tmp_path):
