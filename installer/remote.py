@@ -147,7 +147,7 @@ class Client:
                 failure = f"{type(error).__name__}: {error}"
                 continue
             if response.status == 401 and self._token is None and self._authenticate(response):
-                response.read()
+                self.close()  # whatever body the challenge had stays unread: start clean
                 continue
             if response.status in _REDIRECT_STATUS and response.getheader("Location"):
                 response.read(64 << 10)
@@ -210,7 +210,9 @@ class Client:
         response = self.open(path, {"Accept": accept} if accept else None)
         if response.status != 200:
             response.read(64 << 10)
-            raise RemoteError(f"{self.url(path)}: HTTP {response.status}")
+            hint = {401: "; the node pulls anonymously: make the repository public to it", 403: "; the node pulls anonymously: make the repository public to it",
+                    404: "; check the prefix, --tag, and that `airlock push` (or the first node's init) put the bundle there"}
+            raise RemoteError(f"{self.url(path)}: HTTP {response.status}{hint.get(response.status, '')}")
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             self.close()
