@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.conftest import AIRLOCK, airlock, require
 from tests.containerd import Containerd
 from tests.test_install import IGNORE
 from tests.test_two_nodes import SUBNET, netns, network  # noqa: F401  (the fixture)
+from tests.test_upgrade import bundles, releases  # noqa: F401  (module fixtures: a full bundle and a delta on it)
 
 
 def bundle_json(bundle: Path) -> tuple[bytes, bytes, dict]:
@@ -574,3 +576,47 @@ def test_from_urls_tags_and_the_members_a_node_needs():
     assert [e.path for e in needed_members(manifest, "amd64")] == [
         "bin/linux-amd64/kubeadm", "cni/linux-amd64/cni.tgz", "manifests/kube-flannel.yml", "sbom.spdx.json", "images/index.json", "images/oci-layout"]
     assert tag_for(manifest) == "my_bundle_x-7" and parse_tag("my_bundle_x-7") == ("my_bundle_x", 7) and parse_tag("latest") is None
+
+
+def test_a_worker_upgrades_from_the_first_node_fetching_only_what_its_base_lacks(bundles, keys, tmp_path):  # noqa: F811
+    """cp1 installs the full bundle, then the delta, from files; a worker joins --from cp1 at the full serial, then upgrades --from it."""
+    from tests.test_install import node_config
+    from tests.test_registry import Served
+    from tests.test_upgrade import NEW, node
+    from tests.upstream import free_port
+
+    cp1, worker, log = tmp_path / "cp1", tmp_path / "worker", tmp_path / "standin.log"
+    (tmp_path / "cp1-config").mkdir()
+    (tmp_path / "worker-config").mkdir()
+    config = node_config(tmp_path / "cp1-config", free_port())
+    assert node("init", bundles["full"], keys, cp1, config, log, None, "--skip-phases", "images,kubeadm-init,cni").returncode == 0
+    upgraded = node("upgrade", bundles["delta"], keys, cp1, config, log, None, "--skip-phases", "images")
+    assert upgraded.returncode == 0, upgraded.stderr
+    access = tmp_path / "access.log"
+    served = Served(cp1 / "var/lib/airlock/store", log=access)
+    try:
+        source = ["--from", f"http://{served.host}", "--insecure", "--key", keys["ed25519"] / "airlock.pub", "--root", worker,
+                  "--config", node_config(tmp_path / "worker-config", free_port(), nodeName="worker1", controlPlaneEndpoint="127.0.0.1:6443",
+                                          token="abcdef.0123456789abcdef", caCertHashes=["sha256:" + "1" * 64]),
+                  "--ignore-preflight-errors", IGNORE]
+        env = {"AIRLOCK_STANDIN_LOG": str(log), "AIRLOCK_STANDIN_SERVER_VERSION": NEW}
+        # The newest serial there is the delta: a new node is told to install its base first.
+        refused = airlock("join", *source, "--skip-phases", "images,kubeadm-join", env=env)
+        assert refused.returncode == 1 and "install that base first" in refused.stderr
+        full = bundle_json(bundles["full"])[2]
+        joined = airlock("join", *source, "--tag", f"{full['name']}-{full['serial']}", "--skip-phases", "images,kubeadm-join", env=env)
+        assert joined.returncode == 0, joined.stderr
+        since = access.stat().st_size
+        upgrade = airlock("upgrade", *source, "--skip-phases", "images", env=env)
+        assert upgrade.returncode == 0, upgrade.stderr
+        time.sleep(0.2)
+        asked = {line.split('"')[1].split()[1].rsplit("/", 1)[1] for line in access.read_text()[since:].splitlines() if f"/v2/{REPOSITORY}/blobs/" in line}
+    finally:
+        served.close()
+    old = {entry["sha256"] for entry in full["files"]}
+    manifest_bytes, signature, delta = bundle_json(bundles["delta"])
+    changed = {"sha256:" + entry["sha256"] for entry in delta["files"] if entry["sha256"] not in old and not entry["path"].startswith("images/blobs/")}
+    head = {"sha256:" + hashlib.sha256(data).hexdigest() for data in (manifest_bytes, signature)}
+    assert changed and asked == changed | head
+    assert NEW in (worker / "usr/local/bin/kubelet").read_text()
+    assert json.loads((worker / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == delta["serial"]
