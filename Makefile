@@ -22,10 +22,11 @@ bench-deps:
 	@command -v mkfs.xfs >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y xfsprogs; }
 
+# setuptools says "Editable installation" on every editable install; advice, not a problem here, so it is filtered.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	PYTHONWARNINGS='ignore:Editable installation' $(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -5,21 +5,17 @@ from __future__ import annotations
 import typer
 
 from builder.cli import app as build_app
+from installer.cli import HELP, PLAIN
 from installer.cli import app as node_app
 
 
 def compose() -> typer.Typer:
-    app = typer.Typer(
-        name="airlock",
-        help=node_app.info.help,
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-    )
+    app = typer.Typer(name="airlock", help=HELP, no_args_is_help=True, **PLAIN)
+    app.registered_callback = node_app.registered_callback  # --version
     app.registered_commands = [*build_app.registered_commands, *node_app.registered_commands]
     app.registered_groups = [*build_app.registered_groups, *node_app.registered_groups]
     return app
 
 
 def main() -> None:
-    compose()()
+    compose()(prog_name="airlock")

@@ -89,6 +89,12 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
     return plan
 
 
+def kubeadm_for(release_url: str, version: str, arch: str) -> Artifact:
+    """The kubeadm of an exact version for one architecture (the build host's, to ask it for the image list)."""
+    url = f"{release_url.rstrip('/')}/release/{version}/bin/linux/{arch}/kubeadm"
+    return Artifact("kubeadm", version, arch, url, Checksum(url + ".sha256"), f"bin/linux-{arch}/kubeadm", 0o755)
+
+
 def parse_checksum_file(text: str, name: str | None) -> str | None:
     """The hex digest in a `.sha256` (bare hex) or `sha256sum` style file, for `name`."""
     lines = [line.split() for line in text.splitlines() if line.strip()]

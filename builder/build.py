@@ -20,7 +20,6 @@ from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.transfer import Http, RetryPolicy
-from bundle.errors import AirlockError
 from bundle.manifest import BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
 from bundle.reference import ImageRef
@@ -53,6 +52,7 @@ class BuildOptions:
     serial: int | None = None
     expires_days: int = 365
     base: Path | None = None
+    image_list_from_table: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -183,20 +183,50 @@ class Builder:
         self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
         return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)
 
-    def control_plane_images(self, version: str, minor: int, kubeadm: FileEntry | None) -> list[str]:
-        if kubeadm is not None:
-            with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as scratch:
-                runnable = Path(scratch) / "kubeadm"
-                with self.store.open("sha256:" + kubeadm.sha256) as source, open(runnable, "wb") as target:
-                    shutil.copyfileobj(source, target)
-                runnable.chmod(0o700)
-                try:
-                    return images.kubeadm_images(runnable, version)
-                except (OSError, AirlockError) as error:
-                    self.progress.log(f"warning: kubeadm could not list images ({error}); using the built-in table for 1.{minor}")
-        else:
-            self.progress.log(f"warning: no kubeadm for this host's architecture ({host_arch()}); using the built-in image table for 1.{minor}")
-        return images.fallback_control_plane_images(version, minor)
+    def host_kubeadm(self, version: str, in_bundle: Future | None) -> str:
+        """The digest, in the cache, of the build host's own kubeadm of exactly `version`.
+
+        It is the bundle's when the bundle carries the host's architecture; otherwise it is
+        fetched (checked against its .sha256) into the cache only, never into the bundle.
+        """
+        arch = host_arch()
+        if platform.system() != "Linux" or arch not in artifacts.ARCHES:
+            raise BuildError(
+                f"this build host ({platform.system()}/{platform.machine()}) cannot run a linux kubeadm to list the control-plane images; "
+                "build on linux amd64/arm64, or pass --image-list-from-table (etcd and coredns can differ within a minor)"
+            )
+        if in_bundle is not None:
+            in_bundle.result()  # fetched (or found unchanged in the base) by the bundle's own download
+        artifact = artifacts.kubeadm_for(self.options.release_url, version, arch)
+        upstream = self.checksum_for(artifact)
+        digest = "sha256:" + upstream
+        if not self.store.exists(digest):
+            self.http.download(artifact.url, self.store, digest, count_total=False)
+            if in_bundle is None:
+                self.progress.log(f"kubeadm {version} linux/{arch} fetched into the cache (not the bundle) to list the control-plane images")
+        return digest
+
+    def control_plane_images(self, version: str, minor: int, in_bundle: Future | None) -> list[str]:
+        """Ask a kubeadm of the exact version; the built-in table only when --image-list-from-table says so."""
+        if self.options.image_list_from_table:
+            self.progress.log(
+                f"warning: --image-list-from-table: control-plane images from the built-in 1.{minor} table, not from kubeadm {version}; "
+                "etcd, coredns and pause can change within a minor, and a node then lacks an image kubelet needs"
+            )
+            return images.fallback_control_plane_images(version, minor)
+        digest = self.host_kubeadm(version, in_bundle)
+        with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as scratch:
+            runnable = Path(scratch) / "kubeadm"
+            with self.store.open(digest) as source, open(runnable, "wb") as target:
+                shutil.copyfileobj(source, target)
+            runnable.chmod(0o700)
+            try:
+                return images.kubeadm_images(runnable, version)
+            except OSError as error:
+                raise BuildError(
+                    f"kubeadm {version} (linux/{host_arch()}) could not run to list the control-plane images: {error.strerror or error}; "
+                    "pass --image-list-from-table to use the built-in table instead"
+                ) from None
 
     def run(self) -> BuildResult:
         started = time.monotonic()
@@ -225,9 +255,7 @@ class Builder:
         plan = artifacts.plan_artifacts(options.release_url, options.github_url, versions, options.arches)
         file_futures: dict[str, Future] = {a.member: self.pool.submit(self.fetch_artifact, a) for a in plan}
 
-        kubeadm_member = f"bin/linux-{host_arch()}/kubeadm"
-        kubeadm = file_futures[kubeadm_member].result() if kubeadm_member in file_futures else None
-        wanted = self.control_plane_images(resolution.version, minor, kubeadm)
+        wanted = self.control_plane_images(resolution.version, minor, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
         components = images.component_versions(wanted)
         if versions.flannel:
             flannel = file_futures["manifests/cni/kube-flannel.yml"].result()

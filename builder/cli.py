@@ -10,19 +10,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from builder import artifacts
-from builder.errors import BuildError
+from builder.errors import BuildError, ResolveError
 from bundle.errors import AirlockError
 from bundle.meter import human_size
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+# Plain help: square brackets in help text (HOST[:PORT][/PREFIX]) are text, not markup, and rich stays unimported.
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 def fail(error: Exception) -> None:
     typer.echo(f"airlock: error: {error}", err=True)
     raise typer.Exit(1)
+
+
+def usage_error(message: str) -> None:
+    """A usage error: one line on stderr, exit 2 (failures exit 1)."""
+    typer.echo(f"airlock: error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -64,10 +70,13 @@ CONFIG_KEYS = {
     "serial": "serial",
     "expires-days": "expires_days",
     "base": "base",
+    "image-list-from-table": "image_list_from_table",
 }
 
 
 def load_build_config(path: Path) -> dict:
+    import yaml
+
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except OSError as error:
@@ -90,6 +99,23 @@ def _as_list(value) -> list[str]:
     return [str(item) for item in value]
 
 
+def check_usage(values: dict) -> None:
+    """Refuse values no build could use (exit 2, listing the valid ones) before anything is read or fetched."""
+    from builder.build import CNI_CHOICES
+    from builder.resolve import ACCEPTED, parse_request
+
+    try:
+        parse_request(str(values["kubernetes_version"]))
+    except ResolveError:
+        usage_error(f"--kubernetes-version {values['kubernetes_version']!r} is not a version or label; use {ACCEPTED}")
+    arches = values.get("arches", ["amd64"])
+    unknown = [arch for arch in arches if arch not in artifacts.ARCHES]
+    if unknown or not arches:
+        usage_error(f"--arch {','.join(unknown) or repr('')}: choose from {', '.join(artifacts.ARCHES)} (linux only; comma-separated for several)")
+    if values.get("cni", "flannel") not in CNI_CHOICES:
+        usage_error(f"--cni {values['cni']!r}: choose from {', '.join(CNI_CHOICES)}")
+
+
 @app.command()
 def build(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file to write (.tar).")] = None,
@@ -98,29 +124,36 @@ def build(
     ] = None,
     sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Private key from `airlock keygen`.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="build.yaml holding any of these flags (flags win).")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="Comma-separated: amd64,arm64 (linux only). Default amd64.")] = None,
-    cni: Annotated[str | None, typer.Option("--cni", help="flannel (default) or none.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Comma-separated: amd64,arm64 (linux only).", show_default="amd64")] = None,
+    cni: Annotated[str | None, typer.Option("--cni", help="flannel or none.", show_default="flannel")] = None,
     image: Annotated[list[str] | None, typer.Option("--image", help="Extra image to carry (repeatable).")] = None,
     images_file: Annotated[Path | None, typer.Option("--images-file", help="File with one extra image per line (# comments).")] = None,
-    release_url: Annotated[str | None, typer.Option("--release-url", help="Kubernetes release server [https://dl.k8s.io].")] = None,
-    github_url: Annotated[str | None, typer.Option("--github-url", help="Release downloads server [https://github.com].")] = None,
+    release_url: Annotated[str | None, typer.Option("--release-url", help="Kubernetes release server (or its internal mirror).", show_default="https://dl.k8s.io")] = None,
+    github_url: Annotated[str | None, typer.Option("--github-url", help="GitHub release downloads (or their internal mirror).", show_default="https://github.com")] = None,
     registry_mirror: Annotated[
         list[str] | None, typer.Option("--registry-mirror", help="HOST=URL: fetch HOST's images from URL (repeatable).")
     ] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache [$XDG_CACHE_HOME/airlock].")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Parallel transfers [8].")] = None,
-    cni_version: Annotated[str | None, typer.Option("--cni-version", help=f"CNI plugins [{artifacts.DEFAULT_CNI_VERSION}].")] = None,
-    crictl_version: Annotated[str | None, typer.Option("--crictl-version", help="crictl [matches the Kubernetes minor].")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache.", show_default="$XDG_CACHE_HOME/airlock")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Parallel transfers.", show_default="8")] = None,
+    cni_version: Annotated[str | None, typer.Option("--cni-version", help="CNI plugins version.", show_default=artifacts.DEFAULT_CNI_VERSION)] = None,
+    crictl_version: Annotated[str | None, typer.Option("--crictl-version", help="crictl version.", show_default="the one for the Kubernetes minor")] = None,
     containerd_version: Annotated[
-        str | None, typer.Option("--containerd-version", help=f"containerd [{artifacts.DEFAULT_CONTAINERD_VERSION}].")
+        str | None, typer.Option("--containerd-version", help="containerd version.", show_default=artifacts.DEFAULT_CONTAINERD_VERSION)
     ] = None,
-    runc_version: Annotated[str | None, typer.Option("--runc-version", help=f"runc [{artifacts.DEFAULT_RUNC_VERSION}].")] = None,
-    flannel_version: Annotated[str | None, typer.Option("--flannel-version", help=f"flannel [{artifacts.DEFAULT_FLANNEL_VERSION}].")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json [airlock].")] = None,
-    serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing) [build time in seconds].")] = None,
-    expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days [365].")] = None,
+    runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default=artifacts.DEFAULT_RUNC_VERSION)] = None,
+    flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
+    serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
+    expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days.", show_default="365")] = None,
     base: Annotated[
         Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
+    ] = None,
+    image_list_from_table: Annotated[
+        bool | None,
+        typer.Option(
+            "--image-list-from-table",
+            help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
+        ),
     ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
@@ -156,6 +189,7 @@ def build(
             "serial": serial,
             "expires_days": expires_days,
             "base": base,
+            "image_list_from_table": image_list_from_table,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [
@@ -164,10 +198,10 @@ def build(
             if not values.get(field)
         ]
         if missing:
-            typer.echo(f"airlock: error: build needs {', '.join(missing)} (as flags or in --config)", err=True)
-            raise typer.Exit(2)
+            usage_error(f"build needs {', '.join(missing)} (as flags or in --config)")
         if "arches" in values:
             values["arches"] = _as_list(values["arches"])
+        check_usage(values)
         if "images" in values:
             values["images"] = _as_list(values["images"]) if isinstance(values["images"], str) else list(values["images"])
         if "registry_mirrors" in values:
@@ -205,13 +239,15 @@ def push(
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the target.")] = False,
     username: Annotated[str | None, typer.Option("--username", help="Registry user (else ~/.docker/config.json).")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Staging store for the bundle's images [$XDG_CACHE_HOME/airlock/push].")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Staging store for the bundle's images.", show_default="$XDG_CACHE_HOME/airlock/push")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 8,
 ) -> None:
     """Copy every image of a verified bundle into an existing registry, digests unchanged, and the rest as one OCI artifact.
 
     Blobs the target already has are skipped, so a rerun moves only what is missing.
-    Prints the containerd hosts.toml that points nodes at the target.
+    An upstream index that names platforms the bundle does not carry goes in narrowed
+    to the carried ones, under a new digest that is printed. Prints the containerd
+    hosts.toml that points nodes at the target.
     """
     import sys
 
@@ -244,6 +280,14 @@ def push(
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
     typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
+    if plan.narrowed:
+        typer.echo(
+            f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "
+            "so each went in narrowed to the carried platforms, under a new digest (platform manifests keep theirs):"
+        )
+        for change in plan.narrowed:
+            typer.echo(f"  {change.reference} ({', '.join(change.kept)}; {change.dropped} left out): {change.upstream_digest} -> {change.pushed_digest}")
+        typer.echo("Pull these by tag or by platform manifest digest; their upstream index digest (bundle.json's) is not in the target.")
     typer.echo("\nPoint containerd on each node at it (config_path = \"/etc/containerd/certs.d\"):")
     for upstream in upstreams:
         typer.echo(f"\n# /etc/containerd/certs.d/{upstream}/hosts.toml\n{hosts_toml(upstream, target)}", nl=False)
@@ -260,31 +304,13 @@ def diff_command(
     """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
     import json
 
-    from builder.build import read_base
-    from builder.diff import diff
+    from builder.diff import diff, read_manifest, render
 
     if output not in ("text", "json"):
-        typer.echo("airlock: error: --output must be text or json", err=True)
-        raise typer.Exit(2)
+        usage_error(f"--output {output!r}: choose text or json")
     try:
-        result = diff(read_base(old).manifest, read_base(new).manifest)
+        result = diff(read_manifest(old), read_manifest(new))
     except AirlockError as error:
         fail(error)
-    if output == "json":
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    lines = [f"kubernetes  {result.old_version} -> {result.new_version}"]
-    lines += [f"  {name}: {before} -> {after}" for name, (before, after) in result.components.items()]
-    lines += [f"+ {reference}" for reference in result.images_added]
-    lines += [f"- {reference}" for reference in result.images_removed]
-    lines += [f"~ {before} -> {after}" for before, after in result.images_changed]
-    lines += [f"~ {path}" for path in result.files_changed]
-    document = result.to_dict()
-    lines += [
-        "",
-        f"full bundle        {human_size(result.full_bytes)}",
-        f"delta (--base)     {human_size(result.delta_bytes)}  ({document['delta_over_full']:.1%} of full)",
-        f"tag-level update   {human_size(result.tag_level_bytes)}  ({document['tag_level_over_full']:.1%} of full)",
-    ]
-    typer.echo("\n".join(lines))
+    typer.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else render(result, human_size))
 

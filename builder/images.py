@@ -33,7 +33,7 @@ from bundle.store import BlobStore
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
 
-# Used only when no downloaded kubeadm can run on the build host.
+# Used only with --image-list-from-table: etcd, coredns and pause can change within a minor, so it is never exact.
 FALLBACK_IMAGES_BY_MINOR = {
     28: {"pause": "3.9", "etcd": "3.5.15-0", "coredns": "v1.10.1"},
     29: {"pause": "3.9", "etcd": "3.5.16-0", "coredns": "v1.11.1"},

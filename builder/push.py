@@ -9,6 +9,13 @@ interruption moves only what the target still lacks.
 Everything else in the bundle (bundle.json and its signature, binaries,
 archives, manifests, SBOM) goes up as one OCI artifact
 (`PREFIX/airlock/bundle:NAME-SERIAL`, see bundle/artifact.py), after the images.
+
+A registry holds an index only when it holds every manifest the index names
+(distribution answers MANIFEST_BLOB_UNKNOWN otherwise), while a bundle carries
+only its own platforms of an upstream index. Such an index is narrowed to the
+manifests the bundle carries: a new index, so a new digest, which the push
+reports. An index the bundle carries whole keeps its upstream digest, and
+every platform manifest keeps its digest either way.
 """
 
 from __future__ import annotations
@@ -57,6 +64,17 @@ class Target:
         return f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
 
 
+@dataclass(frozen=True)
+class Narrowed:
+    """An upstream index pushed as a narrower one: only the platforms the bundle carries."""
+
+    reference: str
+    upstream_digest: str
+    pushed_digest: str
+    kept: tuple[str, ...]  # platforms kept, like "linux/amd64"
+    dropped: int  # how many of the upstream index's manifests the bundle does not carry
+
+
 @dataclass
 class PushPlan:
     """What each target repository needs: blobs (config and layers) and manifests in PUT order."""
@@ -64,6 +82,7 @@ class PushPlan:
     blobs: dict[str, list[str]] = field(default_factory=dict)  # digest -> repositories needing it
     manifests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # (repository, reference, media type, bytes)
     images: list[tuple[str, str]] = field(default_factory=list)  # (source reference, target reference)
+    narrowed: list[Narrowed] = field(default_factory=list)
     elsewhere: dict[str, str] = field(default_factory=dict)  # digest -> repository that must already hold it (a delta's base)
     artifact: str = ""  # target reference of the bundle artifact
 
@@ -81,23 +100,47 @@ def plan_push(store: BlobStore, references: list[str], target: Target) -> PushPl
         if previous != ref.name:
             raise BuildError(f"{previous} and {ref.name} would both land in {target.host}/{repository}; push them with different --to prefixes")
         plan.images.append((name, f"{target.host}/{repository}:{ref.tag}"))
-        _plan_manifest(store, descriptor["digest"], repository, ref.tag or descriptor["digest"], plan)
+        _plan_manifest(store, descriptor["digest"], repository, ref.tag or descriptor["digest"], plan, name)
     return plan
 
 
-def _plan_manifest(store: BlobStore, digest: str, repository: str, reference: str, plan: PushPlan) -> None:
+def _plan_manifest(store: BlobStore, digest: str, repository: str, reference: str, plan: PushPlan, name: str) -> tuple[str, int]:
+    """Plan one manifest (children first); return the digest and size it will have in the target."""
     data = store.read(digest)
     document = json.loads(data)
     media_type = media_type_of(document)
-    for child in document.get("manifests") or []:
-        if store.exists(child["digest"]):  # only the platforms the bundle carries
-            _plan_manifest(store, child["digest"], repository, child["digest"], plan)
+    children = document.get("manifests")
+    if isinstance(children, list):
+        carried = []
+        for child in children:
+            if not store.exists(child["digest"]):
+                continue  # a platform the bundle does not carry
+            pushed, size = _plan_manifest(store, child["digest"], repository, child["digest"], plan, name)
+            carried.append(child if pushed == child["digest"] else {**child, "digest": pushed, "size": size})
+        if not carried:
+            raise BuildError(f"{name}: the bundle carries none of the manifests of index {digest}; it is damaged, rebuild it")
+        if carried != children:
+            data = narrowed_index(document, carried)
+            kept = tuple(platform_name(child) for child in carried)
+            plan.narrowed.append(Narrowed(name, digest, sha256_digest(data), kept, len(children) - len(carried)))
     for blob in [document.get("config") or {}, *(document.get("layers") or [])]:
         if blob.get("digest"):
             repositories = plan.blobs.setdefault(blob["digest"], [])
             if repository not in repositories:
                 repositories.append(repository)
     plan.manifests.append((repository, reference, media_type, data))
+    return sha256_digest(data), len(data)
+
+
+def narrowed_index(document: dict, carried: list[dict]) -> bytes:
+    """The upstream index with only the carried manifests; every other field (annotations...) as upstream has it."""
+    return json.dumps({**document, "manifests": carried}, indent=2).encode() + b"\n"
+
+
+def platform_name(descriptor: dict) -> str:
+    platform = descriptor.get("platform") or {}
+    parts = [platform.get("os", "?"), platform.get("architecture", "?")] + ([platform["variant"]] if platform.get("variant") else [])
+    return "/".join(parts)
 
 
 class Pusher:
@@ -234,16 +277,24 @@ def plan_artifact(store: BlobStore, manifest: Manifest, artifact: Artifact, targ
 
 
 def hosts_toml(upstream: str, target: Target, ca_file: str | None = None) -> str:
-    """The containerd `certs.d/{upstream}/hosts.toml` that sends pulls of `upstream` to the target."""
-    scheme = "http" if target.insecure else "https"
-    server = "https://registry-1.docker.io" if upstream == "docker.io" else f"https://{upstream}"
-    lines = [f'server = "{server}"', "", f'[host."{scheme}://{target.host}/v2/{target.prefix}"]' if target.prefix else f'[host."{scheme}://{target.host}"]']
-    lines.append('  capabilities = ["pull", "resolve"]')
+    """The containerd `certs.d/{upstream}/hosts.toml` that sends pulls of `upstream` to the target.
+
+    The target is the mirror and the fallback `server` alike, so a node never reaches for the internet.
+    """
+    url = f"{target.origin}/v2/{target.prefix}" if target.prefix else target.origin
+    settings = ['capabilities = ["pull", "resolve"]']
     if target.prefix:
-        lines.append("  override_path = true")
+        settings.append("override_path = true")  # the URL holds the API root: /v2/PREFIX/{repository}/...
     if ca_file:
-        lines.append(f'  ca = "{ca_file}"')
+        settings.append(f"ca = {_toml_string(ca_file)}")
+    lines = [f"# pulls of {upstream} images go to the site registry only", f"server = {_toml_string(url)}", *settings, ""]
+    lines += [f"[host.{_toml_string(url)}]", *(f"  {setting}" for setting in settings)]
     return "\n".join(lines) + "\n"
+
+
+def _toml_string(text: str) -> str:
+    # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
+    return json.dumps(text)
 
 
 def run_push(

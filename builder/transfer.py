@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 
@@ -114,6 +116,12 @@ class Http:
         raise AssertionError("unreachable")
 
     def _give_up_or_wait(self, url: str, attempt: int, error: Exception) -> None:
+        if unresolvable(error):
+            # No answer will come from waiting: this host is offline, or the name only exists on the internet.
+            raise FetchError(
+                f"{url}: the name {urlsplit(url).hostname} does not resolve (no network or no DNS here); "
+                "on a host without internet access point --release-url, --github-url and --registry-mirror HOST=URL at mirrors it can reach"
+            ) from None
         response = error.response if isinstance(error, _Retry) else None
         if attempt >= self.policy.attempts:
             raise FetchError(f"{url}: {_describe(error)}; gave up after {attempt} attempts") from None
@@ -218,6 +226,24 @@ class Http:
                 return part.commit(expected, what=url)
             except DigestMismatch as error:
                 raise FetchError(f"{url}: checksum mismatch: expected {error.expected}, got {error.actual}") from None
+
+
+def unresolvable(error: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (not worth a retry)."""
+    from urllib3.exceptions import NameResolutionError
+
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NameResolutionError | socket.gaierror):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+    return False
 
 
 def _check_status(url: str, response: requests.Response) -> None:

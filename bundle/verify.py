@@ -34,6 +34,7 @@ from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
 READ_BUFFER = 4 << 20
+BLOCK_SIZE = 512
 
 
 class MemberSink(Protocol):
@@ -74,9 +75,15 @@ def open_bundle(path: Path) -> Iterator[BinaryIO]:
 def read_signed_head(reader: TarReader) -> tuple[bytes, bytes]:
     """Read the first two members, which must be bundle.json and its signature."""
     members = reader.members()
-    first = next(members, None)
+    try:
+        first = next(members, None)
+    except BundleError:
+        if reader.offset > BLOCK_SIZE:  # a tar, damaged after its first header
+            raise
+        raise BundleError("not an airlock bundle: it does not start with a tar header; a bundle is the .tar or .tar.zst that `airlock build` wrote") from None
     if first is None or first.path != MANIFEST_NAME:
-        raise BundleError(f"the first member must be {MANIFEST_NAME}, found {first.path if first else 'nothing'}")
+        found = f"its first member is {first.path}" if first else "it holds no members"
+        raise BundleError(f"not an airlock bundle: {found}, and a bundle starts with {MANIFEST_NAME}")
     if first.size > MAX_MANIFEST_BYTES:
         raise BundleError(f"is {first.size} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
     manifest_bytes = b"".join(reader.content())

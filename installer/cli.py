@@ -17,13 +17,41 @@ import typer
 from bundle.errors import AirlockError
 from bundle.meter import human_size
 
-app = typer.Typer(
-    name="airlock",
-    help="Air-gapped Kubernetes bundles: build one signed file on a connected host, verify and install it on nodes with no route out.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP = "Air-gapped Kubernetes bundles: build one signed file on a connected host, verify and install it on nodes with no route out."
+# Plain help: square brackets in help text ([/PREFIX], [default: ...]) are text, not markup, and rich stays unimported.
+PLAIN = {"add_completion": False, "pretty_exceptions_enable": False, "rich_markup_mode": None}
+
+app = typer.Typer(name="airlock", help=HELP, no_args_is_help=True, **PLAIN)
+
+
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("airlock")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+def show_version(context: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(f"{context.find_root().info_name or 'airlock'} {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root_options(
+    _version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=show_version, is_eager=True, expose_value=False)
+    ] = False,
+) -> None:
+    pass
+
+
+def usage_error(message: str) -> None:
+    """A usage error: one line on stderr, exit 2 (failures exit 1)."""
+    typer.echo(f"airlock: error: {message}", err=True)
+    raise typer.Exit(2)
 
 KeyOption = Annotated[
     list[Path],
@@ -46,22 +74,25 @@ def verify(
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
     """
+    from bundle.meter import ByteMeter
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
 
     try:
         keys = load_trusted_keys(key)
-        from bundle.meter import ByteMeter
-
         with ByteMeter(bundle.stat().st_size if bundle.is_file() else 0, "verify", quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
     if not quiet:
         manifest = verified.manifest
+        members = f"{len(manifest.files)} members"
+        if manifest.base is not None:
+            carried = sum(1 for entry in manifest.files if entry.carried)
+            members = f"delta on serial {manifest.base.serial}: {carried} of {len(manifest.files)} members carried and checked, the rest are the base's"
         typer.echo(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
-            f"{len(manifest.files)} members, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
+            f"{members}, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
 
 
@@ -79,8 +110,7 @@ def inspect(
     from bundle.verify import read_manifest_unverified
 
     if output not in ("text", "json"):
-        typer.echo("airlock: error: --output must be text or json", err=True)
-        raise typer.Exit(2)
+        usage_error(f"--output {output!r}: choose text or json")
     try:
         manifest, manifest_bytes, signature = read_manifest_unverified(bundle)
         signature_state = "not checked (pass --key to check it)"
@@ -132,11 +162,9 @@ class Source:
 
     def check(self) -> None:
         if (self.bundle is None) == (self.url is None):
-            typer.echo("airlock: error: give either a BUNDLE file or --from https://HOST[:PORT][/PREFIX], not both and not neither", err=True)
-            raise typer.Exit(2)
+            usage_error("give either a BUNDLE file or --from https://HOST[:PORT][/PREFIX], not both and not neither")
         if self.url is None and (self.ca or self.insecure or self.tag):
-            typer.echo("airlock: error: --ca, --insecure and --tag go with --from", err=True)
-            raise typer.Exit(2)
+            usage_error("--ca, --insecure and --tag go with --from")
 
 
 def _remote(source: Source, config):
@@ -153,22 +181,31 @@ def _remote(source: Source, config):
 
 
 def _install(command: str, source: Source, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Path | None,
-             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False) -> None:
+             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
+             kubeconfig: Path | None = None) -> None:
     import platform
 
     from bundle.trust import load_trusted_keys
-    from installer.node import DryRunHost, Host, NodeConfig, Paths
+    from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
+    from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
 
     source.check()
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
+    known_phases = [phase.name for phase in phases_for(command)]
+    unknown = sorted(skip - set(known_phases))
+    if unknown:
+        usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock {command}`; its phases: {', '.join(known_phases)}")
     if "verify" in skip:
-        typer.echo("airlock: error: the verify phase cannot be skipped", err=True)
-        raise typer.Exit(2)
+        usage_error("the verify phase cannot be skipped")
+    ignored = [name.strip() for name in ignore_preflight_errors.split(",") if name.strip()]
+    unknown = [name for name in ignored if not check_name_known(name)]
+    if unknown:
+        usage_error(f"--ignore-preflight-errors: no check named {', '.join(unknown)}; checks: {', '.join(check_names())} (or all)")
     try:
         paths = Paths(root)
-        host = (DryRunHost if dry_run else Host)(paths)
+        host = dry_run_host(paths) if dry_run else Host(paths)
         machine = platform.machine().lower()
         node_config = NodeConfig.load(config)
         remote = None
@@ -184,15 +221,23 @@ def _install(command: str, source: Source, key: list[Path], root: Path, dry_run:
             config=node_config,
             containerd_address=containerd_address,
             allow_downgrade=allow_downgrade,
-            ignore_preflight=frozenset(name.strip() for name in ignore_preflight_errors.split(",") if name.strip()),
+            ignore_preflight=frozenset(ignored),
             control_plane=control_plane,
             drain=drain,
+            kubeconfig=kubeconfig,
             start_services=root == Path("/") and not dry_run,
             arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
         )
         run_phases(context, phases_for(command), skip)
     except AirlockError as error:
         fail(error)
+
+
+def dry_run_host(paths):
+    """A dry run's plan is its output: every line on stdout, as kubeadm's --dry-run does."""
+    from installer.node import DryRunHost
+
+    return DryRunHost(paths, echo=lambda line: print(line, flush=True))
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
@@ -273,6 +318,10 @@ def upgrade(
     insecure: InsecureOption = False,
     tag: TagOption = None,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Admin kubeconfig for --drain (required off the control plane; a control plane uses its admin.conf)."),
+    ] = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -287,7 +336,8 @@ def upgrade(
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
     Journaled: rerun to resume after a failure.
     """
-    _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain)
+    _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
+             ignore_preflight_errors, False, drain, kubeconfig)
 
 
 @app.command()
@@ -314,17 +364,17 @@ def reset(
     dry_run: DryRunOption = False,
 ) -> None:
     """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
-    from installer.node import DryRunHost, Host, Paths
+    from installer.node import Host, Paths
     from installer.reset import reset_node
 
     paths = Paths(root)
     try:
-        reset_node(paths, (DryRunHost if dry_run else Host)(paths), purge, start_services=root == Path("/") and not dry_run)
+        reset_node(paths, dry_run_host(paths) if dry_run else Host(paths), purge, start_services=root == Path("/") and not dry_run)
     except AirlockError as error:
         fail(error)
 
 
-store_app = typer.Typer(help="The node's content store under /var/lib/airlock/store.", no_args_is_help=True)
+store_app = typer.Typer(help="The node's content store under /var/lib/airlock/store.", no_args_is_help=True, **PLAIN)
 app.add_typer(store_app, name="store")
 
 
@@ -362,13 +412,13 @@ def store_prune(
     typer.echo(f"{'would remove' if dry_run else 'removed'} {removed} blobs, {human_size(freed)}")
 
 
-registry_app = typer.Typer(help="The node's read-only image registry, served from an unpacked store.", no_args_is_help=True)
+registry_app = typer.Typer(help="The node's read-only image registry, served from an unpacked store.", no_args_is_help=True, **PLAIN)
 app.add_typer(registry_app, name="registry")
 
 
 @registry_app.command("serve")
 def registry_serve(
-    store: Annotated[Path, typer.Option("--store", help="Unpacked image store (an OCI layout) [/var/lib/airlock/store].")] = Path(
+    store: Annotated[Path, typer.Option("--store", help="Unpacked image store (an OCI layout).")] = Path(
         "/var/lib/airlock/store"
     ),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",

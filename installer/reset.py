@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from installer import commands
 from installer.node import Host, Paths, node_lock
 
 UNITS = ("kubelet.service", "airlock-registry.service")
@@ -33,7 +34,7 @@ def reset_node(paths: Paths, host: Host, purge: bool, start_services: bool) -> N
 def _reset(paths: Paths, host: Host, purge: bool, start_services: bool) -> None:
     kubeadm = paths("/usr/local/bin/kubeadm")
     if kubeadm.exists():
-        host.run([str(kubeadm), "reset", "--force"], check=False, timeout=600)
+        host.run(commands.kubeadm_reset(str(kubeadm)), check=False, timeout=600)
     units = list(UNITS)
     runtime_unit = paths("/etc/systemd/system/containerd.service")
     if runtime_unit.exists() and MARK in runtime_unit.read_text():
@@ -48,19 +49,20 @@ def _reset(paths: Paths, host: Host, purge: bool, start_services: bool) -> None:
     for name in FILES:
         path = paths(name)
         if path.exists():
-            host.echo(f"removing {path}")
+            host.echo(f"{'would remove' if host.dry_run else 'removing'} {path}")
             if not host.dry_run:
                 path.unlink()
     backup = paths("/etc/containerd/config.toml.airlock-backup")
     if backup.exists():
-        host.echo(f"restoring {paths('/etc/containerd/config.toml')} from its backup")
+        host.echo(f"{'would restore' if host.dry_run else 'restoring'} {paths('/etc/containerd/config.toml')} from its backup")
         if not host.dry_run:
             backup.replace(paths("/etc/containerd/config.toml"))
     targets = list(DIRECTORIES) + (["/var/lib/airlock"] if purge else ["/var/lib/airlock/state.json"])
     for name in targets:
         path = paths(name)
         if path.exists():
-            host.echo(f"removing {path}")
+            host.echo(f"{'would remove' if host.dry_run else 'removing'} {path}")
             if not host.dry_run:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-    host.echo("reset done" + ("" if purge else f"; the image store {paths.store} is kept (--purge removes it)"))
+    kept = "" if purge else f"; the image store {paths.store} {'would be' if host.dry_run else 'is'} kept (--purge removes it)"
+    host.echo(("would be done" if host.dry_run else "reset done") + kept)

@@ -28,18 +28,19 @@ def run_phases(context: Context, phases: list[Phase], skip: set[str]) -> None:
 
 
 def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
-    state = State.load(context.paths) if not context.host.dry_run else State()
+    dry_run = context.host.dry_run
+    state = State.load(context.paths) if not dry_run else State()
     for phase in phases:
         if phase.name in skip:
-            context.echo(f"[{phase.name}] skipped (--skip-phases)")
+            context.echo(f"would skip phase {phase.name} (--skip-phases)" if dry_run else f"[{phase.name}] skipped (--skip-phases)")
             continue
         if not phase.always and state.journal_for(context.command, context.manifest_sha256) and phase.name in state.run["done"]:
             context.echo(f"[{phase.name}] already done (resuming)")
             continue
         if phase.run_if is not None and not phase.run_if(context):
-            context.echo(f"[{phase.name}] not needed here")
+            context.echo(f"would not run phase {phase.name}: not needed here" if dry_run else f"[{phase.name}] not needed here")
             continue
-        context.echo(f"[{phase.name}] {phase.description}")
+        context.echo(f"would run phase {phase.name}: {phase.description}" if dry_run else f"[{phase.name}] {phase.description}")
         started = time.monotonic()
         try:
             phase.run(context)

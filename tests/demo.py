@@ -52,6 +52,16 @@ def main() -> None:
         install(work, out, keys)
     finally:
         upstream.close()
+    print(
+        f"\n== done. Left in {work}:\n"
+        f"  bundle      {out}\n"
+        f"  keys        {keys}/airlock.key (private), {keys}/airlock.pub\n"
+        f"  node root   {work / 'node-root'} (what init wrote, as a node would hold it)\n"
+        f"  cache       {cache}\n"
+        f"Look inside:  {AIRLOCK} inspect {out}\n"
+        f"Rerun:        make demo (a fresh directory), or AIRLOCK_DEMO_DIR={work} make demo (reuses the cache)\n"
+        "Build by hand against a local upstream: python -m tests.upstream DIR (see README, \"Trying `build` offline\")"
+    )
 
 
 def install(work: Path, bundle: Path, keys: Path) -> None:

@@ -280,7 +280,7 @@ def cases() -> list[Case]:
         Case("pax-global-header", "pax global header", _global_pax),
         Case("duplicate-member", "appears twice", lambda k: standard(k, extra=[("bin/linux-amd64/kubeadm", b"#!/bin/sh\nexit 0\n")])),
         Case("member-before-signature", "second member must be bundle.json.sig", _member_before_signature),
-        Case("manifest-not-first", "first member must be bundle.json", _manifest_not_first),
+        Case("manifest-not-first", "not an airlock bundle: its first member is", _manifest_not_first),
         Case("unlisted-member", "not listed in bundle.json", lambda k: standard(k, extra=[("bin/extra", data)])),
         Case("missing-member", "missing from the bundle", lambda k: standard(k, drop="bin/linux-amd64/kubeadm")),
         Case("member-longer", "bytes but bundle.json lists", with_listed("bin/tool", b"abcdef", listed_size=3)),
@@ -305,8 +305,8 @@ def cases() -> list[Case]:
         Case("blob-misnamed", "not named by its sha256", _blob_misnamed),
         Case("index-outside-layout", "not a blob of this bundle", _index_outside),
         Case("index-traversal", "not a blob of this bundle", _index_traversal),
-        Case("not-a-tar", "corrupt", _not_a_tar),
-        Case("empty-file", "truncated", _empty),
+        Case("not-a-tar", "not an airlock bundle", _not_a_tar),
+        Case("empty-file", "not an airlock bundle", _empty),
     ]
 
 

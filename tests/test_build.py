@@ -230,3 +230,55 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
         assert denied.returncode == 1 and "HTTP 401" in denied.stderr and "Traceback" not in denied.stderr
     finally:
         front.close()
+
+
+@pytest.fixture(scope="module")
+def later_patch(tmp_path_factory):
+    """An upstream whose v1.31.9 kubeadm lists etcd 3.5.24-0, where the built-in 1.31 table says 3.5.15-0."""
+    from tests.conftest import TOOLS
+    from tests.upstream import LocalUpstream
+
+    require(*TOOLS)
+    local = LocalUpstream(
+        tmp_path_factory.mktemp("later-patch"),
+        versions=("v1.31.9",),
+        labels={"stable-1.31": "v1.31.9"},
+        extra_images={},
+        component_overrides={"v1.31.9": {"etcd": "3.5.24-0"}},
+    ).start()
+    yield local
+    local.close()
+
+
+def test_a_foreign_arch_bundle_asks_the_hosts_own_kubeadm_of_that_version(later_patch, keys, tmp_path):
+    later_patch.server.clear()
+    out = tmp_path / "arm64.tar"
+    result = build(later_patch, keys, out, "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", check=True)
+    manifest = manifest_of(out)
+    assert manifest["components"]["etcd"] == "3.5.24-0"  # kubeadm's answer, not the table's 3.5.15-0
+    assert "registry.k8s.io/etcd:3.5.24-0" in {image["reference"] for image in manifest["images"]}
+    assert not any(f["path"].startswith("bin/linux-amd64/") for f in manifest["files"])
+    host_kubeadm = "/release-server/release/v1.31.9/bin/linux/amd64/kubeadm"
+    assert later_patch.server.requested(host_kubeadm) and later_patch.server.requested(host_kubeadm + ".sha256")
+    assert "fetched into the cache (not the bundle)" in result.stderr
+
+
+def test_the_image_table_only_on_request_and_with_a_warning(later_patch, keys, tmp_path):
+    later_patch.server.clear()
+    table = build(later_patch, keys, tmp_path / "table.tar", "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", "--image-list-from-table")
+    assert "warning: --image-list-from-table" in table.stderr
+    # The table's etcd is not what v1.31.9 uses: the build cannot find it, which is why the table is never the default.
+    assert table.returncode == 1 and "etcd/manifests/3.5.15-0: HTTP 404" in table.stderr
+    assert not later_patch.server.requested("/bin/linux/amd64/kubeadm")
+
+
+def test_a_host_kubeadm_with_a_bad_checksum_stops_the_build(later_patch, keys, tmp_path):
+    sums = later_patch.files_root / "release-server/release/v1.31.9/bin/linux/amd64/kubeadm.sha256"
+    good = sums.read_text()
+    sums.write_text("0" * 64 + "\n")
+    try:
+        result = build(later_patch, keys, tmp_path / "x.tar", "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none")
+    finally:
+        sums.write_text(good)
+    assert result.returncode == 1 and "bin/linux/amd64/kubeadm" in result.stderr
+    assert not (tmp_path / "x.tar").exists()

@@ -113,7 +113,7 @@ def test_unlisted_missing_duplicate_and_resized_members_are_refused():
 def test_order_signature_and_dates_are_enforced():
     manifest = manifest_for(GOOD)
     data = manifest.to_json()
-    with pytest.raises(BundleError, match="first member must be bundle.json"):
+    with pytest.raises(BundleError, match="not an airlock bundle: its first member is"):
         check(tar_of([("bin/a", b"alpha"), ("bundle.json", data), ("bundle.json.sig", PRIVATE.sign(data))]))
     with pytest.raises(BundleError, match="second member must be bundle.json.sig"):
         check(tar_of([("bundle.json", data), *GOOD.items()]))

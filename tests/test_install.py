@@ -54,7 +54,12 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     calls = log.read_text().splitlines()
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
     assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
-    assert len([c for c in kubeadm_calls if c.startswith("kubeadm init phase")]) == 12
+    from installer.commands import INIT_STEPS, WAIT
+
+    assert [c.split(" --config ")[0] for c in kubeadm_calls if c.startswith("kubeadm init phase")] == [
+        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS if step != WAIT
+    ]
+    assert "kubelet is not started under --root" in result.stderr
     rendered = (root / "var/lib/airlock/kubeadm/init.yaml").read_text()
     assert 'kubernetesVersion: "v1.31.4"' in rendered and "apiVersion: kubeadm.k8s.io/v1beta4" in rendered
     assert "imageRepository: registry.k8s.io" in rendered
@@ -181,10 +186,42 @@ def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
     root = tmp_path / "root"
     dry = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would write" in dry.stderr and "would run" in dry.stderr and "kubeadm init phase certs all" in dry.stderr
+    assert "would write" in dry.stdout and "would run" in dry.stdout and "kubeadm init phase certs all" in dry.stdout
     assert not root.exists()
+
+
+def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, tmp_path):
+    root = tmp_path / "root"
+    # No --ignore-preflight-errors: this machine fails several checks; a dry run reports them and goes on.
+    args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, free_port()), "--dry-run"]
+    dry = airlock(*args, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")})
+    assert dry.returncode == 0, dry.stderr
+    lines = [line.strip() for line in dry.stdout.splitlines() if line.strip()]
+    assert [line for line in lines if not line.startswith("would ")] == []
+    assert any(line.startswith("would fail: [ERROR ") for line in lines) and any(line.startswith("would stop here: ") for line in lines)
+    for phase in ("verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"):
+        assert f"would run phase {phase}:" in dry.stdout
+    assert "would wait up to" in dry.stdout and "/readyz" in dry.stdout
+    assert "initialised" not in dry.stdout + dry.stderr and "--token" not in dry.stdout + dry.stderr and "token:" not in dry.stdout
+    assert not root.exists() and not (tmp_path / "log").exists()
+    reset = airlock("reset", "--root", root, "--dry-run")
+    assert reset.returncode == 0 and reset.stdout.strip().startswith("would")
+
+
+def test_reset_dry_run_says_would_remove(node_bundle, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    assert install("init", node_bundle, keys, root, config, None, log, "--skip-phases", "images,kubeadm-init,cni").returncode == 0
+    before = tree(root)
+    dry = airlock("reset", "--root", root, "--dry-run", env={"AIRLOCK_STANDIN_LOG": str(log)})
+    assert dry.returncode == 0, dry.stderr
+    lines = [line.strip() for line in dry.stdout.splitlines() if line.strip()]
+    assert [line for line in lines if not line.startswith("would ")] == []
+    assert f"would remove {root / 'usr/local/bin/kubeadm'}" in lines
+    assert any(line.startswith("would run ") and line.endswith("kubeadm reset --force") for line in lines)
+    assert tree(root) == before
     bad = airlock("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--skip-phases", "nonsense")
-    assert bad.returncode == 1 and "unknown phase nonsense" in bad.stderr
+    assert bad.returncode == 2 and "no phase nonsense" in bad.stderr  # a usage error
 
 
 def test_kill_during_images_then_rerun_completes(node_bundle, keys, containerd, tmp_path):

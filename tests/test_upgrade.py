@@ -97,12 +97,46 @@ def test_diff_reports_versions_images_and_bytes(bundles):
     result = airlock("diff", bundles["full"], bundles["full-new"], "--output", "json", check=True)
     document = json.loads(result.stdout)
     assert document["old_version"] == OLD and document["new_version"] == NEW
-    changed = {after for _, after in document["images_changed"]}
+    changed = {change["new"] for change in document["images_changed"]}
     assert changed == {f"registry.k8s.io/{n}:{NEW}" for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")}
     assert document["delta_bytes"] < document["tag_level_bytes"] < document["full_bytes"]
     assert document["delta_bytes"] == sum(f["size"] for f in manifest_of(bundles["delta"])["files"] if f.get("carried", True))
     text = airlock("diff", bundles["full"], bundles["full-new"], check=True).stdout
     assert f"kubernetes  {OLD} -> {NEW}" in text and "tag-level update" in text
+
+
+def test_verify_counts_the_members_a_delta_carries(bundles, keys):
+    delta = manifest_of(bundles["delta"])
+    carried = sum(1 for f in delta["files"] if f.get("carried", True))
+    assert 0 < carried < len(delta["files"])
+    out = airlock("verify", bundles["delta"], "--key", keys["ed25519"] / "airlock.pub", check=True).stdout
+    assert f"delta on serial 100: {carried} of {len(delta['files'])} members carried and checked" in out
+    full = airlock("verify", bundles["full"], "--key", keys["ed25519"] / "airlock.pub", check=True).stdout
+    assert f"{len(manifest_of(bundles['full'])['files'])} members," in full and "delta" not in full
+
+
+def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
+    """docs/upgrades.md's first block, command by command; builds only gain the mirror flags that point at the local upstream."""
+    import re
+    import shlex
+    import shutil
+
+    text = (Path(__file__).parents[1] / "docs" / "upgrades.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    (tmp_path / "keys").mkdir()
+    for name in ("airlock.key", "airlock.pub"):
+        shutil.copy(keys["ed25519"] / name, tmp_path / "keys" / name)
+    outputs = []
+    for line in block.splitlines():
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "airlock"
+        if argv[1] == "build":
+            argv += ["--cache-dir", str(tmp_path / "cache"), "--crictl-version", "v1.31.1", *releases.build_flags()]
+        result = subprocess.run([AIRLOCK, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert len(outputs) == 4
+    assert f"kubernetes  {OLD} -> {NEW}" in outputs[2] and "delta on serial" in outputs[3]
 
 
 def test_skew_rules():
@@ -168,6 +202,9 @@ def test_failure_before_upgrade_apply_puts_the_old_kubeadm_back(bundles, keys, t
     config = node_config(tmp_path, free_port())
     fast = ("--skip-phases", "images,kubeadm-init,cni")
     assert node("init", bundles["full"], keys, root, config, log, None, *fast).returncode == 0
+    # What `kubeadm init phase kubeconfig` writes on a real node (the stand-in writes nothing).
+    (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
+    (root / "etc/kubernetes/admin.conf").write_text("# admin kubeconfig placeholder\n")
     old_kubeadm = (root / "usr/local/bin/kubeadm").read_bytes()
     failed = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--skip-phases", "images", env={"AIRLOCK_STANDIN_FAIL": "drain"})
     assert failed.returncode == 1 and "phase kubeadm-upgrade" in failed.stderr
@@ -179,6 +216,8 @@ def test_failure_before_upgrade_apply_puts_the_old_kubeadm_back(bundles, keys, t
     assert done.returncode == 0, done.stderr
     calls = log.read_text().splitlines()
     assert f"kubeadm upgrade apply {NEW} --yes" in calls and any(c.endswith("uncordon cp1") for c in calls)
+    admin = root / "etc/kubernetes/admin.conf"
+    assert f"kubectl --kubeconfig {admin} drain cp1 --ignore-daemonsets --delete-emptydir-data --timeout=600s" in calls
 
 
 def test_killed_during_upgrade_then_rerun_finishes(bundles, keys, tmp_path):
@@ -213,3 +252,39 @@ def test_a_worker_is_never_ahead_of_the_api_server(bundles, keys, tmp_path):
     allowed = node("upgrade", bundles["delta"], keys, root, config, log, None, "--skip-phases", "images", env={"AIRLOCK_STANDIN_SERVER_VERSION": NEW})
     assert allowed.returncode == 0, allowed.stderr
     assert "kubeadm upgrade node" in log.read_text().splitlines()
+
+
+def test_a_worker_drains_only_with_an_admin_kubeconfig(bundles, keys, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port(), nodeName="w1", controlPlaneEndpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef",
+                         caCertHashes=["sha256:" + "1" * 64])
+    assert node("join", bundles["full"], keys, root, config, log, None, "--skip-phases", "images").returncode == 0
+    (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
+    (root / "etc/kubernetes/kubelet.conf").write_text("# kubelet credentials placeholder\n")
+    installed_before = json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]
+    kubeadm_before = (root / "usr/local/bin/kubeadm").read_bytes()
+    env = {"AIRLOCK_STANDIN_SERVER_VERSION": NEW}
+    log.write_text("")
+    refused = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--skip-phases", "images", env=env)
+    assert refused.returncode == 1 and "needs --kubeconfig" in refused.stderr and "nothing was changed" in refused.stderr
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())
+    assert state["installed"] == installed_before and state["run"]["done"] == ["verify"]
+    assert not any((root / "var/lib/airlock/staging").iterdir())
+    assert (root / "usr/local/bin/kubeadm").read_bytes() == kubeadm_before
+    assert not any(" drain " in c or " uncordon " in c for c in log.read_text().splitlines())
+    plan = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--dry-run", env=env)
+    assert plan.returncode == 0, plan.stderr
+    planned = [line.strip() for line in plan.stdout.splitlines() if line.strip()]
+    assert [line for line in planned if not line.startswith("would ")] == []
+    assert any(line.startswith("would stop here: upgrade --drain on this node needs --kubeconfig") for line in planned)
+    assert any(line.endswith("drain w1 --ignore-daemonsets --delete-emptydir-data --timeout=600s") for line in planned)
+    missing = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--kubeconfig", tmp_path / "nope.conf", env=env)
+    assert missing.returncode == 1 and "nope.conf: no such file" in missing.stderr
+    admin = tmp_path / "admin.conf"
+    admin.write_text("# an admin kubeconfig copied from a control plane\n")
+    done = node("upgrade", bundles["delta"], keys, root, config, log, None, "--drain", "--kubeconfig", admin, "--skip-phases", "images", env=env)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert f"kubectl --kubeconfig {admin} drain w1 --ignore-daemonsets --delete-emptydir-data --timeout=600s" in calls
+    assert f"kubectl --kubeconfig {admin} uncordon w1" in calls
+    assert not any("kubelet.conf" in c and (" drain " in c or " uncordon " in c) for c in calls)

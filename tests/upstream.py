@@ -8,9 +8,13 @@
   with skopeo; multi-platform ones as an OCI index.
 - `LocalUpstream`: all of the above, with stand-in kubeadm/kubelet/kubectl.
 
-The kubeadm/kubelet/kubectl here are STAND-INS (shell scripts), not Kubernetes:
-the real binaries cannot be had on these machines. The stand-in kubeadm
-answers `config images list` and `version` and records every call.
+The kubeadm/kubelet/kubectl here are STAND-INS, not Kubernetes: the real
+binaries cannot be had on these machines. The stand-in kubeadm
+(tests/standin/kubeadm.py) is strict: it knows kubeadm v1.31's command tree,
+flags and configuration kinds, refuses what kubeadm refuses, answers
+`config images list` and `version`, and records every call. kubelet and
+kubectl are shell scripts that record their calls; kubectl command lines are
+checked against the real kubectl in tests/test_kubectl.py.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.standin.kubeadm import script as standin_kubeadm
 
 BUSYBOX = "/bin/busybox"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -304,36 +310,6 @@ class ImageFactory:
         )
 
 
-STANDIN_KUBEADM = """#!/bin/sh
-# airlock test STAND-IN for kubeadm {version} linux/{arch}. Not Kubernetes: it
-# answers `config images list` and `version` and records every call.
-if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "kubeadm $*" >> "$AIRLOCK_STANDIN_LOG"; fi
-case "$1 $2 $3" in
-  "config images list")
-    version=""
-    while [ $# -gt 0 ]; do
-      case "$1" in
-        --kubernetes-version) version="$2"; shift ;;
-        --kubernetes-version=*) version="${{1#*=}}" ;;
-      esac
-      shift
-    done
-    case "$version" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "stand-in kubeadm: exact version required, got '$version'" >&2; exit 1 ;; esac
-    for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
-      echo "registry.k8s.io/$name:$version"
-    done
-    echo "registry.k8s.io/coredns/coredns:{coredns}"
-    echo "registry.k8s.io/pause:{pause}"
-    echo "registry.k8s.io/etcd:{etcd}"
-    ;;
-  version*) echo "kubeadm version: &version.Info{{GitVersion:\\"{version}\\", Platform:\\"linux/{arch}\\"}} (stand-in)" ;;
-  "upgrade apply "*|"upgrade node"*)
-    case " $AIRLOCK_STANDIN_FAIL " in *" upgrade "*) echo "stand-in kubeadm: upgrade fails on request" >&2; exit 1 ;; esac
-    if [ -n "$AIRLOCK_STANDIN_SLEEP" ]; then sleep "$AIRLOCK_STANDIN_SLEEP"; fi ;;
-  *) exit 0 ;;
-esac
-"""
-
 STANDIN_TOOL = """#!/bin/sh
 # airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
 # `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version);
@@ -397,6 +373,11 @@ class LocalUpstream:
     containerd_version: str = "1.7.22"
     runc_version: str = "v1.1.14"
     flannel_version: str = "v0.25.7"
+    # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
+    component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def components_of(self, version: str) -> dict[str, str]:
+        return {**COMPONENT_IMAGES, **self.component_overrides.get(version, {})}
 
     def start(self) -> LocalUpstream:
         self.root = Path(self.root)
@@ -432,9 +413,10 @@ class LocalUpstream:
         for version in self.versions:
             for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
                 found[f"registry.k8s.io/{name}:{version}"] = both
-        found["registry.k8s.io/coredns/coredns:" + COMPONENT_IMAGES["coredns"]] = both
-        found["registry.k8s.io/pause:" + COMPONENT_IMAGES["pause"]] = both
-        found["registry.k8s.io/etcd:" + COMPONENT_IMAGES["etcd"]] = both
+            components = self.components_of(version)
+            found["registry.k8s.io/coredns/coredns:" + components["coredns"]] = both
+            found["registry.k8s.io/pause:" + components["pause"]] = both
+            found["registry.k8s.io/etcd:" + components["etcd"]] = both
         found[f"docker.io/flannel/flannel:{self.flannel_version}"] = both
         found["docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel2"] = both
         found.update(self.extra_images)
@@ -483,7 +465,7 @@ class LocalUpstream:
         for version in self.versions:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
-                self._write(f"{base}/kubeadm", STANDIN_KUBEADM.format(version=version, arch=arch, **COMPONENT_IMAGES).encode(), "bare")
+                self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
                 for name in ("kubelet", "kubectl"):
                     self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
         github = "github"
@@ -527,17 +509,40 @@ class LocalUpstream:
 
 
 def main() -> None:
-    """Serve a local upstream until interrupted: `python -m tests.upstream DIR`."""
+    """Serve a local upstream until Ctrl-C or SIGTERM: `python -m tests.upstream [DIR]`.
+
+    The first line on stdout is the build flags that point `airlock build` at it.
+    """
+    import signal
     import sys
 
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/airlock-upstream")
-    upstream = LocalUpstream(root).start()
-    print(" ".join(upstream.build_flags()), flush=True)
+    # SIGTERM stops it as Ctrl-C does, so the docker-registry child is stopped too, never orphaned.
+    signal.signal(signal.SIGTERM, stop)
+    upstream = LocalUpstream(root)
     try:
+        upstream.start()
+        print(" ".join(upstream.build_flags()), flush=True)
+        print(
+            f"local upstream in {root}: Kubernetes {', '.join(upstream.versions)} (kubeadm, kubelet, kubectl are stand-ins), "
+            f"registry {upstream.registry.url}\n"
+            f"try: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key {' '.join(upstream.build_flags())}\n"
+            "stop with Ctrl-C or SIGTERM",
+            file=sys.stderr,
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        upstream.close()
+        pass
+    finally:
+        # Whatever had started when the signal came (it may come while images are still being made).
+        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None)):
+            if part is not None:
+                part.close()
 
 
 if __name__ == "__main__":

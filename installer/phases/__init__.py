@@ -37,6 +37,7 @@ class Context:
     ignore_preflight: frozenset[str] = frozenset()
     control_plane: bool = False
     drain: bool = False
+    kubeconfig: Path | None = None  # an admin kubeconfig for drain/uncordon (`upgrade --kubeconfig`)
     role: str = ""  # first-control-plane, control-plane or worker
     start_services: bool = True
     now: datetime | None = None

@@ -68,9 +68,9 @@ def run(context: Context) -> None:
     if cni:
         plugins = install_from_archive(context, staging / cni, "/opt/cni/bin")
         if plugins:
-            context.echo(f"CNI plugins in /opt/cni/bin: {', '.join(sorted(plugins))}")
+            context.echo(f"{'would put ' if context.host.dry_run else ''}CNI plugins in /opt/cni/bin: {', '.join(sorted(plugins))}")
     if has_runtime(context):
-        context.echo("containerd is already on this node; the bundled runtime is not installed")
+        context.echo(f"{'would keep: ' if context.host.dry_run else ''}containerd is already on this node; the bundled runtime is not installed")
         return
     containerd = member(manifest, arch, "bin/linux-{arch}/containerd-")
     if containerd is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from installer import commands
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged
@@ -18,7 +19,7 @@ def run(context: Context) -> None:
     target = context.paths("/var/lib/airlock/cni/kube-flannel.yml")
     context.host.write(target, text)
     kubeconfig = context.paths("/etc/kubernetes/admin.conf")
-    context.host.run([str(context.paths(f"{BIN}/kubectl")), "--kubeconfig", str(kubeconfig), "apply", "-f", str(target)], timeout=300)
+    context.host.run(commands.kubectl_apply(str(context.paths(f"{BIN}/kubectl")), str(kubeconfig), str(target)), timeout=300)
 
 
 PHASE = Phase(

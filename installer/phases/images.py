@@ -49,7 +49,7 @@ def node_registry(context: Context):
         raise NodeError(f"cannot serve the store on {config.registry_listen} for the image pulls: {error}") from None
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    context.echo(f"serving {context.paths.store} on {config.registry_listen} for the pulls")
+    context.echo(f"{'would serve' if context.host.dry_run else 'serving'} {context.paths.store} on {config.registry_listen} for the pulls")
     try:
         yield
     finally:

@@ -1,4 +1,9 @@
-"""kubeadm-init / kubeadm-join: kubeadm's own phases with a rendered configuration and an exact version."""
+"""kubeadm-init / kubeadm-join: kubeadm's own phases with a rendered configuration and an exact version.
+
+The command lines come from installer/commands.py. kubeadm's init-side
+wait-control-plane phase has no command, so between kubelet-start and
+upload-config this phase waits for the API server's /readyz itself.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,14 @@ import json
 import secrets
 import string
 
+from installer import commands
+from installer.apiwait import API_PORT, DEFAULT_TIMEOUT, wait_for_api_server
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged
 from installer.templates import render
 
-INIT_STEPS = (
-    ("certs", "all"),
-    ("kubeconfig", "all"),
-    ("etcd", "local"),
-    ("control-plane", "all"),
-    ("kubelet-start",),
-    ("wait-control-plane",),
-    ("upload-config", "all"),
-    ("upload-certs", "--upload-certs"),
-    ("mark-control-plane",),
-    ("bootstrap-token",),
-    ("kubelet-finalize", "all"),
-    ("addon", "all"),
-)
 CONFIG_FILE = "/var/lib/airlock/kubeadm/{name}.yaml"
 
 
@@ -102,10 +95,34 @@ def run_init(context: Context) -> None:
     )
     config_file = context.paths(CONFIG_FILE.format(name="init"))
     context.host.write(config_file, rendered, 0o600)
-    for step in INIT_STEPS:
-        # Every call carries the rendered config, whose kubernetesVersion is exact: kubeadm never resolves a label.
-        context.host.run([kubeadm(context), "init", "phase", *step, "--config", str(config_file)], timeout=900)
+    for step in commands.INIT_STEPS:
+        if step == commands.WAIT:
+            wait_for_control_plane(context)
+        else:
+            context.host.run(commands.kubeadm_init_phase(kubeadm(context), step, str(config_file)), timeout=900)
+    if context.host.dry_run:
+        context.echo("would print how to join other nodes (token, CA hash) once the control plane is up")
+        return
     join_hint(context, values)
+
+
+def api_address(context: Context) -> str:
+    """Where this node's API server answers: its advertise address, else loopback (it binds every address)."""
+    address = context.config.advertise_address
+    return address if address and address not in ("0.0.0.0", "::") else "127.0.0.1"
+
+
+def wait_for_control_plane(context: Context) -> None:
+    """What kubeadm's hidden wait-control-plane phase does inside `kubeadm init`: wait for /readyz."""
+    url = f"https://{api_address(context)}:{API_PORT}/readyz"
+    ca = context.paths("/etc/kubernetes/pki/ca.crt")
+    if context.host.dry_run:
+        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for {url} to answer, trusting {ca}")
+        return
+    if not context.start_services:
+        context.echo(f"kubelet is not started under --root, so nothing will answer at {url}; not waiting")
+        return
+    wait_for_api_server(api_address(context), ca, echo=context.echo)
 
 
 def join_hint(context: Context, values: dict[str, str]) -> None:
@@ -141,13 +158,13 @@ def run_join(context: Context) -> None:
     )
     config_file = context.paths(CONFIG_FILE.format(name="join"))
     context.host.write(config_file, rendered, 0o600)
-    context.host.run([kubeadm(context), "join", "--config", str(config_file)], timeout=900)
+    context.host.run(commands.kubeadm_join(kubeadm(context), str(config_file)), timeout=900)
 
 
 INIT = Phase(
     "kubeadm-init",
-    "render the kubeadm configuration and run kubeadm's init phases with the exact version",
+    "render the kubeadm configuration, run kubeadm's init phases with the exact version, wait for the API server",
     run_init,
-    steps=tuple(" ".join(step) for step in INIT_STEPS),
+    steps=tuple(" ".join(step) for step in commands.INIT_STEPS),
 )
 JOIN = Phase("kubeadm-join", "render a JoinConfiguration and run kubeadm join with it", run_join)

@@ -58,6 +58,28 @@ def _covered(value: str, entries: list[str]) -> bool:
     return False
 
 
+def check_names() -> list[str]:
+    """Every name `findings` can yield (port-N for any port), for --ignore-preflight-errors to be checked against."""
+    return [
+        "root",
+        "swap",
+        *(f"module-{module}" for module in REQUIRED_MODULES),
+        *(f"sysctl-{key.rsplit('.', 1)[-1]}" for key in SYSCTLS),
+        "port-N",
+        "existing-kubernetes",
+        "runtime",
+        "proxy",
+        "disk-space",
+    ]
+
+
+def check_name_known(name: str) -> bool:
+    name = name.lower()
+    if name == "all" or name in check_names():
+        return True
+    return name.startswith("port-") and name[5:].isdigit() and 0 < int(name[5:]) < 65536
+
+
 def findings(context: Context) -> Iterator[tuple[str, str]]:
     """(name, problem) for everything wrong with this node; the names are what --ignore-preflight-errors takes."""
     paths = context.paths
@@ -113,17 +135,31 @@ def disk_findings(context: Context) -> Iterator[tuple[str, str]]:
 
 
 def run(context: Context) -> None:
+    dry_run = context.host.dry_run
+    if context.command == "upgrade":
+        from installer.phases.upgrade import check_drain_credentials
+
+        try:
+            check_drain_credentials(context)
+        except NodeError as error:
+            if not dry_run:
+                raise
+            context.echo(f"would stop here: {error}")
     ignore = {name.lower() for name in context.ignore_preflight}
     errors = []
     for name, problem in findings(context):
         if "all" in ignore or name.lower() in ignore:
-            context.echo(f"  [WARNING {name}] {problem}")
+            context.echo(f"  {'would warn: ' if dry_run else ''}[WARNING {name}] {problem}")
         else:
             errors.append(f"[ERROR {name}] {problem}")
     if errors:
         for line in errors:
-            context.echo(f"  {line}")
+            context.echo(f"  {'would fail: ' if dry_run else ''}{line}")
         names = ",".join(line.split()[1].rstrip("]") for line in errors)
+        if dry_run:
+            # A dry run shows the whole plan: it reports what would stop a real run and goes on.
+            context.echo(f"would stop here: {len(errors)} preflight check(s) failed (pass --ignore-preflight-errors {names} or fix them)")
+            return
         raise NodeError(f"{len(errors)} preflight check(s) failed; fix them, or pass --ignore-preflight-errors {names}")
 
 

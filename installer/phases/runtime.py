@@ -36,7 +36,7 @@ def run(context: Context) -> None:
     pause = f"registry.k8s.io/pause:{context.manifest.components.get('pause', '3.10')}"
     merged, notes = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
     for note in notes:
-        context.echo(f"  containerd config: {note}")
+        context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
     if existing is not None and existing != merged:
         backup = paths("/etc/containerd/config.toml.airlock-backup")
         if not backup.exists():
@@ -54,7 +54,7 @@ def run(context: Context) -> None:
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = render("containerd/hosts.toml", staging, upstream=registry, server=mirror, mirror=mirror, ca_line=ca_line)
         host.write(paths(f"{CERTS_DIR}/{registry}/hosts.toml"), text)  # read by containerd on every pull: no restart
-    context.echo(f"containerd pulls {', '.join(registries(context))} from {mirror} only")
+    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(registries(context))} from {mirror} only")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+from pathlib import Path
 
+from installer import commands
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
@@ -42,19 +44,61 @@ def check_skew(installed: str, new: str, role: str, api_server: str | None) -> N
         )
 
 
-def kubeconfig(context: Context) -> str:
-    admin = context.paths("/etc/kubernetes/admin.conf")
-    return str(admin if admin.exists() or context.role == "first-control-plane" else context.paths("/etc/kubernetes/kubelet.conf"))
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 
 
-def kubectl(context: Context, *args: str) -> list[str]:
-    return [str(context.paths(f"{BIN}/kubectl")), "--kubeconfig", kubeconfig(context), *args]
+def drain_kubeconfig(context: Context) -> Path:
+    """The kubeconfig drain and uncordon use: `--kubeconfig`, else a control plane's admin.conf.
+
+    Never kubelet.conf: the node authorizer does not let a kubelet list DaemonSets or evict
+    pods, so a drain with it fails on every node that runs kube-proxy or a CNI DaemonSet.
+    """
+    if context.kubeconfig is not None:
+        if not context.kubeconfig.is_file():
+            raise NodeError(f"--kubeconfig {context.kubeconfig}: no such file; give an admin kubeconfig (a copy of a control plane's /etc/kubernetes/admin.conf)")
+        return context.kubeconfig
+    admin = context.paths(ADMIN_CONF)
+    if context.role in ("first-control-plane", "control-plane") and admin.is_file():
+        return admin
+    raise NodeError(
+        "upgrade --drain on this node needs --kubeconfig FILE, an admin kubeconfig (e.g. a copy of a control plane's "
+        f"{ADMIN_CONF}): kubelet credentials may not list DaemonSets or evict pods; nothing was changed"
+    )
+
+
+def drain_kubeconfig_for_plan(context: Context) -> str:
+    """drain_kubeconfig, except that a dry run names the problem and goes on with the plan."""
+    try:
+        return str(drain_kubeconfig(context))
+    except NodeError:
+        if not context.host.dry_run:
+            raise
+        return "ADMIN-KUBECONFIG"
+
+
+def check_drain_credentials(context: Context) -> None:
+    """Called by preflight, before anything changes: a drain that cannot work is refused up front."""
+    if context.drain:
+        drain_kubeconfig(context)
+
+
+def read_kubeconfig(context: Context) -> str:
+    """For reading the API server's version (which a kubelet may do): the admin kubeconfig when there is one."""
+    if context.kubeconfig is not None:
+        return str(context.kubeconfig)
+    admin = context.paths(ADMIN_CONF)
+    return str(admin if admin.exists() else context.paths(KUBELET_CONF))
+
+
+def kubectl_path(context: Context) -> str:
+    return str(context.paths(f"{BIN}/kubectl"))
 
 
 def api_server_version(context: Context) -> str | None:
     if context.host.dry_run or context.role == "first-control-plane":
         return None
-    result = context.host.run(kubectl(context, "version", "-o", "json"), check=False, show=False, timeout=60)
+    result = context.host.run(commands.kubectl_server_version(kubectl_path(context), read_kubeconfig(context)), check=False, show=False, timeout=60)
     try:
         return json.loads(result.stdout)["serverVersion"]["gitVersion"]
     except (ValueError, KeyError, TypeError):
@@ -79,17 +123,16 @@ def run_kubeadm_upgrade(context: Context) -> None:
     try:
         host.install(current, staging / f"bin/linux-{context.arch}/kubeadm", 0o755)
         if context.drain:
-            host.run(kubectl(context, "drain", node_name(context), "--ignore-daemonsets", "--delete-emptydir-data"), timeout=900)
+            host.run(commands.kubectl_drain(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=900)
     except BaseException:
         if not host.dry_run and rollback.exists():
             host.install(current, rollback, 0o755)
             context.echo(f"restored the previous kubeadm at {current}")
         raise
     if context.role == "first-control-plane":
-        # The exact version, never `upgrade plan` and never a label.
-        host.run([str(current), "upgrade", "apply", context.manifest.version, "--yes"], timeout=1800)
+        host.run(commands.kubeadm_upgrade_apply(str(current), context.manifest.version), timeout=1800)
     else:
-        host.run([str(current), "upgrade", "node"], timeout=1800)
+        host.run(commands.kubeadm_upgrade_node(str(current)), timeout=1800)
     if not host.dry_run:
         rollback.unlink(missing_ok=True)
 
@@ -103,7 +146,7 @@ def run_kubelet_upgrade(context: Context) -> None:
         host.run(["systemctl", "daemon-reload"])
         host.run(["systemctl", "restart", "kubelet"])
     if context.drain:
-        host.run(kubectl(context, "uncordon", node_name(context)), timeout=300)
+        host.run(commands.kubectl_uncordon(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=300)
 
 
 KUBEADM_UPGRADE = Phase(

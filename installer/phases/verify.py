@@ -66,7 +66,8 @@ def run(context: Context) -> None:
 
         check(context, current)
     context.echo(
-        f"bundle {manifest.name} serial {manifest.serial} from {context.source}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
+        ("would install " if context.host.dry_run else "")
+        + f"bundle {manifest.name} serial {manifest.serial} from {context.source}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
     )
 
 

@@ -1,0 +1,370 @@
+"""A strict STAND-IN for kubeadm v1.31 (tables in kubeadm_v1_31.py). Not Kubernetes.
+
+It parses its command line the way kubeadm's cobra tree does (sub-commands, phases with hidden
+ones absent, each command's own flags, `--config` mixing rules) and decodes every `--config`
+file strictly, as `kubeadm config validate` does (kinds registered per apiVersion, unknown or
+duplicate fields, wrong value types). Anything kubeadm would refuse ends with kubeadm's wording
+on stderr and exit 1. What it accepts does nothing except `config images list` and `version`.
+
+Test hooks (environment): AIRLOCK_STANDIN_LOG (append "kubeadm ARGS" per call),
+AIRLOCK_STANDIN_FAIL (space-separated words; a call whose command path holds one fails),
+AIRLOCK_STANDIN_SLEEP (seconds `upgrade apply|node` takes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.standin import kubeadm_v1_31 as table
+
+EXACT_VERSION = re.compile(r"^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+PERSISTENT = {("config",), ("token",)}  # commands whose flags their sub-commands inherit
+TRUE_FALSE = {"1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+              "0": False, "f": False, "F": False, "false": False, "FALSE": False, "False": False}
+
+
+class Refused(Exception):
+    """What kubeadm would print before exiting 1."""
+
+
+class Parsed:
+    def __init__(self, path: tuple[str, ...], node: dict, flags: dict[str, object], args: list[str]):
+        self.path, self.node, self.flags, self.args = path, node, flags, args
+
+    @property
+    def command_path(self) -> str:
+        return " ".join(("kubeadm", *self.path))
+
+
+def flag_set(path: tuple[str, ...], node: dict) -> dict[str, bool]:
+    """The flags a command accepts: its own, the persistent ones of its ancestors, and kubeadm's global ones."""
+    known = dict(table.GLOBAL_FLAGS)
+    walk = table.ROOT
+    for depth, name in enumerate(path[:-1] if path else ()):
+        walk = walk["commands"][name]
+        if tuple(path[: depth + 1]) in PERSISTENT:
+            known.update(walk["flags"])
+    known.update(node["flags"])
+    return known
+
+
+def parse(argv: list[str]) -> Parsed:
+    path: list[str] = []
+    node = table.ROOT
+    raw_flags: list[tuple[str, str | None, str]] = []  # (name, inline value, how it was written)
+    args: list[str] = []
+    tokens = list(argv)
+    index = 0
+    only_args = False
+    pending_value_for: str | None = None
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if only_args or not token.startswith("-") or token == "-":
+            if not args and token in node["commands"]:
+                path.append(token)
+                node = node["commands"][token]
+            else:
+                args.append(token)
+            continue
+        if token == "--":
+            only_args = True
+            continue
+        if token.startswith("--"):
+            name, sep, value = token[2:].partition("=")
+            raw_flags.append((name, value if sep else None, token))
+            # Whether the next token is this flag's value is only known once the command is: look ahead now.
+            pending_value_for = name if not sep else None
+        else:
+            short, sep, value = token[1:].partition("=")
+            raw_flags.append(("-" + short, value if sep else None, token))
+            pending_value_for = "-" + short if not sep else None
+        if pending_value_for is not None and index < len(tokens):
+            known = flag_set(tuple(path), node)
+            name = _long_name(pending_value_for, tuple(path))
+            if known.get(name):
+                raw_flags[-1] = (raw_flags[-1][0], tokens[index], raw_flags[-1][2])
+                index += 1
+    known = flag_set(tuple(path), node)
+    flags: dict[str, object] = {}
+    for name, value, written in raw_flags:
+        if name.startswith("-"):
+            short = name[1:]
+            long_name = table.SHORTHANDS.get(short) or table.LOCAL_SHORTHANDS.get(tuple(path), {}).get(short)
+            if long_name is None or len(short) != 1:
+                raise Refused(f"unknown shorthand flag: {short[:1]!r} in {written}")
+            name = long_name
+        if name not in known:
+            raise Refused(f"unknown flag: --{name}")
+        if known[name]:
+            if value is None:
+                raise Refused(f"flag needs an argument: --{name}")
+            flags[name] = value
+        else:
+            if value is None:
+                flags[name] = True
+            elif value in TRUE_FALSE:
+                flags[name] = TRUE_FALSE[value]
+            else:
+                raise Refused(f'invalid argument "{value}" for "--{name}" flag: strconv.ParseBool: parsing "{value}": invalid syntax')
+    return Parsed(tuple(path), node, flags, args)
+
+
+def _long_name(name: str, path: tuple[str, ...]) -> str:
+    if name.startswith("-"):
+        short = name[1:]
+        return table.SHORTHANDS.get(short) or table.LOCAL_SHORTHANDS.get(path, {}).get(short) or short
+    return name
+
+
+def check_args(parsed: Parsed) -> None:
+    node, args = parsed.node, parsed.args
+    if not args:
+        return
+    if node["args"] == 0:
+        raise Refused(f'unknown command "{args[0]}" for "{parsed.command_path}"')
+    if node["args"] > 0 and len(args) > node["args"]:
+        raise Refused(f"accepts at most {node['args']} arg(s), received {len(args)}")
+
+
+def check_mixed(parsed: Parsed) -> None:
+    if "config" not in parsed.flags:
+        return
+    mixed = sorted(name for name in parsed.flags if name not in table.ALLOWED_WITH_CONFIG and not name.startswith("skip-"))
+    if mixed:
+        raise Refused(f"can not mix '--config' with arguments [{' '.join(mixed)}]")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as sigs.k8s.io/yaml reads it for a strict decode: a key set twice is an error."""
+
+
+def _mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise Refused(f'yaml: unmarshal errors: key "{key}" already set in map')
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _type_error(path: str, want: str, got: object, gvk: str) -> Refused:
+    kind = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(got), type(got).__name__)
+    return Refused(f"error unmarshaling configuration {gvk}: json: cannot unmarshal {kind} into Go value of type {want} (field {path})")
+
+
+def check_value(value: object, schema, path: str, gvk: str) -> None:
+    if value is None or schema == "any":
+        return
+    if schema == "str":
+        if not isinstance(value, str):
+            raise _type_error(path, "string", value, gvk)
+    elif schema == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(path, "int32", value, gvk)
+    elif schema == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(path, "bool", value, gvk)
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise _type_error(path, "[]" + str(schema[1] if isinstance(schema[1], str) else "struct"), value, gvk)
+        for position, item in enumerate(value):
+            check_value(item, schema[1], f"{path}[{position}]", gvk)
+    elif "map" in schema and len(schema) == 1:
+        if not isinstance(value, dict):
+            raise _type_error(path, "map", value, gvk)
+        for key, item in value.items():
+            check_value(item, schema["map"], f"{path}.{key}", gvk)
+    else:
+        if not isinstance(value, dict):
+            raise _type_error(path, "struct", value, gvk)
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in schema:
+                raise Refused(f"error unmarshaling configuration {gvk}: strict decoding error: unknown field \"{where}\"")
+            check_value(item, schema[key], where, gvk)
+
+
+def _gvk(api_version: str, kind: str) -> str:
+    group, _, version = api_version.rpartition("/")
+    return f'schema.GroupVersionKind{{Group:"{group}", Version:"{version}", Kind:"{kind}"}}'
+
+
+def registered_kinds(api_version: str, version: str) -> dict:
+    """The kinds this kubeadm knows for an apiVersion: v1beta4 arrived in 1.31, so an older kubeadm has none of it."""
+    minor = int(version.lstrip("v").split(".")[1])
+    if api_version == "kubeadm.k8s.io/v1beta4" and minor < 31:
+        return {}
+    return table.API_KINDS.get(api_version, {})
+
+
+def load_config(file: str, version: str) -> list[tuple[str, str, dict]]:
+    """Every document of a --config file as (apiVersion, kind, fields), decoded strictly."""
+    try:
+        text = Path(file).read_text()
+    except OSError as error:
+        raise Refused(f'unable to read config from "{file}" : open {file}: {error.strerror.lower()}') from None
+    try:
+        documents = [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc is not None]
+    except yaml.YAMLError as error:
+        raise Refused(f"error converting YAML to JSON: yaml: {str(error).splitlines()[0]}") from None
+    found = []
+    for document in documents:
+        if not isinstance(document, dict):
+            raise Refused("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal into Go value of type map")
+        api_version, kind = document.get("apiVersion"), document.get("kind")
+        if not kind:
+            raise Refused(f"Object 'Kind' is missing in '{json.dumps(document)[:200]}'")
+        if not api_version:
+            raise Refused(f"Object 'apiVersion' is missing in '{json.dumps(document)[:200]}'")
+        if api_version in table.OLD_API_VERSIONS:
+            raise Refused(
+                f"your configuration file uses an old API spec: {api_version!r} (kind: {kind!r}). "
+                "Please use kubeadm v1.22 instead and run 'kubeadm config migrate --old-config old.yaml --new-config new.yaml', "
+                "which will write the new, similar spec using a newer API version."
+            )
+        kinds = registered_kinds(api_version, version)
+        if kind not in kinds:
+            raise Refused(f'no kind "{kind}" is registered for version "{api_version}" in scheme "pkg/runtime/scheme.go:100"')
+        fields = {key: value for key, value in document.items() if key not in ("apiVersion", "kind")}
+        check_value(fields, kinds[kind], "", _gvk(api_version, kind))
+        if api_version == "kubeadm.k8s.io/v1beta3":
+            print(f'W1122 stand-in] please use "kubeadm config migrate": {api_version} {kind} is deprecated', file=sys.stderr)
+        found.append((api_version, kind, fields))
+    return found
+
+
+def check_config(parsed: Parsed, version: str) -> list[tuple[str, str, dict]]:
+    file = parsed.flags.get("config")
+    if file is None:
+        return []
+    documents = load_config(str(file), version)
+    wanted = table.CONFIG_KINDS.get(parsed.path[0])
+    kubeadm_kinds = [kind for api, kind, _ in documents if api.startswith("kubeadm.k8s.io/")]
+    if parsed.path[0] == "join" and "JoinConfiguration" not in kubeadm_kinds:
+        raise Refused("no JoinConfiguration kind was found in the YAML file")
+    if parsed.path[0] == "reset" and kubeadm_kinds and "ResetConfiguration" not in kubeadm_kinds:
+        raise Refused("no ResetConfiguration kind was found in the YAML file")
+    for api, kind, fields in documents:
+        if wanted and api.startswith("kubeadm.k8s.io/") and kind not in wanted:
+            print(f"[config] WARNING: Ignored configuration document with GroupVersionKind {api}, Kind={kind}", file=sys.stderr)
+        if kind == "ClusterConfiguration" and fields.get("kubernetesVersion") and not EXACT_VERSION.match(fields["kubernetesVersion"]):
+            label = fields["kubernetesVersion"]
+            # A label makes kubeadm ask dl.k8s.io; on an air-gapped node that fails.
+            raise Refused(f"unable to get URL \"https://dl.k8s.io/release/{label}.txt\": stand-in kubeadm is offline (kubernetesVersion must be exact)")
+    return documents
+
+
+def images_list(parsed: Parsed, version: str, images: dict[str, str]) -> None:
+    asked = parsed.flags.get("kubernetes-version")
+    if asked is None:
+        for _, kind, fields in check_config(parsed, version):
+            if kind == "ClusterConfiguration":
+                asked = fields.get("kubernetesVersion")
+    asked = str(asked or "")
+    if not EXACT_VERSION.match(asked):
+        raise Refused(f"stand-in kubeadm: exact version required, got '{asked}'")
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        print(f"registry.k8s.io/{name}:{asked}")
+    print(f"registry.k8s.io/coredns/coredns:{images['coredns']}")
+    print(f"registry.k8s.io/pause:{images['pause']}")
+    print(f"registry.k8s.io/etcd:{images['etcd']}")
+
+
+def print_version(parsed: Parsed, version: str, arch: str) -> None:
+    output = parsed.flags.get("output", "")
+    major, minor = version.lstrip("v").split(".")[:2]
+    info = {"major": major, "minor": minor, "gitVersion": version, "platform": f"linux/{arch}", "standIn": True}
+    if output == "short":
+        print(version)
+    elif output == "json":
+        print(json.dumps({"clientVersion": info}, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump({"clientVersion": info}), end="")
+    elif output == "":
+        print(f'kubeadm version: &version.Info{{Major:"{major}", Minor:"{minor}", GitVersion:"{version}", Platform:"linux/{arch}"}} (stand-in)')
+    else:
+        raise Refused(f"invalid output format: {output}")
+
+
+def help_text(parsed: Parsed) -> str:
+    lines = [f"Usage:\n  {parsed.command_path}" + (" [command]" if parsed.node["commands"] else " [flags]")]
+    if parsed.node["commands"]:
+        lines.append("\nAvailable Commands:")
+        lines += [f"  {name}" for name in parsed.node["commands"]]
+    lines.append("\nFlags:")
+    lines += [f"      --{name}" + (" string" if takes else "") for name, takes in sorted(flag_set(parsed.path, parsed.node).items())]
+    return "\n".join(lines)
+
+
+def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int:
+    parsed = parse(argv)
+    if parsed.flags.get("help"):
+        print(help_text(parsed))
+        return 0
+    check_args(parsed)
+    if not parsed.path:
+        print(help_text(parsed))
+        return 0
+    runnable = parsed.path[-2:-1] == ("phase",) or parsed.path in (("init",), ("join",), ("reset",), ("upgrade", "node"))
+    if parsed.node["commands"] and not runnable:
+        # A command group without a Run of its own (`kubeadm init phase`, `kubeadm config`) prints its help.
+        print(help_text(parsed))
+        return 0
+    check_mixed(parsed)
+    failing = set(os.environ.get("AIRLOCK_STANDIN_FAIL", "").split())
+    if failing & set(parsed.path):
+        raise Refused(f"stand-in kubeadm: {' '.join(parsed.path)} fails on request")
+    if parsed.path == ("config", "images", "list"):
+        images_list(parsed, version, images)
+        return 0
+    if parsed.path == ("version",):
+        print_version(parsed, version, arch)
+        return 0
+    check_config(parsed, version)
+    if parsed.path[:1] == ("upgrade",) and parsed.path[1:2] in (("apply",), ("node",)) and os.environ.get("AIRLOCK_STANDIN_SLEEP"):
+        time.sleep(float(os.environ["AIRLOCK_STANDIN_SLEEP"]))
+    print(f"[stand-in] {parsed.command_path}: accepted, nothing done")
+    return 0
+
+
+def main(version: str, arch: str, images: dict[str, str]) -> None:
+    argv = sys.argv[1:]
+    log = os.environ.get("AIRLOCK_STANDIN_LOG")
+    if log:
+        with open(log, "a") as handle:
+            handle.write("kubeadm " + " ".join(argv) + "\n")
+    try:
+        code = run(argv, version, arch, images)
+    except Refused as refusal:
+        print(str(refusal), file=sys.stderr)
+        print("To see the stack trace of this error execute with --v=5 or higher", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def script(version: str, arch: str, images: dict[str, str]) -> str:
+    """The executable written where kubeadm would be: this module, run by the test's Python."""
+    repository = Path(__file__).resolve().parents[2]
+    return (
+        f"#!{sys.executable}\n"
+        f"# airlock test STAND-IN for kubeadm {version} linux/{arch} (tests/standin/kubeadm.py). Not Kubernetes.\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(repository)!r})\n"
+        "from tests.standin.kubeadm import main\n"
+        f"main({version!r}, {arch!r}, {images!r})\n"
+    )
+
+
