@@ -4,8 +4,8 @@
 VENV        ?= .venv
 PYTHON      ?= python3
 PY          := $(VENV)/bin/python
-APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl
-TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl
+APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl systemd
+TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl systemd-analyze
 
 .PHONY: deps bench-deps venv test demo lint bench fuzz clean
 
@@ -44,6 +44,7 @@ lint: venv
 bench: deps bench-deps venv
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
+	$(PY) -m bench.registry_flood_bench
 	$(PY) -m bench.install_bench
 	$(PY) -m bench.upgrade_bench
 	$(PY) -m bench.from_bench

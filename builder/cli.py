@@ -153,6 +153,7 @@ def build(
         typer.Option(
             "--image-list-from-table",
             help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
+            show_default="False",
         ),
     ] = None,
 ) -> None:

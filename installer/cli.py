@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,22 +425,37 @@ def registry_serve(
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")] = None,
+    tls_credentials: Annotated[
+        bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
+    ] = False,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One line per request on stderr.")] = True,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open connections; past it the longest-waiting one is closed.")] = 4096,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", help="Seconds from a request's first byte (or the connect) to its last header.")] = 10.0,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", help="Seconds a kept-alive connection may wait for its next request.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes on the one socket; 0: one per CPU, at most 4.")] = 0,
 ) -> None:
     """Serve the store read-only over the OCI distribution API until SIGTERM.
 
     containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
     can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
     """
-    from installer.registry import make_server, serve_until_stopped
+    from installer.connections import Limits
+    from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
 
+    if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:
+        usage_error("--max-connections is at least 16, --header-timeout and --idle-timeout above 0 s, --workers 0 (one per CPU) to 64")
+    limits = Limits(max_connections=max_connections, header_timeout=header_timeout, handshake_timeout=header_timeout, idle_timeout=idle_timeout)
     try:
-        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None)
+        if tls_credentials:
+            if tls_cert or tls_key:
+                raise RegistryError("--tls-credentials replaces --tls-cert/--tls-key; give one or the other")
+            tls_cert, tls_key = credential_paths()
+        server = make_server(store, listen, tls_cert, tls_key, sys.stderr if access_log else None, limits)
     except AirlockError as error:
         fail(error)
     host, port = server.server_address[:2]
     typer.echo(f"serving {store} read-only on {'https' if tls_cert else 'http'}://{host}:{port}", err=True)
-    serve_until_stopped(server)
+    serve_until_stopped(server, workers or min(4, os.cpu_count() or 1))
     typer.echo("stopped", err=True)
 
 

@@ -168,7 +168,8 @@ HOSTILE = [
     ("GET", "/v2/pause/blobs/md5:abc?ns=registry.k8s.io", 400, "DIGEST_INVALID"),
     ("GET", "/v2/pause/blobs/sha256:" + "a" * 64 + "?ns=registry.k8s.io", 404, "BLOB_UNKNOWN"),
     ("GET", "/v2/pause/manifests/sha256:" + "A" * 64 + "?ns=registry.k8s.io", 400, "DIGEST_INVALID"),
-    ("GET", "/v2/pause/manifests/..?ns=registry.k8s.io", 400, "TAG_INVALID"),
+    ("GET", "/v2/pause/manifests/..?ns=registry.k8s.io", 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/pause/manifests/.INVALID_MANIFEST_NAME?ns=registry.k8s.io", 404, "MANIFEST_UNKNOWN"),
     ("GET", "/v2/pause/manifests/3.10?ns=../../etc", 400, "NAME_INVALID"),
     ("GET", "/v2/Pause/manifests/3.10?ns=registry.k8s.io", 400, "NAME_INVALID"),
     ("GET", "/v2/unknown/thing/manifests/latest", 404, "NAME_UNKNOWN"),
@@ -255,3 +256,246 @@ def test_push_refuses_a_tampered_bundle(bundle, keys, tmp_path):
 def test_unknown_store_is_a_clear_error(tmp_path):
     result = airlock("registry", "serve", "--store", tmp_path, "--listen", "127.0.0.1:0")
     assert result.returncode == 1 and "no index.json" in result.stderr
+
+
+# --- the store may hold what a signed bundle put there, sloppy or not: refuse that image, serve the rest
+
+
+def add_image(store: Path, reference: str, manifest: bytes) -> str:
+    """Put `manifest` into a store as the image `reference` (as a signed bundle could); its digest."""
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (store / "blobs/sha256" / digest[7:]).write_bytes(manifest)
+    entries = read_layout_index((store / "index.json").read_bytes())
+    entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": reference}})  # fmt: skip
+    (store / "index.json.new").write_bytes(layout_index(entries))
+    os.replace(store / "index.json.new", store / "index.json")
+    return digest
+
+
+def test_unservable_manifests_are_refused_with_a_reason_and_the_rest_is_served(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    add_image(copy, "registry.k8s.io/not-an-object:1", b"[1, 2, 3]")
+    add_image(copy, "registry.k8s.io/not-json:1", b"\x00\x01")
+    crlf = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json\r\nX-Injected: yes", "config": {}, "layers": []})
+    add_image(copy, "registry.k8s.io/split-header:1", crlf.encode())
+    add_image(copy, "registry.k8s.io/layers-not-a-list:1", json.dumps({"schemaVersion": 2, "config": {}, "layers": "abc"}).encode())
+    log = tmp_path / "serve.log"
+    server = Served(copy, log=log)  # a crash at start would fail here
+    try:
+        assert server.request("HEAD", "/v2/registry.k8s.io/pause/manifests/3.10")[0] == 200
+        for name in ("not-an-object", "not-json", "split-header", "layers-not-a-list"):
+            status, headers, _ = server.request("GET", f"/v2/registry.k8s.io/{name}/manifests/1")
+            assert status == 404 and "x-injected" not in headers
+    finally:
+        assert server.close() == 0
+    text = log.read_text()
+    for name in ("not-an-object", "not-json", "split-header", "layers-not-a-list"):
+        assert f"refusing image registry.k8s.io/{name}:1" in text
+
+
+def test_a_symlinked_blob_is_not_followed_out_of_the_store(bundle, store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    server = Served(copy)
+    try:
+        _, _, index = server.request("GET", "/v2/registry.k8s.io/pause/manifests/3.10")
+        child = json.loads(index)["manifests"][0]["digest"]
+        _, _, manifest = server.request("GET", f"/v2/registry.k8s.io/pause/manifests/{child}")
+        layer = json.loads(manifest)["layers"][0]["digest"]
+        outside = tmp_path / "outside"
+        outside.write_text("root:x:0:0:secret\n")
+        blob = copy / "blobs/sha256" / layer[7:]
+        blob.unlink()
+        blob.symlink_to(outside)
+        status, _, body = server.request("GET", f"/v2/registry.k8s.io/pause/blobs/{layer}")
+        assert status == 404 and b"secret" not in body
+        # A fifo in its place neither blocks the server nor is served.
+        blob.unlink()
+        os.mkfifo(blob)
+        assert server.request("GET", f"/v2/registry.k8s.io/pause/blobs/{layer}")[0] == 404
+        # The blob directory itself a symlink: nothing under it is served either.
+        blobs = copy / "blobs"
+        os.rename(blobs, tmp_path / "real-blobs")
+        blobs.symlink_to(tmp_path / "real-blobs")
+        assert server.request("GET", f"/v2/registry.k8s.io/pause/blobs/{json.loads(manifest)['config']['digest']}")[0] == 404
+    finally:
+        server.close()
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes, read until the server closes (or the timeout): everything it answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+        return received
+
+
+def test_range_edges(bundle, served):
+    _, _, index = served.request("GET", "/v2/registry.k8s.io/pause/manifests/3.10")
+    child = json.loads(index)["manifests"][0]["digest"]
+    _, _, manifest = served.request("GET", f"/v2/registry.k8s.io/pause/manifests/{child}")
+    layer = json.loads(manifest)["layers"][0]
+    path, size = f"/v2/registry.k8s.io/pause/blobs/{layer['digest']}", layer["size"]
+    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 10}", "bytes=500-0", "bytes=-0", "items=0-1", "bytes=" + "9" * 5000 + "-"):
+        status, headers, _ = served.request("GET", path, {"Range": header})
+        assert status == 416 and headers["content-range"] == f"bytes */{size}", header
+    status, headers, body = served.request("GET", path, {"Range": "bytes=0-" + "9" * 5000})
+    assert status == 206 and len(body) == size and headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    status, _, body = served.request("GET", path, {"Range": "bytes=-" + "9" * 5000})
+    assert status == 206 and len(body) == size
+
+
+def test_a_request_body_is_refused_never_read_as_the_next_request(served):
+    smuggled = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    for framing in (f"Content-Length: {len(smuggled)}\r\n".encode(), b"Transfer-Encoding: chunked\r\n"):
+        answer = raw_exchange(served.port, b"GET /v2/registry.k8s.io/pause/manifests/3.10 HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + smuggled)
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    # The same pipelined without a body is answered twice: the refusal above is not a parser that stops early.
+    answer = raw_exchange(served.port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n" + smuggled.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+    assert answer.count(b"HTTP/1.1 200 ") == 2
+
+
+def test_the_access_log_escapes_what_the_client_sent(store, tmp_path):
+    log = tmp_path / "access.log"
+    server = Served(store, log=log)
+    try:
+        raw_exchange(server.port, b"GET /v2/\x1b]0;pwned\x07 HTTP/1.1\r\n\r\n")
+        raw_exchange(server.port, b'GET /v2/x"\\%1b[31m/manifests/1 HTTP/1.1\r\nConnection: close\r\n\r\n')
+    finally:
+        server.close()
+    text = log.read_bytes()
+    assert b"\x1b" not in text and b"\x07" not in text
+    assert b'"GET /v2/x\\x22\\x5c%1b[31m/manifests/1" 400' in text
+
+
+def test_spec_details_tags_catalog_and_a_prefixed_mirror(bundle, served):
+    # n=0: an empty list and no Link to follow.
+    for path in ("/v2/_catalog?n=0", "/v2/pause/tags/list?n=0&ns=registry.k8s.io"):
+        status, headers, body = served.request("GET", path)
+        assert status == 200 and "link" not in headers and [] in json.loads(body).values()
+    status, headers, body = served.request("GET", "/v2/_catalog?n=1")
+    assert headers["link"].startswith("</v2/_catalog?n=1&last=")
+    # containerd's prefixed form: /v2/{host}/{repo}/... and ?ns={host} together, and each alone.
+    digest = bundle_images(bundle)["registry.k8s.io/pause:3.10"]
+    for path in ("/v2/registry.k8s.io/pause/manifests/3.10?ns=registry.k8s.io", "/v2/registry.k8s.io/pause/manifests/3.10", "/v2/pause/manifests/3.10?ns=registry.k8s.io"):
+        status, headers, _ = served.request("HEAD", path)
+        assert status == 200 and headers["docker-content-digest"] == digest, path
+    status, _, _ = served.request("HEAD", "/v2/docker.io/library/busybox/manifests/1.36?ns=docker.io")
+    assert status == 200
+
+
+def test_tags_are_listed_in_lexical_order_and_paged_with_ns(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    entries = read_layout_index((copy / "index.json").read_bytes())
+    pause = next(e for e in entries if e["annotations"]["io.containerd.image.name"] == "registry.k8s.io/pause:3.10")
+    for tag in ("B", "a", "Zeta", "_x", "10"):
+        reference = f"registry.k8s.io/pause:{tag}"
+        entries.append({**pause, "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": reference}})
+    (copy / "index.json").write_bytes(layout_index(entries))
+    server = Served(copy)
+    try:
+        _, _, body = server.request("GET", "/v2/pause/tags/list?ns=registry.k8s.io")
+        tags = json.loads(body)["tags"]
+        assert tags == ["10", "3.10", "_x", "a", "B", "Zeta"]
+        status, headers, body = server.request("GET", "/v2/pause/tags/list?n=2&ns=registry.k8s.io")
+        assert json.loads(body)["tags"] == ["10", "3.10"]
+        link = headers["link"]
+        assert link == '</v2/pause/tags/list?n=2&last=3.10&ns=registry.k8s.io>; rel="next"'
+        seen = json.loads(body)["tags"]
+        while "link" in headers:
+            status, headers, body = server.request("GET", headers["link"].split(">")[0][1:])
+            seen += json.loads(body)["tags"]
+        assert seen == tags
+    finally:
+        server.close()
+
+
+def test_containerd_pulls_through_a_prefixed_mirror_host(bundle, served, containerd):
+    """The hosts.toml `push` prints for a prefix: the path names the upstream host, and containerd still adds ?ns=."""
+    for upstream in ("registry.k8s.io", "docker.io"):
+        # The fallback answers nothing (the discard port), so only the prefixed host can have served the pull.
+        text = f'server = "http://127.0.0.1:9"\n\n[host."http://{served.host}/v2/{upstream}"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n'
+        containerd.hosts(upstream, text)
+    expected = bundle_images(bundle)
+    for reference in ("registry.k8s.io/pause:3.10", "docker.io/library/busybox:1.36"):
+        containerd.pull(reference)
+        assert containerd.image_digests()[reference] == expected[reference]
+
+
+def render_unit(tmp_path: Path, tls: bool) -> Path:
+    from installer.phases.registry import unit_values
+    from installer.templates import render
+
+    values = unit_values(AIRLOCK, "0.0.0.0:5443" if tls else "127.0.0.1:5000", "/etc/airlock/pki/registry.crt" if tls else "", "/etc/airlock/pki/registry.key" if tls else "")
+    unit = tmp_path / f"{'tls' if tls else 'plain'}" / "airlock-registry.service"
+    unit.parent.mkdir()
+    unit.write_text(render("systemd/airlock-registry.service", None, **values))
+    return unit
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_registry_unit_passes_systemd_analyze_verify(tmp_path, tls):
+    require("systemd-analyze")
+    unit = render_unit(tmp_path, tls)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    text = unit.read_text()
+    for limit in ("LimitNOFILE=", "MemoryMax=", "TasksMax=", "DynamicUser=yes"):
+        assert limit in text
+    # The key stays root-only: the unprivileged service gets it as a credential, never as a path to read.
+    assert ("LoadCredential=tls.key:/etc/airlock/pki/registry.key" in text) == tls
+    assert "--tls-key" not in text and ("--tls-credentials" in text) == tls
+
+
+def test_the_unit_refuses_paths_that_would_change_it(tmp_path):
+    from installer.node import NodeError
+    from installer.phases.registry import unit_values
+
+    for cert, listen in (("/etc/a.crt\nExecStartPre=+/bin/sh", "127.0.0.1:5000"), ("relative.crt", "127.0.0.1:5000"), ("/a b.crt", "127.0.0.1:5000"), ("", "1.2.3.4:5000\nExecStartPre=+/x")):
+        with pytest.raises(NodeError):
+            unit_values(AIRLOCK, listen, cert, "/etc/a.key" if cert else "")
+
+
+def test_tls_from_systemd_credentials(bundle, store, tmp_path):
+    """What LoadCredential= gives the service: a private directory with tls.crt and tls.key, named by $CREDENTIALS_DIRECTORY."""
+    require("openssl")
+    certs = tmp_path / "pki"
+    airlock("registry", "cert", "--ca-out", certs, "--name", "127.0.0.1", check=True)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    shutil.copy(certs / "registry.crt", credentials / "tls.crt")
+    shutil.copy(certs / "registry.key", credentials / "tls.key")
+    port = free_port()
+    argv = [AIRLOCK, "registry", "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}", "--tls-credentials"]
+    missing = subprocess.run(argv, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}, timeout=30)
+    assert missing.returncode == 1 and "CREDENTIALS_DIRECTORY" in missing.stderr
+    process = subprocess.Popen(argv, env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)}, stderr=subprocess.PIPE, text=True)
+    try:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+                connection.request("HEAD", "/v2/registry.k8s.io/pause/manifests/3.10")
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Docker-Content-Digest") == bundle_images(bundle)["registry.k8s.io/pause:3.10"]
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(15)

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from bundle.artifact import build_artifact, with_artifact
 from bundle.store import BlobStore, layout_index
 from bundle.unpack import activate_index
+from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
 from installer.templates import render
+
+STORE = "/var/lib/airlock/store"
+CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9._+/-]+")
+LISTEN = re.compile(r"[A-Za-z0-9.:\[\]-]*:[0-9]{1,5}")
 
 
 def airlock_program() -> str:
     program = Path(sys.argv[0]).resolve()
     return str(program) if program.name == "airlock" else "/usr/local/bin/airlock"
+
+
+def unit_values(airlock: str, listen: str, tls_cert: str, tls_key: str) -> dict[str, str]:
+    """What the registry unit is filled with. TLS files reach the unprivileged (DynamicUser) service as
+    systemd credentials: systemd reads the root-only key and hands the service a private copy."""
+    if not LISTEN.fullmatch(listen):
+        raise NodeError(f"node.yaml registry.listen: {listen!r} must be HOST:PORT, like 127.0.0.1:5000")
+    values = {"airlock": airlock, "store": STORE, "listen": listen, "tls_args": "", "credentials": ""}
+    if tls_cert or tls_key:
+        credentials = {"tls.crt": tls_cert, "tls.key": tls_key}
+        for name, path in credentials.items():
+            if not CREDENTIAL_PATH.fullmatch(path or ""):
+                raise NodeError(f"node.yaml registry.{'tlsCert' if name == 'tls.crt' else 'tlsKey'}: {path!r} must be an absolute path of letters, digits and ._+-/")
+        values["tls_args"] = " --tls-credentials"
+        values["credentials"] = "".join(f"LoadCredential={name}:{path}\n" for name, path in credentials.items())
+    return values
 
 
 def run(context: Context) -> None:
@@ -26,8 +48,7 @@ def run(context: Context) -> None:
         # one atomic rename of index.json.
         artifact = build_artifact((staging / "bundle.json").read_bytes(), (staging / "bundle.json.sig").read_bytes(), context.manifest)
         activate_index(BlobStore(paths.store), layout_index(with_artifact((staging / "images/index.json").read_bytes(), artifact)))
-    tls_args = f" --tls-cert {config.registry_tls_cert} --tls-key {config.registry_tls_key}" if config.registry_tls_cert else ""
-    unit = render("systemd/airlock-registry.service", staging, airlock=airlock_program(), store="/var/lib/airlock/store", listen=config.registry_listen, tls_args=tls_args)
+    unit = render("systemd/airlock-registry.service", staging, **unit_values(airlock_program(), config.registry_listen, config.registry_tls_cert, config.registry_tls_key))
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)
     host.enable_service("airlock-registry.service", context.start_services)
 
