@@ -79,6 +79,7 @@ bench: deps bench-deps venv
 	$(PY) -m bench.install_bench
 	$(PY) -m bench.upgrade_bench
 	$(PY) -m bench.split_bench
+	$(PY) -m bench.from_bench
 
 # Not run by CI: a bounded fuzzing session of the bundle.json parser and the tar reader.
 FUZZ_SECONDS ?= 60

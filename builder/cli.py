@@ -273,7 +273,7 @@ def push(
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Staging store for the bundle's images.", show_default="$XDG_CACHE_HOME/airlock/push")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel uploads.")] = 8,
 ) -> None:
-    """Copy every image of a verified bundle into an existing registry, digests unchanged.
+    """Copy every image of a verified bundle into an existing registry, digests unchanged, and the rest as one OCI artifact.
 
     Blobs the target already has are skipped, so a rerun moves only what is missing.
     An upstream index that names platforms the bundle does not carry goes in narrowed
@@ -310,6 +310,7 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
+    typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
     if plan.narrowed:
         typer.echo(
             f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "

@@ -6,6 +6,10 @@ where the registry offers it, upload otherwise), and manifests are PUT byte
 for byte, children before the index that names them. A rerun after an
 interruption moves only what the target still lacks.
 
+Everything else in the bundle (bundle.json and its signature, binaries,
+archives, manifests, SBOM) goes up as one OCI artifact
+(`PREFIX/airlock/bundle:NAME-SERIAL`, see bundle/artifact.py), after the images.
+
 A registry holds an index only when it holds every manifest the index names
 (distribution answers MANIFEST_BLOB_UNKNOWN otherwise), while a bundle carries
 only its own platforms of an upstream index. Such an index is narrowed to the
@@ -27,11 +31,13 @@ from builder.errors import BuildError
 from builder.images import RegistryClients, repository_url
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy, Send
-from bundle.oci import media_type_of
+from bundle.artifact import REPOSITORY, Artifact, stage_bundle
+from bundle.manifest import Manifest
+from bundle.oci import OCI_MANIFEST, media_type_of
 from bundle.reference import ImageRef
 from bundle.store import BlobStore, sha256_digest
 from bundle.trust import TrustedKey
-from bundle.unpack import image_names, unpack_images
+from bundle.unpack import image_names
 
 
 @dataclass
@@ -77,6 +83,8 @@ class PushPlan:
     manifests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # (repository, reference, media type, bytes)
     images: list[tuple[str, str]] = field(default_factory=list)  # (source reference, target reference)
     narrowed: list[Narrowed] = field(default_factory=list)
+    elsewhere: dict[str, str] = field(default_factory=dict)  # digest -> repository that must already hold it (a delta's base)
+    artifact: str = ""  # target reference of the bundle artifact
 
 
 def plan_push(store: BlobStore, references: list[str], target: Target) -> PushPlan:
@@ -160,6 +168,12 @@ class Pusher:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="push") as pool:
             for future in [pool.submit(self._push_blob, digest, repositories) for digest, repositories in sorted(plan.blobs.items())]:
                 future.result()
+        for digest, repository in sorted(plan.elsewhere.items()):
+            head = self.http.call("HEAD", f"{self._url(repository)}/blobs/{digest}", self._send(repository))
+            if head.status_code != 200:
+                raise BuildError(
+                    f"{self.target.host}/{repository}: lacks {digest}, which this delta bundle leaves to its base; push the base bundle first"
+                )
         for repository, reference, media_type, data in plan.manifests:
             self._push_manifest(repository, reference, media_type, data)
 
@@ -243,6 +257,25 @@ class Pusher:
             raise BuildError(f"{url}: the registry stored digest {stored}, not {digest}; it rewrote the manifest")
 
 
+def plan_artifact(store: BlobStore, manifest: Manifest, artifact: Artifact, target: Target, plan: PushPlan) -> None:
+    """Add the bundle artifact to a push: its blobs (HEAD first, like every blob), then its manifest under NAME-SERIAL.
+
+    Its manifest goes last, after every image, so a node that finds the tag finds everything it names.
+    """
+    repository = f"{target.prefix}/{REPOSITORY}" if target.prefix else REPOSITORY
+    document = json.loads(artifact.data)
+    for layer in [document["config"], *document["layers"]]:
+        digest = layer["digest"]
+        if store.exists(digest):
+            repositories = plan.blobs.setdefault(digest, [])
+            if repository not in repositories:
+                repositories.append(repository)
+        else:
+            plan.elsewhere[digest] = repository
+    plan.manifests.append((repository, artifact.tag, OCI_MANIFEST, artifact.data))
+    plan.artifact = f"{target.host}/{repository}:{artifact.tag}"
+
+
 def hosts_toml(upstream: str, target: Target, ca_file: str | None = None) -> str:
     """The containerd `certs.d/{upstream}/hosts.toml` that sends pulls of `upstream` to the target.
 
@@ -268,10 +301,11 @@ def run_push(
     bundle: Path, keys: list[TrustedKey], target: Target, work: Path, progress: Progress, concurrency: int = 8, credentials=None, policy=None
 ) -> tuple[Pusher, PushPlan, list[str]]:
     store = BlobStore(work)
-    progress.log(f"verifying {bundle} and staging its images in {work}")
-    verified = unpack_images(bundle, keys, work)
+    progress.log(f"verifying {bundle} and staging it in {work}")
+    verified, artifact = stage_bundle(bundle, keys, work)
     references = [image.reference for image in verified.manifest.images]
     plan = plan_push(store, references, target)
+    plan_artifact(store, verified.manifest, artifact, target, plan)
     pusher = Pusher(store, target, progress, concurrency, credentials, policy)
     pusher.push(plan)
     upstreams = sorted({ImageRef.parse(reference).registry for reference in references})

@@ -7,6 +7,7 @@
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -156,7 +157,37 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
-def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
+@dataclass(frozen=True)
+class Source:
+    """Where init/join/upgrade read the bundle: a file, or `--from` a registry."""
+
+    bundle: Optional[Path]
+    url: Optional[str]
+    ca: Optional[Path]
+    insecure: bool
+    tag: Optional[str]
+
+    def check(self) -> None:
+        if (self.bundle is None) == (self.url is None):
+            usage_error("give either a BUNDLE file or --from https://HOST[:PORT][/PREFIX], not both and not neither")
+        if self.url is None and (self.ca or self.insecure or self.tag):
+            usage_error("--ca, --insecure and --tag go with --from")
+
+
+def _remote(source: Source, config):
+    """The registry source for `--from`, and node.yaml with the images pulled from that same registry unless it names another."""
+    import dataclasses
+
+    from installer.remote import Origin, RegistrySource
+
+    origin = Origin.parse(source.url, source.insecure)
+    ca = source.ca or (Path(config.registry_ca) if config.registry_ca else None)
+    if not config.registry_mirror:
+        config = dataclasses.replace(config, registry_mirror=origin.mirror(), registry_ca=str(ca) if ca else "")
+    return RegistrySource(origin, ca, source.tag), config
+
+
+def _install(command: str, source: Source, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
              kubeconfig: Optional[Path] = None) -> None:
     import platform
@@ -168,6 +199,7 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
     from installer.runner import run_phases
 
     os.umask(NODE_UMASK)
+    source.check()
     skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
     known_phases = [phase.name for phase in phases_for(command)]
     unknown = sorted(skip - set(known_phases))
@@ -183,13 +215,18 @@ def _install(command: str, bundle: Path, key: list[Path], root: Path, dry_run: b
         paths = Paths(root)
         host = dry_run_host(paths) if dry_run else Host(paths)
         machine = platform.machine().lower()
+        node_config = NodeConfig.load(config)
+        remote = None
+        if source.url is not None:
+            remote, node_config = _remote(source, node_config)
         context = Context(
             command=command,
-            bundle=bundle,
+            bundle=source.bundle,
+            remote=remote,
             keys=load_trusted_keys(key),
             paths=paths,
             host=host,
-            config=NodeConfig.load(config),
+            config=node_config,
             containerd_address=containerd_address,
             allow_downgrade=allow_downgrade,
             ignore_preflight=frozenset(ignored),
@@ -218,12 +255,24 @@ NodeConfigOption = Annotated[Optional[Path], typer.Option("--config", help="node
 ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
 DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
 IgnoreOption = Annotated[str, typer.Option("--ignore-preflight-errors", help="Comma-separated preflight checks to treat as warnings, or all.")]
+BundleArgument = Annotated[Optional[Path], typer.Argument(help="The bundle file (or use --from).")]
+FromOption = Annotated[
+    Optional[str],
+    typer.Option("--from", help="Install from the bundle artifact in a registry, the first node's or the site's: https://HOST:PORT/PREFIX (port and prefix optional)."),
+]
+CaOption = Annotated[Optional[Path], typer.Option("--ca", help="CA certificate (PEM) the --from registry's certificate must chain to (default: node.yaml registry.ca).")]
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow --from http:// (plain HTTP; the bundle is still verified).")]
+TagOption = Annotated[Optional[str], typer.Option("--tag", help="With --from: the bundle's NAME-SERIAL tag (default: the highest serial).")]
 
 
 @app.command()
 def init(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
     key: KeyOption,
+    bundle: BundleArgument = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -237,14 +286,19 @@ def init(
     Verifies the bundle, unpacks it, installs binaries, configures containerd to
     pull only from the node registry, loads every image, then runs kubeadm's
     init phases with the bundle's exact version. Rerun after a failure to resume.
+    With --from, the bundle comes from a registry (the site's) and so do the images.
     """
-    _install("init", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
+    _install("init", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
 
 
 @app.command()
 def join(
-    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
     key: KeyOption,
+    bundle: BundleArgument = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     control_plane: Annotated[bool, typer.Option("--control-plane", help="Join as an extra control-plane node.")] = False,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
@@ -258,14 +312,19 @@ def join(
 
     node.yaml gives controlPlaneEndpoint, token and caCertHashes (printed by `airlock init`);
     registry.mirror may point at the first control plane's registry instead of this node's own.
+    With --from, the bundle comes from a registry (no file on this node) and so do the images.
     """
-    _install("join", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
+    _install("join", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
 
 
 @app.command()
 def upgrade(
-    bundle: Annotated[Path, typer.Argument(help="A full or delta bundle newer than the installed one.")],
     key: KeyOption,
+    bundle: Annotated[Optional[Path], typer.Argument(help="A full or delta bundle newer than the installed one (or use --from).")] = None,
+    from_: FromOption = None,
+    ca: CaOption = None,
+    insecure: InsecureOption = False,
+    tag: TagOption = None,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
     kubeconfig: Annotated[
         Optional[Path],
@@ -285,8 +344,8 @@ def upgrade(
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
     Journaled: rerun to resume after a failure.
     """
-    _install("upgrade", bundle, key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False, drain,
-             kubeconfig)
+    _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
+             ignore_preflight_errors, False, drain, kubeconfig)
 
 
 @app.command()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
+from bundle.artifact import REPOSITORY, tag_for
 from bundle.errors import StoreError
 from bundle.manifest import Manifest
 from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, open_regular, read_layout_index, write_atomic
@@ -55,12 +57,19 @@ def _prune(paths: Paths, dry_run: bool) -> tuple[int, int]:
     store = BlobStore(paths.store)
     keep = {entry.sha256 for entry in manifest.files}
     wanted = {image.reference for image in manifest.images}
+    # The installed bundle's artifact (what other nodes install from) stays: its manifest, config, bundle.json and signature.
+    artifact_name = f"{REPOSITORY}:{tag_for(manifest)}"
+    wanted.add(artifact_name)
     index = read_layout_index((store.root / "index.json").read_bytes()) if (store.root / "index.json").exists() else []
     kept_entries = []
     for entry in index:
         annotations = entry.get("annotations") or {}
         if (annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)) in wanted:
             kept_entries.append(entry)
+            if annotations.get(REF_NAME) == artifact_name and store.exists(entry.get("digest", "")):
+                document = json.loads(store.read(entry["digest"]))
+                keep.add(entry["digest"].split(":", 1)[1])
+                keep.update(layer["digest"].split(":", 1)[1] for layer in [document["config"], *document["layers"]])
     if not dry_run:
         # The registry stops naming old images first; only then do their blobs go.
         write_atomic(store.root / "index.json", layout_index(kept_entries))

@@ -12,10 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bundle.manifest import Manifest
 from bundle.trust import TrustedKey
 from installer.node import Host, NodeConfig, Paths
+
+if TYPE_CHECKING:
+    from installer.remote import RegistrySource
 
 
 @dataclass
@@ -23,7 +27,7 @@ class Context:
     """What every phase may read; the verify phase records what it learns here (the manifest, the role)."""
 
     command: str  # "init", "join" or "upgrade"
-    bundle: Path
+    bundle: Path | None  # the bundle file, or None when installing from a registry (`remote`)
     keys: list[TrustedKey]
     paths: Paths
     host: Host
@@ -40,6 +44,12 @@ class Context:
     arch: str = ""
     manifest: Manifest | None = None
     manifest_sha256: str = ""
+    remote: RegistrySource | None = None  # `--from`: the bundle artifact in a registry
+    signature: bytes = b""
+
+    @property
+    def source(self) -> str:
+        return self.remote.describe() if self.remote is not None else str(self.bundle)
 
     def echo(self, line: str) -> None:
         self.host.echo(line)

@@ -1,4 +1,4 @@
-"""registry: activate the bundle's images in the store and run the node registry over it."""
+"""registry: activate the bundle's images and its artifact in the store and run the node registry over it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import re
 import sys
 from pathlib import Path
 
+from bundle.artifact import build_artifact, with_artifact
 from bundle.manifest import NODE_PYZ
-from bundle.store import BlobStore
+from bundle.store import BlobStore, layout_index
 from bundle.unpack import activate_index
 from installer.node import NodeError
 from installer.phases import Context, Phase
@@ -46,8 +47,10 @@ def run(context: Context) -> None:
     staging = ensure_staged(context)
     paths, host, config = context.paths, context.host, context.config
     if not host.dry_run:
-        # The moment the new images become visible: one atomic rename of index.json.
-        activate_index(BlobStore(paths.store), (staging / "images/index.json").read_bytes())
+        # The moment the new images (and the bundle artifact other nodes install from) become visible:
+        # one atomic rename of index.json.
+        artifact = build_artifact((staging / "bundle.json").read_bytes(), (staging / "bundle.json.sig").read_bytes(), context.manifest)
+        activate_index(BlobStore(paths.store), layout_index(with_artifact((staging / "images/index.json").read_bytes(), artifact)))
     unit = registry_unit(airlock_program(context), config.registry_listen, config.registry_tls_cert, config.registry_tls_key)
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)
     host.enable_service("airlock-registry.service", context.start_services)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bundle.reference import ImageRef
 from installer.containerd_config import hosts_toml, merge
@@ -121,6 +122,9 @@ def run(context: Context) -> None:
         host.write(target, text)
     mirror = mirror_url(context)
     settings = {"capabilities": ["pull", "resolve"], **({"ca": context.config.registry_ca} if context.config.registry_ca else {})}
+    if urlsplit(mirror).path.strip("/"):
+        # A registry prefix (`--from https://harbor/site`): containerd must use the path as given, not add /v2.
+        settings["override_path"] = True
     for registry in ours:
         # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
         text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})

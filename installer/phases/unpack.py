@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from bundle.artifact import store_artifact
 from bundle.errors import BundleError
 from bundle.manifest import FileEntry
 from bundle.meter import ByteMeter
@@ -29,9 +32,11 @@ from bundle.store import CHUNK, BlobStore, make_dirs, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
 from bundle.verify import verify_bundle
 from installer.phases import Context, Phase
+from installer.remote import needed_members
 
 COMPLETE = ".complete"
 STAGING_MODE = 0o700
+PARALLEL_FETCHES = 4
 
 
 class _FileSink:
@@ -74,6 +79,14 @@ def run(context: Context) -> None:
     make_dirs(staging)
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
+    manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
+    (staging / "bundle.json").write_bytes(manifest_bytes)
+    (staging / "bundle.json.sig").write_bytes(context.signature)
+    (staging / COMPLETE).write_text(context.manifest_sha256)
+
+
+def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
+    """The bundle file in one streaming pass: every member hashed as it is written to staging."""
     staged_blobs = BlobStore(staging / "images")
 
     # A node that pulls from another node's registry keeps no copy of the images: they are only verified.
@@ -101,9 +114,57 @@ def run(context: Context) -> None:
             moved += 1
     context.echo(f"{moved} new image blobs moved into {store.root}")
     keep_and_complete_files(context, verified.manifest, staging, store, keep_images)
-    (staging / "bundle.json").write_bytes(verified.manifest_bytes)
-    (staging / COMPLETE).write_text(context.manifest_sha256)
+    if keep_images:
+        # This node's registry can then serve the bundle artifact too: the first node is a source for the others.
+        store_artifact(store, verified.manifest_bytes, context.signature, verified.manifest)
     context.echo(f"verified and unpacked {len(verified.manifest.files)} members ({verified.manifest.total_size >> 20} MiB)")
+    return verified.manifest_bytes
+
+
+def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> bytes:
+    """This node's members from the registry, each verified while it streams into staging; the store gets them only at the end.
+
+    Members the store already holds (an installed base) are linked, not fetched; image blobs are never
+    fetched: containerd pulls the images from the same registry through hosts.toml.
+    """
+    remote = context.remote
+    manifest_bytes = remote.signed_head()[0]
+    if hashlib.sha256(manifest_bytes).hexdigest() != context.manifest_sha256:
+        raise BundleError("bundle.json changed between the verify and unpack phases", context.source)
+    wanted = needed_members(context.manifest, context.arch)
+    by_digest: dict[str, list[FileEntry]] = {}
+    for entry in wanted:
+        by_digest.setdefault(entry.sha256, []).append(entry)
+    fetches = staging / ".fetch"
+    missing = [entries[0] for sha256, entries in by_digest.items() if not store.exists("sha256:" + sha256)]
+
+    def fetch(entry: FileEntry) -> None:
+        remote.fetch(entry, fetches / entry.sha256)
+        if advance:
+            advance(entry.size)
+
+    with ByteMeter(sum(entry.size for entry in missing), "fetch") as advance, ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="fetch") as pool:
+        # Largest first, so the long transfers overlap the many small ones.
+        for future in [pool.submit(fetch, entry) for entry in sorted(missing, key=lambda entry: -entry.size)]:
+            future.result()
+    fetched = {entry.sha256 for entry in missing}
+    for sha256, entries in by_digest.items():
+        for entry in entries:
+            target = staging / entry.path
+            make_dirs(target.parent)
+            if sha256 in fetched:
+                shutil.copyfile(fetches / sha256, target)  # staging is root's alone (0700) and the fetch was hashed as it streamed
+                os.chmod(target, entry.install_mode)
+            else:
+                # Taken from the store: re-hashed on the way, so a blob someone changed there is refused.
+                store.copy_out("sha256:" + sha256, target, entry.install_mode)
+    # Everything checked out: only now does anything leave staging (copies, re-hashed, never links).
+    for sha256 in fetched:
+        store.put_file(fetches / sha256, "sha256:" + sha256)
+    shutil.rmtree(fetches, ignore_errors=True)
+    moved = sum(entry.size for entry in missing)
+    context.echo(f"fetched {len(missing)} of {len(wanted)} members ({moved >> 20} MiB) from {context.source}, each verified; the rest were in the store")
+    return manifest_bytes
 
 
 def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore, keep_images: bool = True) -> None:

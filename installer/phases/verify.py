@@ -6,18 +6,30 @@ import hashlib
 
 from bundle.manifest import Manifest
 from bundle.tarstream import TarReader
-from bundle.trust import check_dates, verify_signature
+from bundle.trust import TrustError, check_dates, verify_signature
 from bundle.verify import open_bundle, read_signed_head
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.state import State
 
 
-def run(context: Context) -> None:
+def signed_head(context: Context) -> tuple[bytes, bytes]:
+    """bundle.json and its signature from the bundle file, or from the registry (`--from`); not yet trusted."""
+    if context.remote is not None:
+        return context.remote.signed_head()
     # A parts list's signature is checked here too, and every part's presence and size, before anything is written.
     with open_bundle(context.bundle, context.keys) as stream:
-        manifest_bytes, signature = read_signed_head(TarReader(stream))
-    signer = verify_signature(manifest_bytes, signature, context.keys)
+        return read_signed_head(TarReader(stream))
+
+
+def run(context: Context) -> None:
+    manifest_bytes, signature = signed_head(context)
+    try:
+        signer = verify_signature(manifest_bytes, signature, context.keys)
+    except TrustError as error:
+        if context.remote is None:
+            raise
+        raise TrustError(f"{context.source} served a bundle.json that its signature does not cover under any trusted key ({error})") from None
     manifest = Manifest.parse(manifest_bytes)
     check_dates(manifest, context.now)
     sha256 = hashlib.sha256(manifest_bytes).hexdigest()
@@ -49,13 +61,14 @@ def run(context: Context) -> None:
         raise NodeError(f"this node is {platform}; the bundle carries {', '.join(manifest.platforms)}")
     context.manifest = manifest
     context.manifest_sha256 = sha256
+    context.signature = signature
     if context.command == "upgrade":
         from installer.phases.upgrade import check
 
         check(context, current)
     context.echo(
         ("would install " if context.host.dry_run else "")
-        + f"bundle {manifest.name} serial {manifest.serial}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
+        + f"bundle {manifest.name} serial {manifest.serial} from {context.source}: kubernetes {manifest.version}, signed by {signer.key_id} ({signer.origin})"
     )
 
 
