@@ -30,7 +30,7 @@ from bundle.reference import TAG
 from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index
 from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey
-from bundle.unpack import INDEX_MEMBER, activate_index, blob_sink
+from bundle.unpack import INDEX_MEMBER, StoreSink, activate_index, blob_sink
 from bundle.verify import Verified, open_bundle, read_signed_head, verify_bundle
 
 ARTIFACT_TYPE = "application/vnd.airlock.bundle.v1"
@@ -140,30 +140,6 @@ def with_artifact(index_bytes: bytes, artifact: Artifact) -> list[dict]:
     return [*entries, artifact.index_entry()]
 
 
-class _MemberSink:
-    """A non-image member kept in a store by its digest (committed only after the verifier matched it)."""
-
-    def __init__(self, store: BlobStore, entry: FileEntry, keep: bytearray | None = None):
-        self._digest = "sha256:" + entry.sha256
-        self._keep = keep
-        self._part = store.partial(self._digest, hashed=False).__enter__()
-
-    def write(self, data: bytes) -> None:
-        self._part.write(data)
-        if self._keep is not None:
-            self._keep += data
-
-    def done(self) -> None:
-        try:
-            self._part.commit(self._digest)
-        finally:
-            self._part.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        self._part.__exit__(None, None, None)
-        self._part.discard()
-
-
 def stage_bundle(bundle: Path, keys: list[TrustedKey], store_root: Path) -> tuple[Verified, Artifact]:
     """Verify a bundle file while every member streams into a store by digest; activate its images and artifact.
 
@@ -179,7 +155,7 @@ def stage_bundle(bundle: Path, keys: list[TrustedKey], store_root: Path) -> tupl
         keep = index if entry.path == INDEX_MEMBER else None
         if store.exists("sha256:" + entry.sha256) and keep is None:
             return None
-        return _MemberSink(store, entry, keep)
+        return StoreSink(store, entry, keep)
 
     verified = verify_bundle(bundle, keys, sink=sink)
     with open_bundle(bundle) as stream:

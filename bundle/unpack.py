@@ -22,14 +22,22 @@ BLOB_PREFIX = "images/blobs/sha256/"
 INDEX_MEMBER = "images/index.json"
 
 
-class _BlobSink:
-    def __init__(self, store: BlobStore, entry: FileEntry):
+class StoreSink:
+    """A member written into a store under its digest, committed only when the verifier matched it.
+
+    `keep`, when given, also collects the bytes (a small member the caller needs in memory too).
+    """
+
+    def __init__(self, store: BlobStore, entry: FileEntry, keep: bytearray | None = None):
         self._digest = "sha256:" + entry.sha256
+        self._keep = keep
         # verify_stream hashes these bytes and calls done() only when they matched: no second hash here.
         self._part = store.partial(self._digest, hashed=False).__enter__()
 
     def write(self, data: bytes) -> None:
         self._part.write(data)
+        if self._keep is not None:
+            self._keep += data
 
     def done(self) -> None:
         try:
@@ -59,11 +67,11 @@ class _MemorySink:
         pass
 
 
-def blob_sink(store: BlobStore, entry: FileEntry) -> _BlobSink | None:
+def blob_sink(store: BlobStore, entry: FileEntry) -> StoreSink | None:
     """Where an image blob member goes: into the store, or nowhere (only hashed) if the store has it."""
     if entry.path[len(BLOB_PREFIX) :] != entry.sha256:
         raise BundleError("an image blob's name is not its digest", entry.path)
-    return None if store.exists("sha256:" + entry.sha256) else _BlobSink(store, entry)
+    return None if store.exists("sha256:" + entry.sha256) else StoreSink(store, entry)
 
 
 def merge_index(existing: list[dict], incoming: list[dict]) -> list[dict]:
