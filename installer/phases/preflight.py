@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from installer import address
 from installer.node import NodeError
@@ -59,6 +60,9 @@ def proxy_findings(context: Context) -> Iterator[tuple[str, str]]:
     needed = {"registry address": host, "localhost": "localhost", "service subnet": context.config.service_subnet, "pod subnet": context.config.pod_subnet}
     if context.config.advertise_address:
         needed["node address"] = context.config.advertise_address
+    if context.config.registry_mirror:
+        # Another node's (or the site's) registry: image pulls through a proxy would never reach it.
+        needed["registry mirror"] = urlsplit(context.config.registry_mirror).hostname or context.config.registry_mirror
     for what, value in needed.items():
         if not _covered(value, entries):
             yield "proxy", f"a proxy is set ({proxy}) but NO_PROXY does not cover the {what} {value}; add it so cluster traffic never goes to the proxy"
@@ -74,7 +78,11 @@ def _covered(value: str, entries: list[str]) -> bool:
             if target.subnet_of(network):
                 return True
         except (ValueError, TypeError):
-            if value.endswith(entry.lstrip(".")) and entry.startswith("."):
+            # Names as Go's and curl's NO_PROXY read them: "example.com" and ".example.com" cover
+            # example.com and its subdomains, never a name that merely ends in the same letters.
+            domain = entry.lower().lstrip("*").lstrip(".")
+            name = value.lower()
+            if domain and (name == domain or name.endswith("." + domain)):
                 return True
     return False
 
