@@ -97,9 +97,10 @@ def run_init(context: Context) -> None:
 
 
 def api_address(context: Context) -> str:
-    """Where this node's API server answers: its advertise address, else loopback (it binds every address)."""
-    address = context.config.advertise_address
-    return address if address and address not in ("0.0.0.0", "::") else "127.0.0.1"
+    """Where this node's API server answers: the address airlock chose for it (kubeadm puts that one in the
+    serving certificate, loopback it does not), else loopback when preflight's address check was ignored."""
+    chosen = node_facts(context).address
+    return chosen if chosen and chosen not in ("0.0.0.0", "::") else "127.0.0.1"
 
 
 def wait_for_control_plane(context: Context) -> None:
