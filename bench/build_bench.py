@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build_argv, keygen, median, sync_disks, timed, xfs_scratch
+from bench.runs import AIRLOCK, build_argv, keygen, median, print_goals, sync_disks, timed, xfs_scratch
 from tests.upstream import LocalUpstream
 
 IMAGES = 10  # 7 control-plane + 2 flannel + busybox
@@ -135,8 +135,7 @@ def report(results: dict) -> None:
         ("build peak RSS < 150 MB", results["build_peak_rss_MB"] < 150),
         ("verify peak RSS < 150 MB", results["verify_peak_rss_MB"] < 150),
     ]
-    for goal, met in goals:
-        print(f"{'met   ' if met else 'MISSED'} {goal} [{results['filesystem']}]")
+    print_goals(goals, results["filesystem"])
 
 
 def main() -> None:

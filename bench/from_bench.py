@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, sync_disks, timed
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed
 from bundle.artifact import REPOSITORY
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
@@ -129,11 +129,10 @@ def main() -> None:
             "peak_rss_MB_registry": round(max(entry["rss"] for entry in measured["registry"]) / 1024, 1),
         }
         print(json.dumps(results, indent=2))
-        for goal, met in (
+        print_goals([
             ("join --from <= 1.0x join from a local file (median)", results["ratio_registry_over_file_median"] <= 1.0),
             ("bundle bytes moved per worker < bundle size", moved < bundle.stat().st_size),
-        ):
-            print(f"{'met   ' if met else 'MISSED'} {goal}")
+        ])
     finally:
         if server is not None:
             server.terminate()

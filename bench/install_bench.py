@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, sync_disks, timed
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed
 from installer.phases.images import PARALLEL_PULLS
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
@@ -130,11 +130,10 @@ def main() -> None:
             "images_in_containerd": [entry["loaded"] for entry in measured],
         }
         print(json.dumps(results, indent=2))
-        for goal, met in (
+        print_goals([
             ("init <= 1.0x (tar -xf + sha256sum) (median)", results["ratio_median"] <= 1.0),
             ("peak RSS < 150 MB", results["airlock_peak_rss_MB"] < 150),
-        ):
-            print(f"{'met   ' if met else 'MISSED'} {goal}")
+        ])
     finally:
         upstream.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen
+from bench.runs import AIRLOCK, build, keygen, print_goals
 from bundle.trust import load_trusted_keys
 from bundle.unpack import unpack_images
 from tests.containerd import Containerd
@@ -166,8 +166,7 @@ def main() -> None:
             ("HEAD p99 <= 1.5x distribution", ratios["head_p99_airlock_over_distribution"] <= 1.5),
             ("airlock RSS < 100 MB", results["airlock_peak_rss_MB"] < 100),
         ]
-        for goal, met in goals:
-            print(f"{'met   ' if met else 'MISSED'} {goal}")
+        print_goals(goals)
     finally:
         if server is not None:
             server.terminate()

@@ -89,3 +89,9 @@ def xfs_scratch(size_gb: int):
         if mounted:
             subprocess.run(["umount", str(mount)], check=False)
         shutil.rmtree(holder, ignore_errors=True)
+
+
+def print_goals(goals, where: str = "") -> None:
+    """One line per (goal, met) pair: met or MISSED, then the goal (and where it was measured)."""
+    for goal, met in goals:
+        print(f"{'met   ' if met else 'MISSED'} {goal}{f' [{where}]' if where else ''}")

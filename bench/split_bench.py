@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build_argv, keygen, median, sync_disks
+from bench.runs import AIRLOCK, build_argv, keygen, median, print_goals, sync_disks
 from tests.upstream import LocalUpstream
 
 IMAGES = 10  # 7 control-plane + 2 flannel + busybox
@@ -150,8 +150,7 @@ def report(results: dict) -> None:
         ("verify across parts <= 1.05x one file (median)", results["verify_parts_over_one_median"] <= 1.05),
         ("split build peak RSS <= 1.05x unsplit + 5 MB", results["build_peak_rss_MB_split"] <= results["build_peak_rss_MB_whole"] * 1.05 + 5),
     ]
-    for goal, met in goals:
-        print(f"{'met   ' if met else 'MISSED'} {goal}")
+    print_goals(goals)
 
 
 def main() -> None:
