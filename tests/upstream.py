@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.artifacts import CONTAINERD_RELEASES, DEFAULT_CNI_VERSION, DEFAULT_CONTAINERD_VERSION, default_crictl_version, default_runc_version
 from tests.standin.kubeadm import script as standin_kubeadm
 
 BUSYBOX = "/bin/busybox"
@@ -368,10 +369,11 @@ class LocalUpstream:
     )
     extra_images: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"docker.io/library/busybox:1.36": ("amd64", "arm64")})
     payload_bytes: int = 64
-    cni_version: str = "v1.5.1"
-    crictl_version: str = "v1.31.1"
-    containerd_version: str = "1.7.22"
-    runc_version: str = "v1.1.14"
+    # The builder's defaults, so that a build with no version flags finds its files here.
+    cni_version: str = DEFAULT_CNI_VERSION
+    crictl_version: str | None = None  # None: the builder's default crictl of every minor in `versions`
+    containerd_version: str = DEFAULT_CONTAINERD_VERSION  # served beside the newest patch of every supported minor
+    runc_version: str | None = None  # None: the runc each served containerd release pairs with
     flannel_version: str = "v0.25.7"
     # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
     component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -471,6 +473,10 @@ class LocalUpstream:
                 for name in ("kubelet", "kubectl"):
                     self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
         github = "github"
+        # containerd: the given release and the newest patch of every supported minor, each with the runc it pairs with.
+        containerd_versions = sorted({self.containerd_version, *(patch for patch, _ in CONTAINERD_RELEASES.values())})
+        runc_versions = {self.runc_version} if self.runc_version else {default_runc_version(version) for version in containerd_versions}
+        crictl_versions = {self.crictl_version} if self.crictl_version else {default_crictl_version(int(v.split(".")[1])) for v in self.versions}
         runc_sums = []
         for arch in ("amd64", "arm64"):
             cni = f"cni-plugins-linux-{arch}-{self.cni_version}.tgz"
@@ -484,22 +490,26 @@ class LocalUpstream:
                 ),
                 "named",
             )
-            crictl = f"crictl-{self.crictl_version}-linux-{arch}.tar.gz"
-            self._write(
-                f"{github}/kubernetes-sigs/cri-tools/releases/download/{self.crictl_version}/{crictl}",
-                self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {arch}\n".encode()}),
-                "bare",
-            )
-            containerd = f"containerd-{self.containerd_version}-linux-{arch}.tar.gz"
-            self._write(
-                f"{github}/containerd/containerd/releases/download/v{self.containerd_version}/{containerd}",
-                self._tarball({f"bin/{b}": f"#!/bin/sh\n# stand-in {b} {arch}\n".encode() for b in ("containerd", "containerd-shim-runc-v2", "ctr")}),
-                "sha256sum",
-            )
+            for crictl_version in sorted(crictl_versions):
+                crictl = f"crictl-{crictl_version}-linux-{arch}.tar.gz"
+                self._write(
+                    f"{github}/kubernetes-sigs/cri-tools/releases/download/{crictl_version}/{crictl}",
+                    self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {arch}\n".encode()}),
+                    "bare",
+                )
+            for containerd_version in containerd_versions:
+                containerd = f"containerd-{containerd_version}-linux-{arch}.tar.gz"
+                self._write(
+                    f"{github}/containerd/containerd/releases/download/v{containerd_version}/{containerd}",
+                    self._tarball({f"bin/{b}": f"#!/bin/sh\n# stand-in {b} {arch}\n".encode() for b in ("containerd", "containerd-shim-runc-v2", "ctr")}),
+                    "sha256sum",
+                )
             runc = f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
-            self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.{arch}", runc)
+            for runc_version in runc_versions:
+                self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.{arch}", runc)
             runc_sums.append(f"{hashlib.sha256(runc).hexdigest()}  runc.{arch}")
-        self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
+        for runc_version in runc_versions:
+            self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
         self._write(
             f"{github}/flannel-io/flannel/releases/download/{self.flannel_version}/kube-flannel.yml",
             FLANNEL_MANIFEST.format(version=self.flannel_version).encode(),

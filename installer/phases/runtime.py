@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
 from bundle.reference import ImageRef
 from installer.containerd_config import hosts_toml, merge
 from installer.node import NodeError
@@ -95,13 +98,52 @@ def apply_kernel_settings(host) -> None:
             raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
 
 
+def version_output(text: str) -> str:
+    """The release from `containerd --version`: `containerd github.com/containerd/containerd/v2 v2.3.4 <commit>`,
+    or a distribution's `... 1.6.20~ds1 1.6.20~ds1-1+deb12u3` / `... 2.1.9+unknown`."""
+    words = text.split()
+    if len(words) >= 3 and words[0] == "containerd":
+        try:
+            minor_of(words[2])
+            return words[2].lstrip("v")
+        except ContainerdVersionError:
+            pass
+    raise NodeError(f"containerd --version answered {text.strip()[:200]!r}, which names no release; cannot tell which config.toml layout it reads")
+
+
+def runtime_release(context: Context) -> tuple[str, str]:
+    """The containerd release that will read config.toml, and where that was learnt.
+
+    On a node (no --root) the containerd on PATH is asked: the one the node had, or the
+    bundle's that the binaries phase just installed. Under --root nothing in the root is
+    run, so the bundle's release is assumed.
+    """
+    if context.paths.root == Path("/"):
+        program = shutil.which("containerd")
+        if program:
+            try:
+                # Read-only, so it runs in --dry-run as well: the plan must name the layout it would write.
+                answer = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as error:
+                raise NodeError(f"{program} --version did not answer ({error}); cannot tell which config.toml layout it reads") from None
+            return version_output(answer.stdout), program
+    bundled = context.manifest.components.get("containerd")
+    if not bundled:
+        raise NodeError("bundle.json names no containerd release and the node has none to ask; rebuild the bundle with this airlock")
+    return bundled, "bundle.json"
+
+
 def run(context: Context) -> None:
     paths, host = context.paths, context.host
     kernel(context)
     config_path = paths("/etc/containerd/config.toml")
     existing = config_path.read_text() if config_path.exists() else None
     pause = f"registry.k8s.io/pause:{context.manifest.components.get('pause', '3.10')}"
-    merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
+    release, source = runtime_release(context)
+    if not is_supported(release):
+        context.echo(f"  WARNING containerd {release} ({source}) is not a release airlock supports ({', '.join(SUPPORTED)}); config.toml is written in the layout it reads")
+    merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd", release)
+    context.echo(f"  {'would write' if host.dry_run else 'writing'} containerd config.toml version {merged.version} for containerd {release} ({source})")
     for note in merged.notes:
         context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
     mode = (config_path.stat().st_mode & 0o777) if existing is not None else 0o644
