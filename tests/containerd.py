@@ -74,7 +74,8 @@ class Containerd:
         `programs` is a bin directory holding containerd, ctr and the runc shim (sid's 2.x); default PATH's (1.6).
         """
         self.root = Path(root)
-        self.prefix = ["ip", "netns", "exec", netns] if netns else []
+        # Only the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup mount runc needs.
+        self.prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket = self.root / "c.sock"
         self.certs_d = self.root / "certs.d"
