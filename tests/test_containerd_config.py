@@ -278,3 +278,36 @@ def test_an_operators_hosts_toml_keeps_its_values_and_comments():
     parsed = tomllib.loads(text)
     assert parsed["skip_verify"] is False and parsed["ca"] == "/ca.pem"
     assert parsed["host"] == {"https://mirror.corp.example": {"capabilities": ["pull"]}, "https://other.corp.example": {"ca": "/y"}}
+
+
+@pytest.mark.parametrize("shipped", ["etc/containerd/config.toml", "config default"])
+def test_containerd_2_applies_airlocks_settings_from_a_version_2_and_a_version_3_file(upstream, shipped, tmp_path):
+    """Debian sid's package ships a version-2 /etc/containerd/config.toml; `config default` writes version 3. Merged,
+    each keeps its version, and sid's 2.1 applies airlock's settings from both (it migrates version 2 at start): CRI
+    pulls go through config_path's hosts.toml (registry.k8s.io itself is unreachable here) and the bundle's pause
+    image is the pinned sandbox image."""
+    import subprocess
+
+    from tests.containerd import SID_ROOT
+    from tests.cri import Cri
+
+    programs = sid_programs()
+    if shipped == "config default":
+        text = subprocess.run([programs / "containerd", "config", "default"], capture_output=True, text=True, check=True).stdout
+    else:
+        text = (SID_ROOT / shipped).read_text()
+    result = merge(text, CERTS, PAUSE, True, "2.1.9")
+    assert result.version == tomllib.loads(text)["version"] == (2 if shipped.startswith("etc/") else 3)
+    root = tmp_path / "ctrd"
+    mirror = upstream.registry.url
+    for registry in ("registry.k8s.io", "docker.io"):
+        (root / "certs.d" / registry).mkdir(parents=True)
+        (root / "certs.d" / registry / "hosts.toml").write_text(hosts_toml("test", mirror, {mirror: {"capabilities": ["pull", "resolve"]}}))
+    with Containerd(root, config_text=private_config(result.config, root, root / "certs.d"), programs=programs) as containerd:
+        cri = Cri(containerd.socket)
+        try:
+            for reference in (PAUSE, "docker.io/library/busybox:1.36"):
+                assert cri.pull(reference).startswith("sha256:")
+            assert cri.status(PAUSE).pinned and not cri.status("docker.io/library/busybox:1.36").pinned
+        finally:
+            cri.close()
