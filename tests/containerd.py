@@ -68,14 +68,17 @@ def private_config(config: str, root: Path, certs_d: Path | None = None) -> str:
 
 
 class Containerd:
-    def __init__(self, root: Path, netns: str | None = None, config_text: str | None = None, programs: Path | None = None):
+    def __init__(
+        self, root: Path, netns: str | None = None, config_text: str | None = None, prefix: list[str] | None = None, programs: Path | None = None
+    ):
         """Start containerd with `config_text` (default: a minimal one of the layout it reads) under `root`.
 
+        `netns` (a name from `ip netns add`) or `prefix` (e.g. NodeNetwork.prefix) runs it on a node's own network
+        (only the network namespace: `ip netns exec` would also remount /sys and hide the cgroup mount runc needs).
         `programs` is a bin directory holding containerd, ctr and the runc shim (sid's 2.x); default PATH's (1.6).
         """
         self.root = Path(root)
-        # Only the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup mount runc needs.
-        self.prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+        self.prefix = prefix or (["nsenter", f"--net=/run/netns/{netns}"] if netns else [])
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket = self.root / "c.sock"
         self.certs_d = self.root / "certs.d"

@@ -7,11 +7,12 @@
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
-   `python3 -I`, as on a node whose runtime is containerd 2.1 (Debian sid's, unpacked by
-   `make containerd-sid`): airlock merges that containerd's own default config as
-   version 3, a private containerd 2.1.9 starts on exactly that file (its paths moved
-   under a scratch directory), and init resumes to pull every image through the
-   hosts.toml mirror airlock wrote, from the node registry
+   `python3 -I`, as on a node: in a network namespace of its own with one address
+   (192.0.2.10) and no route out, whose runtime is containerd 2.1 (Debian sid's,
+   unpacked by `make containerd-sid`). airlock merges that containerd's own default
+   config as version 3, a private containerd 2.1.9 starts there on exactly that file
+   (its paths moved under a scratch directory), and init resumes to pull every
+   image through the hosts.toml mirror airlock wrote, from the node registry
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
 def install(work: Path, bundle: Path, keys: Path) -> None:
     from tests.containerd import Containerd, private_config
     from tests.debian_sid import DEFAULT_ROOT, installed
+    from tests.nodenet import NodeNetwork
     from tests.upstream import free_port
 
     if installed(DEFAULT_ROOT) is None:
@@ -80,35 +82,39 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
     # The node's containerd, ctr and shim are sid's 2.1.9 (runc is bookworm's); airlock's images phase uses that ctr.
     os.environ["PATH"] = f"{programs}:{os.environ['PATH']}"
     print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd 2.1 and runc are real)")
-    config = work / "node.yaml"
-    config.write_text(f"nodeName: demo\nadvertiseAddress: 127.0.0.1\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
-    root = work / "node-root"
-    config_toml = root / "etc/containerd/config.toml"
-    config_toml.parent.mkdir(parents=True, exist_ok=True)
-    if not config_toml.exists():
-        # The operator's starting point: what this containerd writes as its own default (config version 3).
-        config_toml.write_text(subprocess.run([str(programs / "containerd"), "config", "default"], capture_output=True, text=True, check=True).stdout)
-    os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
-    # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
-    os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
-    init = [
-        "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(root),
-        "--config", str(config), "--ignore-preflight-errors", "all",
-    ]  # fmt: skip
-    step("init, up to the runtime's configuration", *init, "--skip-phases", "images,kubeadm-init,cni,done")
-    step("what airlock wrote for containerd 2.1", "grep", "-n", "-e", "^version", "-e", "sandbox =", "-e", "config_path", "-e", "SystemdCgroup", str(config_toml))
-    scratch = Path(f"/tmp/airlock-demo-ctd-{os.getpid()}")
-    daemon = Containerd(scratch, config_text=private_config(config_toml.read_text(), scratch, root / "etc/containerd/certs.d"), programs=programs)
-    try:
-        ctr = [str(programs / "ctr"), "-a", str(daemon.socket), "-n", "k8s.io"]
-        step("containerd 2.1.9 started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
-        step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
-        step("images in containerd", *ctr, "images", "ls", "-q")
-        step("a container from a bundle image", *ctr, "run", "--rm", "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
-        print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
-        print((work / "standin-calls.log").read_text())
-    finally:
-        daemon.close()
+    with NodeNetwork() as node:
+        print(f"the node: network namespace {node.name}, address {node.address}, no default route; node.yaml names no address")
+        config = work / "node.yaml"
+        config.write_text(f"nodeName: demo\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
+        root = work / "node-root"
+        config_toml = root / "etc/containerd/config.toml"
+        config_toml.parent.mkdir(parents=True, exist_ok=True)
+        if not config_toml.exists():
+            # The operator's starting point: what this containerd writes as its own default (config version 3).
+            config_toml.write_text(subprocess.run([str(programs / "containerd"), "config", "default"], capture_output=True, text=True, check=True).stdout)
+        os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
+        # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
+        os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
+        init = [
+            *node.prefix, "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle), "--key", str(keys / "airlock.pub"),
+            "--root", str(root), "--config", str(config), "--ignore-preflight-errors", "all",
+        ]  # fmt: skip
+        step("init, up to the runtime's configuration", *init, "--skip-phases", "images,kubeadm-init,cni,done")
+        step("what airlock wrote for containerd 2.1", "grep", "-n", "-e", "^version", "-e", "sandbox =", "-e", "config_path", "-e", "SystemdCgroup", str(config_toml))
+        scratch = Path(f"/tmp/airlock-demo-ctd-{os.getpid()}")
+        certs_d = root / "etc/containerd/certs.d"
+        daemon = Containerd(scratch, config_text=private_config(config_toml.read_text(), scratch, certs_d), prefix=node.prefix, programs=programs)
+        try:
+            ctr = [str(programs / "ctr"), "-a", str(daemon.socket), "-n", "k8s.io"]
+            step("containerd 2.1.9 started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
+            step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
+            step("images in containerd", *ctr, "images", "ls", "-q")
+            step("a container from a bundle image", *ctr, "run", "--rm", "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+            print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
+            print((work / "standin-calls.log").read_text())
+            print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")
+        finally:
+            daemon.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The operator's starting point is that containerd's own `config default`. The
 node installer (airlock-node.pyz under `python3 -I`, in a network namespace whose
-only address is a documentation address) merges it as version 3 (the layout 2.1
+only address is a documentation address, tests/nodenet.py) merges it as version 3 (the layout 2.1
 reads), the daemon is started on exactly that file (only its private paths moved:
 root, state, sockets, and config_path to the root's certs.d), and then:
 
@@ -29,9 +29,9 @@ from pathlib import Path
 from tests.conftest import build, node_command, require
 from tests.containerd import Containerd, private_config, sid_programs
 from tests.cri import Cri
+from tests.nodenet import NodeNetwork
 
 IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
-NODE_ADDRESS = "192.0.2.10"  # documentation range (RFC 5737): the node's one address, no route anywhere
 BUSYBOX = "docker.io/library/busybox:1.36"
 
 
@@ -40,24 +40,15 @@ def bundle_manifest(bundle: Path) -> dict:
         return json.loads(archive.extractfile("bundle.json").read())
 
 
-def netns_with_one_address(name: str, link: str) -> None:
-    """A namespace whose one interface (a veth end; this kernel has no dummy driver) holds NODE_ADDRESS, with no route out."""
-    for argv in (["ip", "netns", "add", name], ["ip", "-n", name, "link", "set", "lo", "up"],
-                 ["ip", "link", "add", f"{link}h", "type", "veth", "peer", "name", f"{link}n", "netns", name],
-                 ["ip", "-n", name, "addr", "add", f"{NODE_ADDRESS}/24", "dev", f"{link}n"], ["ip", "-n", name, "link", "set", f"{link}n", "up"]):  # fmt: skip
-        subprocess.run(argv, check=True)
-
-
-def wait_for_port(namespace: str, port: int, process: subprocess.Popen) -> None:
+def wait_for_port(node: NodeNetwork, port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
-    probe = ["ip", "netns", "exec", namespace, "python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"]
-    while subprocess.run(probe, capture_output=True).returncode != 0:
+    while node.run(["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"], check=False).returncode != 0:
         assert process.poll() is None and time.monotonic() < deadline, "airlock-node registry serve did not start"
         time.sleep(0.2)
 
 
 def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_container(upstream, keys, tmp_path):
-    require("ip", "runc")
+    require("ip", "runc", "nsenter")
     programs = sid_programs()
     bundle = tmp_path / "k8s.tar"
     build(upstream, keys, bundle, "stable", tmp_path / "cache", "--arch", "amd64", "--cni", "none", "--containerd-version", "2.1", "--image", BUSYBOX, check=True)
@@ -71,14 +62,13 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
     config_toml.parent.mkdir(parents=True)
     config_toml.write_text(subprocess.run([programs / "containerd", "config", "default"], capture_output=True, text=True, check=True).stdout)
     node_yaml = tmp_path / "node.yaml"
-    node_yaml.write_text(json.dumps({"nodeName": "c2", "advertiseAddress": NODE_ADDRESS, "registry": {"listen": "127.0.0.1:5000"}}))
-    namespace = f"airlock-c2-{os.getpid()}"
+    node_yaml.write_text(json.dumps({"nodeName": "c2", "registry": {"listen": "127.0.0.1:5000"}}))
     env = {**os.environ, "PATH": f"{programs}:{os.environ['PATH']}", "AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log")}
-    install = ["ip", "netns", "exec", namespace, *node_command(), "init", str(bundle), "--key", str(keys["ed25519"] / "airlock.pub"),
-               "--root", str(root), "--config", str(node_yaml), "--ignore-preflight-errors", IGNORE]  # fmt: skip
     daemon = registry = None
+    node = NodeNetwork()  # one 192.0.2.x address, no route out
+    install = [*node.prefix, *node_command(), "init", str(bundle), "--key", str(keys["ed25519"] / "airlock.pub"),
+               "--root", str(root), "--config", str(node_yaml), "--ignore-preflight-errors", IGNORE]  # fmt: skip
     try:
-        netns_with_one_address(namespace, f"c2{os.getpid() % 100000}")
         # Up to the runtime's configuration; the daemon then starts on what airlock wrote.
         first = subprocess.run([*install, "--skip-phases", "images,kubeadm-init,cni,done"], capture_output=True, text=True, env=env, timeout=600)
         assert first.returncode == 0, first.stderr
@@ -92,7 +82,7 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
         assert hosts["server"] == "http://127.0.0.1:5000" and list(hosts["host"]) == ["http://127.0.0.1:5000"]
 
         daemon_root = Path(f"/tmp/ctd-c2{os.getpid()}")
-        daemon = Containerd(daemon_root, netns=namespace, config_text=private_config(written, daemon_root, root / "etc/containerd/certs.d"), programs=programs)
+        daemon = Containerd(daemon_root, prefix=node.prefix, config_text=private_config(written, daemon_root, root / "etc/containerd/certs.d"), programs=programs)
         assert daemon.release.startswith("2.1.")
         for plugin_type, plugin_id in (("io.containerd.cri.v1", "images"), ("io.containerd.cri.v1", "runtime"), ("io.containerd.grpc.v1", "cri")):
             assert daemon.plugin_status(plugin_type, plugin_id) == "ok", daemon.log_text()[-1500:]
@@ -103,9 +93,9 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
         assert daemon.image_digests() == expected
 
         # kubelet's path: the CRI plugin's own pulls, through config_path and airlock's hosts.toml, from the node registry.
-        registry = subprocess.Popen(["ip", "netns", "exec", namespace, *node_command(), "registry", "serve", "--store", str(root / "var/lib/airlock/store"),
+        registry = subprocess.Popen([*node.prefix, *node_command(), "registry", "serve", "--store", str(root / "var/lib/airlock/store"),
                                      "--listen", "127.0.0.1:5000", "--workers", "1"], stderr=subprocess.PIPE, text=True)  # fmt: skip
-        wait_for_port(namespace, 5000, registry)
+        wait_for_port(node, 5000, registry)
         daemon.ctr("images", "rm", pause, BUSYBOX)
         cri = Cri(daemon.socket)
         try:
@@ -130,4 +120,4 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
             registry.wait(30)
         if daemon is not None:
             daemon.close()
-        subprocess.run(["ip", "netns", "delete", namespace])  # takes the veth pair with it
+        node.close()
