@@ -165,7 +165,10 @@ def test_merged_config_starts_real_containerd_with_the_cri_plugin_ok(name, daemo
             assert containerd.plugin_status("io.containerd.cri.v1", "images") == "ok", log
             assert containerd.plugin_status("io.containerd.cri.v1", "runtime") == "ok", log
             if result.version == 3:
-                assert "Ignoring unknown key" not in containerd.log_text()
+                # Every CRI key of a version-3 file is one 2.1 reads (2.0's own default has a top-level plugin_dir 2.1 dropped;
+                # a 1.x file's runtime_engine and the like are the operator's, and 2.x ignores them after its migration).
+                unknown = [line for line in containerd.log_text().splitlines() if "Ignoring unknown key" in line and "cri.v1" in line]
+                assert not unknown, unknown
 
 
 def test_real_containerd_2_refuses_a_version_4_config(tmp_path):
