@@ -105,3 +105,27 @@ def test_dry_run_names_the_layout_it_would_write(node_bundle, keys, tmp_path):
     result = airlock_node("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", tmp_path / "root", "--config", config, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "would write containerd config.toml version 4 for containerd 2.3.4 (bundle.json)" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("runtime", ["debian-12", "sid"])
+def test_on_a_node_its_own_containerd_decides_the_layout(node_bundle, keys, tmp_path, runtime):
+    """Without --root (a dry run: nothing is written) the containerd on PATH is asked, not the bundle's 2.3.4."""
+    import os
+    import shutil
+
+    require("containerd")
+    programs = sid_programs() if runtime == "sid" else None
+    path = f"{programs}:{os.environ['PATH']}" if programs else os.environ["PATH"]
+    binary = shutil.which("containerd", path=path)
+    release = version_output(subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout)
+    config = tmp_path / "node.yaml"
+    config.write_text(json.dumps({"nodeName": "cp1", "registry": {"listen": "127.0.0.1:5000"}}))
+    result = airlock_node("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--config", config, "--dry-run", env={"PATH": path})
+    assert result.returncode == 0, result.stderr
+    # The layout is the node file's own version (kept), at most what this containerd reads.
+    output = result.stdout + result.stderr  # --dry-run prints its plan on stdout
+    layouts = [line for line in output.splitlines() if "would write containerd config.toml version" in line]
+    assert len(layouts) == 1 and layouts[0].endswith(f"for containerd {release} ({binary})"), layouts
+    assert int(layouts[0].split("version ")[1].split()[0]) <= config_version(release)
+    unsupported = f"WARNING containerd {release} ({binary}) is not a release airlock supports"
+    assert (unsupported in output) == (runtime == "debian-12")
