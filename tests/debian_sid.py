@@ -76,8 +76,9 @@ def debian_archive(etc: Path = Path("/etc/apt")) -> tuple[str, str]:
             if len(words) >= 2 and "-" not in words[1]:
                 candidates.append((words[0], options.get("signed-by", DEFAULT_KEYRING)))
     # The main archive by its usual name (…/debian, not …/debian-security), else the first main-suite source.
-    for uri, keyring in sorted(candidates, key=lambda candidate: not candidate[0].rstrip("/").endswith("/debian")):
-        return uri.rstrip("/"), keyring
+    candidates.sort(key=lambda candidate: not candidate[0].rstrip("/").endswith("/debian"))
+    if candidates:
+        return candidates[0][0].rstrip("/"), candidates[0][1]
     raise SidError(f"no Debian archive in {etc}/sources.list or sources.list.d (only security or updates suites, or none); add one to this machine's apt configuration")
 
 
