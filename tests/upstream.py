@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.standin.kubeadm import script as standin_kubeadm
+from tests.standin.kubelet import script as standin_kubelet
 
 BUSYBOX = "/bin/busybox"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -468,8 +469,8 @@ class LocalUpstream:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
                 self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
-                for name in ("kubelet", "kubectl"):
-                    self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
+                self._write(f"{base}/kubelet", standin_kubelet(version, arch).encode(), "bare")
+                self._write(f"{base}/kubectl", STANDIN_TOOL.format(name="kubectl", version=version, arch=arch).encode(), "bare")
         github = "github"
         runc_sums = []
         for arch in ("amd64", "arm64"):
