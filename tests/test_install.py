@@ -58,8 +58,8 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     assert containerd.image_digests() == expected
     labels = containerd.ctr("images", "ls").stdout
     assert labels.count("io.cri-containerd.pinned=pinned") >= len(expected)
-    run = containerd.ctr("run", "--rm", "registry.k8s.io/kube-apiserver:v1.31.4", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
-    assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.31.4 amd64"
+    run = containerd.ctr("run", "--rm", "registry.k8s.io/kube-apiserver:v1.36.4", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
+    assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.36.4 amd64"
     calls = log.read_text().splitlines()
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
     assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
@@ -71,7 +71,7 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     assert "kubelet is not started under --root" in result.stderr
     documents = list(yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text()))
     cluster = next(d for d in documents if d["kind"] == "ClusterConfiguration")
-    assert cluster["kubernetesVersion"] == "v1.31.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["kubernetesVersion"] == "v1.36.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
     assert cluster["imageRepository"] == "registry.k8s.io"
     assert "stable" not in " ".join(calls)
     assert any(c.startswith("kubectl --kubeconfig") and c.endswith("kube-flannel.yml") for c in calls)
@@ -127,7 +127,7 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     assert result.returncode == 1 and "trusted key" in result.stderr
     # An expired bundle.
     expired = tmp_path / "expired.tar"
-    airlock("build", "-o", expired, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--expires-days", "1",
+    airlock("build", "-o", expired, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--expires-days", "1",
             "--cache-dir", tmp_path / "cache", *upstream.build_flags(), env={"SOURCE_DATE_EPOCH": "1600000000"}, check=True)
     result = install("init", expired, keys, root, config, None, log, *FAST)
     assert result.returncode == 1 and "expired" in result.stderr
@@ -135,7 +135,7 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     # A downgrade: serial 20 installed, serial 10 refused.
     new, old = tmp_path / "new.tar", tmp_path / "old.tar"
     for out, serial in ((new, "20"), (old, "10")):
-        airlock("build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
+        airlock("build", "-o", out, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
                 "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
     assert install("init", new, keys, root, config, None, log, *FAST).returncode == 0
     before = {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()}
@@ -309,7 +309,7 @@ def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):
     big = "registry.k8s.io/airlock-test/big:1"
     upstream.factory.push(upstream.factory.make(big, ("amd64",), payload_bytes=160 << 20), upstream.registry, "airlock-test/big", "1")
     bundle = tmp_path / "big.tar"
-    airlock("build", "-o", bundle, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cni", "none",
+    airlock("build", "-o", bundle, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cni", "none",
             "--image", big, "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
     root, config = tmp_path / "root", node_config(tmp_path, free_port())
     args = ["init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *FAST]
