@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import airlock, build, require
+from tests.upstream import COMPONENT_IMAGES
 
 
 def extract(bundle: Path, into: Path) -> Path:
@@ -31,8 +32,8 @@ def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_pat
     manifest = manifest_of(bundle)
     assert manifest["kubernetes"] == {"requested": "stable-1.36", "version": "v1.36.4"}
     assert manifest["platforms"] == ["linux/amd64", "linux/arm64"]
-    assert manifest["components"]["etcd"] == "3.5.15-0"
-    assert manifest["components"]["pause"] == "3.10"
+    assert manifest["components"]["etcd"] == COMPONENT_IMAGES["etcd"]  # what kubeadm v1.36.4 lists
+    assert manifest["components"]["pause"] == COMPONENT_IMAGES["pause"]
     references = {image["reference"] for image in manifest["images"]}
     assert references == set(upstream.all_images())
     root = extract(bundle, tmp_path / "x")
@@ -282,3 +283,31 @@ def test_a_host_kubeadm_with_a_bad_checksum_stops_the_build(later_patch, keys, t
         sums.write_text(good)
     assert result.returncode == 1 and "bin/linux/amd64/kubeadm" in result.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.parametrize("version", ["v1.33.7", "1.31.4", "stable-1.33", "latest-1.39"])
+def test_build_refuses_an_unsupported_minor_before_any_download(upstream, keys, tmp_path, version):
+    upstream.server.clear()
+    result = build(upstream, keys, tmp_path / "k8s.tar", version, tmp_path / "cache")
+    assert result.returncode == 2 and "airlock builds 1.34-1.38" in result.stderr and "--allow-unsupported-version" in result.stderr
+    assert upstream.server.requests == [] and not (tmp_path / "k8s.tar").exists()
+
+
+def test_a_label_outside_the_range_is_refused_once_read(upstream, keys, tmp_path):
+    (upstream.files_root / "release-server/release/stable-1.txt").write_text("v1.33.7\n")
+    try:
+        result = build(upstream, keys, tmp_path / "k8s.tar", "stable-1", tmp_path / "cache")
+    finally:
+        (upstream.files_root / "release-server/release/stable-1.txt").write_text(upstream.labels["stable-1"] + "\n")
+    assert result.returncode == 2 and "Kubernetes v1.33.7 is not supported" in result.stderr
+
+
+def test_allow_unsupported_version_is_recorded_and_shown(upstream, keys, tmp_path):
+    out = tmp_path / "lab.tar"
+    build(upstream, keys, out, "v1.33.7", tmp_path / "cache", "--allow-unsupported-version", "--cni", "none", check=True)
+    assert manifest_of(out)["kubernetes"] == {"requested": "v1.33.7", "version": "v1.33.7", "unsupported": True}
+    assert "UNSUPPORTED: built with --allow-unsupported-version" in airlock("inspect", out, check=True).stdout
+    supported = tmp_path / "k8s.tar"
+    build(upstream, keys, supported, "v1.34.4", tmp_path / "cache", "--cni", "none", check=True)
+    assert "unsupported" not in manifest_of(supported)["kubernetes"]
+    assert "UNSUPPORTED" not in airlock("inspect", supported, check=True).stdout

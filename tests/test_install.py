@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import airlock, airlock_node, assert_blobs_whole, node_command, python39, require
 from tests.containerd import Containerd
 from tests.nodenet import NodeNetwork, host_address
-from tests.upstream import free_port
+from tests.upstream import COMPONENT_IMAGES, free_port
 
 IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
 
@@ -64,11 +64,13 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.36.4 amd64"
     calls = log.read_text().splitlines()
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
-    assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
-    from installer.commands import INIT_STEPS, WAIT
+    from installer.commands import INIT_STEPS, WAIT, ignore_flag
+    from installer.minors import KUBEADM_IGNORED_CHECKS_CONTROL_PLANE
 
-    assert [c.split(" --config ")[0] for c in kubeadm_calls if c.startswith("kubeadm init phase")] == [
-        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS if step != WAIT
+    # kubeadm's own preflight first, then its phases; 1.36's wait-control-plane is not run under --root (kubelet is not started).
+    assert kubeadm_calls[0].startswith(f"kubeadm init phase preflight {ignore_flag(KUBEADM_IGNORED_CHECKS_CONTROL_PLANE)} --config ")
+    assert [c.split(" --config ")[0] for c in kubeadm_calls[1:] if c.startswith("kubeadm init phase")] == [
+        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS[1:] if step != WAIT
     ]
     assert "kubelet is not started under --root" in result.stderr
     documents = list(yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text()))
@@ -167,7 +169,7 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     assert cri["max_container_log_line_size"] == 262144 and cri["cni"] == before["plugins"]["io.containerd.grpc.v1.cri"]["cni"]
     assert cri["containerd"]["runtimes"]["runc"]["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": True}
     assert cri["registry"]["config_path"] == "/etc/containerd/certs.d"
-    assert cri["sandbox_image"] == "registry.k8s.io/pause:3.10"
+    assert cri["sandbox_image"] == f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}"  # the bundle's pause
     assert (root / "etc/containerd/config.toml.airlock-backup").read_text() == original
     # containerd 2.x layout
     from installer.containerd_config import merge
@@ -187,7 +189,8 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     joined = install("join", node_bundle, keys, root, config, None, log, "--skip-phases", "images")
     assert joined.returncode == 0, joined.stderr
     calls = log.read_text().splitlines()
-    assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join --config {root}/var/lib/airlock/kubeadm/join.yaml"]
+    ignored = "--ignore-preflight-errors=IsPrivilegedUser,Swap,Port-10250"  # what airlock's own preflight checked on a worker
+    assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join {ignored} --config {root}/var/lib/airlock/kubeadm/join.yaml"]
     (join,) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
     assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.0.0.10:6443" and join["kind"] == "JoinConfiguration"
     assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
@@ -223,7 +226,9 @@ def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, t
     assert any(line.startswith("would fail: [ERROR ") for line in lines) and any(line.startswith("would stop here: ") for line in lines)
     for phase in ("verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"):
         assert f"would run phase {phase}:" in dry.stdout
-    assert "would wait up to" in dry.stdout and "/readyz" in dry.stdout
+    # 1.36: kubeadm's own wait-control-plane phase (no --config), not airlock's /readyz wait (1.33 only).
+    assert any(line.startswith("would run ") and line.endswith("kubeadm init phase wait-control-plane") for line in lines), dry.stdout
+    assert "/readyz" not in dry.stdout
     assert "initialised" not in dry.stdout + dry.stderr and "--token" not in dry.stdout + dry.stderr and "token:" not in dry.stdout
     assert not root.exists() and not (tmp_path / "log").exists()
     reset = airlock("reset", "--root", root, "--dry-run")
