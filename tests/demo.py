@@ -3,7 +3,7 @@
 1. start a local upstream (release files, GitHub-style release assets, a
    docker-registry with small real images; kubeadm/kubelet/kubectl are
    stand-ins because the real binaries cannot be fetched here)
-2. airlock keygen, airlock build (stable-1.31, amd64+arm64, flannel)
+2. airlock keygen, airlock build (stable-1.36, amd64+arm64, flannel)
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -40,11 +42,11 @@ def main() -> None:
     upstream = LocalUpstream(work / "upstream").start()
     try:
         print(f"local upstream: releases {upstream.release_url}, registry {upstream.registry.url}")
-        keys, out, cache = work / "keys", work / "k8s-stable-1.31.tar", work / "cache"
+        keys, out, cache = work / "keys", work / "k8s-stable-1.36.tar", work / "cache"
         step("keys", AIRLOCK, "keygen", "--out", str(keys), "--force")
         build = [
             # The demo node runs containerd 2.1 (Debian's): the bundle says so, and the node writes the layout 2.1 reads.
-            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.31", "--arch", "amd64,arm64", "--containerd-version", "2.1",
+            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.36", "--arch", "amd64,arm64", "--containerd-version", "2.1",
             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(cache), *upstream.build_flags(),
         ]
         step("build", *build)
@@ -53,7 +55,7 @@ def main() -> None:
         layout = work / "unpacked"
         layout.mkdir(exist_ok=True)
         step("unpack", "tar", "-xf", str(out), "-C", str(layout))
-        step("skopeo", "skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout / 'images'}:registry.k8s.io/kube-apiserver:v1.31.4")
+        step("skopeo", "skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout / 'images'}:registry.k8s.io/kube-apiserver:v1.36.4")
         step("warm rebuild", *build)
         install(work, out, keys)
     finally:
@@ -109,7 +111,9 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
             step("containerd 2.1.9 started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
             step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
             step("images in containerd", *ctr, "images", "ls", "-q")
-            step("a container from a bundle image", *ctr, "run", "--rm", "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+            with tarfile.open(bundle) as archive:
+                pause = f"registry.k8s.io/pause:{json.load(archive.extractfile('bundle.json'))['components']['pause']}"
+            step("a container from a bundle image", *ctr, "run", "--rm", pause, "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
             print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
             print((work / "standin-calls.log").read_text())
             print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")
