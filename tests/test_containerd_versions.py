@@ -17,8 +17,8 @@ import pytest
 
 from builder import artifacts
 from bundle.containerd import SUPPORTED, config_version, minor_of
+from installer.containerd_release import release_in
 from installer.node import NodeError
-from installer.phases.runtime import version_output
 from tests.conftest import airlock_node, build, require
 from tests.containerd import sid_programs
 
@@ -68,11 +68,12 @@ def test_the_real_containerds_answers_name_their_layout():
     require("containerd")
     answers = {"debian-12": subprocess.run(["containerd", "--version"], capture_output=True, text=True, check=True).stdout,
                "sid": subprocess.run([sid_programs() / "containerd", "--version"], capture_output=True, text=True, check=True).stdout}  # fmt: skip
-    assert minor_of(version_output(answers["debian-12"])) == (1, 6) and config_version(version_output(answers["debian-12"])) == 2
-    assert minor_of(version_output(answers["sid"])) == (2, 1) and config_version(version_output(answers["sid"])) == 3
-    assert version_output("containerd github.com/containerd/containerd/v2 v2.3.4 db8809540e1a7a9da5d518876894933ff55692ab\n") == "2.3.4"
-    with pytest.raises(NodeError, match="names no release"):
-        version_output("containerd: command not found\n")
+    assert minor_of(release_in(answers["debian-12"])) == (1, 6) and config_version(release_in(answers["debian-12"])) == 2
+    assert minor_of(release_in(answers["sid"])) == (2, 1) and config_version(release_in(answers["sid"])) == 3
+    assert release_in("containerd github.com/containerd/containerd/v2 v2.3.4 db8809540e1a7a9da5d518876894933ff55692ab\n") == "2.3.4"
+    assert release_in("ctr github.com/containerd/containerd/v2 2.1.9+unknown\n") == "2.1.9+unknown"
+    with pytest.raises(NodeError, match="names no containerd release"):
+        release_in("containerd: command not found\n")
 
 
 @pytest.mark.parametrize("written_for, applied", [("1.7.34", True), ("2.1.9", False)])
@@ -117,7 +118,7 @@ def test_on_a_node_its_own_containerd_decides_the_layout(node_bundle, keys, tmp_
     programs = sid_programs() if runtime == "sid" else None
     path = f"{programs}:{os.environ['PATH']}" if programs else os.environ["PATH"]
     binary = shutil.which("containerd", path=path)
-    release = version_output(subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout)
+    release = release_in(subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout)
     config = tmp_path / "node.yaml"
     config.write_text(json.dumps({"nodeName": "cp1", "registry": {"listen": "127.0.0.1:5000"}}))
     result = airlock_node("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--config", config, "--dry-run", env={"PATH": path})

@@ -20,15 +20,15 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from bundle.containerd import ContainerdVersionError, minor_of
+from bundle.containerd import minor_of
 from bundle.oci import INDEX_TYPES, MAX_MANIFEST_BYTES
+from installer.containerd_release import ask
 from installer.listeners import Listener, listeners_on, parent_pids
 from installer.node import NodeError
 from installer.phases import Context, Phase
@@ -115,18 +115,7 @@ def pull_flags(ctr: str) -> list[str]:
     """containerd 2.x's ctr pulls through the daemon's transfer service and, unless told `--skip-metadata`, fetches
     the manifest of every platform in an index (cmd/ctr/commands/images/pull.go, v2.0.0 to v2.3.4); a bundle carries
     only its platforms' blobs, so 2.x is told. 1.x's ctr fetches the node's platform only and has no such flag."""
-    try:
-        answer = subprocess.run([ctr, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise NodeError(f"{ctr} --version did not answer ({error}); is containerd's client installed?") from None
-    words = answer.split()
-    try:
-        major = minor_of(words[2])[0] if len(words) >= 3 else None
-    except ContainerdVersionError:
-        major = None
-    if major is None:
-        raise NodeError(f"{ctr} --version answered {answer.strip()[:200]!r}, which names no containerd release")
-    return ["--skip-metadata"] if major >= 2 else []
+    return ["--skip-metadata"] if minor_of(ask(ctr)) >= (2, 0) else []
 
 
 def run(context: Context) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
+from bundle.containerd import SUPPORTED, is_supported
 from bundle.reference import ImageRef
 from installer.containerd_config import hosts_toml, merge
+from installer.containerd_release import ask
 from installer.node import NodeError
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
@@ -98,19 +98,6 @@ def apply_kernel_settings(host) -> None:
             raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
 
 
-def version_output(text: str) -> str:
-    """The release from `containerd --version`: `containerd github.com/containerd/containerd/v2 v2.3.4 <commit>`,
-    or a distribution's `... 1.6.20~ds1 1.6.20~ds1-1+deb12u3` / `... 2.1.9+unknown`."""
-    words = text.split()
-    if len(words) >= 3 and words[0] == "containerd":
-        try:
-            minor_of(words[2])
-            return words[2].lstrip("v")
-        except ContainerdVersionError:
-            pass
-    raise NodeError(f"containerd --version answered {text.strip()[:200]!r}, which names no release; cannot tell which config.toml layout it reads")
-
-
 def runtime_release(context: Context) -> tuple[str, str]:
     """The containerd release that will read config.toml, and where that was learnt.
 
@@ -121,12 +108,8 @@ def runtime_release(context: Context) -> tuple[str, str]:
     if context.paths.root == Path("/"):
         program = shutil.which("containerd")
         if program:
-            try:
-                # Read-only, so it runs in --dry-run as well: the plan must name the layout it would write.
-                answer = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                raise NodeError(f"{program} --version did not answer ({error}); cannot tell which config.toml layout it reads") from None
-            return version_output(answer.stdout), program
+            # Asked in --dry-run as well: the plan must name the layout it would write.
+            return ask(program), program
     bundled = context.manifest.components.get("containerd")
     if not bundled:
         raise NodeError("bundle.json names no containerd release and the node has none to ask; rebuild the bundle with this airlock")
