@@ -17,15 +17,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from tests.upstream import LocalUpstream
+from tests.upstream import COMPONENT_IMAGES, LocalUpstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -111,9 +109,7 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
             step("containerd 2.1.9 started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
             step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
             step("images in containerd", *ctr, "images", "ls", "-q")
-            with tarfile.open(bundle) as archive:
-                pause = f"registry.k8s.io/pause:{json.load(archive.extractfile('bundle.json'))['components']['pause']}"
-            step("a container from a bundle image", *ctr, "run", "--rm", pause, "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+            step("a container from a bundle image", *ctr, "run", "--rm", f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
             print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
             print((work / "standin-calls.log").read_text())
             print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")
