@@ -160,7 +160,7 @@ class Builder:
         self.progress = progress
         self.cache_dir = Path(options.cache_dir or default_cache_dir())
         self.store = BlobStore(self.cache_dir)
-        self.http = Http(progress, options.retry)
+        self.http = Http(progress, options.retry, plain_http_hint="give that server as http:// in --release-url, --github-url or --registry-mirror")
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")

