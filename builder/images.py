@@ -196,6 +196,9 @@ class RegistryClients:
         def send(method: str, url: str, headers: dict, stream: bool, data=None) -> requests.Response:
             try:
                 return raw(client, url, method, headers=dict(headers), stream=stream, data=data)
+            except RecursionError:
+                # oras-py reads token answers with response.json(): a hostile one nests too deeply for the parser.
+                raise FetchError(f"{url}: the registry's answer nests JSON too deeply to be a registry's; refusing it") from None
             except (ValueError, oras.auth.AuthenticationException) as error:
                 # oras-py raises these when a 401/403 challenge cannot be answered.
                 raise FetchError(
@@ -294,7 +297,7 @@ class ImageCopier:
             digest = self.store.put_bytes(data)
             if expected and expected != digest:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {digest}")
-        return digest, data, media_type_of(_json(data, f"{ref} manifest {digest}"))
+        return digest, data, media_type_of(_json(data, f"{url}: the {ref} manifest {digest}"))
 
     def _select(self, ref: ImageRef, index: dict) -> list[dict]:
         chosen = []

@@ -279,6 +279,7 @@ class HostileRegistry:
         self.breaks: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.slow: str | None = None
+        self.answers: dict[str, bytes] = {}  # "tags/list" or "manifests" -> the body served instead
         self.redirect = False  # blobs answered with 307 to /storage/<digest>, which refuses any Authorization
         self.log: list[tuple[str, str]] = []
         self.sent: dict[str, int] = {}
@@ -294,9 +295,10 @@ class HostileRegistry:
                 registry.log.append((self.path, self.headers.get("Range") or ""))
                 prefix = f"/v2/{REPOSITORY}/"
                 if self.path == prefix + "tags/list":
-                    return self.answer(200, json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode())
+                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode()
+                    return self.answer(200, registry.answers.get("tags/list", tags))
                 if self.path == prefix + f"manifests/{registry.artifact.tag}":
-                    return self.answer(200, registry.artifact.data, "application/vnd.oci.image.manifest.v1+json")
+                    return self.answer(200, registry.answers.get("manifests", registry.artifact.data), "application/vnd.oci.image.manifest.v1+json")
                 digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
                 if registry.redirect and digest:
                     self.send_response(307)
@@ -397,6 +399,18 @@ def test_plain_http_needs_insecure(hostile, keys, tmp_path):
     registry = hostile()
     result = join_from(registry.url, keys, tmp_path / "root", tmp_path)
     assert result.returncode == 1 and "--insecure" in result.stderr and not registry.log
+
+
+@pytest.mark.parametrize("answer, words", [("tags/list", "not a tag list"), ("manifests", "not an airlock bundle artifact")])
+def test_a_registry_answering_deeply_nested_json_is_refused_in_one_line(answer, words, hostile, keys, tmp_path):
+    registry = hostile()
+    registry.answers[answer] = b"[" * 100000 + b"]" * 100000  # past the JSON parser's recursion limit, under the size caps
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("airlock: error:")]
+    assert f"{registry.url}/v2/{REPOSITORY}/" in line and words in line
+    assert nothing_outside_staging(root)
 
 
 @pytest.mark.parametrize("change", ["signature", "bundle.json"])

@@ -9,6 +9,7 @@ a release that does not exist) and reads what it prints.
 from __future__ import annotations
 
 import ssl
+import threading
 
 import pytest
 
@@ -82,3 +83,67 @@ def test_every_exception_behind_a_tls_failure_is_walked_without_tripping_on_stri
     outer.__cause__ = verify
     assert list(causes(outer)) == [outer, verify]
     assert tls_failure(outer) is verify and not unresolvable(outer)
+
+
+class NestingRegistry:
+    """A registry front whose answers nest JSON 100 000 deep: manifests, or the token its Bearer challenge points at."""
+
+    NESTED = b"[" * 100000 + b"]" * 100000
+
+    def __init__(self, where: str):
+        import http.server
+
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.do_GET()
+
+            def do_GET(self):
+                if where == "token" and self.path.startswith("/token"):
+                    return self.answer(200, front.NESTED)
+                if where == "token" and not self.headers.get("Authorization"):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", f'Bearer realm="{front.url}/token",service="nesting"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if "/manifests/" in self.path:
+                    return self.answer(200, front.NESTED, "application/vnd.oci.image.index.v1+json")
+                return self.answer(404, b"{}")
+
+            def answer(self, status, body, content_type="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("where", ["manifests", "token"])
+def test_build_from_a_registry_answering_deeply_nested_json_fails_in_one_line(where, upstream, keys, tmp_path):
+    registry = NestingRegistry(where)
+    try:
+        flags = upstream.build_flags()
+        flags[flags.index(f"registry.k8s.io={upstream.registry.url}")] = f"registry.k8s.io={registry.url}"
+        result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+                         "--cache-dir", tmp_path / "cache", *flags)
+    finally:
+        registry.close()
+    assert_one_line(result, registry.url, "nests" if where == "token" else "manifest")
+    assert not (tmp_path / "k8s.tar").exists()
