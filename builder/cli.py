@@ -44,7 +44,11 @@ def keygen(
         key_path, pub_path = sign.generate(out, algorithm, force)
     except AirlockError as error:
         fail(error)
+    from bundle.trust import parse_public_key
+
+    fingerprint = parse_public_key(pub_path.read_bytes(), str(pub_path)).key_id
     typer.echo(f"wrote {key_path} (private, mode 0600) and {pub_path} (give this one to the nodes)")
+    typer.echo(f"fingerprint {fingerprint} (what `airlock inspect` shows as the signer; compare it by a second channel)")
 
 
 # Flags that --config build.yaml may also set, with the BuildOptions field each fills.
