@@ -334,7 +334,7 @@ def push(
 def diff_command(
     old: Annotated[Path, typer.Argument(help="The older bundle (or its bundle.json).")],
     new: Annotated[Path, typer.Argument(help="The newer bundle (or its bundle.json).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
 ) -> None:
     """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
     import json

@@ -105,7 +105,7 @@ def verify(
 @app.command()
 def inspect(
     bundle: Annotated[Path, typer.Argument(help="The bundle to describe.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
     key: Annotated[Optional[list[Path]], typer.Option("--key", help="Also check the signature against this key.")] = None,
 ) -> None:
     """Show what a bundle holds: versions, platforms, files, images, sizes and signer.
@@ -350,19 +350,21 @@ def upgrade(
 
 @app.command()
 def phases() -> None:
-    """List the installer's phases in the order they run."""
-    from installer.phases import init_phases, join_phases, phases_for
+    """List the phases of init, join and upgrade, each in the order it runs them.
 
-    for phase in init_phases():
-        typer.echo(f"{phase.name:<16} {phase.description}")
-        for step in phase.steps:
-            typer.echo(f"  {step}")
-    known = {p.name for p in init_phases()}
-    for command, listed in (("join", join_phases()), ("upgrade", phases_for("upgrade"))):
+    Example: airlock-node phases
+    """
+    from installer.phases import phases_for
+
+    for command in ("init", "join", "upgrade"):
+        listed = phases_for(command)
+        typer.echo(f"{command}: {' -> '.join(phase.name for phase in listed)}")
         for phase in listed:
-            if phase.name not in known:
-                known.add(phase.name)
-                typer.echo(f"{phase.name:<16} ({command}) {phase.description}")
+            typer.echo(f"  {phase.name:<16} {phase.description}")
+            for step in phase.steps:
+                typer.echo(f"    {step}")
+        if command != "upgrade":
+            typer.echo("")
 
 
 @app.command()
