@@ -53,9 +53,26 @@ def usage_error(message: str) -> None:
     raise typer.Exit(2)
 
 KeyOption = Annotated[
-    list[Path],
-    typer.Option("--key", help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable."),
+    Optional[list[Path]],
+    typer.Option(
+        "--key",
+        help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable.",
+        show_default="the node's kept keys in /etc/airlock/trusted-keys",
+    ),
 ]
+
+
+def trusted_keys(key: Optional[list[Path]], root: Path):
+    """The keys a command trusts: those given with --key, else the ones this node kept after its first install."""
+    from bundle.trust import load_trusted_keys
+    from installer.trusted import TRUSTED_KEYS, kept_keys
+
+    if key:
+        return load_trusted_keys(key)
+    kept = kept_keys(root)
+    if not kept:
+        usage_error(f"no trusted key: pass --key PUB (after the first install the node keeps it in {TRUSTED_KEYS}, and later commands need none)")
+    return kept
 
 
 # Node commands write system files and directories: none may come out group- or world-writable because of the
@@ -71,19 +88,21 @@ def fail(error: Exception) -> None:
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst), or a split bundle's parts list or first part.")],
-    key: KeyOption,
+    key: KeyOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    root: Annotated[Path, typer.Option("--root", help="Read the kept trusted keys under this directory instead of / (a node installed with --root).")] = Path("/"),
 ) -> None:
     """Check the signature first, then every member's size and sha256, in one streaming pass.
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
+
+    Example: airlock-node verify k8s.tar --key airlock.pub
     """
     from bundle.meter import ByteMeter
-    from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
 
     try:
-        keys = load_trusted_keys(key)
+        keys = trusted_keys(key, root)
         from bundle.parts import total_size
 
         with ByteMeter(total_size(bundle), "verify", quiet) as advance:
@@ -187,12 +206,11 @@ def _remote(source: Source, config):
     return RegistrySource(origin, ca, source.tag), config
 
 
-def _install(command: str, source: Source, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
+def _install(command: str, source: Source, key: Optional[list[Path]], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
              kubeconfig: Optional[Path] = None) -> None:
     import platform
 
-    from bundle.trust import load_trusted_keys
     from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
     from installer.phases.preflight import check_name_known, check_names
@@ -204,7 +222,7 @@ def _install(command: str, source: Source, key: list[Path], root: Path, dry_run:
     known_phases = [phase.name for phase in phases_for(command)]
     unknown = sorted(skip - set(known_phases))
     if unknown:
-        usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock {command}`; its phases: {', '.join(known_phases)}")
+        usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock-node {command}`; its phases: {', '.join(known_phases)}")
     if "verify" in skip:
         usage_error("the verify phase cannot be skipped")
     ignored = [name.strip() for name in ignore_preflight_errors.split(",") if name.strip()]
@@ -223,7 +241,7 @@ def _install(command: str, source: Source, key: list[Path], root: Path, dry_run:
             command=command,
             bundle=source.bundle,
             remote=remote,
-            keys=load_trusted_keys(key),
+            keys=trusted_keys(key, root),
             paths=paths,
             host=host,
             config=node_config,
@@ -267,8 +285,8 @@ TagOption = Annotated[Optional[str], typer.Option("--tag", help="With --from: th
 
 @app.command()
 def init(
-    key: KeyOption,
     bundle: BundleArgument = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -293,8 +311,8 @@ def init(
 
 @app.command()
 def join(
-    key: KeyOption,
     bundle: BundleArgument = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -319,8 +337,8 @@ def join(
 
 @app.command()
 def upgrade(
-    key: KeyOption,
     bundle: Annotated[Optional[Path], typer.Argument(help="A full or delta bundle newer than the installed one (or use --from).")] = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -489,4 +507,4 @@ def registry_cert(
 
 
 def main() -> None:
-    app()
+    app(prog_name="airlock-node")

@@ -30,6 +30,10 @@ class NodeError(AirlockError):
     """A node step failed; the message says which and what to do."""
 
 
+class NothingToDo(Exception):
+    """The node already is where the command would take it: the message says so, and the command exits 0."""
+
+
 @dataclass(frozen=True)
 class KubeletSettings:
     cgroup_driver: str = "systemd"
@@ -140,19 +144,25 @@ class Host:
     dry_run = False
 
     def __init__(self, paths: Paths, echo=None):
+        from installer.ledger import Ledger
+
         self.paths = paths
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        # Every path made or replaced outside the state directory is noted first, for `reset`.
+        self.ledger = Ledger(paths.root, paths.state_dir)
 
     def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
         """Write a small file atomically; False when it already held exactly this (nothing changed)."""
         data = data.encode() if isinstance(data, str) else data
         if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
             return False
+        self.ledger.note(path)
         write_atomic(path, data, mode)
         return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
+        self.ledger.note(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.airlock-new")
         with open(temporary, "wb") as handle:
@@ -187,8 +197,9 @@ class Host:
     def enable_service(self, name: str, start: bool) -> None:
         """Enable a systemd unit (a wants/ link, so it works under --root too); start it when asked."""
         link = self.paths(f"/etc/systemd/system/multi-user.target.wants/{name}")
-        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
+            self.ledger.note(link)
+            link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(f"/etc/systemd/system/{name}")
         if start:
             self.run(["systemctl", "daemon-reload"])

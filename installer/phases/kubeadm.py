@@ -131,10 +131,11 @@ def join_hint(context: Context, values: dict[str, str]) -> None:
 def run_join(context: Context) -> None:
     ensure_staged(context)
     config = context.config
-    if not config.token or not config.ca_cert_hashes or not config.control_plane_endpoint:
-        raise NodeError("join needs controlPlaneEndpoint, token and caCertHashes in --config node.yaml (printed by airlock init)")
-    if context.control_plane and not config.certificate_key:
-        raise NodeError("a control-plane join needs certificateKey in node.yaml (printed by airlock init)")
+    from installer.phases.preflight import join_fields
+
+    lacking = join_fields(context)  # preflight stopped on this already, unless it was skipped
+    if lacking:
+        raise NodeError(lacking)
     facts = node_facts(context)
     documents = kubeadm_config.join_documents(config, facts, context.control_plane)
     rendered = kubeadm_config.dump(documents, f"Written by airlock for Kubernetes {facts.version}")

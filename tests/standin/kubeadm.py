@@ -332,6 +332,11 @@ def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int
     if parsed.path == ("version",):
         print_version(parsed, version, arch)
         return 0
+    if parsed.path == ("token", "create"):
+        from tests.standin.kubeadm_token import token_create
+
+        print(token_create(parsed.flags, parsed.args, Refused))
+        return 0
     check_config(parsed, version)
     if parsed.path[:1] == ("upgrade",) and parsed.path[1:2] in (("apply",), ("node",)) and os.environ.get("AIRLOCK_STANDIN_SLEEP"):
         time.sleep(float(os.environ["AIRLOCK_STANDIN_SLEEP"]))
