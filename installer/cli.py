@@ -403,6 +403,133 @@ def reset(
         fail(error)
 
 
+@app.command()
+def status(
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
+    root: Annotated[Path, typer.Option("--root", help="Read the node installed under this directory instead of / (a node installed with --root).")] = Path("/"),
+    containerd_address: Annotated[str, typer.Option("--containerd-address", help="containerd socket to ask which images it holds.")] = "/run/containerd/containerd.sock",
+) -> None:
+    """Show what this node runs and whether it is in order: the installed bundle (name, serial, version, signer, expiry),
+    a run in progress, the registry's health, the bundle's images in containerd (pinned), and whether it is a control plane.
+
+    Reads only; changes nothing. Exit 0 when it could read the node, whatever it found.
+
+    Example: airlock-node status --output json
+    """
+    from installer.node import Paths
+    from installer.status import ctr_command, gather, render, to_json
+
+    if output not in ("text", "json"):
+        usage_error(f"--output {output!r}: choose text or json")
+    paths = Paths(root)
+    try:
+        found = gather(paths, ctr_command(containerd_address))
+    except AirlockError as error:
+        fail(error)
+    typer.echo(to_json(found) if output == "json" else render(found, paths))
+
+
+token_app = typer.Typer(help="Bootstrap tokens: a fresh way in for another node.", no_args_is_help=True, **PLAIN)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    control_plane: Annotated[
+        bool, typer.Option("--control-plane", help="Also upload the control-plane certificates again and print the certificate key a joining control plane needs.")
+    ] = False,
+    root: Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (a node installed with --root).")] = Path("/"),
+) -> None:
+    """Print what a node needs to join this cluster now: a new bootstrap token (valid 24 h), the CA hash and the endpoint,
+    as node.yaml fields and as kubeadm's own join command. Run it on a control plane.
+
+    With --control-plane (on the first control plane) the certificates are uploaded again under a fresh
+    certificate key (valid 2 h), which is printed as certificateKey.
+
+    Example: airlock-node token create --control-plane
+    """
+    from installer.jointoken import create
+    from installer.node import Host, Paths
+
+    os.umask(NODE_UMASK)
+    paths = Paths(root)
+    try:
+        join = create(paths, Host(paths), control_plane)
+    except AirlockError as error:
+        fail(error)
+    typer.echo("# node.yaml of the joining node (add its nodeName and anything else it needs):")
+    typer.echo(join.node_yaml(), nl=False)
+    typer.echo(f"# then on that node: airlock-node join k8s.tar --key airlock.pub --config node.yaml{' --control-plane' if control_plane else ''}")
+    typer.echo(f"# the token is valid for 24 h{'; the certificate key for 2 h' if control_plane else ''}. kubeadm's own form:")
+    typer.echo(f"# {join.kubeadm()}")
+
+
+trust_app = typer.Typer(help="The keys this node trusts (/etc/airlock/trusted-keys), so commands here need no --key.", no_args_is_help=True, **PLAIN)
+app.add_typer(trust_app, name="trust")
+TrustRootOption = Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (a node installed with --root).")]
+
+
+@trust_app.command("list")
+def trust_list(root: TrustRootOption = Path("/")) -> None:
+    """List the trusted keys: fingerprint, algorithm and file.
+
+    Example: airlock-node trust list
+    """
+    from installer.trusted import TRUSTED_KEYS, kept_keys
+
+    try:
+        keys = kept_keys(root)
+    except AirlockError as error:
+        fail(error)
+    if not keys:
+        typer.echo(f"no trusted keys in {TRUSTED_KEYS}; the first install with --key keeps its keys there", err=True)
+    for key in keys:
+        typer.echo(f"{key.key_id}  {key.algorithm:<10}  {key.origin}")
+
+
+@trust_app.command("add")
+def trust_add(
+    key: Annotated[list[Path], typer.Argument(help="Public key file(s) (PEM), e.g. a new signing key's airlock.pub.")],
+    root: TrustRootOption = Path("/"),
+) -> None:
+    """Trust another key (e.g. before bundles signed by a new key arrive). Compare its fingerprint with the signer's first.
+
+    Example: airlock-node trust add airlock-2027.pub
+    """
+    from bundle.trust import load_trusted_keys
+    from installer.trusted import TRUSTED_KEYS, keep
+
+    os.umask(NODE_UMASK)
+    try:
+        given = load_trusted_keys(key)
+        added = keep(root, given)
+    except AirlockError as error:
+        fail(error)
+    for item in given:
+        typer.echo(f"{'now trusting' if item in added else 'already trusted'} {item.key_id} ({item.origin}) in {TRUSTED_KEYS}")
+
+
+@trust_app.command("remove")
+def trust_remove(
+    fingerprint: Annotated[str, typer.Argument(help="The key's fingerprint, sha256:HEX as `trust list` shows it (a unique prefix of 8 digits or more will do).")],
+    root: TrustRootOption = Path("/"),
+) -> None:
+    """Stop trusting a key (e.g. the old one, once every node runs a bundle signed by the new one).
+
+    Example: airlock-node trust remove sha256:3f9a0c12
+    """
+    from installer.trusted import kept_keys, remove
+
+    try:
+        removed = remove(root, fingerprint)
+        left = kept_keys(root)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"no longer trusting {removed.key_id} ({removed.algorithm})")
+    if not left:
+        typer.echo("no trusted key is left: the next install here needs --key", err=True)
+
+
 store_app = typer.Typer(help="The node's content store under /var/lib/airlock/store.", no_args_is_help=True, **PLAIN)
 app.add_typer(store_app, name="store")
 
