@@ -98,14 +98,14 @@ def verify(
 
     Example: airlock-node verify k8s.tar --key airlock.pub
     """
-    from bundle.meter import ByteMeter
     from bundle.verify import verify_bundle
+    from installer.progress import ProgressLines
 
     try:
         keys = trusted_keys(key, root)
         from bundle.parts import total_size
 
-        with ByteMeter(total_size(bundle), "verify", quiet) as advance:
+        with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
