@@ -23,6 +23,7 @@ from builder.sbom import spdx_document
 from builder.sidecars import write_sidecars
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
+from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
 from bundle.reference import ImageRef
@@ -416,8 +417,10 @@ def copy_atomic(source: BinaryIO, path: Path, mode: int) -> None:
             shutil.copyfileobj(source, handle, 1 << 20)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            raise no_space(path.parent) from None
         raise
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from builder.progress import Progress
 from builder.sign import SigningKey
 from builder.split import RollingFile, Written
+from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import TarWriter
@@ -53,6 +54,16 @@ def pack(
 ) -> Packed:
     """write_bundle, and: with `split`, write parts of at most that many bytes (`output.part001`, …) instead of
     `output`; with `hashed` (implied by `split`), also hash what is written, for a parts list or sidecars."""
+    try:
+        return _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        # The partial bundle (or its parts) is already removed; say where and how much it needs.
+        raise no_space(output.parent, manifest.carried_size) from None
+
+
+def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) -> Packed:
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)

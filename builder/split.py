@@ -24,7 +24,7 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.sign import SigningKey
-from bundle.errors import AirlockError
+from bundle.errors import NO_SPACE, AirlockError, no_space
 from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
 from bundle.store import write_atomic
 
@@ -327,8 +327,10 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
 
                 verified = verify_stream(_Tee(source, rolling), [trusted], sink=lambda entry: _Keep() if entry.path == "sbom.spdx.json" else None)
         written = rolling.finish()
-    except BaseException:
+    except BaseException as error:
         rolling.abort()
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            raise no_space(out_dir, bundle.stat().st_size) from None
         raise
     return Split(written, write_parts_list(output, written, part_size, key), verified, bytes(sbom) if verified else None)
 
@@ -353,8 +355,10 @@ def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Wr
         if digest.hexdigest() != listing.sha256:
             raise BuildError(f"{listing_path.name}: the joined parts hash to {digest.hexdigest()}, not the listed {listing.sha256}")
         os.replace(temporary, output)
-    except (AirlockError, OSError, KeyboardInterrupt):
+    except (AirlockError, OSError, KeyboardInterrupt) as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            raise no_space(output.parent, listing.size) from None
         raise
     finally:
         reader.close()

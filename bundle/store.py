@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from bundle.errors import StoreError
+from bundle.errors import NO_SPACE, StoreError, no_space
 from bundle.manifest import canonical_json, is_digest
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -230,7 +230,16 @@ class PartialBlob:
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._handle.write(data)
+        try:
+            self._handle.write(data)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            # A full disk: what this write left would only keep it full. Drop it (a rerun fetches it again).
+            self._handle.close()
+            self._handle = None
+            self.discard()
+            raise no_space(self._store.root) from None
         if self._hashed:
             self._hash.update(data)
         self.size += len(data)

@@ -121,7 +121,7 @@ class Ledger:
             elif kind == REPLACED and self._original(entry) is not None:
                 echo(f"{'would restore' if dry_run else 'restoring'} {path} (as it was before airlock)")
                 if not dry_run:
-                    os.replace(self._original(entry), path)
+                    restore(self._original(entry), path)
             elif kind in (CREATED, REPLACED) and (path.is_symlink() or path.exists()):
                 echo(f"{'would remove' if dry_run else 'removing'} {path}")
                 if not dry_run:
@@ -135,3 +135,14 @@ class Ledger:
             shutil.rmtree(self.originals, ignore_errors=True)
             self.file.unlink(missing_ok=True)
             self._entries = {}
+
+
+def restore(kept: Path, path: Path) -> None:
+    """Put a kept original back at `path`: copied beside it (the state directory may be another file system), then renamed."""
+    temporary = path.with_name(f".{path.name}.airlock-restore")
+    temporary.unlink(missing_ok=True)
+    if kept.is_symlink():
+        temporary.symlink_to(os.readlink(kept))
+    else:
+        shutil.copy2(kept, temporary)
+    os.replace(temporary, path)

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import yaml
 
-from bundle.errors import AirlockError
+from bundle.errors import NO_SPACE, AirlockError, no_space
 from bundle.store import write_atomic
 
 
@@ -157,22 +157,37 @@ class Host:
         if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
             return False
         self.ledger.note(path)
-        write_atomic(path, data, mode)
+        try:
+            write_atomic(path, data, mode)
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise no_space(path.parent, len(data)) from None
+            raise
         return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
-        """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
+        """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place.
+
+        The temporary is made new (never through a link), root's alone until it has its mode, and gone on any failure.
+        """
         self.ledger.note(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.airlock-new")
-        with open(temporary, "wb") as handle:
-            if isinstance(source, Path):
-                with open(source, "rb") as reader:
-                    shutil.copyfileobj(reader, handle, 1 << 20)
-            else:
-                shutil.copyfileobj(source, handle, 1 << 20)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
+        temporary.unlink(missing_ok=True)
+        try:
+            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as handle:
+                if isinstance(source, Path):
+                    with open(source, "rb") as reader:
+                        shutil.copyfileobj(reader, handle, 1 << 20)
+                else:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in NO_SPACE:
+                raise no_space(path.parent) from None
+            raise
 
     def run(
         self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None, binary: bool = False

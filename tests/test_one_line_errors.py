@@ -8,12 +8,18 @@ a release that does not exist) and reads what it prints.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import ssl
+import subprocess
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import airlock
+from tests.conftest import airlock, build
 from tests.upstream import FileServer
 
 
@@ -147,3 +153,81 @@ def test_build_from_a_registry_answering_deeply_nested_json_fails_in_one_line(wh
         registry.close()
     assert_one_line(result, registry.url, "nests" if where == "token" else "manifest")
     assert not (tmp_path / "k8s.tar").exists()
+
+
+@contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of `size` at `path` (another file system than the cache's: a USB stick or a DVD staging area stands in)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def used(path: Path) -> int:
+    return shutil.disk_usage(path).used
+
+
+def test_a_bundle_written_to_another_file_system_than_the_cache(upstream, keys, tmp_path):
+    """The cache on this disk, the bundle (whole, split, or split afterwards) on a tmpfs: copy_file_range cannot cross, a plain copy does."""
+    pub = keys["ed25519"] / "airlock.pub"
+    with tmpfs(tmp_path / "media", "256m") as media:
+        whole = build(upstream, keys, media / "k8s.tar", "v1.31.4", tmp_path / "cache", check=True)
+        assert "Traceback" not in whole.stderr
+        airlock("verify", media / "k8s.tar", "--key", pub, check=True)
+        build(upstream, keys, media / "split" / "k8s.tar", "v1.31.4", tmp_path / "cache", "--split", "4M", check=True)
+        airlock("verify", media / "split" / "k8s.parts.json", "--key", pub, check=True)
+        local = tmp_path / "local" / "k8s.tar"
+        build(upstream, keys, local, "v1.31.4", tmp_path / "cache", check=True)
+        airlock("split", local, "--size", "4M", "--sign-key", keys["ed25519"] / "airlock.key", "--out-dir", media / "again", check=True)
+        airlock("verify", media / "again" / "k8s.parts.json", "--key", pub, check=True)
+
+
+def test_a_full_output_disk_on_the_build_host_is_one_line_and_leaves_nothing(upstream, keys, tmp_path):
+    with tmpfs(tmp_path / "small", "4m") as small:
+        result = build(upstream, keys, small / "k8s.tar", "v1.31.4", tmp_path / "cache")
+        line = assert_one_line(result, f"{small}: no space left on the device", "needs about", "MiB there", "what was written is removed")
+        assert list(small.iterdir()) == [], line
+        assert used(small) < (1 << 20)
+
+
+def test_a_full_cache_disk_on_the_build_host_is_one_line_and_drops_the_partial_download(upstream, keys, tmp_path):
+    with tmpfs(tmp_path / "cache", "3m") as cache:
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", cache)
+        assert_one_line(result, f"{cache}: no space left on the device")
+        assert not (tmp_path / "k8s.tar").exists()
+        partials = cache / ".partial"
+        assert not partials.exists() or all(path.stat().st_size == 0 for path in partials.iterdir())
+
+
+def test_a_full_disk_on_the_node_leaves_the_installed_bundle_and_free_space_as_they_were(upstream, node_bundle, keys, tmp_path):
+    from tests.test_install import install, node_config
+    from tests.upstream import free_port
+
+    # A newer bundle with one large image: it cannot fit beside the installed one.
+    tag = upstream.factory.make("registry.k8s.io/airlock-test/large:v1", ("amd64",), payload_bytes=24 << 20)
+    upstream.factory.push(tag, upstream.registry, "airlock-test/large", "v1")
+    larger = tmp_path / "larger.tar"
+    build(upstream, keys, larger, "v1.31.4", tmp_path / "cache", "--serial", "9999999999", "--image", "registry.k8s.io/airlock-test/large:v1", check=True)
+    with tmpfs(tmp_path / "node", "96m") as root:
+        config = node_config(tmp_path, free_port())
+        first = install("init", node_bundle, keys, root, config, None, tmp_path / "log", "--skip-phases", "images,kubeadm-init,cni")
+        assert first.returncode == 0, first.stderr
+        subprocess.run(["mount", "-o", f"remount,size={(used(root) >> 20) + 12}m", str(root)], check=True)
+        before_files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+        before_installed = json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]
+        before_used = used(root)
+        result = install("upgrade", larger, keys, root, config, None, tmp_path / "log", "--skip-phases", "images,kubeadm-upgrade,kubelet-upgrade")
+        assert_one_line(result, f"phase unpack: {root}/var/lib/airlock: no space left on the device", "needs about")
+        # What is installed is as it was (the journal records the upgrade's run, so that a rerun resumes after space is freed).
+        assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"] == before_installed
+        assert [p for p in sorted(str(p.relative_to(root)) for p in root.rglob("*")) if not p.startswith("var/lib/airlock/staging")] == [
+            p for p in before_files if not p.startswith("var/lib/airlock/staging")
+        ]
+        assert used(root) <= before_used + (1 << 20), "the run's staged bytes are removed: the disk is not left full"
+        status = airlock("status", "--root", root, check=True).stdout
+        assert "installed    airlock serial" in status and "9999999999" not in status

@@ -154,13 +154,9 @@ def disk_findings(context: Context) -> Iterator[tuple[str, str]]:
     while not target.exists():
         target = target.parent
     free = shutil.disk_usage(target).free
-    if context.remote is not None:
-        from installer.remote import needed_members
+    from installer.phases.unpack import space_needed
 
-        size = sum(entry.size for entry in needed_members(context.manifest, context.arch))
-    else:
-        size = context.bundle.stat().st_size
-    needed = int(size * 1.2) + (512 << 20)
+    needed = space_needed(context)
     if free < needed:
         yield "disk-space", f"{target} has {free >> 20} MiB free; unpacking this bundle needs about {needed >> 20} MiB"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundle.artifact import store_artifact
-from bundle.errors import BundleError
+from bundle.errors import NO_SPACE, BundleError, NoSpaceError, no_space
 from bundle.manifest import FileEntry
 from bundle.store import CHUNK, BlobStore, make_dirs, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
@@ -79,10 +79,31 @@ def run(context: Context) -> None:
     make_dirs(staging)
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
-    manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
-    (staging / "bundle.json").write_bytes(manifest_bytes)
-    (staging / "bundle.json.sig").write_bytes(context.signature)
-    (staging / COMPLETE).write_text(context.manifest_sha256)
+    try:
+        manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
+        (staging / "bundle.json").write_bytes(manifest_bytes)
+        (staging / "bundle.json.sig").write_bytes(context.signature)
+        (staging / COMPLETE).write_text(context.manifest_sha256)
+    except (NoSpaceError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in NO_SPACE:
+            raise
+        # A full disk: nothing installed has changed yet (the store gains only unreferenced blobs); drop what this
+        # run staged, so the node is not left with a full disk, and say how much the bundle needs.
+        shutil.rmtree(staging, ignore_errors=True)
+        for partial in store.partials.iterdir() if store.partials.is_dir() else ():
+            partial.unlink(missing_ok=True)
+        raise no_space(context.paths.state_dir, space_needed(context)) from None
+
+
+def space_needed(context: Context) -> int:
+    """About what unpacking needs in /var/lib/airlock: the members this node takes, staged and then kept, and some room."""
+    if context.remote is not None:
+        size = sum(entry.size for entry in needed_members(context.manifest, context.arch))
+    else:
+        from bundle.parts import total_size
+
+        size = total_size(context.bundle)
+    return int(size * 1.2) + (512 << 20)
 
 
 def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
