@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder import artifacts, images, sign
-from builder.errors import BuildError, FetchError
+from builder.errors import BuildError, FetchError, HttpStatusError, ResolveError
 from builder.pack import pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
@@ -30,6 +30,7 @@ from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 
 CNI_CHOICES = ("flannel", "none")
+RELEASES_HINT = "give a released version (v1.MINOR.PATCH) or a label the release server publishes (stable, stable-1.MINOR, latest-1.MINOR)"
 
 
 @dataclass
@@ -257,6 +258,31 @@ class Builder:
                     "pass --image-list-from-table to use the built-in table instead"
                 ) from None
 
+    def read_label(self, label: str) -> bytes:
+        url = f"{self.options.release_url.rstrip('/')}/release/{label}.txt"
+        try:
+            return self.http.get_bytes(url, 4096).body
+        except HttpStatusError as error:
+            if error.status not in (403, 404):
+                raise
+            raise ResolveError(f"no such release: {url} does not exist (HTTP {error.status}), so the label {label} names no version there; {RELEASES_HINT}") from None
+
+    def check_release(self, version: str) -> None:
+        """Before any download: the release server has `version` (its kubeadm checksum for the first architecture).
+
+        That file is read by the build anyway (and kept in the cache), so the check costs one small request.
+        """
+        artifact = artifacts.kubeadm_for(self.options.release_url, version, self.options.arches[0])
+        try:
+            self.checksum_for(artifact)
+        except HttpStatusError as error:
+            if error.status not in (403, 404):
+                raise
+            raise ResolveError(
+                f"no such release: Kubernetes {version} is not published at {self.options.release_url} "
+                f"({artifact.checksum.url}: HTTP {error.status}); {RELEASES_HINT}"
+            ) from None
+
     def run(self) -> BuildResult:
         started = time.monotonic()
         options = self.options
@@ -266,11 +292,8 @@ class Builder:
             ImageRef.parse(text)
         key = sign.load(options.sign_key)
 
-        release = options.release_url.rstrip("/")
-        resolution = resolve(
-            options.kubernetes_version,
-            lambda label: self.http.get_bytes(f"{release}/release/{label}.txt", 4096).body,
-        )
+        resolution = resolve(options.kubernetes_version, self.read_label)
+        self.check_release(resolution.version)
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
         versions = artifacts.Versions(

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from builder.errors import FetchError
+from builder.errors import FetchError, HttpStatusError
 from builder.progress import Progress
 from bundle.store import BlobStore, DigestMismatch
 
@@ -291,7 +291,7 @@ def _check_status(url: str, response: requests.Response) -> None:
     response.close()
     if retryable_status(response.status_code):
         raise _Retry(f"HTTP {response.status_code}", response)
-    raise FetchError(f"{url}: HTTP {response.status_code} {response.reason}")
+    raise HttpStatusError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code)
 
 
 def _describe(error: Exception) -> str:

@@ -231,3 +231,23 @@ def test_a_full_disk_on_the_node_leaves_the_installed_bundle_and_free_space_as_t
         assert used(root) <= before_used + (1 << 20), "the run's staged bytes are removed: the disk is not left full"
         status = airlock("status", "--root", root, check=True).stdout
         assert "installed    airlock serial" in status and "9999999999" not in status
+
+
+def newest_minor(upstream) -> int:
+    return max(int(version.split(".")[1]) for version in upstream.versions)
+
+
+@pytest.mark.parametrize("kind", ["label", "exact"])
+def test_a_release_the_server_does_not_have_is_no_such_release_before_any_download(kind, upstream, keys, tmp_path):
+    minor = newest_minor(upstream)
+    asked = f"latest-1.{minor + 1}" if kind == "label" else f"v1.{minor}.44"
+    upstream.server.clear()
+    result = build(upstream, keys, tmp_path / "k8s.tar", asked, tmp_path / "cache")
+    line = assert_one_line(result, "no such release", "give a released version")
+    assert "HTTP 404" in line and (f"label {asked}" in line if kind == "label" else f"Kubernetes {asked} is not published at {upstream.release_url}" in line)
+    # Nothing was downloaded: the label file, or the one checksum that says the release is missing, was all that was asked.
+    asked_for = [record.path for record in upstream.server.requested()]
+    expected = f"/release-server/release/{asked}.txt" if kind == "label" else f"/release-server/release/{asked}/bin/linux/amd64/kubeadm.sha256"
+    assert asked_for == [expected]
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    assert not blobs.exists() or not any(blobs.iterdir())
