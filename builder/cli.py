@@ -314,7 +314,10 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
-    typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
+    source = f"{target.origin}{'/' + target.prefix if target.prefix else ''}"
+    typer.echo(f"  bundle artifact -> {plan.artifact}")
+    typer.echo(f"nodes install from it: airlock-node join --from {source}{' --insecure' if target.insecure else ''} --key airlock.pub --config node.yaml"
+               + ("" if target.insecure else "  (add --ca CA.crt for a site CA)"))
     if plan.narrowed:
         typer.echo(
             f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "
