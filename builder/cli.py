@@ -37,7 +37,12 @@ def keygen(
     algorithm: Annotated[str, typer.Option("--algorithm", help="ed25519 or ecdsa-p256.")] = "ed25519",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
 ) -> None:
-    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node."""
+    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node.
+
+    Prints the key's fingerprint: compare it with the one `airlock inspect` shows, by a second channel.
+
+    Example: airlock keygen --out keys
+    """
     from builder import sign
 
     try:
@@ -183,7 +188,7 @@ def build(
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
-    Example: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key --arch amd64,arm64
+    Example: airlock build -o k8s.tar --kubernetes-version stable --sign-key keys/airlock.key --arch amd64,arm64
     """
     from builder.build import BuildOptions
     from builder.build import build as run_build
@@ -283,6 +288,8 @@ def push(
     An upstream index that names platforms the bundle does not carry goes in narrowed
     to the carried ones, under a new digest that is printed. Prints the containerd
     hosts.toml that points nodes at the target.
+
+    Example: airlock push k8s.tar --key keys/airlock.pub --to harbor.corp.example/k8s
     """
     import sys
 
@@ -339,7 +346,10 @@ def diff_command(
     new: Annotated[Path, typer.Argument(help="The newer bundle (or its bundle.json).")],
     output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
 ) -> None:
-    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
+    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves.
+
+    Example: airlock diff k8s-old.tar k8s.tar --output json
+    """
     import json
 
     from builder.diff import diff, read_manifest, render
@@ -418,6 +428,8 @@ def join_parts_command(
     """Join a split bundle back into one file, checking every part and the whole against the parts list.
 
     Only for tools that need one file: airlock itself reads the parts directly.
+
+    Example: airlock join-parts k8s.parts.json -o k8s.tar --key keys/airlock.pub
     """
     from builder.split import join_parts
     from bundle.parts import locate

@@ -71,12 +71,12 @@ def open_regular(path: Path) -> BinaryIO:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.ELOOP:  # the final component is a symbolic link
-            raise StoreError(f"{path} is a symbolic link; the store holds regular files only (run airlock store check)") from None
+            raise StoreError(f"{path} is a symbolic link; the store holds regular files only (run airlock-node store check)") from None
         raise
     info = os.fstat(descriptor)
     if not stat.S_ISREG(info.st_mode):
         os.close(descriptor)
-        raise StoreError(f"{path} is not a regular file; the store holds regular files only (run airlock store check)")
+        raise StoreError(f"{path} is not a regular file; the store holds regular files only (run airlock-node store check)")
     return os.fdopen(descriptor, "rb")
 
 
@@ -137,7 +137,7 @@ class BlobStore:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(descriptor, "wb") as handle, self.open(digest) as source:
-                copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock store check)")
+                copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock-node store check)")
                 os.fchmod(handle.fileno(), mode)
             os.replace(temporary, target)
         except BaseException:

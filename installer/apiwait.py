@@ -62,6 +62,6 @@ def wait_for_api_server(address: str, ca_file: Path, port: int = API_PORT, timeo
             raise NodeError(
                 f"the API server at {url} was not ready within {timeout:.0f}s (last answer: {last}); "
                 "look at `crictl ps -a` (did etcd and kube-apiserver start?), `crictl logs CONTAINER` and `journalctl -u kubelet`, "
-                "then rerun airlock init to resume"
+                "then rerun airlock-node init to resume"
             )
         sleep(interval)

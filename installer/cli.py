@@ -90,7 +90,7 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst), or a split bundle's parts list or first part.")],
     key: KeyOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
-    root: Annotated[Path, typer.Option("--root", help="Read the kept trusted keys under this directory instead of / (a node installed with --root).")] = Path("/"),
+    root: Annotated[Path, typer.Option("--root", help="Read the kept trusted keys of the node installed under this directory instead of /.")] = Path("/"),
 ) -> None:
     """Check the signature first, then every member's size and sha256, in one streaming pass.
 
@@ -129,7 +129,9 @@ def inspect(
 ) -> None:
     """Show what a bundle holds: versions, platforms, files, images, sizes and signer.
 
-    Reads only bundle.json and its signature; run `airlock verify` to check every member.
+    Reads only bundle.json and its signature; run `verify` to check every member.
+
+    Example: airlock-node inspect k8s.tar --key airlock.pub
     """
     from bundle.parts import total_size
     from bundle.trust import load_trusted_keys, verify_signature
@@ -267,8 +269,10 @@ def dry_run_host(paths):
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
+# Commands on a node that is already installed: --root names where it was installed.
+NodeRootOption = Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (one installed with --root).")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show every file it would write and every command it would run.")]
-SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock phases`).")]
+SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock-node phases`).")]
 NodeConfigOption = Annotated[Optional[Path], typer.Option("--config", help="node.yaml: addresses, subnets, registry, kubelet overrides.")]
 ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
 DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
@@ -305,6 +309,9 @@ def init(
     pull only from the node registry, loads every image, then runs kubeadm's
     init phases with the bundle's exact version. Rerun after a failure to resume.
     With --from, the bundle comes from a registry (the site's) and so do the images.
+    The first install keeps the --key keys in /etc/airlock/trusted-keys: later commands need none.
+
+    Example: python3 airlock-node.pyz init k8s.tar --key airlock.pub --config node.yaml
     """
     _install("init", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
 
@@ -328,9 +335,11 @@ def join(
 ) -> None:
     """Join a worker (or, with --control-plane, another control-plane node) to a cluster, offline.
 
-    node.yaml gives controlPlaneEndpoint, token and caCertHashes (printed by `airlock init`);
-    registry.mirror may point at the first control plane's registry instead of this node's own.
-    With --from, the bundle comes from a registry (no file on this node) and so do the images.
+    node.yaml gives controlPlaneEndpoint, token and caCertHashes (`airlock-node token create` on a control
+    plane prints them); registry.mirror may point at the first control plane's registry instead of this
+    node's own. With --from, the bundle comes from a registry (no file on this node) and so do the images.
+
+    Example: python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml
     """
     _install("join", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
 
@@ -360,7 +369,9 @@ def upgrade(
 
     A delta bundle is accepted only on the bundle it was built against. The control plane moves
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
-    Journaled: rerun to resume after a failure.
+    Journaled: rerun to resume after a failure. The bundle already installed: nothing to do (exit 0).
+
+    Example: airlock-node upgrade k8s-1.36.5.tar --drain
     """
     _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
              ignore_preflight_errors, False, drain, kubeconfig)
@@ -391,7 +402,11 @@ def reset(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the image store and installed bundle records.")] = False,
     dry_run: DryRunOption = False,
 ) -> None:
-    """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
+    """Undo what init, join and upgrade installed: kubeadm reset, then every file airlock made is removed and every file
+    it replaced (an operator's containerd config.toml) put back. The image store and trusted keys stay unless --purge.
+
+    Example: airlock-node reset
+    """
     from installer.node import Host, Paths
     from installer.reset import reset_node
 
@@ -406,7 +421,7 @@ def reset(
 @app.command()
 def status(
     output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
-    root: Annotated[Path, typer.Option("--root", help="Read the node installed under this directory instead of / (a node installed with --root).")] = Path("/"),
+    root: NodeRootOption = Path("/"),
     containerd_address: Annotated[str, typer.Option("--containerd-address", help="containerd socket to ask which images it holds.")] = "/run/containerd/containerd.sock",
 ) -> None:
     """Show what this node runs and whether it is in order: the installed bundle (name, serial, version, signer, expiry),
@@ -438,7 +453,7 @@ def token_create(
     control_plane: Annotated[
         bool, typer.Option("--control-plane", help="Also upload the control-plane certificates again and print the certificate key a joining control plane needs.")
     ] = False,
-    root: Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (a node installed with --root).")] = Path("/"),
+    root: NodeRootOption = Path("/"),
 ) -> None:
     """Print what a node needs to join this cluster now: a new bootstrap token (valid 24 h), the CA hash and the endpoint,
     as node.yaml fields and as kubeadm's own join command. Run it on a control plane.
@@ -466,11 +481,10 @@ def token_create(
 
 trust_app = typer.Typer(help="The keys this node trusts (/etc/airlock/trusted-keys), so commands here need no --key.", no_args_is_help=True, **PLAIN)
 app.add_typer(trust_app, name="trust")
-TrustRootOption = Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (a node installed with --root).")]
 
 
 @trust_app.command("list")
-def trust_list(root: TrustRootOption = Path("/")) -> None:
+def trust_list(root: NodeRootOption = Path("/")) -> None:
     """List the trusted keys: fingerprint, algorithm and file.
 
     Example: airlock-node trust list
@@ -490,7 +504,7 @@ def trust_list(root: TrustRootOption = Path("/")) -> None:
 @trust_app.command("add")
 def trust_add(
     key: Annotated[list[Path], typer.Argument(help="Public key file(s) (PEM), e.g. a new signing key's airlock.pub.")],
-    root: TrustRootOption = Path("/"),
+    root: NodeRootOption = Path("/"),
 ) -> None:
     """Trust another key (e.g. before bundles signed by a new key arrive). Compare its fingerprint with the signer's first.
 
@@ -512,7 +526,7 @@ def trust_add(
 @trust_app.command("remove")
 def trust_remove(
     fingerprint: Annotated[str, typer.Argument(help="The key's fingerprint, sha256:HEX as `trust list` shows it (a unique prefix of 8 digits or more will do).")],
-    root: TrustRootOption = Path("/"),
+    root: NodeRootOption = Path("/"),
 ) -> None:
     """Stop trusting a key (e.g. the old one, once every node runs a bundle signed by the new one).
 
@@ -535,8 +549,11 @@ app.add_typer(store_app, name="store")
 
 
 @store_app.command("check")
-def store_check(root: RootOption = Path("/")) -> None:
-    """Re-hash every blob of the store; exit 1 naming each one that is corrupt."""
+def store_check(root: NodeRootOption = Path("/")) -> None:
+    """Re-hash every blob of the store; exit 1 naming each one that is corrupt.
+
+    Example: airlock-node store check
+    """
     from installer.node import Paths
     from installer.storecare import check_store
 
@@ -554,10 +571,13 @@ def store_check(root: RootOption = Path("/")) -> None:
 
 @store_app.command("prune")
 def store_prune(
-    root: RootOption = Path("/"),
+    root: NodeRootOption = Path("/"),
     dry_run: DryRunOption = False,
 ) -> None:
-    """Drop images and blobs that the installed bundle no longer references (after an upgrade)."""
+    """Drop images and blobs that the installed bundle no longer references (after an upgrade).
+
+    Example: airlock-node store prune --dry-run
+    """
     from installer.node import Paths
     from installer.storecare import prune_store
 
@@ -579,7 +599,7 @@ def registry_serve(
         "/var/lib/airlock/store"
     ),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock-node registry cert`.")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="Its private key (PEM).")] = None,
     tls_credentials: Annotated[
         bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
@@ -594,6 +614,8 @@ def registry_serve(
 
     containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
     can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
+
+    Example: airlock-node registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000
     """
     from installer.connections import Limits
     from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
@@ -622,7 +644,10 @@ def registry_cert(
     name: Annotated[list[str], typer.Option("--name", help="A host name or IP address the registry answers on (repeatable).")],
     days: Annotated[int, typer.Option("--days", help="Validity of the serving certificate.")] = 825,
 ) -> None:
-    """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses."""
+    """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses.
+
+    Example: airlock-node registry cert --ca-out /etc/airlock/pki --name cp1.corp.example --name 10.0.0.10
+    """
     from installer.certs import issue
 
     os.umask(NODE_UMASK)  # keys are written 0600 explicitly; the certificates are for others to read

@@ -241,7 +241,7 @@ NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "clusterName": ("cluster_name", dns_name),
     "criSocket": ("cri_socket", unix_socket),
     "token": ("token", pattern(TOKEN, "a bootstrap token like abcdef.0123456789abcdef")),
-    "certificateKey": ("certificate_key", pattern(CERTIFICATE_KEY, "64 lower-case hex digits (printed by airlock init)")),
+    "certificateKey": ("certificate_key", pattern(CERTIFICATE_KEY, "64 lower-case hex digits (printed by airlock-node init)")),
     "caCertHashes": ("ca_cert_hashes", list_of(pattern(CA_CERT_HASH, "sha256: followed by 64 lower-case hex digits"))),
 }
 REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -164,7 +165,14 @@ def write_admin_conf(root: Path, server: str) -> str:
 
 def test_token_create_prints_a_join_that_a_new_node_takes_as_written(node_bundle, keys, tmp_path):
     root, log = tmp_path / "cp1", tmp_path / "standin.log"
-    assert install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, log, "--skip-phases", "images,cni").returncode == 0
+    initialised = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, log, "--skip-phases", "images,cni")
+    assert initialised.returncode == 0, initialised.stderr
+    # init's closing hint names the node command as it exists on a joining node, and how to get a fresh token later.
+    (hint,) = [line.strip().split("   #")[0] for line in initialised.stderr.splitlines() if line.strip().startswith("python3 airlock-node.pyz join")]
+    from tests.test_docs import parse
+
+    parse(shlex.split(hint))
+    assert "`airlock-node token create [--control-plane]` here makes fresh ones" in initialised.stderr
     pin = write_admin_conf(root, "https://10.0.0.10:6443")
     env = {"AIRLOCK_STANDIN_LOG": str(log)}
     worker = airlock_node("token", "create", "--root", root, env=env, check=True).stdout

@@ -122,10 +122,11 @@ def join_hint(context: Context, values: dict[str, str]) -> None:
     context.echo("")
     context.echo("Your control plane is initialised. To use kubectl here:")
     context.echo(f"  export KUBECONFIG={context.paths('/etc/kubernetes/admin.conf')}")
-    context.echo("Join workers with (the same bundle and key on each node):")
-    context.echo(f"  airlock join BUNDLE --key PUB --config node.yaml   # node.yaml: controlPlaneEndpoint: {endpoint}, token: {values['token']}, caCertHashes: [{digest}]")
+    context.echo("Join workers with (the same bundle, airlock-node.pyz and key on each node):")
+    context.echo(f"  python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml   # node.yaml: controlPlaneEndpoint: {endpoint}, token: {values['token']}, caCertHashes: [{digest}]")
     context.echo(f"  (kubeadm join {endpoint} --token {values['token']} --discovery-token-ca-cert-hash {digest})")
     context.echo(f"Extra control planes add --control-plane and certificateKey: {values['certificate_key']}")
+    context.echo("The token lasts 24 h and the certificate key 2 h; `airlock-node token create [--control-plane]` here makes fresh ones.")
 
 
 def run_join(context: Context) -> None:
