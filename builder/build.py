@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder import artifacts, images, sign
+from builder import versions as versions_table
 from builder.errors import BuildError, FetchError, HttpStatusError, ResolveError
 from builder.pack import pack
 from builder.progress import Progress
@@ -30,7 +31,10 @@ from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
 
 CNI_CHOICES = ("flannel", "none")
-RELEASES_HINT = "give a released version (v1.MINOR.PATCH) or a label the release server publishes (stable, stable-1.MINOR, latest-1.MINOR)"
+RELEASES_HINT = (
+    f"give a released version (v1.MINOR.PATCH) or a label the release server publishes (stable, stable-1.MINOR, latest-1.MINOR); "
+    f"airlock supports Kubernetes {versions_table.SUPPORTED_RANGE}"
+)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class BuildOptions:
     split: int | None = None  # bytes per part (builder.split.parse_size), or one file
     sidecars: bool = False
     image_list_from_table: bool = False
+    allow_unsupported_version: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -165,6 +170,7 @@ class Builder:
         self.http = Http(progress, options.retry, plain_http_hint="give that server as http:// in --release-url, --github-url or --registry-mirror")
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
+        self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
 
     def close(self) -> None:
@@ -293,9 +299,12 @@ class Builder:
         key = sign.load(options.sign_key)
 
         resolution = resolve(options.kubernetes_version, self.read_label)
-        self.check_release(resolution.version)
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
+        if self.unsupported:
+            self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
+        self.check_release(resolution.version)
         versions = artifacts.Versions(
             kubernetes=resolution.version,
             cni=options.cni_version,
@@ -403,6 +412,7 @@ class Builder:
             images=tuple(image_entries),
             signer={"algorithm": key.algorithm, "key_id": key.key_id},
             base=base_ref,
+            unsupported=self.unsupported,
         )
         self.progress.add_total(manifest.carried_size)
         output = Path(options.output)
