@@ -57,7 +57,8 @@ class JoinCommand:
 
 def parse_join_command(text: str, certificate_key: str = "") -> JoinCommand:
     """The `kubeadm join …` line of kubeadm's answer, every field checked; NodeError when it is not one."""
-    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("kubeadm join ")]
+    # kubeadm prints it on one line; a template's "\\" line continuations are read as the spaces they stand for.
+    lines = [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.strip().startswith("kubeadm join ")]
     match = _JOIN.match(lines[-1]) if lines else None
     if match is None:
         raise NodeError(f"kubeadm token create printed no join command ({text.strip()[:200]!r})")

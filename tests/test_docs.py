@@ -205,7 +205,7 @@ def test_readme_connected_host_quick_start_runs_as_written(upstream, tmp_path):
                   substitute={"https://github.com": upstream.github_url})
     outputs = [shell.run(line) for line in lines if not line.startswith("make ")]
     assert "fingerprint sha256:" in outputs[0]
-    assert (tmp_path / "k8s-1.31.tar").is_file() and "OK k8s-1.31.tar" in outputs[-1]
+    assert (tmp_path / "k8s-1.36.tar").is_file() and "OK k8s-1.36.tar" in outputs[-1]
     # The openssl-only check below the quick start, on that bundle.
     (check,) = [block for block in blocks(ROOT / "README.md", "Checking a bundle with nothing but openssl") if block][:1]
     assert "Signature Verified Successfully" in "".join(shell.run(line) for line in check)
@@ -281,7 +281,7 @@ def test_openssl_111_route_checks_an_ecdsa_bundle_as_written(upstream, keys, tmp
     require("openssl", "tar", "sha256sum")
     (lines,) = blocks(ROOT / "docs" / "keys.md", "## RHEL and Rocky 8 (OpenSSL 1.1.1)")[:1]
     assert not any("-rawin" in line for line in lines), "OpenSSL 1.1.1 has no pkeyutl -rawin"
-    build(upstream, keys, tmp_path / "built" / "k8s.tar", "v1.31.4", tmp_path / "cache", algorithm="ecdsa-p256", check=True)
+    build(upstream, keys, tmp_path / "built" / "k8s.tar", "v1.36.4", tmp_path / "cache", algorithm="ecdsa-p256", check=True)
     node = tmp_path / "node"
     node.mkdir()
     import shutil

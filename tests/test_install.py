@@ -150,7 +150,7 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     assert result.returncode == 1 and "lower than the installed 20" in result.stderr and "--allow-downgrade" in result.stderr
     assert {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()} == before
     same = install("upgrade", new, keys, root, config, None, log, "--skip-phases", "images,kubeadm-upgrade,kubelet-upgrade")
-    assert same.returncode == 0 and "already runs airlock serial 20 (kubernetes v1.31.4); nothing to upgrade" in same.stderr, same.stderr
+    assert same.returncode == 0 and "already runs airlock serial 20 (kubernetes v1.36.4); nothing to upgrade" in same.stderr, same.stderr
     assert {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()} == before
 
 

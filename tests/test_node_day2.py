@@ -217,7 +217,7 @@ def test_trusted_keys_rotate_without_passing_keys_again(upstream, node_bundle, k
     listed = airlock_node("trust", "list", "--root", root, check=True).stdout
     assert listed.startswith(f"{old_id}  ed25519")
     newer = tmp_path / "newer.tar"
-    build(upstream, keys, newer, "v1.31.4", tmp_path / "cache", "--serial", "9999999999", algorithm="ecdsa-p256", check=True)
+    build(upstream, keys, newer, "v1.36.4", tmp_path / "cache", "--serial", "9999999999", algorithm="ecdsa-p256", check=True)
     refused = airlock_node("verify", newer, "--root", root)
     assert refused.returncode == 1 and f"signed by key {new_id}, which is not trusted here (trusted: {old_id}" in refused.stderr
     added = airlock_node("trust", "add", new_pub, "--root", root, check=True).stdout

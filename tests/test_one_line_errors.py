@@ -62,10 +62,10 @@ def test_build_from_a_mirror_with_an_internal_ca_says_how_to_trust_it(tls_upstre
     server, ca = tls_upstream
     flags = upstream.build_flags()
     flags[flags.index("--release-url") + 1] = f"{server.url}/release-server"
-    common = ["build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+    common = ["build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
               "--cache-dir", tmp_path / "cache", *flags]
     refused = airlock(*common)
-    assert_one_line(refused, f"{server.url}/release-server/release/stable-1.31.txt", "not trusted", "REQUESTS_CA_BUNDLE")
+    assert_one_line(refused, f"{server.url}/release-server/release/stable-1.36.txt", "not trusted", "REQUESTS_CA_BUNDLE")
     assert not (tmp_path / "k8s.tar").exists()
     # Done as the line says, the same build goes through.
     trusted = airlock(*common, env={"REQUESTS_CA_BUNDLE": str(ca)})
@@ -75,7 +75,7 @@ def test_build_from_a_mirror_with_an_internal_ca_says_how_to_trust_it(tls_upstre
 def test_build_at_a_plain_http_server_given_as_https_says_to_use_http(upstream, keys, tmp_path):
     flags = upstream.build_flags()
     flags[flags.index("--release-url") + 1] = upstream.release_url.replace("http://", "https://")
-    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+    result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
                      "--cache-dir", tmp_path / "cache", *flags)
     assert_one_line(result, "plain HTTP", "http://", "--release-url")
 
@@ -147,7 +147,7 @@ def test_build_from_a_registry_answering_deeply_nested_json_fails_in_one_line(wh
     try:
         flags = upstream.build_flags()
         flags[flags.index(f"registry.k8s.io={upstream.registry.url}")] = f"registry.k8s.io={registry.url}"
-        result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+        result = airlock("build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
                          "--cache-dir", tmp_path / "cache", *flags)
     finally:
         registry.close()
@@ -176,20 +176,20 @@ def test_a_bundle_written_to_another_file_system_than_the_cache(upstream, keys, 
     """The cache on this disk, the bundle (whole, split, or split afterwards) on a tmpfs: copy_file_range cannot cross, a plain copy does."""
     pub = keys["ed25519"] / "airlock.pub"
     with tmpfs(tmp_path / "media", "256m") as media:
-        whole = build(upstream, keys, media / "k8s.tar", "v1.31.4", tmp_path / "cache", check=True)
+        whole = build(upstream, keys, media / "k8s.tar", "v1.36.4", tmp_path / "cache", check=True)
         assert "Traceback" not in whole.stderr
         airlock("verify", media / "k8s.tar", "--key", pub, check=True)
-        build(upstream, keys, media / "split" / "k8s.tar", "v1.31.4", tmp_path / "cache", "--split", "4M", check=True)
+        build(upstream, keys, media / "split" / "k8s.tar", "v1.36.4", tmp_path / "cache", "--split", "4M", check=True)
         airlock("verify", media / "split" / "k8s.parts.json", "--key", pub, check=True)
         local = tmp_path / "local" / "k8s.tar"
-        build(upstream, keys, local, "v1.31.4", tmp_path / "cache", check=True)
+        build(upstream, keys, local, "v1.36.4", tmp_path / "cache", check=True)
         airlock("split", local, "--size", "4M", "--sign-key", keys["ed25519"] / "airlock.key", "--out-dir", media / "again", check=True)
         airlock("verify", media / "again" / "k8s.parts.json", "--key", pub, check=True)
 
 
 def test_a_full_output_disk_on_the_build_host_is_one_line_and_leaves_nothing(upstream, keys, tmp_path):
     with tmpfs(tmp_path / "small", "4m") as small:
-        result = build(upstream, keys, small / "k8s.tar", "v1.31.4", tmp_path / "cache")
+        result = build(upstream, keys, small / "k8s.tar", "v1.36.4", tmp_path / "cache")
         line = assert_one_line(result, f"{small}: no space left on the device", "needs about", "MiB there", "what was written is removed")
         assert list(small.iterdir()) == [], line
         assert used(small) < (1 << 20)
@@ -197,7 +197,7 @@ def test_a_full_output_disk_on_the_build_host_is_one_line_and_leaves_nothing(ups
 
 def test_a_full_cache_disk_on_the_build_host_is_one_line_and_drops_the_partial_download(upstream, keys, tmp_path):
     with tmpfs(tmp_path / "cache", "3m") as cache:
-        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", cache)
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", cache)
         assert_one_line(result, f"{cache}: no space left on the device")
         assert not (tmp_path / "k8s.tar").exists()
         partials = cache / ".partial"
@@ -212,7 +212,7 @@ def test_a_full_disk_on_the_node_leaves_the_installed_bundle_and_free_space_as_t
     tag = upstream.factory.make("registry.k8s.io/airlock-test/large:v1", ("amd64",), payload_bytes=24 << 20)
     upstream.factory.push(tag, upstream.registry, "airlock-test/large", "v1")
     larger = tmp_path / "larger.tar"
-    build(upstream, keys, larger, "v1.31.4", tmp_path / "cache", "--serial", "9999999999", "--image", "registry.k8s.io/airlock-test/large:v1", check=True)
+    build(upstream, keys, larger, "v1.36.4", tmp_path / "cache", "--serial", "9999999999", "--image", "registry.k8s.io/airlock-test/large:v1", check=True)
     with tmpfs(tmp_path / "node", "96m") as root:
         config = node_config(tmp_path, free_port())
         first = install("init", node_bundle, keys, root, config, None, tmp_path / "log", "--skip-phases", "images,kubeadm-init,cni")
@@ -233,17 +233,25 @@ def test_a_full_disk_on_the_node_leaves_the_installed_bundle_and_free_space_as_t
         assert "installed    airlock serial" in status and "9999999999" not in status
 
 
-def newest_minor(upstream) -> int:
-    return max(int(version.split(".")[1]) for version in upstream.versions)
-
-
 @pytest.mark.parametrize("kind", ["label", "exact"])
 def test_a_release_the_server_does_not_have_is_no_such_release_before_any_download(kind, upstream, keys, tmp_path):
-    minor = newest_minor(upstream)
-    asked = f"latest-1.{minor + 1}" if kind == "label" else f"v1.{minor}.44"
+    """A supported minor the release server lacks: a label it does not publish (moved aside here), or a patch that never was."""
+    from builder.versions import SUPPORTED_RANGE
+    from tests.upstream import DEFAULT_VERSION
+
+    minor = DEFAULT_VERSION.split(".")[1]
+    asked = f"latest-1.{minor}" if kind == "label" else f"v1.{minor}.44"
+    label_file = upstream.files_root / "release-server" / "release" / f"{asked}.txt"
+    aside = label_file.with_name(label_file.name + ".aside")
+    if kind == "label":
+        label_file.rename(aside)
     upstream.server.clear()
-    result = build(upstream, keys, tmp_path / "k8s.tar", asked, tmp_path / "cache")
-    line = assert_one_line(result, "no such release", "give a released version")
+    try:
+        result = build(upstream, keys, tmp_path / "k8s.tar", asked, tmp_path / "cache")
+    finally:
+        if kind == "label":
+            aside.rename(label_file)
+    line = assert_one_line(result, "no such release", "give a released version", f"airlock supports Kubernetes {SUPPORTED_RANGE}")
     assert "HTTP 404" in line and (f"label {asked}" in line if kind == "label" else f"Kubernetes {asked} is not published at {upstream.release_url}" in line)
     # Nothing was downloaded: the label file, or the one checksum that says the release is missing, was all that was asked.
     asked_for = [record.path for record in upstream.server.requested()]

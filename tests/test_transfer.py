@@ -148,10 +148,10 @@ def test_a_long_download_prints_progress_lines_into_a_log(upstream, keys, tmp_pa
     """`airlock build 2> build.log` (no terminal): a download that takes a while shows how far it got."""
     from tests.conftest import build
 
-    kubeadm = "/release-server/release/v1.31.4/bin/linux/amd64/kubeadm"
+    kubeadm = "/release-server/release/v1.36.4/bin/linux/amd64/kubeadm"
     upstream.server.faults[kubeadm] = Fault(stall=6.0, times=1)
     try:
-        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", check=True)
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", check=True)
     finally:
         upstream.server.faults.pop(kubeadm, None)
     lines = [line for line in result.stderr.splitlines() if line.startswith("build: ")]
