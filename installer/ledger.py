@@ -18,11 +18,16 @@ import stat
 import threading
 from pathlib import Path
 
+from bundle.errors import AirlockError
 from bundle.store import make_dirs, write_atomic
 
 LEDGER = "/var/lib/airlock/ledger.json"
 ORIGINALS = "/var/lib/airlock/originals"
 CREATED, REPLACED, DIRECTORY = "created", "replaced", "directory"
+
+
+class LedgerError(AirlockError):
+    """The ledger cannot be read; the message says where and why."""
 
 
 class Ledger:
@@ -44,9 +49,7 @@ class Ledger:
             except FileNotFoundError:
                 document = {}
             except (OSError, ValueError) as error:
-                from installer.node import NodeError
-
-                raise NodeError(f"{self.file}: unreadable ({error}); it lists what airlock installed, so reset needs it") from None
+                raise LedgerError(f"{self.file}: unreadable ({error}); it lists what airlock installed, so reset needs it") from None
             entries = document.get("entries") if isinstance(document, dict) else None
             self._entries = entries if isinstance(entries, dict) else {}
         return self._entries

@@ -259,3 +259,15 @@ def test_a_release_the_server_does_not_have_is_no_such_release_before_any_downlo
     assert asked_for == [expected]
     blobs = tmp_path / "cache" / "blobs" / "sha256"
     assert not blobs.exists() or not any(blobs.iterdir())
+
+
+@pytest.mark.parametrize("asked", ["stable-1.3", "latest-1.99", "v1.31.44"])
+def test_a_release_outside_the_supported_range_is_refused_without_a_request(asked, upstream, keys, tmp_path):
+    from builder.versions import SUPPORTED_RANGE
+
+    upstream.server.clear()
+    result = build(upstream, keys, tmp_path / "k8s.tar", asked, tmp_path / "cache")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert SUPPORTED_RANGE in line, line
+    assert upstream.server.requested() == [] and not (tmp_path / "cache").exists()
