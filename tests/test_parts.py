@@ -141,6 +141,10 @@ def test_split_an_existing_bundle_and_join_it_back(whole, split_dir, keys, tmp_p
     assert joined(out) == whole.read_bytes()
     assert (out / "k8s.parts.json").read_bytes() == (split_dir / "k8s.parts.json").read_bytes()
     assert (out / "MANIFEST.txt").read_bytes() == (split_dir / "MANIFEST.txt").read_bytes()
+    # The node installer it carries is written beside the parts and listed, as a split build does: the same SHA256SUMS.
+    assert (out / "airlock-node.pyz").read_bytes() == (split_dir / "airlock-node.pyz").read_bytes()
+    assert "  airlock-node.pyz\n" in (out / "SHA256SUMS").read_text()
+    assert (out / "SHA256SUMS").read_bytes() == (split_dir / "SHA256SUMS").read_bytes()
     airlock("verify", out / "k8s.tar.part001", "--key", keys["ed25519"] / "airlock.pub", check=True)
     back = tmp_path / "joined" / "k8s.tar"
     joined_result = airlock("join-parts", out / "k8s.parts.json", "-o", back, "--key", keys["ed25519"] / "airlock.pub", check=True)
@@ -278,7 +282,11 @@ def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, u
     sums = (split_dir / "SHA256SUMS").read_text().splitlines()
     named = [line.split("  ", 1)[1] for line in sums]
     assert named[: len(parts_of(split_dir))] == [part.name for part in parts_of(split_dir)]
-    assert {"k8s.parts.json", "k8s.parts.json.sig", "MANIFEST.txt", "sbom.spdx.json"} <= set(named)
+    assert {"k8s.parts.json", "k8s.parts.json.sig", "MANIFEST.txt", "sbom.spdx.json", "airlock-node.pyz"} <= set(named)
+    # The node installer beside the parts runs as root before it verifies anything: it is listed, with its signed member's sha256.
+    with tarfile.open(whole) as archive:
+        signed = {entry["path"]: entry["sha256"] for entry in json.loads(archive.extractfile("bundle.json").read())["files"]}
+    assert f"{signed['bin/airlock-node.pyz']}  airlock-node.pyz" in sums
     assert all(re.fullmatch(r"[0-9a-f]{64}  \S+", line) for line in sums)
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=split_dir, capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.count(": OK") == len(sums), check.stdout + check.stderr
@@ -289,8 +297,9 @@ def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, u
     altered = tmp_path / "altered"
     shutil.copytree(split_dir, altered)
     flip(altered / "k8s.tar.part002", 7)
+    flip(altered / "airlock-node.pyz", 1000)
     failed = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=altered, capture_output=True, text=True)
-    assert failed.returncode != 0 and "k8s.tar.part002: FAILED" in failed.stdout
+    assert failed.returncode != 0 and "k8s.tar.part002: FAILED" in failed.stdout and "airlock-node.pyz: FAILED" in failed.stdout
     (altered / "SHA256SUMS").write_text((altered / "SHA256SUMS").read_text().replace(sums[1][:8], "00000000"))
     assert subprocess.run(openssl, cwd=altered, capture_output=True).returncode != 0
     # The SBOM is the bundle's member byte for byte; MANIFEST.txt lists every component and image with its licence.
@@ -345,6 +354,28 @@ def test_the_reviewers_commands_in_the_docs_run_as_written(split_dir, upstream, 
     for block in ecdsa_blocks:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ecdsa, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+PYZ_CHECKS = {"one file": "# pyz check, one file", "parts": "# pyz check, parts", "sidecars": "# pyz check, sidecars"}
+
+
+@pytest.mark.parametrize("layout", ["one file", "parts", "parts with sidecars", "one file with sidecars"])
+def test_the_documented_pyz_checks_pass_on_the_signed_pyz_and_fail_on_another(layout, split_dir, upstream, keys, cache, epoch, tmp_path):
+    """Each pyz check in docs/sneakernet.md, as written, where it applies: the pyz runs as root before it verifies anything."""
+    require("openssl", "tar", "sha256sum")
+    media = tmp_path / "media"
+    if layout.startswith("parts"):
+        shutil.copytree(split_dir, media)
+    else:
+        build(upstream, keys, media / "k8s.tar", "stable-1.31", cache, *(["--sidecars"] if "sidecars" in layout else []), env=epoch, check=True)
+    shutil.copy(keys["ed25519"] / "airlock.pub", media / "airlock.pub")
+    (block,) = doc_blocks(PYZ_CHECKS["sidecars" if "sidecars" in layout else layout])
+    checked = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=media, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Signature Verified Successfully" in checked.stdout and "airlock-node.pyz: OK" in checked.stdout
+    flip(media / "airlock-node.pyz", 5000)
+    refused = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=media, capture_output=True, text=True)
+    assert refused.returncode != 0 and "airlock-node.pyz: FAILED" in refused.stdout, refused.stdout + refused.stderr
 
 
 def test_init_from_parts_loads_every_image_into_containerd(split_dir, whole, keys, containerd, tmp_path):
