@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
@@ -275,6 +277,49 @@ def test_hostile_parts_are_refused_by_name_with_nothing_written_outside_staging(
     result = install("init", directory / "k8s.tar.part001", keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", *FAST)
     assert result.returncode == 1 and f"{name}: " in result.stderr and words in result.stderr, result.stderr
     assert outside_staging(tree(root)) == set()
+
+
+def _hostile_file(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "/dev/zero":
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # the same device as /dev/zero
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody ever writes to it
+    elif kind == "3 GiB":
+        with open(path, "wb") as handle:
+            handle.truncate(3 << 30)  # sparse: no disk used
+    else:
+        path.symlink_to(path.with_name("k8s.tar.part001"))
+
+
+def _small_memory() -> None:
+    # 2 GiB of address space: a node command that tried to read a 3 GiB file (or /dev/zero) whole would fail.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "3 GiB", "symlink"])
+@pytest.mark.parametrize("which", ["k8s.parts.json", "k8s.parts.json.sig"])
+def test_a_hostile_parts_list_or_signature_is_refused_in_one_line_before_it_is_read(which, kind, split_dir, keys, tmp_path):
+    """Read bounded, before the signature check: regular files only, never through a link, at most the cap + 1 bytes."""
+    from tests.conftest import node_command
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for part in [*parts_of(split_dir), split_dir / "k8s.parts.json", split_dir / "k8s.parts.json.sig"]:
+        shutil.copy(part, media / part.name)
+    _hostile_file(media / which, kind)
+    what = "parts list" if which == "k8s.parts.json" else "signature"
+    expected = {
+        "/dev/zero": f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts",
+        "fifo": f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts",
+        "3 GiB": f"is {3 << 30} bytes, over the {(1 << 20) if what == 'parts list' else 1024} byte cap of a {what}",
+        "symlink": f"is a symbolic link; copy the {what} itself beside the parts",
+    }[kind]
+    for given in (media / "k8s.parts.json", media / "k8s.tar.part001"):
+        result = subprocess.run([*node_command(), "verify", str(given), "--key", str(keys["ed25519"] / "airlock.pub")],
+                                capture_output=True, text=True, timeout=60, preexec_fn=_small_memory)  # fmt: skip
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.splitlines() == [f"airlock: error: {which}: {expected}"], result.stderr
 
 
 def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, upstream, cache, epoch, tmp_path):
