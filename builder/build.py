@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from builder import artifacts, images, sign
+from builder import versions as versions_table
 from builder.errors import BuildError, FetchError
 from builder.pack import pack
 from builder.progress import Progress
@@ -59,6 +60,7 @@ class BuildOptions:
     split: int | None = None  # bytes per part (builder.split.parse_size), or one file
     sidecars: bool = False
     image_list_from_table: bool = False
+    allow_unsupported_version: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -163,6 +165,7 @@ class Builder:
         self.http = Http(progress, options.retry)
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
+        self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
 
     def close(self) -> None:
@@ -272,6 +275,9 @@ class Builder:
         )
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
+        if self.unsupported:
+            self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
         versions = artifacts.Versions(
             kubernetes=resolution.version,
             cni=options.cni_version,
@@ -379,6 +385,7 @@ class Builder:
             images=tuple(image_entries),
             signer={"algorithm": key.algorithm, "key_id": key.key_id},
             base=base_ref,
+            unsupported=self.unsupported,
         )
         self.progress.add_total(manifest.carried_size)
         output = Path(options.output)

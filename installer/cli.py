@@ -78,15 +78,15 @@ def verify(
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
     """
-    from bundle.meter import ByteMeter
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
+    from installer.progress import ProgressLines
 
     try:
         keys = load_trusted_keys(key)
         from bundle.parts import total_size
 
-        with ByteMeter(total_size(bundle), "verify", quiet) as advance:
+        with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)
@@ -135,7 +135,8 @@ def inspect(
         f"bundle      {bundle} ({human_size(total_size(bundle))})",
         f"name        {manifest.name}  serial {manifest.serial}",
         f"created     {manifest.created:%Y-%m-%d %H:%M:%SZ}  expires {manifest.expires:%Y-%m-%d %H:%M:%SZ}",
-        f"kubernetes  {manifest.version} (asked for {manifest.requested})",
+        f"kubernetes  {manifest.version} (asked for {manifest.requested})"
+        + ("  UNSUPPORTED: built with --allow-unsupported-version" if manifest.unsupported else ""),
         f"platforms   {', '.join(manifest.platforms)}",
         f"signer      {manifest.signer.get('algorithm', '?')} {manifest.signer.get('key_id', '?')}; signature {signature_state}",
         f"base        {'none (full bundle)' if manifest.base is None else f'serial {manifest.base.serial} bundle.json sha256 {manifest.base.sha256}'}",

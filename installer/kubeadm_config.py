@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from installer.node import NodeConfig
+from installer import minors
+from installer.minors import kubelet_flag_problems
+from installer.node import NodeConfig, NodeError
 
 KUBEADM_GROUP = "kubeadm.k8s.io"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -21,9 +23,8 @@ BIND_PORT = 6443
 
 
 def api_version(version: str) -> str:
-    """kubeadm's configuration API: v1beta4 from 1.31 on, v1beta3 before."""
-    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    return "v1beta4" if (major, minor) >= (1, 31) else "v1beta3"
+    """kubeadm's configuration API for a minor: v1beta4 on every minor a node may run (1.33-1.38; v1beta3 is gone in 1.37)."""
+    return minors.of(version).kubeadm_api
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def _args(api: str, values: dict[str, str]) -> dict[str, str] | list[dict[str, s
 
 def _node_registration(config: NodeConfig, facts: NodeFacts, api: str) -> dict:
     kubelet_args = dict(config.kubelet.extra_args)
+    problems = kubelet_flag_problems(facts.version, kubelet_args)
+    if problems:
+        raise NodeError(f"node.yaml kubelet.extraArgs: {problems[0]}; remove it from node.yaml")
     if facts.address:
         kubelet_args["node-ip"] = facts.address
     registration: dict = {"name": facts.node_name, "criSocket": config.cri_socket, "imagePullPolicy": "IfNotPresent"}
@@ -120,6 +124,12 @@ def join_documents(config: NodeConfig, facts: NodeFacts, control_plane: bool) ->
 
 
 def dump(documents: list[dict], comment: str) -> str:
-    """A multi-document YAML stream; `comment` is a plain-text first line."""
+    """A multi-document YAML stream read the way kubeadm reads it; `comment` goes inside the first document.
+
+    kubeadm cuts its --config file at every line starting with `---` and takes each non-empty chunk for a
+    document whose apiVersion and kind it reads: a comment-only chunk before the first `---` would be a
+    document with no kind, and kubeadm stops. So the stream opens with `---` and the comment follows it.
+    """
+    body = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
-    return header + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
+    return "---\n" + header + body[len("---\n") :]  # every document is a mapping, so the body opens with "---\n"

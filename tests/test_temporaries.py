@@ -71,7 +71,7 @@ def assert_untouched(secret: Path, links: list[Path]) -> None:
 
 def test_a_split_build_never_writes_through_a_planted_link(upstream, keys, tmp_path, shared, secret):
     links = plant(shared, predictable_names("k8s.tar", ["airlock-node.pyz", "k8s.parts.json", "SHA256SUMS"]), secret)
-    result = build(upstream, keys, shared / "k8s.tar", "stable-1.31", tmp_path / "cache", "--split", "300K", "--sidecars")
+    result = build(upstream, keys, shared / "k8s.tar", "stable-1.36", tmp_path / "cache", "--split", "300K", "--sidecars")
     assert result.returncode == 0, result.stderr
     assert_untouched(secret, links)
     parts = sorted(shared.glob("k8s.tar.part*"))
@@ -86,7 +86,7 @@ def test_build_split_and_join_parts_never_write_through_a_planted_link(upstream,
     whole.mkdir()
     links = plant(shared, predictable_names("k8s.tar", ["airlock-node.pyz", "joined.tar"]), secret)
     # An unsplit build into the shared directory.
-    built = build(upstream, keys, shared / "k8s.tar", "stable-1.31", tmp_path / "cache")
+    built = build(upstream, keys, shared / "k8s.tar", "stable-1.36", tmp_path / "cache")
     assert built.returncode == 0, built.stderr
     assert_untouched(secret, links)
     assert (shared / "k8s.tar").is_file() and not (shared / "k8s.tar").is_symlink()

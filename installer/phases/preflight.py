@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from installer import address
+from installer.minors import kubelet_flag_problems
 from installer.node import NodeError
 from installer.noproxy import NoProxy, request_target
 from installer.phases import Context, Phase
@@ -36,6 +37,12 @@ def address_findings(context: Context) -> Iterator[tuple[str, str]]:
         choice = address.choose(context.config)
     except address.AmbiguousAddress as error:
         yield "advertise-address", f"cannot choose this node's address: {error}; set advertiseAddress in node.yaml"
+        return
+    if choice.address not in address.node_addresses():
+        yield "advertise-address", (
+            f"{choice.address} ({choice.reason}) is not an address of this node; kubelet refuses a node IP it cannot find on its "
+            "interfaces: set advertiseAddress in node.yaml to one of them"
+        )
         return
     context.echo(f"  {'would use' if context.host.dry_run else 'using'} node address {choice.address} ({choice.reason})")
 
@@ -86,6 +93,7 @@ def check_names() -> list[str]:
         "runtime",
         "proxy",
         "disk-space",
+        "kubelet-flags",
     ]
 
 
@@ -128,6 +136,13 @@ def findings(context: Context) -> Iterator[tuple[str, str]]:
         yield "runtime", "no containerd on this node and none in the bundle"
     yield from proxy_findings(context)
     yield from disk_findings(context)
+    yield from kubelet_flag_findings(context)
+
+
+def kubelet_flag_findings(context: Context) -> Iterator[tuple[str, str]]:
+    """node.yaml's kubelet flags that this bundle's kubelet no longer has: kubelet would exit at once with "unknown flag"."""
+    for problem in kubelet_flag_problems(context.manifest.version, dict(context.config.kubelet.extra_args)):
+        yield "kubelet-flags", f"node.yaml kubelet.extraArgs: {problem}; remove it from node.yaml"
 
 
 def disk_findings(context: Context) -> Iterator[tuple[str, str]]:
