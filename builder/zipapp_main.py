@@ -71,8 +71,8 @@ def cache_base() -> str:
     return os.path.join(base, "airlock", "pyz-cache")
 
 
-def _open_or_create(parent: int, name: str, shown: str) -> int:
-    """The directory `name` under the descriptor `parent`, made (0700 exactly) when missing; never through a link."""
+def _open_or_create(parent, name: str, shown: str) -> int:
+    """The directory `name` under the descriptor `parent` (None: `name` is absolute), made (0700 exactly) when missing; never through a link."""
     try:
         return os.open(name, DIRECTORY_FLAGS, dir_fd=parent)
     except FileNotFoundError:
@@ -92,8 +92,7 @@ def _open_or_create(parent: int, name: str, shown: str) -> int:
     return descriptor
 
 
-def _check_ancestor(descriptor: int, shown: str) -> None:
-    info = os.fstat(descriptor)
+def _check_ancestor(info: os.stat_result, shown: str) -> None:
     if info.st_uid not in (0, os.geteuid()):
         raise NativeError(f"{shown} belongs to uid {info.st_uid}, who could swap what is under it; {ELSEWHERE}")
     if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
@@ -132,19 +131,25 @@ def open_cache(path: str) -> int:
     absolute = os.path.abspath(path)
     parent_path, name = os.path.split(absolute)
     parent_path = os.path.realpath(parent_path)
-    descriptor = os.open("/", DIRECTORY_FLAGS)
+    parts = [p for p in parent_path.split("/") if p]
+    # "/" is checked by path and its first entry opened by absolute name, from there on everything is relative to a
+    # checked descriptor. (Only root can change "/"; and under `qemu-aarch64 -L SYSROOT`, which make check-arm64 uses,
+    # "/" itself is the sysroot while /work/... is the host's, as for any other absolute path.)
+    _check_ancestor(os.stat("/"), "/")
+    descriptor = None if parts else os.open("/", DIRECTORY_FLAGS)
     try:
-        _check_ancestor(descriptor, "/")
-        shown = "/"
-        for part in [p for p in parent_path.split("/") if p]:
-            shown = os.path.join(shown, part)
-            child = _open_or_create(descriptor, part, shown)
-            os.close(descriptor)
+        shown = ""
+        for part in parts:
+            shown = f"{shown}/{part}"
+            child = _open_or_create(descriptor, part if descriptor is not None else shown, shown)
+            if descriptor is not None:
+                os.close(descriptor)
             descriptor = child
-            _check_ancestor(descriptor, shown)
+            _check_ancestor(os.fstat(descriptor), shown)
         return private_directory(descriptor, name, os.path.join(parent_path, name))
     finally:
-        os.close(descriptor)
+        if descriptor is not None:
+            os.close(descriptor)
 
 
 def _pour(read, targets: list) -> str:
