@@ -3,16 +3,16 @@
 Each line exists in the real kubeadm of the minor it is built for (1.33-1.38, configuration
 v1beta4) and the real kubectl of 1.27-1.33; tests check the kubeadm lines against the strict
 stand-in of every minor and the kubectl lines against real kubectl binaries, through `catalogue()`.
-kubeadm's init-side wait-control-plane phase is hidden up to 1.33 (no command), so the installer
-waits for the API server itself there (installer/apiwait.py); from 1.34 it runs the phase, which
-takes no flag at all (installer/minors.py).
+kubeadm's init-side wait-control-plane phase is hidden up to 1.33 (no command) and from 1.34 takes
+no --config, so kubeadm would resolve a version label for it: the installer never runs it and waits
+for the control plane itself (installer/apiwait.py).
 """
 
 from __future__ import annotations
 
-# kubeadm's init phases airlock runs, in order; WAIT marks where the control plane is waited for
-# (kubeadm's own wait-control-plane phase from 1.34, airlock's /readyz wait before).
-WAIT = ("wait-control-plane",)
+# kubeadm's init phases airlock runs, in order; WAIT marks where airlock waits for the control plane, where a
+# whole `kubeadm init` runs its wait-control-plane phase.
+WAIT = ("(airlock waits for the control plane)",)
 PREFLIGHT = ("preflight",)
 INIT_STEPS: tuple[tuple[str, ...], ...] = (
     PREFLIGHT,
@@ -37,10 +37,7 @@ def ignore_flag(checks: tuple[str, ...]) -> str:
 
 
 def kubeadm_init_phase(kubeadm: str, step: tuple[str, ...], config: str, ignored: tuple[str, ...] = ()) -> list[str]:
-    if step == WAIT:
-        # The one phase without --config (no flag but the global ones); it only waits for what the earlier phases started.
-        return [kubeadm, "init", "phase", *step]
-    # Every other call carries the rendered config, whose kubernetesVersion is exact: kubeadm never resolves a label.
+    # Every call carries the rendered config, whose kubernetesVersion is exact: kubeadm never resolves a label.
     extra = [ignore_flag(ignored)] if step == PREFLIGHT and ignored else []
     return [kubeadm, "init", "phase", *step, *extra, "--config", config]
 
@@ -85,13 +82,13 @@ def kubectl_apply(kubectl_path: str, kubeconfig: str, manifest: str) -> list[str
 
 
 def catalogue(kubeadm: str = "kubeadm", kubectl_path: str = "kubectl", config: str = "CONFIG", kubeconfig: str = "KUBECONFIG",
-              version: str = "VERSION", node: str = "NODE", manifest: str = "MANIFEST", wait_phase: bool = True) -> dict[str, list[list[str]]]:
+              version: str = "VERSION", node: str = "NODE", manifest: str = "MANIFEST") -> dict[str, list[list[str]]]:
     """Every command line the installer can run, by program, with the given placeholders filled in."""
     from installer.minors import KUBEADM_IGNORED_CHECKS_CONTROL_PLANE
 
     return {
         "kubeadm": [
-            *(kubeadm_init_phase(kubeadm, step, config, KUBEADM_IGNORED_CHECKS_CONTROL_PLANE) for step in INIT_STEPS if step != WAIT or wait_phase),
+            *(kubeadm_init_phase(kubeadm, step, config, KUBEADM_IGNORED_CHECKS_CONTROL_PLANE) for step in INIT_STEPS if step != WAIT),
             kubeadm_join(kubeadm, config, KUBEADM_IGNORED_CHECKS_CONTROL_PLANE),
             kubeadm_upgrade_apply(kubeadm, version),
             kubeadm_upgrade_node(kubeadm),

@@ -35,7 +35,8 @@ class Minor:
 
     @property
     def init_wait_phase(self) -> bool:
-        """`kubeadm init phase wait-control-plane` is a command (WaitForAllControlPlaneComponents GA in 1.34); before, it is hidden."""
+        """`kubeadm init phase wait-control-plane` is a command (WaitForAllControlPlaneComponents GA in 1.34); before, it is hidden.
+        airlock never runs it (it takes no --config, see installer/apiwait.py); the stand-ins' command trees use this."""
         return self.number >= 34
 
     @property

@@ -226,9 +226,9 @@ def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, t
     assert any(line.startswith("would fail: [ERROR ") for line in lines) and any(line.startswith("would stop here: ") for line in lines)
     for phase in ("verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"):
         assert f"would run phase {phase}:" in dry.stdout
-    # 1.36: kubeadm's own wait-control-plane phase (no --config), not airlock's /readyz wait (1.33 only).
-    assert any(line.startswith("would run ") and line.endswith("kubeadm init phase wait-control-plane") for line in lines), dry.stdout
-    assert "/readyz" not in dry.stdout
+    # airlock waits for every control-plane component itself; kubeadm's wait-control-plane phase (no --config) never runs.
+    assert any(line.startswith("would wait ") and "/readyz" in line and ":10257/healthz" in line and ":10259/livez" in line for line in lines), dry.stdout
+    assert "wait-control-plane" not in dry.stdout
     assert "initialised" not in dry.stdout + dry.stderr and "--token" not in dry.stdout + dry.stderr and "token:" not in dry.stdout
     assert not root.exists() and not (tmp_path / "log").exists()
     reset = airlock("reset", "--root", root, "--dry-run")

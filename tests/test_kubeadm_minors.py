@@ -1,6 +1,6 @@
 """airlock's kubeadm and kubelet lines for every minor a node may run, against that minor's stand-ins.
 
-init (with kubeadm's preflight and, from 1.34, its wait-control-plane phase), join as a worker and as a
+init (with kubeadm's preflight, and airlock's own wait for the control plane), join as a worker and as a
 control plane, `upgrade apply` / `upgrade node`, and node.yaml kubelet flags the minor no longer has.
 """
 
@@ -54,16 +54,16 @@ def test_init_runs_what_kubeadm_of_the_minor_has(tmp_path, monkeypatch, minor):
     log = tmp_path / "calls.log"
     monkeypatch.setenv("AIRLOCK_STANDIN_LOG", str(log))
     version = VERSIONS[minor]
-    # Services "started" (the stand-in waits for nothing), except where airlock's own /readyz wait would run: 1.33.
-    context = node_context(tmp_path, version, start_services=minor >= 34)
+    context = node_context(tmp_path, version, start_services=False)
     kubeadm_phase.run_init(context)  # a refused call raises NodeError
     made = [call.split(" --config ")[0] for call in calls(log)]
     ignored = commands.ignore_flag(minors.KUBEADM_IGNORED_CHECKS_CONTROL_PLANE)
     expected = [f"kubeadm init phase preflight {ignored}"] + [
-        "kubeadm init phase " + " ".join(step) for step in commands.INIT_STEPS[1:] if step != commands.WAIT or minor >= 34
+        "kubeadm init phase " + " ".join(step) for step in commands.INIT_STEPS[1:] if step != commands.WAIT
     ]
     assert made == expected
-    assert ("kubeadm init phase wait-control-plane" in calls(log)) == (minor >= 34)  # without --config: it has none
+    # Never kubeadm's wait-control-plane, which has no --config (kubeadm would resolve `stable-1` at dl.k8s.io): airlock waits itself.
+    assert not any("wait-control-plane" in call for call in calls(log))
     rendered = context.paths("/var/lib/airlock/kubeadm/init.yaml").read_text()
     assert "apiVersion: kubeadm.k8s.io/v1beta4" in rendered and "v1beta3" not in rendered
     # Resumed: kubeadm's preflight passed once and is not run again (it would find its own ports and files).
@@ -130,7 +130,7 @@ def test_every_kubeadm_line_in_the_catalogue_exists(tmp_path, minor):
     empty.write_text("")
     join = tmp_path / "join.yaml"
     join.write_text("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n")
-    lines = commands.catalogue(kubeadm=str(kubeadm), config=str(empty), version=version, wait_phase=minors.of(version).init_wait_phase)["kubeadm"]
+    lines = commands.catalogue(kubeadm=str(kubeadm), config=str(empty), version=version)["kubeadm"]
     for line in lines:
         if line[1] == "join":
             line = [*line[:-1], str(join)]

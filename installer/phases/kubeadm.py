@@ -3,9 +3,9 @@
 The command lines come from installer/commands.py, what differs per minor from
 installer/minors.py. kubeadm's own preflight runs first (once per install: a
 resumed init would find its own ports and files), with the checks airlock made
-itself ignored. Between kubelet-start and upload-config the control plane is
-waited for: by kubeadm's wait-control-plane phase from 1.34, by airlock's
-/readyz wait where that phase is hidden (1.33).
+itself ignored. Between kubelet-start and upload-config airlock waits for the
+control plane itself, for what kubeadm's wait-control-plane phase waits for
+(installer/apiwait.py says why that phase is never run).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 import string
 
 from installer import address, commands, kubeadm_config, minors
-from installer.apiwait import API_PORT, DEFAULT_TIMEOUT, wait_for_api_server
+from installer.apiwait import DEFAULT_TIMEOUT, MANIFESTS, control_plane_checks, wait_for
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
@@ -124,23 +124,16 @@ def kubeadm_preflight(context: Context, config_file: str) -> None:
 
 
 def wait_for_control_plane(context: Context) -> None:
-    """kubeadm's wait-control-plane phase where it is a command (1.34+), else what that hidden phase does: wait for /readyz."""
-    url = f"https://{api_address(context)}:{API_PORT}/readyz"
-    ca = context.paths("/etc/kubernetes/pki/ca.crt")
-    if minors.of(context.manifest.version).init_wait_phase:
-        if not context.start_services and not context.host.dry_run:
-            context.echo("kubelet is not started under --root, so kubeadm's wait-control-plane would wait for nothing; not running it")
-            return
-        # kubeadm waits for the kubelet and every control-plane component (apiserver, controller-manager, scheduler).
-        context.host.run(commands.kubeadm_init_phase(kubeadm(context), commands.WAIT, ""), timeout=900)
-        return
+    """What kubeadm's wait-control-plane phase does, done by airlock (installer.apiwait says why it is not run)."""
+    checks = control_plane_checks(context.paths(MANIFESTS), api_address(context), context.paths("/etc/kubernetes/pki/ca.crt"))
+    urls = ", ".join(check.url for check in checks)
     if context.host.dry_run:
-        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for {url} to answer, trusting {ca}")
+        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for the control plane to answer at {urls}")
         return
     if not context.start_services:
-        context.echo(f"kubelet is not started under --root, so nothing will answer at {url}; not waiting")
+        context.echo(f"kubelet is not started under --root, so nothing will answer at {urls}; not waiting")
         return
-    wait_for_api_server(api_address(context), ca, echo=context.echo)
+    wait_for(checks, echo=context.echo)
 
 
 def join_hint(context: Context, values: dict[str, str]) -> None:
