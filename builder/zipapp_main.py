@@ -250,26 +250,44 @@ class NativeModules(importlib.abc.MetaPathFinder):
                 os.close(directory)
                 directory = child
             name = parts[-1]
-            memory = _memfd(name)
             cached = self.cached(directory, name)
             if cached is not None:
-                targets = [memory] if memory is not None else []
-                matches = _pour(lambda size: os.read(cached, size), targets) == entry["sha256"]
-                if matches and memory is None:
-                    return self.keep(cached)
-                os.close(cached)
-                if matches:
-                    return self.keep(memory, sealed=True)
+                location = self.from_cache(cached, entry, name)
+                if location is not None:
+                    return location
+            memory = _memfd(name)
+            try:
+                written = self.extract(directory, name, entry, memory, os.path.join(shown, name))
+            except BaseException:
                 if memory is not None:
                     os.close(memory)
-                    memory = _memfd(name)
-            written = self.extract(directory, name, entry, memory, os.path.join(shown, name))
+                raise
             if memory is None:
                 return self.keep(written)
             os.close(written)
             return self.keep(memory, sealed=True)
         finally:
             os.close(directory)
+
+    def from_cache(self, cached: int, entry: dict, name: str):
+        """Load what the descriptor `cached` holds if it hashes to the recorded sha256 (through a memfd where there is one); else None."""
+        memory = _memfd(name)
+        descriptors = [cached] + ([memory] if memory is not None else [])
+        try:
+            matches = _pour(lambda size: os.read(cached, size), descriptors[1:]) == entry["sha256"]
+        except BaseException:
+            matches = False
+            raise
+        finally:
+            if not matches:
+                for descriptor in descriptors:
+                    os.close(descriptor)
+        if not matches:
+            return None
+        if memory is None:
+            return self.keep(cached)
+        os.close(cached)
+        return self.keep(memory, sealed=True)
 
     def keep(self, descriptor: int, sealed: bool = False) -> str:
         if sealed:
