@@ -31,6 +31,10 @@ class PartsError(BundleError):
     """A part of a split bundle is missing, extra, out of order, truncated or altered; names the part file."""
 
 
+class WriteError(AirlockError):
+    """A file could not be put in place whole and as written (bundle.atomic)."""
+
+
 class NoSpaceError(AirlockError):
     """A file system filled up (ENOSPC, or a quota): names where, how much was needed and was free, and what to do."""
 

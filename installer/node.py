@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 import yaml
 
+from bundle.atomic import AtomicFile, write_atomic
 from bundle.errors import NO_SPACE, AirlockError, no_space
-from bundle.store import write_atomic
 
 
 class NodeError(AirlockError):
@@ -166,26 +166,17 @@ class Host:
         return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
-        """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place.
-
-        The temporary is made new (never through a link), root's alone until it has its mode, and gone on any failure.
-        """
+        """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
         self.ledger.note(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.airlock-new")
-        temporary.unlink(missing_ok=True)
         try:
-            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as handle:
+            with AtomicFile(path, mode, durable=False) as handle:
                 if isinstance(source, Path):
                     with open(source, "rb") as reader:
                         shutil.copyfileobj(reader, handle, 1 << 20)
                 else:
                     shutil.copyfileobj(source, handle, 1 << 20)
-            os.chmod(temporary, mode)
-            os.replace(temporary, path)
-        except BaseException as error:
-            temporary.unlink(missing_ok=True)
-            if isinstance(error, OSError) and error.errno in NO_SPACE:
+        except OSError as error:
+            if error.errno in NO_SPACE:
                 raise no_space(path.parent) from None
             raise
 
