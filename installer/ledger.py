@@ -18,8 +18,8 @@ import stat
 import threading
 from pathlib import Path
 
+from bundle.atomic import make_dirs, write_atomic
 from bundle.errors import AirlockError
-from bundle.store import make_dirs, write_atomic
 
 LEDGER = "/var/lib/airlock/ledger.json"
 ORIGINALS = "/var/lib/airlock/originals"

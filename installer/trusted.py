@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from bundle.atomic import make_dirs, write_atomic
 from bundle.errors import TrustError
-from bundle.store import make_dirs, write_atomic
 from bundle.trust import TrustedKey, parse_public_key
 
 TRUSTED_KEYS = "/etc/airlock/trusted-keys"
