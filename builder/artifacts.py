@@ -16,7 +16,8 @@ DEFAULT_CONTAINERD_VERSION = "1.7.22"
 DEFAULT_RUNC_VERSION = "v1.1.14"
 DEFAULT_FLANNEL_VERSION = "v0.25.7"
 # flannel publishes kube-flannel.yml with no checksum beside it, so its sha256 is pinned here, by version, from a
-# copy someone checked; a version missing here needs --flannel-sha256. Add a line only for a file you verified.
+# copy someone checked; a version missing here is pinned by --flannel-sha256, or recorded `unpinned` (TLS only).
+# Add a line only for a file you verified.
 FLANNEL_SHA256: dict[str, str] = {}
 # crictl follows Kubernetes minors; newer minors fall back to the newest known.
 CRICTL_BY_MINOR = {28: "v1.28.0", 29: "v1.29.0", 30: "v1.30.1", 31: "v1.31.1", 32: "v1.32.0", 33: "v1.33.0", 34: "v1.34.0"}
@@ -36,6 +37,7 @@ class Checksum:
     url: str | None
     name: str | None = None  # the file name to pick from a multi-line checksum file
     pinned: str | None = None  # a sha256 known in advance (upstream publishes none): the download must match it
+    pinned_by: str = ""  # who fixed `pinned`, in words for bundle.json's provenance
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,13 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
         )
     if versions.flannel:
         url = f"{github}/flannel-io/flannel/releases/download/{versions.flannel}/kube-flannel.yml"
-        pinned = versions.flannel_sha256 or FLANNEL_SHA256.get(versions.flannel)
-        plan.append(Artifact("flannel", versions.flannel, None, url, Checksum(None, pinned=pinned), "manifests/cni/kube-flannel.yml", 0o644))
+        if versions.flannel_sha256:
+            checksum = Checksum(None, pinned=versions.flannel_sha256, pinned_by="--flannel-sha256")
+        elif versions.flannel in FLANNEL_SHA256:
+            checksum = Checksum(None, pinned=FLANNEL_SHA256[versions.flannel], pinned_by=f"airlock's table for flannel {versions.flannel}")
+        else:
+            checksum = Checksum(None)
+        plan.append(Artifact("flannel", versions.flannel, None, url, checksum, "manifests/cni/kube-flannel.yml", 0o644))
     return plan
 
 

@@ -27,6 +27,7 @@ from builder.transfer import Http, Send
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
+from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
 
@@ -273,7 +274,9 @@ class ImageCopier:
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
-        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)))
+        copied.entry = ImageEntry(
+            str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)), image_provenance(ref)
+        )
         self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
         return copied
 
@@ -343,6 +346,13 @@ class ImageCopier:
             future = self._blobs.get(digest)
         if future is not None:
             future.result()
+
+
+def image_provenance(ref: ImageRef) -> Provenance:
+    """Before signatures: an image named by digest is pinned; one named by tag has the digest its registry published for the tag."""
+    if ref.digest:
+        return Provenance(PINNED, detail="the digest in its reference")
+    return Provenance(PUBLISHED, detail=f"the digest {ref.registry} gave for tag {ref.tag}")
 
 
 def _json(data: bytes, what: str) -> dict:
