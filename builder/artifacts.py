@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bundle.keyless import Expected
+
 ARCHES = ("amd64", "arm64")
 DEFAULT_CNI_VERSION = "v1.5.1"
 DEFAULT_CONTAINERD_VERSION = "1.7.22"
@@ -19,6 +21,12 @@ DEFAULT_FLANNEL_VERSION = "v0.25.7"
 # copy someone checked; a version missing here is pinned by --flannel-sha256, or recorded `unpinned` (TLS only).
 # Add a line only for a file you verified.
 FLANNEL_SHA256: dict[str, str] = {}
+# Who signs what, as Kubernetes documents it ("Verify Signed Kubernetes Artifacts"): release binaries are signed
+# keyless by krel-staging, images on registry.k8s.io by krel-trust, both through Google's OIDC issuer.
+KUBERNETES_RELEASE = "Kubernetes release engineering"
+KUBERNETES_BINARIES = Expected("krel-staging@k8s-releng-prod.iam.gserviceaccount.com", "https://accounts.google.com", KUBERNETES_RELEASE)
+KUBERNETES_IMAGES = Expected("krel-trust@k8s-releng-prod.iam.gserviceaccount.com", "https://accounts.google.com", KUBERNETES_RELEASE)
+IMAGE_SIGNERS = {"registry.k8s.io": KUBERNETES_IMAGES}
 # crictl follows Kubernetes minors; newer minors fall back to the newest known.
 CRICTL_BY_MINOR = {28: "v1.28.0", 29: "v1.29.0", 30: "v1.30.1", 31: "v1.31.1", 32: "v1.32.0", 33: "v1.33.0", 34: "v1.34.0"}
 
@@ -49,6 +57,7 @@ class Artifact:
     checksum: Checksum
     member: str
     mode: int
+    signer: Expected | None = None  # a keyless signature (`.sig`/`.cert` beside the file) is looked for and must be this signer's
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
         bin_dir = f"bin/linux-{arch}"
         for name in ("kubeadm", "kubelet", "kubectl"):
             url = f"{release}/release/{k8s}/bin/linux/{arch}/{name}"
-            plan.append(Artifact(name, k8s, arch, url, Checksum(url + ".sha256"), f"{bin_dir}/{name}", 0o755))
+            plan.append(Artifact(name, k8s, arch, url, Checksum(url + ".sha256"), f"{bin_dir}/{name}", 0o755, KUBERNETES_BINARIES))
         cni_file = f"cni-plugins-linux-{arch}-{cni}.tgz"
         url = f"{github}/containernetworking/plugins/releases/download/{cni}/{cni_file}"
         plan.append(Artifact("cni", cni, arch, url, Checksum(url + ".sha256", cni_file), f"cni/linux-{arch}/{cni_file}", 0o644))
@@ -105,7 +114,7 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
 def kubeadm_for(release_url: str, version: str, arch: str) -> Artifact:
     """The kubeadm of an exact version for one architecture (the build host's, to ask it for the image list)."""
     url = f"{release_url.rstrip('/')}/release/{version}/bin/linux/{arch}/kubeadm"
-    return Artifact("kubeadm", version, arch, url, Checksum(url + ".sha256"), f"bin/linux-{arch}/kubeadm", 0o755)
+    return Artifact("kubeadm", version, arch, url, Checksum(url + ".sha256"), f"bin/linux-{arch}/kubeadm", 0o755, KUBERNETES_BINARIES)
 
 
 def parse_checksum_file(text: str, name: str | None) -> str | None:

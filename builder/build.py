@@ -21,8 +21,11 @@ from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.sidecars import write_sidecars
+from builder.signatures import Signatures
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
+from bundle.errors import TrustError
+from bundle.keyless import TrustRoot
 from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
 from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
@@ -187,6 +190,19 @@ class Builder:
         write_atomic(memo, digest.encode())
         return digest
 
+    def fetch_optional(self, url: str, limit: int) -> bytes | None:
+        """A small file under a pinned URL that may not exist (a signature): remembered when present, asked again when absent."""
+        memo = self._memo_path(url)
+        if memo.is_file():
+            digest = memo.read_text().strip()
+            if self.store.exists(digest):
+                return self.store.read(digest, limit)
+        fetched = self.http.get_bytes(url, limit, missing_ok=True)
+        if fetched is None:
+            return None
+        write_atomic(memo, self.store.put_bytes(fetched.body).encode())
+        return fetched.body
+
     def checksum_for(self, artifact: artifacts.Artifact) -> str | None:
         if artifact.checksum.pinned is not None:
             return artifact.checksum.pinned
@@ -203,6 +219,7 @@ class Builder:
         upstream = self.checksum_for(artifact)
         provenance = file_provenance(artifact)
         if self.base is not None and upstream in self.base.digests:
+            provenance = self.signed(artifact, upstream) or provenance
             # A delta does not carry what its base has: no download either.
             self.progress.log(f"file {artifact.member} (unchanged since the base)")
             return FileEntry(
@@ -214,7 +231,8 @@ class Builder:
         else:
             digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True)
         hexdigest = digest.split(":", 1)[1]
-        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
+        provenance = self.signed(artifact, hexdigest) or provenance
+        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''}{', signed' if provenance.kind == 'signed' else ''})")
         if provenance.kind == UNPINNED:
             self.progress.log(
                 f"warning: {artifact.member} is UNPINNED: {artifact.url} is published without a checksum and nothing pinned it, so only TLS "
@@ -223,6 +241,15 @@ class Builder:
                 + ", or refuse such builds with --require pinned"
             )
         return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream, provenance=provenance)
+
+    def signed(self, artifact: artifacts.Artifact, sha256: str, carry: bool = True) -> Provenance | None:
+        """The artifact's verified upstream signature, if its publisher signs and published one; its evidence is carried."""
+        if artifact.signer is None:
+            return None
+        found = self.signatures.file(artifact.member, artifact.url, sha256, artifact.signer)
+        if found is None:
+            return None
+        return self.signatures.keep(found) if carry else found.provenance
 
     def host_kubeadm(self, version: str, in_bundle: Future | None) -> str:
         """The digest, in the cache, of the build host's own kubeadm of exactly `version`.
@@ -245,6 +272,9 @@ class Builder:
             self.http.download(artifact.url, self.store, digest, count_total=False)
             if in_bundle is None:
                 self.progress.log(f"kubeadm {version} linux/{arch} fetched into the cache (not the bundle) to list the control-plane images")
+        if in_bundle is None:
+            # It runs on this host: its signature, when published, must verify too (it is not carried).
+            self.signed(artifact, upstream, carry=False)
         return digest
 
     def control_plane_images(self, version: str, minor: int, in_bundle: Future | None) -> list[str]:
@@ -277,6 +307,8 @@ class Builder:
         for text in extra_images:
             ImageRef.parse(text)
         key = sign.load(options.sign_key)
+        self.root_bytes, self.root_sha256 = self.trusted_root()
+        self.signatures = Signatures(self.http, self.store, self.root, self.cache_dir, self.progress, self.fetch_optional)
 
         release = options.release_url.rstrip("/")
         resolution = resolve(
@@ -362,12 +394,19 @@ class Builder:
             raise BuildError(f"--trusted-root {path}: {error.strerror}") from None
         if len(data) > MAX_TRUSTED_ROOT_BYTES:
             raise BuildError(f"--trusted-root {path}: larger than {MAX_TRUSTED_ROOT_BYTES} bytes; a Sigstore trusted_root.json is a few KiB")
+        try:
+            self.root = TrustRoot.parse(data, f"--trusted-root {path}")
+        except TrustError as error:
+            raise BuildError(str(error)) from None
         return data, hashlib.sha256(data).hexdigest()
 
     def _finish(self, resolution, components, files, copied, key, started, wait_for_blob) -> BuildResult:
         options = self.options
         self.check_required(files, [image.entry for image in copied])
-        trusted_root, trusted_root_sha256 = self.trusted_root()
+        trusted_root, trusted_root_sha256 = self.root_bytes, self.root_sha256
+        if self.signatures.verified:
+            each = self.signatures.seconds / self.signatures.verified
+            self.progress.log(f"verified {self.signatures.verified} upstream signatures in {self.signatures.seconds:.3f}s ({each * 1000:.1f} ms each)")
         created = _build_time()
         serial = options.serial if options.serial is not None else int(created.timestamp())
         blob_sizes: dict[str, int] = {}
@@ -398,6 +437,7 @@ class Builder:
         entries.append(self._put_file(NODE_PYZ, options.node_pyz, 0o755))
         self.store.put_bytes(trusted_root)
         entries.append(FileEntry(TRUSTED_ROOT_MEMBER, trusted_root_sha256, len(trusted_root), 0o644))
+        entries += self.signatures.members()
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
         sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components)
         sbom_digest = self.store.put_bytes(sbom)

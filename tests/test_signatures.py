@@ -1,0 +1,168 @@
+"""Kubernetes' own signatures, verified at build: binaries (.sig/.cert, keyless) and images (cosign signatures beside them).
+
+The upstream here signs with tests/standin/sigstore.py, a stand-in for Fulcio, a CT log and
+Rekor; sigstore-python's verifier accepting its output (the first test) is what shows its
+formats are the real ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import tarfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TOOLS, build, require
+from tests.standin.sigstore import KUBERNETES_BINARIES
+from tests.test_build import manifest_of
+from tests.upstream import LocalUpstream
+
+MALLORY = ("mallory@example.com", "https://accounts.google.com")
+
+
+@pytest.fixture(scope="module")
+def signed_upstream(tmp_path_factory):
+    require(*TOOLS)
+    local = LocalUpstream(tmp_path_factory.mktemp("signed-upstream"), signed=True, extra_images={}).start()
+    yield local
+    local.close()
+
+
+def sigstore_verify(root: Path, data: bytes, bundle, identity: tuple[str, str]) -> None:
+    """sigstore-python's verifier, given only the stand-in's trusted_root.json."""
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier, policy
+
+    Verifier(trusted_root=TrustedRoot.from_file(str(root))).verify_artifact(data, bundle, policy.Identity(identity=identity[0], issuer=identity[1]))
+
+
+def rekor_answer(upstream: LocalUpstream, index: int) -> dict:
+    import urllib.request
+
+    uuid = upstream.signing.rekor.uuid(index)
+    with urllib.request.urlopen(f"{upstream.signing.rekor.url}/api/v1/log/entries/{uuid}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_sigstore_python_accepts_what_the_standin_publishes(signed_upstream):
+    """A binary's .sig/.cert as cosign writes them, with its Rekor entry as the stand-in's API serves it, read by sigstore-python's own parsers."""
+    from cryptography import x509
+    from sigstore.models import Bundle, TransparencyLogEntry
+    from sigstore.verify import Verifier
+
+    binary = signed_upstream.release_file("v1.31.4", "arm64", "kubelet")
+    data = binary.read_bytes()
+    signature = base64.b64decode(Path(f"{binary}.sig").read_bytes())
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(Path(f"{binary}.cert").read_bytes()))
+    index = signed_upstream.signing.rekor.by_hash[hashlib.sha256(data).hexdigest()][0]
+    entry = TransparencyLogEntry._from_v1_response(rekor_answer(signed_upstream, index))
+    root = signed_upstream.signing.trusted_root_path
+    sigstore_verify(root, data, Bundle.from_parts(certificate, signature, entry), KUBERNETES_BINARIES)
+    # And it is as strict with the stand-in as with Sigstore: other bytes, or another identity, are refused.
+    from sigstore.errors import VerificationError
+
+    with pytest.raises(VerificationError):
+        sigstore_verify(root, data + b"x", Bundle.from_parts(certificate, signature, entry), KUBERNETES_BINARIES)
+    with pytest.raises(VerificationError):
+        sigstore_verify(root, data, Bundle.from_parts(certificate, signature, entry), MALLORY)
+    assert Verifier  # imported for its side effect of checking the module loads with this cryptography
+
+
+def test_a_signed_release_is_verified_recorded_and_its_evidence_carried(signed_upstream, keys, tmp_path):
+    from sigstore.models import Bundle
+
+    out = tmp_path / "k8s.tar"
+    result = build(signed_upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", check=True)
+    assert "verified 3 upstream signatures in " in result.stderr
+    manifest = manifest_of(out)
+    files = {entry["path"]: entry for entry in manifest["files"]}
+    with tarfile.open(out) as archive:
+        members = {name: archive.extractfile(name).read() for name in archive.getnames() if name.startswith("provenance/")}
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        entry = files[f"bin/linux-amd64/{name}"]
+        record = entry["provenance"]
+        assert record["kind"] == "signed" and record["signer"] == "Kubernetes release engineering"
+        assert (record["identity"], record["issuer"]) == KUBERNETES_BINARIES
+        assert record["detail"] == entry["source"] + ".sig" and isinstance(record["log_index"], int)
+        # The carried evidence is a Sigstore bundle that sigstore-python verifies offline against the carried trust root.
+        evidence = members[record["evidence"]]
+        assert json.loads(evidence)["mediaType"] == "application/vnd.sigstore.bundle.v0.3+json".replace("vnd.", "vnd.dev.")
+        data = signed_upstream.release_file("v1.31.4", "amd64", name).read_bytes()
+        root = tmp_path / "trusted_root.json"
+        root.write_bytes(members["provenance/trusted_root.json"])
+        sigstore_verify(root, data, Bundle.from_json(evidence), KUBERNETES_BINARIES)
+    assert hashlib.sha256(members["provenance/trusted_root.json"]).hexdigest() == manifest["provenance"]["trusted_root_sha256"]
+    assert members["provenance/trusted_root.json"] == signed_upstream.signing.trusted_root_path.read_bytes()
+    # The rest keeps what vouched for it before: published checksums.
+    assert files["bin/linux-amd64/runc"]["provenance"]["kind"] == "published-sha256"
+
+
+@contextmanager
+def replaced(*paths: Path):
+    """Put these upstream files back as they were, whatever the test did to them."""
+    saved = {path: path.read_bytes() for path in paths}
+    try:
+        yield
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+
+
+def flip_a_byte(upstream: LocalUpstream, binary: Path) -> None:
+    """Change the binary and its .sha256 (so only the signature can tell)."""
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 1
+    binary.write_bytes(bytes(data))
+    Path(f"{binary}.sha256").write_text(hashlib.sha256(bytes(data)).hexdigest() + "\n")
+
+
+BINARY_CASES = {
+    "flipped byte": ("kubectl", lambda up, path: flip_a_byte(up, path), "the signature does not verify for these bytes"),
+    "another identity": ("kubelet", lambda up, path: up.signing.sign_file(path, MALLORY), "the certificate is for mallory@example.com"),
+    "another CA": ("kubeadm", lambda up, path: up.signing.sign_file(path, ca=up.signing.rogue), "does not chain to a certificate authority of the trust root"),
+    "not in the log": ("kubectl", lambda up, path: up.signing.sign_file(path, logged=False), "no transparency-log entry"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BINARY_CASES))
+def test_a_binary_signature_that_does_not_verify_stops_the_build_naming_the_file(signed_upstream, keys, tmp_path, case):
+    name, spoil, reason = BINARY_CASES[case]
+    binary = signed_upstream.release_file("v1.31.4", "amd64", name)
+    with replaced(binary, Path(f"{binary}.sha256"), Path(f"{binary}.sig"), Path(f"{binary}.cert")):
+        spoil(signed_upstream, binary)
+        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"airlock: error: bin/linux-amd64/{name}: its upstream signature (") and reason in line, line
+    assert not (tmp_path / "k8s.tar").exists()
+
+
+def test_a_signature_without_its_certificate_is_refused_and_an_absent_one_is_recorded(signed_upstream, keys, tmp_path):
+    binary = signed_upstream.release_file("v1.31.4", "amd64", "kubelet")
+    with replaced(Path(f"{binary}.sig"), Path(f"{binary}.cert")):
+        Path(f"{binary}.cert").unlink()
+        result = build(signed_upstream, keys, tmp_path / "a.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+        assert result.returncode == 1 and "kubelet.sig is published but" in result.stderr and "kubelet.cert is not" in result.stderr
+        Path(f"{binary}.sig").unlink()
+        # A fresh cache: a signature once fetched is remembered by its URL, as release files are.
+        build(signed_upstream, keys, tmp_path / "b.tar", "v1.31.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", check=True)
+        refused = build(signed_upstream, keys, tmp_path / "c.tar", "v1.31.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", "--require", "signed")
+    kubelet = next(f for f in manifest_of(tmp_path / "b.tar")["files"] if f["path"] == "bin/linux-amd64/kubelet")
+    assert kubelet["provenance"]["kind"] == "published-sha256"
+    assert refused.returncode == 1 and "bin/linux-amd64/kubelet (published checksum)" in refused.stderr
+
+
+def test_a_warm_rebuild_asks_neither_the_release_server_for_signatures_nor_the_log_again(signed_upstream, keys, tmp_path):
+    cache = tmp_path / "cache"
+    build(signed_upstream, keys, tmp_path / "a.tar", "v1.31.4", cache, "--cni", "none", "--arch", "amd64", check=True)
+    signed_upstream.server.clear()
+    signed_upstream.signing.rekor.requests.clear()
+    build(signed_upstream, keys, tmp_path / "b.tar", "v1.31.4", cache, "--cni", "none", "--arch", "amd64", check=True)
+    assert not [r.path for r in signed_upstream.server.requests if r.path.endswith((".sig", ".cert"))]
+    assert signed_upstream.signing.rekor.requests == []
+    shutil.rmtree(tmp_path / "cache")
