@@ -337,7 +337,9 @@ class Builder:
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
-        copier = images.ImageCopier(self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress)
+        copier = images.ImageCopier(
+            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress, self.signatures
+        )
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
         # Blobs download in the order they are packed, so packing follows the downloads.

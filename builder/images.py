@@ -21,6 +21,7 @@ import oras.provider
 import requests
 import yaml
 
+from builder.artifacts import IMAGE_SIGNERS
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http, Send
@@ -231,7 +232,10 @@ def _platform(descriptor: dict) -> tuple[str, str, str | None]:
 
 
 class ImageCopier:
-    def __init__(self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress):
+    def __init__(
+        self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress, signatures=None
+    ):
+        self.signatures = signatures  # builder.signatures.Signatures: images of registries with a known signer are verified
         self.http = http
         self.store = store
         self.clients = clients
@@ -274,10 +278,14 @@ class ImageCopier:
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
-        copied.entry = ImageEntry(
-            str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)), image_provenance(ref)
-        )
-        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
+        provenance = image_provenance(ref)
+        signer = IMAGE_SIGNERS.get(ref.registry)
+        if signer is not None and self.signatures is not None:
+            found = self.signatures.image(ref, digest, base, send, signer)
+            provenance = self.signatures.keep(found) if found is not None else provenance
+        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)), provenance)
+        signed = ", signed" if provenance.kind == "signed" else ""
+        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)}{signed})")
         return copied
 
     def _manifest(self, ref: ImageRef, base: str, send: Send, reference: str, pinned: str | None) -> tuple[str, bytes, str]:

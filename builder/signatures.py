@@ -37,19 +37,32 @@ from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http
 from bundle.errors import TrustError
-from bundle.keyless import Evidence, Expected, LogEntry, TrustRoot, Verified, verify
+from bundle.keyless import Evidence, Expected, LogEntry, SignatureError, TrustRoot, Verified, signed_image, verify
 from bundle.manifest import FileEntry, format_time
 from bundle.provenance import SIGNED, Provenance
+from bundle.reference import ImageRef
 from bundle.store import BlobStore, write_atomic
 
 MAX_SIGNATURE_FILE = 64 << 10
 MAX_REKOR_ANSWER = 1 << 20
 MAX_LOG_CANDIDATES = 32
+MAX_SIGNATURE_LAYERS = 16
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+SIGNATURE_ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 _UUID = re.compile(r"^[0-9a-f]{64}([0-9a-f]{16})?$|^[0-9a-f]{16}[0-9a-f]{64}$")
 
 
 def file_evidence_member(member: str) -> str:
     return f"provenance/files/{member}.sigstore.json"
+
+
+def image_evidence_members(reference: ImageRef, digest: str) -> tuple[str, str]:
+    """The Sigstore bundle and the signed simple-signing payload of an image's signature."""
+    stem = f"provenance/images/{reference.registry}/{reference.repository}/{digest.replace(':', '-')}"
+    return f"{stem}.sigstore.json", f"{stem}.payload.json"
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,58 @@ class Signatures:
             ) from None
         path = file_evidence_member(member)
         return Found(signed_provenance(verified, expected, f"{url}.sig", path), {path: evidence.to_json()})
+
+    def image(self, reference: ImageRef, digest: str, repository_url: str, send, expected: Expected) -> Found | None:
+        """An image's cosign signature (`sha256-<hex>.sig` beside it), verified; None when the registry holds none.
+
+        Each simple-signing layer is one signature; the image is signed when one of them verifies for
+        `expected`, and a signature manifest none of whose layers verifies stops the build.
+        """
+        tag = digest.replace(":", "-") + ".sig"
+        where = f"{reference.registry}/{reference.repository}:{tag}"
+        fetched = self.http.get_bytes(f"{repository_url}/manifests/{tag}", MAX_SIGNATURE_FILE, {"Accept": SIGNATURE_ACCEPT}, send, missing_ok=True)
+        if fetched is None:
+            return None
+        try:
+            manifest = json.loads(fetched.body)
+            layers = [layer for layer in manifest["layers"][:MAX_SIGNATURE_LAYERS] if layer.get("mediaType") == SIMPLE_SIGNING]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BuildError(f"{reference}: {where} is not a cosign signature manifest (stopped)") from None
+        if not layers:
+            raise BuildError(f"{reference}: {where} holds no cosign simple-signing layer (stopped)")
+        reasons = []
+        for number, layer in enumerate(layers, 1):
+            try:
+                return self._image_layer(reference, digest, repository_url, send, expected, layer, where)
+            except TrustError as error:
+                reasons.append(f"signature {number}: {error}")
+        raise BuildError(
+            f"{reference}: its upstream signature ({where}) does not verify: {'; '.join(reasons)}; the image or its signature is not what "
+            f"{expected.signer or expected.identity} published (stopped; nothing was written)"
+        )
+
+    def _image_layer(self, reference: ImageRef, digest: str, repository_url: str, send, expected: Expected, layer: dict, where: str) -> Found:
+        annotations = layer.get("annotations") or {}
+        blob = layer.get("digest")
+        if not isinstance(blob, str) or not re.match(r"^sha256:[0-9a-f]{64}$", blob) or not isinstance(annotations, dict):
+            raise SignatureError("the layer has no sha256 digest or no annotations")
+        payload = self.http.get_bytes(f"{repository_url}/blobs/{blob}", MAX_SIGNATURE_FILE, send=send).body
+        sha256 = hashlib.sha256(payload).hexdigest()
+        if f"sha256:{sha256}" != blob:
+            raise FetchError(f"{repository_url}/blobs/{blob}: checksum mismatch: expected {blob}, got sha256:{sha256}")
+        signed_digest, _ = signed_image(payload, "the simple-signing payload")
+        if signed_digest != digest:
+            raise SignatureError(f"the payload signs the image {signed_digest}, not {digest}")
+        signature = annotations.get(SIGNATURE_ANNOTATION)
+        certificate = annotations.get(CERTIFICATE_ANNOTATION)
+        if not isinstance(signature, str) or not isinstance(certificate, str):
+            raise SignatureError(f"the layer has no {SIGNATURE_ANNOTATION} or {CERTIFICATE_ANNOTATION} annotation (not a keyless signature)")
+        bundle = annotations.get(BUNDLE_ANNOTATION)
+        entry = LogEntry.from_cosign_bundle(bundle, BUNDLE_ANNOTATION) if isinstance(bundle, str) else None
+        evidence = Evidence(_certificate(certificate.encode(), CERTIFICATE_ANNOTATION), _signature(signature.encode(), SIGNATURE_ANNOTATION), sha256, entry)
+        verified = self.check(evidence, sha256, expected)
+        evidence_path, payload_path = image_evidence_members(reference, digest)
+        return Found(signed_provenance(verified, expected, where, evidence_path, payload_path), {evidence_path: evidence.to_json(), payload_path: payload})
 
     def _log_entry(self, sha256: str, signature: bytes, certificate: x509.Certificate) -> LogEntry | None:
         """The transparency-log entry of exactly this signature, from Rekor (remembered in the cache: entries never change)."""

@@ -340,6 +340,20 @@ def verify(evidence: Evidence, sha256: str, expected: Expected, root: TrustRoot,
     return Verified(identity, issuer, signed_at, entry.log_index)
 
 
+def signed_image(payload: bytes, where: str) -> tuple[str, str]:
+    """A cosign simple-signing payload: (the image manifest digest it signs, the docker-reference it names)."""
+    document = _json_object(payload, where, 64 << 10)
+    critical = document.get("critical")
+    if not isinstance(critical, dict) or critical.get("type") != "cosign container image signature":
+        raise SignatureError(f"{where}: not a cosign container image signature (critical.type)")
+    image, identity = critical.get("image"), critical.get("identity")
+    digest = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+    reference = identity.get("docker-reference") if isinstance(identity, dict) else None
+    if not isinstance(digest, str) or not re.match(r"^sha256:[0-9a-f]{64}$", digest) or not isinstance(reference, str):
+        raise SignatureError(f"{where}: critical.image.docker-manifest-digest or critical.identity.docker-reference is missing")
+    return digest, reference
+
+
 def identity_of(certificate: x509.Certificate) -> tuple[str, str]:
     """The signer's identity (the SAN: an email address or URI) and OIDC issuer, as Fulcio wrote them."""
     try:

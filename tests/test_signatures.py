@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOOLS, build, require
-from tests.standin.sigstore import KUBERNETES_BINARIES
+from tests.conftest import TOOLS, airlock, build, require
+from tests.standin.sigstore import KUBERNETES_BINARIES, KUBERNETES_IMAGES
 from tests.test_build import manifest_of
 from tests.upstream import LocalUpstream
 
@@ -78,7 +78,7 @@ def test_a_signed_release_is_verified_recorded_and_its_evidence_carried(signed_u
 
     out = tmp_path / "k8s.tar"
     result = build(signed_upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", check=True)
-    assert "verified 3 upstream signatures in " in result.stderr
+    assert "verified 10 upstream signatures in " in result.stderr  # 3 binaries, 7 registry.k8s.io images
     manifest = manifest_of(out)
     files = {entry["path"]: entry for entry in manifest["files"]}
     with tarfile.open(out) as archive:
@@ -91,7 +91,7 @@ def test_a_signed_release_is_verified_recorded_and_its_evidence_carried(signed_u
         assert record["detail"] == entry["source"] + ".sig" and isinstance(record["log_index"], int)
         # The carried evidence is a Sigstore bundle that sigstore-python verifies offline against the carried trust root.
         evidence = members[record["evidence"]]
-        assert json.loads(evidence)["mediaType"] == "application/vnd.sigstore.bundle.v0.3+json".replace("vnd.", "vnd.dev.")
+        assert json.loads(evidence)["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
         data = signed_upstream.release_file("v1.31.4", "amd64", name).read_bytes()
         root = tmp_path / "trusted_root.json"
         root.write_bytes(members["provenance/trusted_root.json"])
@@ -166,3 +166,118 @@ def test_a_warm_rebuild_asks_neither_the_release_server_for_signatures_nor_the_l
     assert not [r.path for r in signed_upstream.server.requests if r.path.endswith((".sig", ".cert"))]
     assert signed_upstream.signing.rekor.requests == []
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_sigstore_python_accepts_the_standins_image_signatures(signed_upstream):
+    """cosign's signature manifest as the stand-in pushes it: its payload, signature and certificate annotations, and the
+    Rekor bundle annotation equal to the log's own entry, verify with sigstore-python (given the entry's inclusion proof)."""
+    import urllib.request
+
+    from cryptography import x509
+    from sigstore.models import Bundle, TransparencyLogEntry
+
+    registry = signed_upstream.registry.url
+    digest = signed_upstream.upstream_digest("registry.k8s.io/kube-apiserver:v1.31.4")
+    request = urllib.request.Request(
+        f"{registry}/v2/kube-apiserver/manifests/{digest.replace(':', '-')}.sig", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        manifest = json.loads(response.read())
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    with urllib.request.urlopen(f"{registry}/v2/kube-apiserver/blobs/{layer['digest']}", timeout=10) as response:
+        payload = response.read()
+    assert json.loads(payload)["critical"] == {
+        "identity": {"docker-reference": "registry.k8s.io/kube-apiserver"},
+        "image": {"docker-manifest-digest": digest},
+        "type": "cosign container image signature",
+    }
+    annotations = layer["annotations"]
+    rekor_bundle = json.loads(annotations["dev.sigstore.cosign/bundle"])
+    answer = rekor_answer(signed_upstream, rekor_bundle["Payload"]["logIndex"])
+    (logged,) = answer.values()
+    assert {key: rekor_bundle["Payload"][key] for key in ("body", "integratedTime", "logIndex", "logID")} == {
+        key: logged[key] for key in ("body", "integratedTime", "logIndex", "logID")
+    }
+    certificate = x509.load_pem_x509_certificate(annotations["dev.sigstore.cosign/certificate"].encode())
+    entry = TransparencyLogEntry._from_v1_response(answer)
+    bundle = Bundle.from_parts(certificate, base64.b64decode(annotations["dev.cosignproject.cosign/signature"]), entry)
+    sigstore_verify(signed_upstream.signing.trusted_root_path, payload, bundle, KUBERNETES_IMAGES)
+    # The annotation's SET (ECDSA: a fresh signature each time it is made) signs what sigstore-python calls the entry's canonical form.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signed_upstream.signing.rekor.key.public_key().verify(
+        base64.b64decode(rekor_bundle["SignedEntryTimestamp"]), entry._encode_canonical(), ec.ECDSA(hashes.SHA256())
+    )
+
+
+def test_signed_images_are_recorded_with_the_signed_payload_carried(signed_upstream, keys, tmp_path):
+    from bundle.keyless import Evidence, Expected, TrustRoot, signed_image, verify
+
+    out = tmp_path / "k8s.tar"
+    build(signed_upstream, keys, out, "v1.31.4", tmp_path / "cache", "--arch", "amd64", check=True)
+    manifest = manifest_of(out)
+    with tarfile.open(out) as archive:
+        members = {name: archive.extractfile(name).read() for name in archive.getnames() if name.startswith("provenance/")}
+    root = TrustRoot.parse(members["provenance/trusted_root.json"], "root")
+    for image in manifest["images"]:
+        record = image["provenance"]
+        if not image["reference"].startswith("registry.k8s.io/"):
+            assert record["kind"] == "published-sha256", image  # docker.io's flannel publishes no signature airlock knows a signer for
+            continue
+        assert record["kind"] == "signed" and (record["identity"], record["issuer"]) == KUBERNETES_IMAGES
+        assert record["detail"].endswith(f":{image['digest'].replace(':', '-')}.sig")
+        payload = members[record["payload"]]
+        assert signed_image(payload, "payload")[0] == image["digest"]
+        evidence = Evidence.parse(members[record["evidence"]], record["evidence"])
+        # cosign's image signatures carry the log's SET, not an inclusion proof: a 0.1 Sigstore bundle.
+        assert json.loads(members[record["evidence"]])["mediaType"] == "application/vnd.dev.sigstore.bundle+json;version=0.1"
+        assert verify(evidence, hashlib.sha256(payload).hexdigest(), Expected(*KUBERNETES_IMAGES), root).log_index == record["log_index"]
+    summary = next(line for line in airlock("inspect", out, check=True).stdout.splitlines() if line.startswith("provenance  "))
+    assert summary.startswith("provenance  10 signed, 6 published checksum, 1 pinned, 0 unpinned")
+
+
+@contextmanager
+def image_signature(upstream: LocalUpstream, reference: str, **options):
+    """Replace an image's cosign signature for the test; the good one is pushed back afterwards."""
+    try:
+        yield upstream.sign_image(reference, **options)
+    finally:
+        upstream.sign_image(reference)
+
+
+def _another_artifacts_entry(upstream: LocalUpstream) -> dict:
+    return {"bundle_of": upstream.signing.sign(b"some other payload", KUBERNETES_IMAGES)}
+
+
+IMAGE_CASES = {
+    "another identity": (lambda up: {"identity": MALLORY}, "the certificate is for mallory@example.com"),
+    "another CA": (lambda up: {"ca": up.signing.rogue}, "does not chain to a certificate authority of the trust root"),
+    "log entry for another artifact": (_another_artifacts_entry, "is for another artifact"),
+    "expired certificate without a log timestamp": (lambda up: {"expired": True, "bundle": False}, "no transparency-log entry, so no signed time"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
+def test_an_image_signature_that_does_not_verify_stops_the_build_naming_the_image(signed_upstream, keys, tmp_path, case):
+    options, reason = IMAGE_CASES[case]
+    with image_signature(signed_upstream, "registry.k8s.io/pause:3.10", **options(signed_upstream)):
+        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("airlock: error: registry.k8s.io/pause:3.10: its upstream signature (registry.k8s.io/pause:sha256-") and reason in line, line
+    assert not (tmp_path / "k8s.tar").exists()
+
+
+def test_require_signed_refuses_an_unsigned_image_by_name(signed_upstream, keys, tmp_path):
+    signed_upstream.push("registry.k8s.io/unsigned/tool:1.0", ("amd64",))
+    flags = ["--cni", "none", "--arch", "amd64", "--image", "registry.k8s.io/unsigned/tool:1.0"]
+    refused = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", *flags, "--require", "signed")
+    assert refused.returncode == 1 and "registry.k8s.io/unsigned/tool:1.0 (published checksum)" in refused.stderr
+    assert "registry.k8s.io/pause:3.10 (" not in refused.stderr.splitlines()[-1]  # signed: it meets the level
+    assert not (tmp_path / "k8s.tar").exists()
+    # Without --require the same build works and records what it found.
+    build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", *flags, check=True)
+    tool = next(image for image in manifest_of(tmp_path / "k8s.tar")["images"] if image["reference"] == "registry.k8s.io/unsigned/tool:1.0")
+    assert tool["provenance"]["kind"] == "published-sha256"
