@@ -18,6 +18,7 @@ checksum counts), `signed` only verified signatures.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from bundle.errors import BundleError
@@ -148,3 +149,101 @@ def summary(records: list[Provenance]) -> str:
 def shortfall(named: list[tuple[str, Provenance]], require: str) -> list[tuple[str, Provenance]]:
     """What falls short of `--require`: (name, record) in the order given."""
     return [(name, record) for name, record in named if not record.meets(require)]
+
+
+@dataclass(frozen=True)
+class Rechecked:
+    """What an offline re-check established."""
+
+    signatures: int  # signatures re-verified from the evidence carried
+    in_base: int  # signed records whose evidence a delta's base bundle carries (checked when the base was installed)
+    trusted_root_sha256: str
+
+
+def recheck(manifest, read) -> Rechecked:
+    """Re-verify every signed record of `manifest` offline, against the evidence and trust root the bundle carries.
+
+    `read(path)` returns a member's bytes, or None when the member is not at hand (a delta's base member);
+    each is held to the sha256 bundle.json lists before it is used. Raises TrustError naming the file or
+    image whose carried signature does not verify.
+    """
+    from bundle.errors import TrustError
+    from bundle.keyless import MAX_EVIDENCE_BYTES, Evidence, Expected, TrustRoot, signed_image, verify
+
+    if manifest.provenance is None:
+        raise TrustError("bundle.json records no provenance (built by an airlock from before provenance was recorded); nothing to re-verify")
+
+    def member(path: str, name: str, limit: int) -> bytes | None:
+        entry = manifest.file(path)
+        if entry is None:
+            raise TrustError(f"{name}: its provenance names {path}, which bundle.json does not list")
+        data = read(path)
+        if data is None:
+            if entry.carried:
+                raise TrustError(f"{name}: its provenance names {path}, which is not in the bundle")
+            return None
+        if len(data) > limit or hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise TrustError(f"{path}: its bytes are not the ones bundle.json lists (sha256 {entry.sha256})")
+        return data
+
+    root_bytes = member(manifest.provenance.trusted_root, "provenance", 1 << 20)
+    if root_bytes is None or hashlib.sha256(root_bytes).hexdigest() != manifest.provenance.trusted_root_sha256:
+        raise TrustError(f"{manifest.provenance.trusted_root}: not the trust root bundle.json pins (sha256 {manifest.provenance.trusted_root_sha256})")
+    root = TrustRoot.parse(root_bytes, manifest.provenance.trusted_root)
+    images = {image.reference: image for image in manifest.images}
+    checked = in_base = 0
+    for name, record in named_records(manifest):
+        if record.kind != SIGNED:
+            continue
+        evidence_bytes = member(record.evidence, name, MAX_EVIDENCE_BYTES)
+        if evidence_bytes is None:
+            in_base += 1
+            continue
+        try:
+            evidence = Evidence.parse(evidence_bytes, record.evidence)
+            if name in images:
+                if not record.payload:
+                    raise TrustError("a signed image record names no payload")
+                payload = member(record.payload, name, 64 << 10)
+                if payload is None:
+                    in_base += 1
+                    continue
+                digest, _ = signed_image(payload, record.payload)
+                if digest != images[name].digest:
+                    raise TrustError(f"the signed payload is for the image {digest}, not {images[name].digest}")
+                sha256 = hashlib.sha256(payload).hexdigest()
+            else:
+                sha256 = manifest.file(name).sha256
+            verify(evidence, sha256, Expected(record.identity, record.issuer), root)
+        except TrustError as error:
+            raise TrustError(f"{name}: its carried signature ({record.evidence}) does not verify offline: {error}") from None
+        checked += 1
+    return Rechecked(checked, in_base, manifest.provenance.trusted_root_sha256)
+
+
+class EvidenceCollector:
+    """A verify_stream sink that keeps the (small) provenance/ members in memory, for `recheck` after the stream verified."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self):
+        self.members: dict[str, bytes] = {}
+
+    def sink(self, entry):
+        if not entry.path.startswith(EVIDENCE_PREFIX) or entry.size > self.LIMIT:
+            return None
+        return _Kept(self.members, entry.path)
+
+
+class _Kept:
+    def __init__(self, members: dict[str, bytes], path: str):
+        self._members, self._path, self._data = members, path, bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._data += data
+
+    def done(self) -> None:
+        self._members[self._path] = bytes(self._data)
+
+    def abort(self) -> None:
+        self._data = bytearray()

@@ -73,21 +73,30 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst), or a split bundle's parts list or first part.")],
     key: KeyOption,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    provenance: Annotated[
+        bool,
+        typer.Option("--provenance", help="Also re-verify every upstream signature the bundle carries, offline, against the trust root it carries."),
+    ] = False,
 ) -> None:
     """Check the signature first, then every member's size and sha256, in one streaming pass.
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
+    With --provenance, every upstream signature recorded in bundle.json is re-verified offline
+    (certificate chain, identity, signature, transparency-log entry) from the evidence the bundle carries.
     """
+    from bundle.provenance import EvidenceCollector, recheck
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
     from installer.progress import ProgressLines
 
+    collector = EvidenceCollector()
     try:
         keys = load_trusted_keys(key)
         from bundle.parts import total_size
 
         with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
-            verified = verify_bundle(bundle, keys, on_bytes=advance)
+            verified = verify_bundle(bundle, keys, on_bytes=advance, sink=collector.sink if provenance else None)
+        rechecked = recheck(verified.manifest, collector.members.get) if provenance else None
     except AirlockError as error:
         fail(error)
     if not quiet:
@@ -100,6 +109,14 @@ def verify(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
             f"{members}, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
+        if rechecked is not None:
+            from bundle.provenance import records, summary
+
+            base = f"; {rechecked.in_base} more are carried by the base bundle" if rechecked.in_base else ""
+            typer.echo(
+                f"provenance: {rechecked.signatures} upstream signatures re-verified offline against the carried Sigstore trust root "
+                f"(sha256 {rechecked.trusted_root_sha256[:16]}…){base}; {summary(records(manifest))}"
+            )
 
 
 @app.command()
