@@ -182,3 +182,53 @@ def test_a_bundle_whose_trust_root_is_not_the_pinned_one_is_refused(signed_bundl
     bad = rebundle(signed_bundle, tmp_path / "root.tar", keys["ed25519"] / "airlock.key", {"provenance/trusted_root.json": json.dumps(root).encode()})
     refused = airlock_node("verify", bad, "--key", keys["ed25519"] / "airlock.pub", "--provenance")
     assert refused.returncode == 1 and "provenance/trusted_root.json: not the trust root bundle.json pins" in refused.stderr
+
+
+def reviewer_blocks() -> str:
+    """docs/provenance.md's reviewer blocks, in order, as one script."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "provenance.md").read_text()
+    blocks = [block for block in re.findall(r"```sh\n(.*?)```", text, re.S) if block.startswith("# reviewer, provenance")]
+    assert len(blocks) == 3, "docs/provenance.md: the reviewer's three blocks"
+    return "\n".join(blocks)
+
+
+def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_signature(signed_upstream, signed_bundle, keys, tmp_path):
+    import shutil
+    import subprocess
+
+    require("openssl", "jq", "tar", "od")
+    script = reviewer_blocks()
+    good = tmp_path / "good"
+    good.mkdir()
+    shutil.copy(signed_bundle, good / "k8s.tar")
+    shutil.copy(keys["ed25519"] / "airlock.pub", good / "airlock.pub")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=good, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Two signatures checked (the binary's, the image's): each with its chain, its artifact and its SET.
+    assert result.stdout.count("leaf.pem: OK") == 2 and result.stdout.count("Verified OK") == 4, result.stdout
+    # The same procedure on bundles whose checked binary (kubectl) or image (kube-apiserver) carries a bad signature.
+    manifest, data, _ = members_of(signed_bundle)
+    mallory = _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], MALLORY))
+    rogue = _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], KUBERNETES_BINARIES, ca=up.signing.rogue))
+
+    def other_entry(up, m, d):
+        evidence = Evidence.parse(d[record_of(m, "registry.k8s.io/kube-apiserver:v1.31.4").evidence], "evidence")
+        other = Evidence.parse(evidence_for(up, b"another payload", KUBERNETES_IMAGES), "other")
+        return replace(evidence, entry=other.entry).to_json()
+
+    cases = {
+        "flipped": _flipped,
+        "identity": mallory,
+        "ca": rogue,
+        "entry": _evidence("registry.k8s.io/kube-apiserver:v1.31.4", other_entry),
+        "no-set": _evidence("registry.k8s.io/kube-apiserver:v1.31.4", _expired_without_set),
+    }
+    for case, change in cases.items():
+        bad = tmp_path / case
+        bad.mkdir()
+        rebundle(signed_bundle, bad / "k8s.tar", keys["ed25519"] / "airlock.key", change(signed_upstream, manifest, data))
+        shutil.copy(keys["ed25519"] / "airlock.pub", bad / "airlock.pub")
+        refused = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=bad, capture_output=True, text=True)
+        assert refused.returncode != 0, case
