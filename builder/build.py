@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder import artifacts, images, sign
+from builder import versions as versions_table
 from builder.errors import BuildError, FetchError
 from builder.pack import pack
 from builder.progress import Progress
@@ -68,6 +69,7 @@ class BuildOptions:
     image_list_from_table: bool = False
     require: str = "any"
     trusted_root: Path | None = None
+    allow_unsupported_version: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -169,6 +171,7 @@ class Builder:
         self.http = Http(progress, options.retry)
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
+        self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
 
     def close(self) -> None:
@@ -317,6 +320,9 @@ class Builder:
         )
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
+        if self.unsupported:
+            self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
         versions = artifacts.Versions(
             kubernetes=resolution.version,
             cni=options.cni_version,
@@ -466,6 +472,7 @@ class Builder:
             signer={"algorithm": key.algorithm, "key_id": key.key_id},
             base=base_ref,
             provenance=BundleProvenance(trusted_root_sha256, options.require),
+            unsupported=self.unsupported,
         )
         self.progress.add_total(manifest.carried_size)
         output = Path(options.output)

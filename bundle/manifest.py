@@ -150,6 +150,7 @@ class Manifest:
     base: BaseRef | None = None
     provenance: BundleProvenance | None = None  # the trust root the build verified signatures against, and --require
     schema: str = SCHEMA
+    unsupported: bool = False  # built with --allow-unsupported-version: a minor outside the supported range
 
     def to_json(self) -> bytes:
         """The canonical bytes that get signed: sorted keys, no extra whitespace."""
@@ -159,7 +160,7 @@ class Manifest:
             "serial": self.serial,
             "created": format_time(self.created),
             "expires": format_time(self.expires),
-            "kubernetes": {"requested": self.requested, "version": self.version},
+            "kubernetes": {"requested": self.requested, "version": self.version, **({"unsupported": True} if self.unsupported else {})},
             "platforms": list(self.platforms),
             "components": dict(self.components),
             "files": [entry.to_dict() for entry in self.files],
@@ -270,6 +271,13 @@ def _provenance(raw: dict, where: str):
     return None if raw.get("provenance") is None else Provenance.parse(raw["provenance"], where)
 
 
+def _unsupported(kubernetes: dict) -> bool:
+    value = kubernetes.get("unsupported", False)
+    if not isinstance(value, bool):
+        raise BundleError("kubernetes.unsupported must be true or false", MANIFEST_NAME)
+    return value
+
+
 def _manifest_from_document(document: object) -> Manifest:
     from bundle.provenance import BundleProvenance
 
@@ -342,6 +350,7 @@ def _manifest_from_document(document: object) -> Manifest:
         expires=parse_time(_need(document, "expires", str), "expires"),
         requested=_need(kubernetes, "requested", str, "kubernetes."),
         version=_need(kubernetes, "version", str, "kubernetes."),
+        unsupported=_unsupported(kubernetes),
         platforms=tuple(platforms),
         components=dict(components),
         files=tuple(files),

@@ -132,14 +132,14 @@ def keys(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def bundle(upstream, keys, tmp_path_factory) -> Path:
-    """One two-architecture bundle of stable-1.31, shared by the read-only tests."""
+    """One two-architecture bundle of stable-1.36, shared by the read-only tests."""
     out = tmp_path_factory.mktemp("bundle") / "k8s.tar"
     airlock(
         "build",
         "-o",
         out,
         "--kubernetes-version",
-        "stable-1.31",
+        "stable-1.36",
         "--sign-key",
         keys["ed25519"] / "airlock.key",
         "--arch",
@@ -169,7 +169,7 @@ def store(bundle, keys, tmp_path_factory) -> Path:
 def node_bundle(upstream, keys, tmp_path_factory) -> Path:
     """amd64 only, like the test node; flannel included."""
     out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
-    build(upstream, keys, out, "stable-1.31", tmp_path_factory.mktemp("node-cache"), check=True)
+    build(upstream, keys, out, "stable-1.36", tmp_path_factory.mktemp("node-cache"), check=True)
     return out
 
 

@@ -50,10 +50,10 @@ def test_inspect_summarises_provenance_in_one_line(bundle):
 
 def test_require_signed_refuses_an_unsigned_build_naming_what_falls_short(upstream, keys, tmp_path):
     out = tmp_path / "k8s.tar"
-    refused = build(upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", "--require", "signed")
+    refused = build(upstream, keys, out, "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", "--require", "signed")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "--require signed: " in refused.stderr and "lack a verified upstream signature" in refused.stderr
-    assert "registry.k8s.io/kube-apiserver:v1.31.4 (published checksum)" in refused.stderr
+    assert "registry.k8s.io/kube-apiserver:v1.36.4 (published checksum)" in refused.stderr
     assert "bin/linux-amd64/kubeadm (published checksum)" in refused.stderr
     assert not out.exists()
 

@@ -28,7 +28,7 @@ MALLORY = ("mallory@example.com", "https://accounts.google.com")
 @pytest.fixture(scope="module")
 def signed_upstream(tmp_path_factory):
     require(*TOOLS)
-    local = LocalUpstream(tmp_path_factory.mktemp("signed-upstream"), signed=True, extra_images={}).start()
+    local = LocalUpstream(tmp_path_factory.mktemp("signed-upstream"), versions=("v1.36.4",), labels={"stable-1.36": "v1.36.4"}, signed=True, extra_images={}).start()
     yield local
     local.close()
 
@@ -36,7 +36,7 @@ def signed_upstream(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed_bundle(signed_upstream, keys, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("signed-bundle") / "k8s.tar"
-    build(signed_upstream, keys, out, "v1.31.4", tmp_path_factory.mktemp("cache"), "--cni", "none", "--arch", "amd64", check=True)
+    build(signed_upstream, keys, out, "v1.36.4", tmp_path_factory.mktemp("cache"), "--cni", "none", "--arch", "amd64", check=True)
     return out
 
 
@@ -95,19 +95,19 @@ def _evidence(name: str, make):
 
 
 def _entry_for_another_artifact(upstream, manifest, data):
-    evidence = Evidence.parse(data[record_of(manifest, "registry.k8s.io/pause:3.10").evidence], "evidence")
+    evidence = Evidence.parse(data[record_of(manifest, "registry.k8s.io/kube-scheduler:v1.36.4").evidence], "evidence")
     other = Evidence.parse(evidence_for(upstream, b"another payload", KUBERNETES_IMAGES), "other")
     return replace(evidence, entry=replace(other.entry, proof=None)).to_json()
 
 
 def _expired_without_set(upstream, manifest, data):
-    payload = data[record_of(manifest, "registry.k8s.io/kube-apiserver:v1.31.4").payload]
+    payload = data[record_of(manifest, "registry.k8s.io/kube-apiserver:v1.36.4").payload]
     evidence = Evidence.parse(evidence_for(upstream, payload, KUBERNETES_IMAGES, expired=True), "expired")
     return replace(evidence, entry=replace(evidence.entry, signed_entry_timestamp=None, proof=None)).to_json()
 
 
 def _payload_of_another_image(upstream, manifest, data):
-    return {record_of(manifest, "registry.k8s.io/pause:3.10").payload: data[record_of(manifest, "registry.k8s.io/etcd:3.5.15-0").payload]}
+    return {record_of(manifest, "registry.k8s.io/kube-scheduler:v1.36.4").payload: data[record_of(manifest, "registry.k8s.io/kube-proxy:v1.36.4").payload]}
 
 
 NODE_CASES = {
@@ -122,13 +122,13 @@ NODE_CASES = {
         "bin/linux-amd64/kubeadm",
         "does not chain to a certificate authority of the trust root",
     ),
-    "a log entry for another artifact": (_evidence("registry.k8s.io/pause:3.10", _entry_for_another_artifact), "registry.k8s.io/pause:3.10", "is for another artifact"),
+    "a log entry for another artifact": (_evidence("registry.k8s.io/kube-scheduler:v1.36.4", _entry_for_another_artifact), "registry.k8s.io/kube-scheduler:v1.36.4", "is for another artifact"),
     "an expired certificate without a log timestamp": (
-        _evidence("registry.k8s.io/kube-apiserver:v1.31.4", _expired_without_set),
-        "registry.k8s.io/kube-apiserver:v1.31.4",
+        _evidence("registry.k8s.io/kube-apiserver:v1.36.4", _expired_without_set),
+        "registry.k8s.io/kube-apiserver:v1.36.4",
         "has no signed entry timestamp (SET)",
     ),
-    "the payload of another image": (_payload_of_another_image, "registry.k8s.io/pause:3.10", "the signed payload is for the image"),
+    "the payload of another image": (_payload_of_another_image, "registry.k8s.io/kube-scheduler:v1.36.4", "the signed payload is for the image"),
 }
 
 
@@ -214,7 +214,7 @@ def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_sign
     rogue = _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], KUBERNETES_BINARIES, ca=up.signing.rogue))
 
     def other_entry(up, m, d):
-        evidence = Evidence.parse(d[record_of(m, "registry.k8s.io/kube-apiserver:v1.31.4").evidence], "evidence")
+        evidence = Evidence.parse(d[record_of(m, "registry.k8s.io/kube-apiserver:v1.36.4").evidence], "evidence")
         other = Evidence.parse(evidence_for(up, b"another payload", KUBERNETES_IMAGES), "other")
         return replace(evidence, entry=other.entry).to_json()
 
@@ -222,8 +222,8 @@ def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_sign
         "flipped": _flipped,
         "identity": mallory,
         "ca": rogue,
-        "entry": _evidence("registry.k8s.io/kube-apiserver:v1.31.4", other_entry),
-        "no-set": _evidence("registry.k8s.io/kube-apiserver:v1.31.4", _expired_without_set),
+        "entry": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", other_entry),
+        "no-set": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", _expired_without_set),
     }
     for case, change in cases.items():
         bad = tmp_path / case

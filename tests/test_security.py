@@ -344,7 +344,7 @@ def test_flannel_without_a_pin_builds_unpinned_and_says_so_and_require_pinned_re
     at = flags.index("--flannel-sha256")
     pin = flags[at + 1]
     unpinned = flags[:at] + flags[at + 2 :]
-    common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
+    common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
     built = airlock(*common, *unpinned, check=True)
     # Loud: the warning names the file, says only TLS vouched for it, and gives the flag with the sum it saw.
     assert "warning: manifests/cni/kube-flannel.yml is UNPINNED" in built.stderr and f"--flannel-sha256 {pin}" in built.stderr

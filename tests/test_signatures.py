@@ -28,7 +28,7 @@ MALLORY = ("mallory@example.com", "https://accounts.google.com")
 @pytest.fixture(scope="module")
 def signed_upstream(tmp_path_factory):
     require(*TOOLS)
-    local = LocalUpstream(tmp_path_factory.mktemp("signed-upstream"), signed=True, extra_images={}).start()
+    local = LocalUpstream(tmp_path_factory.mktemp("signed-upstream"), versions=("v1.36.4",), labels={"stable-1.36": "v1.36.4"}, signed=True, extra_images={}).start()
     yield local
     local.close()
 
@@ -55,7 +55,7 @@ def test_sigstore_python_accepts_what_the_standin_publishes(signed_upstream):
     from sigstore.models import Bundle, TransparencyLogEntry
     from sigstore.verify import Verifier
 
-    binary = signed_upstream.release_file("v1.31.4", "arm64", "kubelet")
+    binary = signed_upstream.release_file("v1.36.4", "arm64", "kubelet")
     data = binary.read_bytes()
     signature = base64.b64decode(Path(f"{binary}.sig").read_bytes())
     certificate = x509.load_pem_x509_certificate(base64.b64decode(Path(f"{binary}.cert").read_bytes()))
@@ -77,7 +77,7 @@ def test_a_signed_release_is_verified_recorded_and_its_evidence_carried(signed_u
     from sigstore.models import Bundle
 
     out = tmp_path / "k8s.tar"
-    result = build(signed_upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", check=True)
+    result = build(signed_upstream, keys, out, "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", check=True)
     assert "verified 10 upstream signatures in " in result.stderr  # 3 binaries, 7 registry.k8s.io images
     manifest = manifest_of(out)
     files = {entry["path"]: entry for entry in manifest["files"]}
@@ -92,7 +92,7 @@ def test_a_signed_release_is_verified_recorded_and_its_evidence_carried(signed_u
         # The carried evidence is a Sigstore bundle that sigstore-python verifies offline against the carried trust root.
         evidence = members[record["evidence"]]
         assert json.loads(evidence)["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
-        data = signed_upstream.release_file("v1.31.4", "amd64", name).read_bytes()
+        data = signed_upstream.release_file("v1.36.4", "amd64", name).read_bytes()
         root = tmp_path / "trusted_root.json"
         root.write_bytes(members["provenance/trusted_root.json"])
         sigstore_verify(root, data, Bundle.from_json(evidence), KUBERNETES_BINARIES)
@@ -132,10 +132,10 @@ BINARY_CASES = {
 @pytest.mark.parametrize("case", sorted(BINARY_CASES))
 def test_a_binary_signature_that_does_not_verify_stops_the_build_naming_the_file(signed_upstream, keys, tmp_path, case):
     name, spoil, reason = BINARY_CASES[case]
-    binary = signed_upstream.release_file("v1.31.4", "amd64", name)
+    binary = signed_upstream.release_file("v1.36.4", "amd64", name)
     with replaced(binary, Path(f"{binary}.sha256"), Path(f"{binary}.sig"), Path(f"{binary}.cert")):
         spoil(signed_upstream, binary)
-        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"airlock: error: bin/linux-amd64/{name}: its upstream signature (") and reason in line, line
@@ -143,15 +143,15 @@ def test_a_binary_signature_that_does_not_verify_stops_the_build_naming_the_file
 
 
 def test_a_signature_without_its_certificate_is_refused_and_an_absent_one_is_recorded(signed_upstream, keys, tmp_path):
-    binary = signed_upstream.release_file("v1.31.4", "amd64", "kubelet")
+    binary = signed_upstream.release_file("v1.36.4", "amd64", "kubelet")
     with replaced(Path(f"{binary}.sig"), Path(f"{binary}.cert")):
         Path(f"{binary}.cert").unlink()
-        result = build(signed_upstream, keys, tmp_path / "a.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+        result = build(signed_upstream, keys, tmp_path / "a.tar", "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
         assert result.returncode == 1 and "kubelet.sig is published but" in result.stderr and "kubelet.cert is not" in result.stderr
         Path(f"{binary}.sig").unlink()
         # A fresh cache: a signature once fetched is remembered by its URL, as release files are.
-        build(signed_upstream, keys, tmp_path / "b.tar", "v1.31.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", check=True)
-        refused = build(signed_upstream, keys, tmp_path / "c.tar", "v1.31.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", "--require", "signed")
+        build(signed_upstream, keys, tmp_path / "b.tar", "v1.36.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", check=True)
+        refused = build(signed_upstream, keys, tmp_path / "c.tar", "v1.36.4", tmp_path / "cache2", "--cni", "none", "--arch", "amd64", "--require", "signed")
     kubelet = next(f for f in manifest_of(tmp_path / "b.tar")["files"] if f["path"] == "bin/linux-amd64/kubelet")
     assert kubelet["provenance"]["kind"] == "published-sha256"
     assert refused.returncode == 1 and "bin/linux-amd64/kubelet (published checksum)" in refused.stderr
@@ -159,10 +159,10 @@ def test_a_signature_without_its_certificate_is_refused_and_an_absent_one_is_rec
 
 def test_a_warm_rebuild_asks_neither_the_release_server_for_signatures_nor_the_log_again(signed_upstream, keys, tmp_path):
     cache = tmp_path / "cache"
-    build(signed_upstream, keys, tmp_path / "a.tar", "v1.31.4", cache, "--cni", "none", "--arch", "amd64", check=True)
+    build(signed_upstream, keys, tmp_path / "a.tar", "v1.36.4", cache, "--cni", "none", "--arch", "amd64", check=True)
     signed_upstream.server.clear()
     signed_upstream.signing.rekor.requests.clear()
-    build(signed_upstream, keys, tmp_path / "b.tar", "v1.31.4", cache, "--cni", "none", "--arch", "amd64", check=True)
+    build(signed_upstream, keys, tmp_path / "b.tar", "v1.36.4", cache, "--cni", "none", "--arch", "amd64", check=True)
     assert not [r.path for r in signed_upstream.server.requests if r.path.endswith((".sig", ".cert"))]
     assert signed_upstream.signing.rekor.requests == []
     shutil.rmtree(tmp_path / "cache")
@@ -177,7 +177,7 @@ def test_sigstore_python_accepts_the_standins_image_signatures(signed_upstream):
     from sigstore.models import Bundle, TransparencyLogEntry
 
     registry = signed_upstream.registry.url
-    digest = signed_upstream.upstream_digest("registry.k8s.io/kube-apiserver:v1.31.4")
+    digest = signed_upstream.upstream_digest("registry.k8s.io/kube-apiserver:v1.36.4")
     request = urllib.request.Request(
         f"{registry}/v2/kube-apiserver/manifests/{digest.replace(':', '-')}.sig", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
     )
@@ -216,7 +216,7 @@ def test_signed_images_are_recorded_with_the_signed_payload_carried(signed_upstr
     from bundle.keyless import Evidence, Expected, TrustRoot, signed_image, verify
 
     out = tmp_path / "k8s.tar"
-    build(signed_upstream, keys, out, "v1.31.4", tmp_path / "cache", "--arch", "amd64", check=True)
+    build(signed_upstream, keys, out, "v1.36.4", tmp_path / "cache", "--arch", "amd64", check=True)
     manifest = manifest_of(out)
     with tarfile.open(out) as archive:
         members = {name: archive.extractfile(name).read() for name in archive.getnames() if name.startswith("provenance/")}
@@ -262,22 +262,22 @@ IMAGE_CASES = {
 @pytest.mark.parametrize("case", sorted(IMAGE_CASES))
 def test_an_image_signature_that_does_not_verify_stops_the_build_naming_the_image(signed_upstream, keys, tmp_path, case):
     options, reason = IMAGE_CASES[case]
-    with image_signature(signed_upstream, "registry.k8s.io/pause:3.10", **options(signed_upstream)):
-        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
+    with image_signature(signed_upstream, "registry.k8s.io/kube-scheduler:v1.36.4", **options(signed_upstream)):
+        result = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("airlock: error: registry.k8s.io/pause:3.10: its upstream signature (registry.k8s.io/pause:sha256-") and reason in line, line
+    assert line.startswith("airlock: error: registry.k8s.io/kube-scheduler:v1.36.4: its upstream signature (registry.k8s.io/kube-scheduler:sha256-") and reason in line, line
     assert not (tmp_path / "k8s.tar").exists()
 
 
 def test_require_signed_refuses_an_unsigned_image_by_name(signed_upstream, keys, tmp_path):
     signed_upstream.push("registry.k8s.io/unsigned/tool:1.0", ("amd64",))
     flags = ["--cni", "none", "--arch", "amd64", "--image", "registry.k8s.io/unsigned/tool:1.0"]
-    refused = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", *flags, "--require", "signed")
+    refused = build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", *flags, "--require", "signed")
     assert refused.returncode == 1 and "registry.k8s.io/unsigned/tool:1.0 (published checksum)" in refused.stderr
-    assert "registry.k8s.io/pause:3.10 (" not in refused.stderr.splitlines()[-1]  # signed: it meets the level
+    assert "registry.k8s.io/kube-scheduler:v1.36.4 (" not in refused.stderr.splitlines()[-1]  # signed: it meets the level
     assert not (tmp_path / "k8s.tar").exists()
     # Without --require the same build works and records what it found.
-    build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", *flags, check=True)
+    build(signed_upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", *flags, check=True)
     tool = next(image for image in manifest_of(tmp_path / "k8s.tar")["images"] if image["reference"] == "registry.k8s.io/unsigned/tool:1.0")
     assert tool["provenance"]["kind"] == "published-sha256"
