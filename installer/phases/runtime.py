@@ -135,7 +135,10 @@ def run(context: Context) -> None:
         # containerd reads _default for every registry without a directory of its own: with the node registry as its
         # server and only host, an image from any other registry can be pulled from nowhere else (and is not there).
         text = hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirror, {mirror: settings})
-        host.write(paths(hosts_file("_default")), text)
+        target = paths(hosts_file("_default"))
+        if target.exists() and target.read_text() != text and "registry.lockdown" not in target.read_text():
+            context.echo(f"  containerd config: {'would replace' if host.dry_run else 'replaced'} the operator's certs.d/_default/hosts.toml (registry.lockdown)")
+        host.write(target, text)
         context.echo(f"{'would lock' if host.dry_run else 'locked'} containerd to {mirror}: images of registries the bundle does not carry cannot be pulled")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
