@@ -82,6 +82,7 @@ bench: deps bench-deps venv
 	$(PY) -m bench.upgrade_bench
 	$(PY) -m bench.split_bench
 	$(PY) -m bench.from_bench
+	$(PY) -m bench.provenance_bench
 
 # Not run by CI: a bounded fuzzing session of the bundle.json parser and the tar reader.
 FUZZ_SECONDS ?= 60

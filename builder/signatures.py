@@ -87,7 +87,8 @@ class Signatures:
         self._lock = threading.Lock()
         self._members: dict[str, bytes] = {}
         self.verified = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # in bundle.keyless.verify
+        self.looking = 0.0  # finding signatures and log entries (transfers), summed over the build's threads
 
     def members(self) -> list[FileEntry]:
         """The evidence of every signature verified so far, as members written by the build (put into the store)."""
@@ -113,8 +114,20 @@ class Signatures:
                 self.verified += 1
                 self.seconds += time.perf_counter() - started
 
+    def timed(self, look, *args) -> Found | None:
+        """Run one lookup, adding its time less its verification to `looking`."""
+        started, verifying = time.perf_counter(), self.seconds
+        try:
+            return look(*args)
+        finally:
+            with self._lock:
+                self.looking += time.perf_counter() - started - (self.seconds - verifying)
+
     def file(self, member: str, url: str, sha256: str, expected: Expected) -> Found | None:
         """A release file's keyless signature (`URL.sig`, `URL.cert`), verified; None when the upstream publishes none."""
+        return self.timed(self._file, member, url, sha256, expected)
+
+    def _file(self, member: str, url: str, sha256: str, expected: Expected) -> Found | None:
         signature_file = self.fetch_optional(url + ".sig", MAX_SIGNATURE_FILE)
         if signature_file is None:
             return None
@@ -140,6 +153,9 @@ class Signatures:
         Each simple-signing layer is one signature; the image is signed when one of them verifies for
         `expected`, and a signature manifest none of whose layers verifies stops the build.
         """
+        return self.timed(self._image, reference, digest, repository_url, send, expected)
+
+    def _image(self, reference: ImageRef, digest: str, repository_url: str, send, expected: Expected) -> Found | None:
         tag = digest.replace(":", "-") + ".sig"
         where = f"{reference.registry}/{reference.repository}:{tag}"
         fetched = self.http.get_bytes(f"{repository_url}/manifests/{tag}", MAX_SIGNATURE_FILE, {"Accept": SIGNATURE_ACCEPT}, send, missing_ok=True)
