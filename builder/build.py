@@ -310,8 +310,8 @@ class Builder:
         for text in extra_images:
             ImageRef.parse(text)
         key = sign.load(options.sign_key)
-        self.root_bytes, self.root_sha256 = self.trusted_root()
-        self.signatures = Signatures(self.http, self.store, self.root, self.cache_dir, self.progress, self.fetch_optional)
+        self.root_bytes, root = self.trusted_root()
+        self.signatures = Signatures(self.http, self.store, root, self.cache_dir, self.progress, self.fetch_optional)
 
         release = options.release_url.rstrip("/")
         resolution = resolve(
@@ -392,8 +392,8 @@ class Builder:
             "nothing was written (see `airlock inspect` of an earlier bundle, or lower --require)"
         )
 
-    def trusted_root(self) -> tuple[bytes, str]:
-        """The Sigstore trust root (--trusted-root, else airlock's shipped copy): its bytes and its sha256."""
+    def trusted_root(self) -> tuple[bytes, TrustRoot]:
+        """The Sigstore trust root (--trusted-root, else airlock's shipped copy): its bytes, parsed."""
         path = self.options.trusted_root or DEFAULT_TRUSTED_ROOT
         try:
             with open(path, "rb") as handle:
@@ -403,15 +403,14 @@ class Builder:
         if len(data) > MAX_TRUSTED_ROOT_BYTES:
             raise BuildError(f"--trusted-root {path}: larger than {MAX_TRUSTED_ROOT_BYTES} bytes; a Sigstore trusted_root.json is a few KiB")
         try:
-            self.root = TrustRoot.parse(data, f"--trusted-root {path}")
+            return data, TrustRoot.parse(data, f"--trusted-root {path}")
         except TrustError as error:
             raise BuildError(str(error)) from None
-        return data, hashlib.sha256(data).hexdigest()
 
     def _finish(self, resolution, components, files, copied, key, started, wait_for_blob) -> BuildResult:
         options = self.options
         self.check_required(files, [image.entry for image in copied])
-        trusted_root, trusted_root_sha256 = self.root_bytes, self.root_sha256
+        trusted_root, trusted_root_sha256 = self.root_bytes, hashlib.sha256(self.root_bytes).hexdigest()
         if self.signatures.verified:
             each = self.signatures.seconds / self.signatures.verified
             self.progress.log(

@@ -52,7 +52,7 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 SIGNATURE_ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-_UUID = re.compile(r"^[0-9a-f]{64}([0-9a-f]{16})?$|^[0-9a-f]{16}[0-9a-f]{64}$")
+_UUID = re.compile(r"^([0-9a-f]{16})?[0-9a-f]{64}$")  # Rekor's entry UUID: tree id (optional) and leaf hash
 
 
 def file_evidence_member(member: str) -> str:

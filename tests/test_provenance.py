@@ -94,3 +94,14 @@ def test_the_top_level_record_pins_the_trust_root_by_sha256():
         Manifest.parse(json.dumps(document).encode())
     document["provenance"].update(require="signed")
     assert Manifest.parse(json.dumps(document).encode()).provenance.require == "signed"
+
+
+def test_a_trusted_root_that_is_not_one_is_refused_before_any_download(upstream, keys, tmp_path):
+    upstream.server.clear()
+    root = tmp_path / "trusted_root.json"
+    root.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1"}))
+    result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--trusted-root", root)
+    assert result.returncode == 1 and f"--trusted-root {root}: mediaType" in result.stderr and "not a Sigstore trusted root" in result.stderr
+    missing = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--trusted-root", tmp_path / "none.json")
+    assert missing.returncode == 1 and "none.json: No such file or directory" in missing.stderr
+    assert upstream.server.requests == [] and not (tmp_path / "k8s.tar").exists()
