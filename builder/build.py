@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
 
 from builder import artifacts, images, sign
 from builder import versions as versions_table
@@ -21,17 +20,18 @@ from builder.pack import pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
-from builder.sidecars import write_sidecars
+from builder.sidecars import NODE_INSTALLER, write_sidecars
 from builder.signatures import Signatures
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
+from bundle.atomic import AtomicFile, write_atomic
 from bundle.errors import TrustError
 from bundle.keyless import TrustRoot
 from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
 from bundle.meter import human_size as human
 from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
 from bundle.reference import ImageRef
-from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
+from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, copy_verified, layout_index
 
 CNI_CHOICES = ("flannel", "none")
 # The Sigstore trust root shipped with airlock (data, not code: builder/data/README.md says where it comes from).
@@ -486,14 +486,15 @@ class Builder:
             listing = write_parts_list(output, packed.written, options.split, key)
             small = [listing, listing.with_name(listing.name + ".sig")]
             files = packed.written.paths + tuple(small)
-        written_sidecars: list[Path] = []
-        if options.sidecars:
-            hashed = [(part.name, part.sha256) for part in packed.written.files]
-            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key)
         # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
         pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
-        with self.store.open("sha256:" + pyz.sha256) as source:
-            copy_atomic(source, output.with_name("airlock-node.pyz"), 0o755)
+        beside = output.with_name(NODE_INSTALLER)
+        with AtomicFile(beside, 0o755) as handle, self.store.open("sha256:" + pyz.sha256) as source:
+            copy_verified(source, handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
+        written_sidecars: list[Path] = []
+        if options.sidecars:
+            hashed = [(part.name, part.sha256) for part in packed.written.files] + [(beside.name, pyz.sha256)]
+            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key)
         return BuildResult(
             output,
             manifest,
@@ -512,18 +513,6 @@ def file_provenance(artifact: artifacts.Artifact) -> Provenance:
     if artifact.checksum.url is not None:
         return Provenance(PUBLISHED, detail=artifact.checksum.url)
     return Provenance(UNPINNED, detail=f"TLS only: {artifact.url}")
-
-
-def copy_atomic(source: BinaryIO, path: Path, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with open(temporary, "wb") as handle:
-            shutil.copyfileobj(source, handle, 1 << 20)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _build_time() -> datetime:

@@ -36,12 +36,13 @@ from cryptography.hazmat.primitives import serialization
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http
+from bundle.atomic import write_atomic
 from bundle.errors import TrustError
 from bundle.keyless import Evidence, Expected, LogEntry, SignatureError, TrustRoot, Verified, signed_image, verify
 from bundle.manifest import FileEntry, format_time
 from bundle.provenance import SIGNED, Provenance
 from bundle.reference import ImageRef
-from bundle.store import BlobStore, write_atomic
+from bundle.store import BlobStore
 
 MAX_SIGNATURE_FILE = 64 << 10
 MAX_REKOR_ANSWER = 1 << 20
