@@ -156,7 +156,7 @@ class Rechecked:
     """What an offline re-check established."""
 
     signatures: int  # signatures re-verified from the evidence carried
-    in_base: int  # signed records whose evidence a delta's base bundle carries (checked when the base was installed)
+    in_base: int  # signed records whose evidence (or trust root) a delta's base bundle carries: checked when the delta is installed on it
     trusted_root_sha256: str
 
 
@@ -186,15 +186,17 @@ def recheck(manifest, read) -> Rechecked:
             raise TrustError(f"{path}: its bytes are not the ones bundle.json lists (sha256 {entry.sha256})")
         return data
 
+    signed = [(name, record) for name, record in named_records(manifest) if record.kind == SIGNED]
     root_bytes = member(manifest.provenance.trusted_root, "provenance", 1 << 20)
-    if root_bytes is None or hashlib.sha256(root_bytes).hexdigest() != manifest.provenance.trusted_root_sha256:
+    if root_bytes is None:
+        # A delta alone, whose trust root is its base's: nothing can be checked before it is installed on that base.
+        return Rechecked(0, len(signed), manifest.provenance.trusted_root_sha256)
+    if hashlib.sha256(root_bytes).hexdigest() != manifest.provenance.trusted_root_sha256:
         raise TrustError(f"{manifest.provenance.trusted_root}: not the trust root bundle.json pins (sha256 {manifest.provenance.trusted_root_sha256})")
     root = TrustRoot.parse(root_bytes, manifest.provenance.trusted_root)
     images = {image.reference: image for image in manifest.images}
     checked = in_base = 0
-    for name, record in named_records(manifest):
-        if record.kind != SIGNED:
-            continue
+    for name, record in signed:
         evidence_bytes = member(record.evidence, name, MAX_EVIDENCE_BYTES)
         if evidence_bytes is None:
             in_base += 1

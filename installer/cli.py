@@ -112,7 +112,7 @@ def verify(
         if rechecked is not None:
             from bundle.provenance import records, summary
 
-            base = f"; {rechecked.in_base} more are carried by the base bundle" if rechecked.in_base else ""
+            base = f"; {rechecked.in_base} more need the base bundle's members (re-verified when a node installs this delta on it)" if rechecked.in_base else ""
             typer.echo(
                 f"provenance: {rechecked.signatures} upstream signatures re-verified offline against the carried Sigstore trust root "
                 f"(sha256 {rechecked.trusted_root_sha256[:16]}…){base}; {summary(records(manifest))}"

@@ -232,3 +232,20 @@ def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_sign
         shutil.copy(keys["ed25519"] / "airlock.pub", bad / "airlock.pub")
         refused = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=bad, capture_output=True, text=True)
         assert refused.returncode != 0, case
+
+
+def test_a_delta_leaves_its_bases_evidence_to_the_base_and_a_bundle_without_provenance_says_so(signed_upstream, signed_bundle, keys, tmp_path):
+    manifest, _, _ = members_of(signed_bundle)
+    delta = tmp_path / "delta.tar"
+    build(signed_upstream, keys, delta, "v1.36.4", tmp_path / "cache", "--cni", "none", "--arch", "amd64", "--base", signed_bundle,
+          "--serial", str(manifest.serial + 1), check=True)  # fmt: skip
+    checked = airlock_node("verify", delta, "--key", keys["ed25519"] / "airlock.pub", "--provenance", check=True)
+    # Nothing changed upstream: every signature's evidence is the base's, so the delta alone re-verifies none of them.
+    assert "provenance: 0 upstream signatures re-verified offline" in checked.stdout and "; 10 more need the base bundle's members" in checked.stdout
+    from tests.hostile import standard
+
+    old = tmp_path / "old.tar"
+    old.write_bytes(standard(sign.load(keys["ed25519"] / "airlock.key")))
+    refused = airlock_node("verify", old, "--key", keys["ed25519"] / "airlock.pub", "--provenance")
+    assert refused.returncode == 1 and "bundle.json records no provenance" in refused.stderr
+    assert airlock_node("verify", old, "--key", keys["ed25519"] / "airlock.pub").returncode == 0
