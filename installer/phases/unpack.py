@@ -176,7 +176,7 @@ def recheck_provenance(context: Context, manifest, staging: Path, store: BlobSto
     def read(path: str) -> bytes | None:
         entry = manifest.file(path)
         staged = staging / path
-        if entry is not None and entry.carried or staged.exists():
+        if (entry is not None and entry.carried) or staged.exists():
             with open_regular(staged) as handle:
                 return handle.read(EVIDENCE_LIMIT + 1)
         digest = f"sha256:{entry.sha256}" if entry is not None else ""
