@@ -85,6 +85,8 @@ CONFIG_KEYS = {
     "split": "split",
     "sidecars": "sidecars",
     "image-list-from-table": "image_list_from_table",
+    "require": "require",
+    "trusted-root": "trusted_root",
     "allow-unsupported-version": "allow_unsupported_version",
 }
 
@@ -136,6 +138,10 @@ def check_usage(values: dict) -> None:
         usage_error(f"--arch {','.join(unknown) or repr('')}: choose from {', '.join(artifacts.ARCHES)} (linux only; comma-separated for several)")
     if values.get("cni", "flannel") not in CNI_CHOICES:
         usage_error(f"--cni {values['cni']!r}: choose from {', '.join(CNI_CHOICES)}")
+    from bundle.provenance import REQUIRE_LEVELS
+
+    if values.get("require", "any") not in REQUIRE_LEVELS:
+        usage_error(f"--require {values['require']!r}: choose from {', '.join(REQUIRE_LEVELS)}")
 
 
 @app.command()
@@ -165,7 +171,8 @@ def build(
     runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default=artifacts.DEFAULT_RUNC_VERSION)] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
     flannel_sha256: Annotated[
-        str | None, typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); needed for versions airlock does not pin.")
+        str | None,
+        typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); without it (and no pin in airlock) the file is recorded unpinned."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
@@ -192,6 +199,23 @@ def build(
             "--image-list-from-table",
             help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
             show_default="False",
+        ),
+    ] = None,
+    require: Annotated[
+        str | None,
+        typer.Option(
+            "--require",
+            help="Refuse to build when any file or image has less than this: signed (a verified upstream signature), "
+            "pinned (a pin, a published checksum or a signature: nothing unpinned) or any.",
+            show_default="any",
+        ),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            help="Sigstore trusted_root.json to verify upstream signatures against (a newer public one, or a private Sigstore's).",
+            show_default="the one shipped with airlock",
         ),
     ] = None,
     allow_unsupported_version: Annotated[
@@ -241,6 +265,8 @@ def build(
             "split": split,
             "sidecars": sidecars,
             "image_list_from_table": image_list_from_table,
+            "require": require,
+            "trusted_root": trusted_root,
             "allow_unsupported_version": allow_unsupported_version,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
@@ -259,7 +285,7 @@ def build(
         if "registry_mirrors" in values:
             raw = values["registry_mirrors"]
             values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz"):
+        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz", "trusted_root"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
         if values.get("split") is not None:
@@ -283,6 +309,9 @@ def build(
             f"({sum(1 for f in manifest.files if f.carried)} of {len(manifest.files)} members)"
         )
     _echo_files(result.files, result.sidecars)
+    from bundle.provenance import records, summary
+
+    typer.echo(f"provenance: {summary(records(manifest))}")
     written = f"{len(result.files) - 2} parts of {result.output}" if options.split is not None else str(result.output)
     typer.echo(
         f"wrote {written} ({human_size(sum(p.stat().st_size for p in result.files))}): kubernetes {manifest.version} "

@@ -21,12 +21,14 @@ import oras.provider
 import requests
 import yaml
 
+from builder.artifacts import IMAGE_SIGNERS
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http, Send
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
+from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
 
@@ -228,7 +230,10 @@ def _platform(descriptor: dict) -> tuple[str, str, str | None]:
 
 
 class ImageCopier:
-    def __init__(self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress):
+    def __init__(
+        self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress, signatures=None
+    ):
+        self.signatures = signatures  # builder.signatures.Signatures: images of registries with a known signer are verified
         self.http = http
         self.store = store
         self.clients = clients
@@ -271,8 +276,14 @@ class ImageCopier:
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
-        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)))
-        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
+        provenance = image_provenance(ref)
+        signer = IMAGE_SIGNERS.get(ref.registry)
+        if signer is not None and self.signatures is not None:
+            found = self.signatures.image(ref, digest, base, send, signer)
+            provenance = self.signatures.keep(found) if found is not None else provenance
+        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)), provenance)
+        signed = ", signed" if provenance.kind == "signed" else ""
+        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)}{signed})")
         return copied
 
     def _manifest(self, ref: ImageRef, base: str, send: Send, reference: str, pinned: str | None) -> tuple[str, bytes, str]:
@@ -341,6 +352,13 @@ class ImageCopier:
             future = self._blobs.get(digest)
         if future is not None:
             future.result()
+
+
+def image_provenance(ref: ImageRef) -> Provenance:
+    """Before signatures: an image named by digest is pinned; one named by tag has the digest its registry published for the tag."""
+    if ref.digest:
+        return Provenance(PINNED, detail="the digest in its reference")
+    return Provenance(PUBLISHED, detail=f"the digest {ref.registry} gave for tag {ref.tag}")
 
 
 def _json(data: bytes, what: str) -> dict:

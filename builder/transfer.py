@@ -140,12 +140,18 @@ class Http:
         self.progress.log(f"retrying {url} in {delay:.1f}s ({_describe(error)})")
         time.sleep(delay)
 
-    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> Fetched:
-        """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
+    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None, missing_ok: bool = False) -> Fetched | None:
+        """GET a small document (label, checksum file, manifest) with retries; the body is read and capped.
+
+        With `missing_ok`, a 404 answers None (a signature that may or may not be published); without it, a 404 fails.
+        """
         send = send or self.send
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 response = send("GET", url, dict(headers or {}), True)
+                if missing_ok and response.status_code == 404:
+                    response.close()
+                    return None
                 _check_status(url, response)
                 body = bytearray()
                 for chunk in response.iter_content(64 << 10):

@@ -91,22 +91,31 @@ def verify(
     key: KeyOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
     root: Annotated[Path, typer.Option("--root", help="Read the kept trusted keys of the node installed under this directory instead of /.")] = Path("/"),
+    provenance: Annotated[
+        bool,
+        typer.Option("--provenance", help="Also re-verify every upstream signature the bundle carries, offline, against the trust root it carries."),
+    ] = False,
 ) -> None:
     """Check the signature first, then every member's size and sha256, in one streaming pass.
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
+    With --provenance, every upstream signature recorded in bundle.json is re-verified offline
+    (certificate chain, identity, signature, transparency-log entry) from the evidence the bundle carries.
 
     Example: airlock-node verify k8s.tar --key airlock.pub
     """
+    from bundle.provenance import EvidenceCollector, recheck
     from bundle.verify import verify_bundle
     from installer.progress import ProgressLines
 
+    collector = EvidenceCollector()
     try:
         keys = trusted_keys(key, root)
         from bundle.parts import total_size
 
         with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
-            verified = verify_bundle(bundle, keys, on_bytes=advance)
+            verified = verify_bundle(bundle, keys, on_bytes=advance, sink=collector.sink if provenance else None)
+        rechecked = recheck(verified.manifest, collector.members.get) if provenance else None
     except AirlockError as error:
         fail(error)
     if not quiet:
@@ -119,6 +128,14 @@ def verify(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
             f"{members}, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
+        if rechecked is not None:
+            from bundle.provenance import records, summary
+
+            base = f"; {rechecked.in_base} more need the base bundle's members (re-verified when a node installs this delta on it)" if rechecked.in_base else ""
+            typer.echo(
+                f"provenance: {rechecked.signatures} upstream signatures re-verified offline against the carried Sigstore trust root "
+                f"(sha256 {rechecked.trusted_root_sha256[:16]}…){base}; {summary(records(manifest))}"
+            )
 
 
 @app.command()
@@ -127,7 +144,7 @@ def inspect(
     output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
     key: Annotated[Optional[list[Path]], typer.Option("--key", help="Also check the signature against this key.")] = None,
 ) -> None:
-    """Show what a bundle holds: versions, platforms, files, images, sizes and signer.
+    """Show what a bundle holds: versions, platforms, files, images, sizes, signer, and each file's and image's provenance.
 
     Reads only bundle.json and its signature; run `verify` to check every member.
 
@@ -147,11 +164,22 @@ def inspect(
             signature_state = f"valid, {signer.key_id} ({signer.origin})"
     except AirlockError as error:
         fail(error)
+    from bundle.provenance import counts, named_records, summary
+
+    named = named_records(manifest)
     if output == "json":
         document = json.loads(manifest_bytes)
         document["signature"] = signature_state
+        document["provenance_summary"] = counts([record for _, record in named]) if manifest.provenance is not None else None
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
+    if manifest.provenance is None:
+        provenance = "not recorded (built before airlock recorded provenance)"
+    else:
+        provenance = (
+            f"{summary([record for _, record in named])}; required: {manifest.provenance.require}; "
+            f"Sigstore trust root sha256 {manifest.provenance.trusted_root_sha256[:16]}… ({manifest.provenance.trusted_root})"
+        )
     lines = [
         f"bundle      {bundle} ({human_size(total_size(bundle))})",
         f"name        {manifest.name}  serial {manifest.serial}",
@@ -162,16 +190,31 @@ def inspect(
         f"signer      {manifest.signer.get('algorithm', '?')} {manifest.signer.get('key_id', '?')}; signature {signature_state}",
         f"base        {'none (full bundle)' if manifest.base is None else f'serial {manifest.base.serial} bundle.json sha256 {manifest.base.sha256}'}",
         "components  " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.components.items())),
+        f"provenance  {provenance}",
         "",
         f"images ({len(manifest.images)}):",
     ]
     for image in manifest.images:
-        lines.append(f"  {image.reference:<64} {image.digest[:19]}  {','.join(image.platforms):<24} {human_size(image.size)}")
+        label = image.provenance.label if image.provenance else "-"
+        lines.append(f"  {image.reference:<64} {image.digest[:19]}  {','.join(image.platforms):<24} {human_size(image.size):>9}  {label}")
     files = [entry for entry in manifest.files if not entry.path.startswith("images/blobs/")]
     blobs = [entry for entry in manifest.files if entry.path.startswith("images/blobs/")]
     lines += ["", f"files ({len(files)}, plus {len(blobs)} image blobs, {human_size(sum(b.size for b in blobs))}):"]
     for entry in files:
-        lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}")
+        label = entry.provenance.label if entry.provenance else "written by the build"
+        lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}  {label}")
+    signers: dict[tuple[str, str, str], int] = {}
+    for _, record in named:
+        if record.kind == "signed":
+            who = (record.signer, record.identity, record.issuer)
+            signers[who] = signers.get(who, 0) + 1
+    if signers:
+        lines += ["", "signed by:"]
+        for (who, identity, issuer), count in sorted(signers.items()):
+            lines.append(f"  {count:>3}  {who}: {identity} (OIDC issuer {issuer})")
+    weak = [(name, record) for name, record in named if record.kind == "unpinned"]
+    if weak:
+        lines += ["", "unpinned (only TLS vouched for these):"] + [f"  {name}: {record.detail}" for name, record in weak]
     lines.append(f"\ntotal       {human_size(manifest.total_size)} in {len(manifest.files)} members")
     if manifest.base is not None:
         carried = [entry for entry in manifest.files if entry.carried]

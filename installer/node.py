@@ -62,6 +62,7 @@ class NodeConfig:
     registry_ca: str = ""
     registry_tls_cert: str = ""
     registry_tls_key: str = ""
+    registry_lockdown: bool = False  # every other registry too is pulled from the node registry only (certs.d/_default)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     token: str = ""
     certificate_key: str = ""
