@@ -39,14 +39,23 @@ def keygen(
     algorithm: Annotated[str, typer.Option("--algorithm", help="ed25519 or ecdsa-p256.")] = "ed25519",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
 ) -> None:
-    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node."""
+    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node.
+
+    Prints the key's fingerprint: compare it with the one `airlock inspect` shows, by a second channel.
+
+    Example: airlock keygen --out keys
+    """
     from builder import sign
 
     try:
         key_path, pub_path = sign.generate(out, algorithm, force)
     except AirlockError as error:
         fail(error)
+    from bundle.trust import parse_public_key
+
+    fingerprint = parse_public_key(pub_path.read_bytes(), str(pub_path)).key_id
     typer.echo(f"wrote {key_path} (private, mode 0600) and {pub_path} (give this one to the nodes)")
+    typer.echo(f"fingerprint {fingerprint} (what `airlock inspect` shows as the signer; compare it by a second channel)")
 
 
 # Flags that --config build.yaml may also set, with the BuildOptions field each fills.
@@ -77,6 +86,8 @@ CONFIG_KEYS = {
     "split": "split",
     "sidecars": "sidecars",
     "image-list-from-table": "image_list_from_table",
+    "require": "require",
+    "trusted-root": "trusted_root",
     "allow-unsupported-version": "allow_unsupported_version",
 }
 
@@ -133,6 +144,10 @@ def check_usage(values: dict) -> None:
             artifacts.containerd_release(str(values["containerd_version"]))
         except ContainerdVersionError as error:
             usage_error(str(error))
+    from bundle.provenance import REQUIRE_LEVELS
+
+    if values.get("require", "any") not in REQUIRE_LEVELS:
+        usage_error(f"--require {values['require']!r}: choose from {', '.join(REQUIRE_LEVELS)}")
 
 
 @app.command()
@@ -162,7 +177,8 @@ def build(
     runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default="the one that containerd release pairs with")] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
     flannel_sha256: Annotated[
-        str | None, typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); needed for versions airlock does not pin.")
+        str | None,
+        typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); without it (and no pin in airlock) the file is recorded unpinned."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
@@ -189,6 +205,23 @@ def build(
             "--image-list-from-table",
             help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
             show_default="False",
+        ),
+    ] = None,
+    require: Annotated[
+        str | None,
+        typer.Option(
+            "--require",
+            help="Refuse to build when any file or image has less than this: signed (a verified upstream signature), "
+            "pinned (a pin, a published checksum or a signature: nothing unpinned) or any.",
+            show_default="any",
+        ),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            help="Sigstore trusted_root.json to verify upstream signatures against (a newer public one, or a private Sigstore's).",
+            show_default="the one shipped with airlock",
         ),
     ] = None,
     allow_unsupported_version: Annotated[
@@ -238,6 +271,8 @@ def build(
             "split": split,
             "sidecars": sidecars,
             "image_list_from_table": image_list_from_table,
+            "require": require,
+            "trusted_root": trusted_root,
             "allow_unsupported_version": allow_unsupported_version,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
@@ -256,7 +291,7 @@ def build(
         if "registry_mirrors" in values:
             raw = values["registry_mirrors"]
             values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz"):
+        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz", "trusted_root"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
         if values.get("split") is not None:
@@ -280,6 +315,9 @@ def build(
             f"({sum(1 for f in manifest.files if f.carried)} of {len(manifest.files)} members)"
         )
     _echo_files(result.files, result.sidecars)
+    from bundle.provenance import records, summary
+
+    typer.echo(f"provenance: {summary(records(manifest))}")
     written = f"{len(result.files) - 2} parts of {result.output}" if options.split is not None else str(result.output)
     typer.echo(
         f"wrote {written} ({human_size(sum(p.stat().st_size for p in result.files))}): kubernetes {manifest.version} "
@@ -305,6 +343,8 @@ def push(
     An upstream index that names platforms the bundle does not carry goes in narrowed
     to the carried ones, under a new digest that is printed. Prints the containerd
     hosts.toml that points nodes at the target.
+
+    Example: airlock push k8s.tar --key keys/airlock.pub --to harbor.corp.example/k8s
     """
     import sys
 
@@ -336,7 +376,10 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
-    typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
+    source = f"{target.origin}{'/' + target.prefix if target.prefix else ''}"
+    typer.echo(f"  bundle artifact -> {plan.artifact}")
+    typer.echo(f"nodes install from it: airlock-node join --from {source}{' --insecure' if target.insecure else ''} --key airlock.pub --config node.yaml"
+               + ("" if target.insecure else "  (add --ca CA.crt for a site CA)"))
     if plan.narrowed:
         typer.echo(
             f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "
@@ -356,9 +399,12 @@ def push(
 def diff_command(
     old: Annotated[Path, typer.Argument(help="The older bundle (or its bundle.json).")],
     new: Annotated[Path, typer.Argument(help="The newer bundle (or its bundle.json).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
 ) -> None:
-    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
+    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves.
+
+    Example: airlock diff k8s-old.tar k8s.tar --output json
+    """
     import json
 
     from builder.diff import diff, read_manifest, render
@@ -414,12 +460,14 @@ def split_command(
         written_sidecars = []
         if key is not None:
             files.append(result.listing.with_name(result.listing.name + ".sig"))
+        small = files[len(result.written.paths) :]
+        if result.node_pyz is not None:
+            files.append(target / result.node_pyz.name)
         if sidecars:
             verified = result.verified
-            hashed = [(part.name, part.sha256) for part in result.written.files]
-            written_sidecars = write_sidecars(
-                target, hashed, files[len(result.written.paths) :], verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key
-            )
+            beside = [result.node_pyz] if result.node_pyz is not None else []
+            hashed = [(part.name, part.sha256) for part in (*result.written.files, *beside)]
+            written_sidecars = write_sidecars(target, hashed, small, verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key)
     except AirlockError as error:
         fail(error)
     _echo_files(files, written_sidecars)
@@ -437,6 +485,8 @@ def join_parts_command(
     """Join a split bundle back into one file, checking every part and the whole against the parts list.
 
     Only for tools that need one file: airlock itself reads the parts directly.
+
+    Example: airlock join-parts k8s.parts.json -o k8s.tar --key keys/airlock.pub
     """
     from builder.split import join_parts
     from bundle.parts import locate

@@ -9,14 +9,15 @@ instead (builder/split.py), hashed while they are written.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
-from builder.split import RollingFile, Written
+from builder.split import BUNDLE_MODE, RollingFile, Written
+from bundle.atomic import AtomicFile
+from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import TarWriter
@@ -53,20 +54,21 @@ def pack(
 ) -> Packed:
     """write_bundle, and: with `split`, write parts of at most that many bytes (`output.part001`, …) instead of
     `output`; with `hashed` (implied by `split`), also hash what is written, for a parts list or sidecars."""
+    try:
+        return _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        # The partial bundle (or its parts) is already removed; say where and how much it needs.
+        raise no_space(output.parent, manifest.carried_size) from None
+
+
+def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) -> Packed:
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
-    output.parent.mkdir(parents=True, exist_ok=True)
     if split is None and not hashed:
-        temporary = output.with_name(f".{output.name}.partial")
-        try:
-            with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
-                _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, output)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle:
+            _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
         return Packed(manifest_bytes, None)
     rolling = RollingFile(output, split)
     try:
