@@ -25,7 +25,7 @@ deps:
 	fi
 
 # containerd 2.x for the tests and the demo: Debian sid's package unpacked into .dist-cache/containerd-sid with
-# apt-get download through a private source list (the archive named by this machine's apt configuration, suite sid);
+# apt-get download of containerd=2.1.9+ds1-5 through a private source list (the archive named by this machine's apt configuration, suite sid);
 # nothing is installed and /etc is not touched. Off CI a failure leaves those tests skipping; with CI=true it fails.
 containerd-sid: venv
 	$(PY) -m tests.debian_sid

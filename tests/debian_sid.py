@@ -3,8 +3,11 @@
 `make test` runs `python -m tests.debian_sid` (target `containerd-sid`). Nothing is
 installed system-wide and /etc is not touched: apt reads a source list written in a
 private temporary directory, keeps its package lists and downloads there, and
-`apt-get download` fetches the one .deb (apt checks the archive's signature and the
-package's hash); `dpkg-deb -x` unpacks it into ROOT (default .dist-cache/containerd-sid).
+`apt-get download containerd=PACKAGE_VERSION` fetches that one .deb (apt checks the
+archive's signature and the package's hash); `dpkg-deb -x` unpacks it into ROOT (default
+.dist-cache/containerd-sid). The version is pinned: the tests' corpus (tests/data/containerd/
+default-2.1.toml) and their expectations are that package's; a ROOT holding another is
+fetched again, and a sid that no longer has it is a failure to fetch, never a silent swap.
 The archive's address is the one this machine's own apt configuration names
 (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list), with the suite `sid`.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".dist-cache/containerd-sid"
 MARKER = ".airlock-package"  # in ROOT: "PACKAGE VERSION" of what was unpacked, written last
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+PACKAGE, PACKAGE_VERSION = "containerd", "2.1.9+ds1-5"
 
 
 class SidError(Exception):
@@ -99,8 +103,8 @@ def _apt_options(work: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def fetch(package: str, root: Path, etc: Path = Path("/etc/apt")) -> str:
-    """Unpack sid's `package` into `root` (replacing what is there); returns its version."""
+def fetch(package: str, version: str, root: Path, etc: Path = Path("/etc/apt")) -> str:
+    """Unpack sid's `package` at exactly `version` into `root` (replacing what is there); returns that version."""
     uri, keyring = debian_archive(etc)
     with tempfile.TemporaryDirectory(prefix="airlock-sid-") as temporary:
         work = Path(temporary)
@@ -110,11 +114,13 @@ def fetch(package: str, root: Path, etc: Path = Path("/etc/apt")) -> str:
             handle.write(source)
         options = _apt_options(work)
         _run(["apt-get", *options, "-q", "update"], work)
-        _run(["apt-get", *options, "-q", "download", package], work)
+        _run(["apt-get", *options, "-q", "download", f"{package}={version}"], work)
         debs = sorted(work.glob(f"{package}_*.deb"))
         if len(debs) != 1:
             raise SidError(f"apt-get download {package} left {len(debs)} packages in {work}")
-        version = _run(["dpkg-deb", "-f", str(debs[0]), "Version"], work).strip()
+        got = _run(["dpkg-deb", "-f", str(debs[0]), "Version"], work).strip()
+        if got != version:
+            raise SidError(f"apt-get download {package}={version} gave version {got}")
         staging = root.with_name(root.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o755, parents=True)
@@ -136,26 +142,31 @@ def _run(argv: list[str], cwd: Path) -> str:
 
 
 def installed(root: Path = DEFAULT_ROOT) -> str | None:
-    """`PACKAGE VERSION ...` of what `root` holds, or None when it holds nothing complete."""
+    """`PACKAGE VERSION ...` of what `root` holds, or None when it holds nothing complete or another version."""
     marker = root / MARKER
-    return marker.read_text().strip() if marker.is_file() and (root / "usr/bin/containerd").is_file() else None
+    if not marker.is_file() or not (root / "usr/bin/containerd").is_file():
+        return None
+    text = marker.read_text().strip()
+    return text if text.split()[:2] == [PACKAGE, PACKAGE_VERSION] else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"where to unpack (default {DEFAULT_ROOT})")
     parser.add_argument("--refresh", action="store_true", help="fetch again even when ROOT already holds the package")
+    parser.add_argument("--apt-etc", type=Path, default=Path("/etc/apt"), help="the apt configuration that names the Debian archive (default /etc/apt)")
     arguments = parser.parse_args()
     have = installed(arguments.root)
     if have and not arguments.refresh:
         print(f"containerd from Debian sid: {have} in {arguments.root}")
         return
     try:
-        version = fetch("containerd", arguments.root)
+        version = fetch(PACKAGE, PACKAGE_VERSION, arguments.root, arguments.apt_etc)
     except SidError as error:
-        print(f"containerd from Debian sid: {error}", file=sys.stderr)
         # Off CI the tests that need it skip; in CI a missing tool is a failure.
-        sys.exit(1 if os.environ.get("CI") == "true" else 0)
+        ci = os.environ.get("CI") == "true"
+        print(f"containerd from Debian sid: {error}; {'CI=true: failing' if ci else 'the tests that need it will skip'}", file=sys.stderr)
+        sys.exit(1 if ci else 0)
     print(f"containerd from Debian sid: containerd {version} unpacked into {arguments.root}")
 
 
