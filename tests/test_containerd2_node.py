@@ -1,7 +1,10 @@
-"""A node whose runtime is containerd 2.x, for real: Debian sid's containerd 2.1.9 with bookworm's runc.
+"""A node whose runtime is containerd 2.x, for real: the containerd 2.1.9 its bundle carries, with bookworm's runc.
 
-The operator's starting point is that containerd's own `config default`. The
-node installer (airlock-node.pyz under `python3 -I`, in a network namespace whose
+The local upstream's containerd-2.1.9-linux-amd64.tar.gz holds real programs
+(Debian sid's 2.1.9 build, tests/debian_sid.py); the node has no runtime, so
+the binaries phase installs the bundle's containerd, shim and ctr, and that is
+the daemon started. The operator's starting point is that containerd's own
+`config default`. The node installer (airlock-node.pyz under `python3 -I`, in a network namespace whose
 only address is a documentation address, tests/nodenet.py) merges it as version 3 (the layout 2.1
 reads), the daemon is started on exactly that file (only its private paths moved:
 root, state, sockets, and config_path to the root's certs.d), and then:
@@ -51,7 +54,11 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
     require("ip", "runc", "nsenter")
     programs = sid_programs()
     bundle = tmp_path / "k8s.tar"
-    build(upstream, keys, bundle, "stable", tmp_path / "cache", "--arch", "amd64", "--cni", "none", "--containerd-version", "2.1", "--image", BUSYBOX, check=True)
+    upstream.serve_containerd("2.1.9", "amd64", programs)
+    try:
+        build(upstream, keys, bundle, "stable", tmp_path / "cache", "--arch", "amd64", "--cni", "none", "--containerd-version", "2.1", "--image", BUSYBOX, check=True)
+    finally:
+        upstream.serve_containerd("2.1.9", "amd64")
     manifest = bundle_manifest(bundle)
     assert manifest["components"]["containerd"] == "2.1.9" and manifest["components"]["runc"] == "v1.3.6"
     pause = f"registry.k8s.io/pause:{manifest['components']['pause']}"
@@ -63,7 +70,9 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
     config_toml.write_text(subprocess.run([programs / "containerd", "config", "default"], capture_output=True, text=True, check=True).stdout)
     node_yaml = tmp_path / "node.yaml"
     node_yaml.write_text(json.dumps({"nodeName": "c2", "registry": {"listen": "127.0.0.1:5000"}}))
-    env = {**os.environ, "PATH": f"{programs}:{os.environ['PATH']}", "AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log")}
+    # The bundle's containerd, shim and ctr once the binaries phase put them there (its runc is a stand-in: PATH's runs).
+    installed = root / "usr/local/bin"
+    env = {**os.environ, "PATH": f"{installed}:{os.environ['PATH']}", "AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log")}
     daemon = registry = None
     node = NodeNetwork()  # one 192.0.2.x address, no route out
     install = [*node.prefix, *node_command(), "init", str(bundle), "--key", str(keys["ed25519"] / "airlock.pub"),
@@ -72,6 +81,8 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
         # Up to the runtime's configuration; the daemon then starts on what airlock wrote.
         first = subprocess.run([*install, "--skip-phases", "images,kubeadm-init,cni,done"], capture_output=True, text=True, env=env, timeout=600)
         assert first.returncode == 0, first.stderr
+        for name in ("containerd", "containerd-shim-runc-v2", "ctr"):
+            assert (installed / name).read_bytes() == (programs / name).read_bytes(), f"{name} is not the one the bundle carries"
         assert "writing containerd config.toml version 3 for containerd 2.1.9 (bundle.json)" in first.stderr
         written = config_toml.read_text()
         parsed = tomllib.loads(written)
@@ -82,7 +93,7 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
         assert hosts["server"] == "http://127.0.0.1:5000" and list(hosts["host"]) == ["http://127.0.0.1:5000"]
 
         daemon_root = Path(f"/tmp/ctd-c2{os.getpid()}")
-        daemon = Containerd(daemon_root, prefix=node.prefix, config_text=private_config(written, daemon_root, root / "etc/containerd/certs.d"), programs=programs)
+        daemon = Containerd(daemon_root, prefix=node.prefix, config_text=private_config(written, daemon_root, root / "etc/containerd/certs.d"), programs=installed)
         assert daemon.release.startswith("2.1.")
         for plugin_type, plugin_id in (("io.containerd.cri.v1", "images"), ("io.containerd.cri.v1", "runtime"), ("io.containerd.grpc.v1", "cri")):
             assert daemon.plugin_status(plugin_type, plugin_id) == "ok", daemon.log_text()[-1500:]

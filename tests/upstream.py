@@ -16,6 +16,12 @@ answers `config images list` and `version`, and records every call. kubelet
 (tests/standin/kubelet.py) refuses the flags its minor no longer has; kubectl
 is a shell script that records its calls, its command lines checked against
 the real kubectl in tests/test_kubectl.py.
+
+containerd's release archives hold stand-in scripts too, except where a test or
+the demo asks `serve_containerd` for real programs: then that release's archive
+for that architecture carries them (Debian sid's containerd 2.1.9 build, as
+`containerd-2.1.9-linux-amd64.tar.gz`), so a node without a runtime installs and
+runs the containerd its bundle carries.
 """
 
 from __future__ import annotations
@@ -509,12 +515,28 @@ class LocalUpstream:
             Path(f"{path}.sha256sum").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
         return path
 
+    def serve_containerd(self, release: str, arch: str, programs: Path | None = None) -> None:
+        """containerd-RELEASE-linux-ARCH.tar.gz and its .sha256sum, laid out as containerd's release archives are
+        (bin/containerd, bin/containerd-shim-runc-v2, bin/ctr): stand-in scripts, or the real programs in `programs`.
+        Real programs must be that release (`containerd --version` and `ctr --version` are asked)."""
+        names = ("containerd", "containerd-shim-runc-v2", "ctr")
+        if programs is None:
+            files = {f"bin/{name}": f"#!/bin/sh\n# stand-in {name} {arch}\n".encode() for name in names}
+        else:
+            for name in ("containerd", "ctr"):
+                answer = subprocess.run([str(programs / name), "--version"], capture_output=True, text=True, check=True, timeout=30).stdout.split()
+                if len(answer) < 3 or answer[2].lstrip("v").split("+")[0].split("~")[0] != release:
+                    raise ValueError(f"{programs / name} is not containerd {release}: {' '.join(answer)}")
+            files = {f"bin/{name}": (programs / name).read_bytes() for name in names}
+        archive = f"containerd-{release}-linux-{arch}.tar.gz"
+        self._write(f"github/containerd/containerd/releases/download/v{release}/{archive}", self._tarball(files, level=1), "sha256sum")
+
     @staticmethod
-    def _tarball(files: dict[str, bytes], gz: bool = True) -> bytes:
+    def _tarball(files: dict[str, bytes], gz: bool = True, level: int = 9) -> bytes:
         import io
 
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as archive:
+        with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w", **({"compresslevel": level} if gz else {})) as archive:
             for name, data in files.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -560,12 +582,7 @@ class LocalUpstream:
                     "bare",
                 )
             for containerd_version in containerd_versions:
-                containerd = f"containerd-{containerd_version}-linux-{arch}.tar.gz"
-                self._write(
-                    f"{github}/containerd/containerd/releases/download/v{containerd_version}/{containerd}",
-                    self._tarball({f"bin/{b}": f"#!/bin/sh\n# stand-in {b} {arch}\n".encode() for b in ("containerd", "containerd-shim-runc-v2", "ctr")}),
-                    "sha256sum",
-                )
+                self.serve_containerd(containerd_version, arch)
             runc = f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
             for runc_version in runc_versions:
                 self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.{arch}", runc)
