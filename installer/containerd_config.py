@@ -302,3 +302,83 @@ def hosts_toml(comment: str, server: str, hosts: dict[str, dict], top: dict | No
                     entry[key] = value
                 table[url] = entry
     return tomlkit.dumps(document)
+
+
+def imports_of(text: str) -> list[str]:
+    """The `imports` of a config file, as written (paths or globs); [] when it has none."""
+    try:
+        imports = _plain(tomlkit.parse(text).get("imports", []))
+    except (TOMLKitError, ValueError):
+        return []
+    return [str(item) for item in imports] if isinstance(imports, list) else []
+
+
+def check_dropin(name: str, text: str, certs_dir: str, sandbox_image: str, root_version: int) -> list[str]:
+    """Refuse a file config.toml imports when it would undo what airlock set there; notes for what it may keep.
+
+    containerd merges every imported file over config.toml, plugin tables key by key
+    (cmd/containerd/server/config mergeConfig, v1.7.34 to v2.3.4): a drop-in's
+    `mirrors` meet airlock's `config_path` (refused: the CRI image plugin does not
+    load), its `configs."HOST".tls` is refused (1.7) or ignored (2.x) there, and its
+    own `config_path` or sandbox image replace airlock's. airlock does not edit the
+    operator's drop-ins: it names the file and the way out.
+    """
+    try:
+        document = tomlkit.parse(text)
+    except (TOMLKitError, ValueError) as error:
+        raise NodeError(f"{name} (imported by /etc/containerd/config.toml) is not valid TOML ({error}); fix or remove it") from None
+    version = _plain(document.get("version", 1)) or 1
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 4:
+        raise NodeError(f"{name} (imported by /etc/containerd/config.toml): version {version!r} is not one airlock knows (1, 2, 3 or 4)")
+    if version > root_version:
+        raise NodeError(f"{name} has version = {version}, higher than /etc/containerd/config.toml's {root_version}: containerd refuses that; write it as version {root_version}")
+    plugins = document.get("plugins")
+    if not hasattr(plugins, "get"):
+        return []
+    # Where this file's layout keeps the CRI registry and the sandbox image (version 1 by the short id too).
+    if version >= 3:
+        places = [(f"plugins.'{V3_IMAGES}'", plugins.get(V3_IMAGES), ("pinned_images", "sandbox"))]
+    else:
+        places = [(f'plugins."{V2_CRI}"', plugins.get(V2_CRI), ("sandbox_image",))]
+        if version == 1:
+            places.append(("plugins.cri", plugins.get("cri"), ("sandbox_image",)))
+    notes: list[str] = []
+    for where, cri, sandbox_keys in places:
+        if not hasattr(cri, "get"):
+            continue
+        sandbox = cri
+        for key in sandbox_keys:
+            sandbox = sandbox.get(key) if hasattr(sandbox, "get") else None
+        if sandbox is not None and str(sandbox) != sandbox_image:
+            key = ".".join(sandbox_keys)
+            raise NodeError(
+                f"{name} sets {where}.{key} = {str(sandbox)!r}, which containerd merges over config.toml's bundle pause image "
+                f"{sandbox_image}; delete {key} there (airlock sets it in config.toml)"
+            )
+        registry = cri.get("registry")
+        if not hasattr(registry, "get"):
+            continue
+        path = str(_plain(registry.get("config_path", "")) or "")
+        if path and path.split(":")[0] != certs_dir:
+            raise NodeError(
+                f"{name} sets {where}.registry.config_path = {path!r}, which containerd merges over config.toml's {certs_dir}; "
+                f"move its hosts.toml files to {certs_dir} and delete config_path there"
+            )
+        mirrors = registry.get("mirrors")
+        configs = registry.get("configs")
+        tls = sorted(str(host) for host in (configs or {}) if hasattr(configs[host], "get") and "tls" in configs[host])
+        if mirrors is not None and len(mirrors):
+            raise NodeError(
+                f"{name} sets {where}.registry.mirrors, which containerd merges beside config.toml's config_path and refuses "
+                f"(`mirrors` cannot be set when `config_path` is provided); move each mirror as [host.\"URL\"] with "
+                f"capabilities = [\"pull\", \"resolve\"] into {certs_dir}/HOST/hosts.toml, then delete mirrors there"
+            )
+        if tls:
+            raise NodeError(
+                f"{name} sets {where}.registry.configs.\"{tls[0]}\".tls, which containerd refuses (1.7) or ignores (2.x) beside "
+                f"config.toml's config_path; move ca_file, cert_file/key_file and insecure_skip_verify as ca, client and "
+                f"skip_verify into {certs_dir}/{tls[0]}/hosts.toml, then delete tls there"
+            )
+        for host in sorted(str(host) for host in (configs or {}) if hasattr(configs[host], "get") and "auth" in configs[host]):
+            notes.append(f"WARNING {name}: {where}.registry.configs.\"{host}\".auth is kept (containerd still uses it); plan an imagePullSecret or a credential provider instead")
+    return notes

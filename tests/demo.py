@@ -8,11 +8,14 @@
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
    `python3 -I`, as on a node: in a network namespace of its own with one address
-   (192.0.2.10) and no route out, whose runtime is containerd 2.1 (Debian sid's,
-   unpacked by `make containerd-sid`). airlock merges that containerd's own default
-   config as version 3, a private containerd 2.1.9 starts there on exactly that file
-   (its paths moved under a scratch directory), and init resumes to pull every
-   image through the hosts.toml mirror airlock wrote, from the node registry
+   (192.0.2.10) and no route out, and no container runtime. The bundle carries
+   containerd 2.1.9 (`--containerd-version 2.1`; the default is 2.3.4, which cannot
+   be run here): the local upstream's amd64 archive of that release holds real
+   programs, Debian sid's 2.1.9 build (unpacked by `make containerd-sid`). init
+   installs them from the bundle and writes containerd's config as version 3 (what
+   2.1 reads); that containerd starts on exactly that file (its paths moved under a
+   scratch directory), and init resumes to pull every image through the hosts.toml
+   mirror airlock wrote, from the node registry
 """
 
 from __future__ import annotations
@@ -35,15 +38,21 @@ def step(title: str, *argv: str) -> None:
 
 
 def main() -> None:
+    from tests.debian_sid import DEFAULT_ROOT, installed
+
+    if installed(DEFAULT_ROOT) is None:
+        sys.exit(f"containerd 2.1.9 from Debian sid is not in {DEFAULT_ROOT}: run `make containerd-sid` (make demo does)")
     work = Path(os.environ.get("AIRLOCK_DEMO_DIR") or tempfile.mkdtemp(prefix="airlock-demo-"))
     print(f"== airlock demo in {work}")
     upstream = LocalUpstream(work / "upstream").start()
     try:
         print(f"local upstream: releases {upstream.release_url}, registry {upstream.registry.url}")
+        # containerd 2.1.9 for amd64 is real (sid's build of it); every other release and architecture is a stand-in.
+        upstream.serve_containerd("2.1.9", "amd64", DEFAULT_ROOT / "usr/bin")
         keys, out, cache = work / "keys", work / "k8s-stable-1.36.tar", work / "cache"
         step("keys", AIRLOCK, "keygen", "--out", str(keys), "--force")
         build = [
-            # The demo node runs containerd 2.1 (Debian's): the bundle says so, and the node writes the layout 2.1 reads.
+            # The bundle carries containerd 2.1.9 (the one containerd 2.x this machine can run); without the flag, 2.3.4.
             AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.36", "--arch", "amd64,arm64", "--containerd-version", "2.1",
             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(cache), *upstream.build_flags(),
         ]
@@ -72,26 +81,20 @@ def main() -> None:
 
 def install(work: Path, bundle: Path, keys: Path) -> None:
     from tests.containerd import Containerd, private_config
-    from tests.debian_sid import DEFAULT_ROOT, installed
     from tests.nodenet import NodeNetwork
     from tests.upstream import free_port
 
-    if installed(DEFAULT_ROOT) is None:
-        sys.exit(f"containerd 2.x from Debian sid is not in {DEFAULT_ROOT}: run `make containerd-sid` (make demo does)")
-    programs = DEFAULT_ROOT / "usr/bin"
-    # The node's containerd, ctr and shim are sid's 2.1.9 (runc is bookworm's); airlock's images phase uses that ctr.
+    root = work / "node-root"
+    # What init installs from the bundle: containerd 2.1.9, its shim and ctr (the images phase's client). runc stays
+    # this machine's (the bundle's runc is a stand-in).
+    programs = root / "usr/local/bin"
     os.environ["PATH"] = f"{programs}:{os.environ['PATH']}"
-    print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd 2.1 and runc are real)")
+    print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd 2.1.9 and runc are real)")
     with NodeNetwork() as node:
-        print(f"the node: network namespace {node.name}, address {node.address}, no default route; node.yaml names no address")
+        print(f"the node: network namespace {node.name}, address {node.address}, no default route, no container runtime; node.yaml names no address")
         config = work / "node.yaml"
         config.write_text(f"nodeName: demo\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
-        root = work / "node-root"
         config_toml = root / "etc/containerd/config.toml"
-        config_toml.parent.mkdir(parents=True, exist_ok=True)
-        if not config_toml.exists():
-            # The operator's starting point: what this containerd writes as its own default (config version 3).
-            config_toml.write_text(subprocess.run([str(programs / "containerd"), "config", "default"], capture_output=True, text=True, check=True).stdout)
         os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
         # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
         os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
@@ -100,13 +103,14 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
             "--root", str(root), "--config", str(config), "--ignore-preflight-errors", "all",
         ]  # fmt: skip
         step("init, up to the runtime's configuration", *init, "--skip-phases", "images,kubeadm-init,cni,done")
+        step("the containerd init installed from the bundle", str(programs / "containerd"), "--version")
         step("what airlock wrote for containerd 2.1", "grep", "-n", "-e", "^version", "-e", "sandbox =", "-e", "config_path", "-e", "SystemdCgroup", str(config_toml))
         scratch = Path(f"/tmp/airlock-demo-ctd-{os.getpid()}")
         certs_d = root / "etc/containerd/certs.d"
         daemon = Containerd(scratch, config_text=private_config(config_toml.read_text(), scratch, certs_d), prefix=node.prefix, programs=programs)
         try:
             ctr = [str(programs / "ctr"), "-a", str(daemon.socket), "-n", "k8s.io"]
-            step("containerd 2.1.9 started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
+            step("that containerd started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
             step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
             step("images in containerd", *ctr, "images", "ls", "-q")
             step("a container from a bundle image", *ctr, "run", "--rm", f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")

@@ -21,7 +21,7 @@ import pytest
 import tomlkit
 
 from bundle.containerd import config_version
-from installer.containerd_config import V2_CRI, V3_IMAGES, V3_RUNTIME, hosts_toml, merge
+from installer.containerd_config import V2_CRI, V3_IMAGES, V3_RUNTIME, check_dropin, hosts_toml, merge
 from installer.node import NodeError
 from tests.conftest import require
 from tests.containerd import Containerd, private_config, sid_programs
@@ -314,3 +314,56 @@ def test_containerd_2_applies_airlocks_settings_from_a_version_2_and_a_version_3
             assert cri.status(PAUSE).pinned and not cri.status("docker.io/library/busybox:1.36").pinned
         finally:
             cri.close()
+
+
+# Files config.toml imports (containerd 2.3's own default imports /etc/containerd/conf.d/*.toml): containerd merges each
+# over config.toml, plugin table by key (mergeConfig, v1.7.34 to v2.3.4). Each refused case and what its line names.
+DROPINS_REFUSED = [
+    ("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry.mirrors.'docker.io']\n  endpoint = ['https://harbor.corp.example']\n", "registry.mirrors"),
+    ('[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n  endpoint = ["https://harbor.corp.example"]\n', "registry.mirrors"),
+    ('[plugins.cri.registry.mirrors."docker.io"]\n  endpoint = ["https://harbor.corp.example"]\n', "plugins.cri.registry.mirrors"),
+    ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."harbor.corp.example".tls]\n  ca_file = "/etc/ssl/corp.pem"\n', 'configs."harbor.corp.example".tls'),
+    ("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '/etc/docker/certs.d'\n", "config_path = '/etc/docker/certs.d'"),
+    ("version = 3\n[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = 'registry.k8s.io/pause:3.9'\n", "pinned_images.sandbox = 'registry.k8s.io/pause:3.9'"),
+    ('version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "registry.k8s.io/pause:3.9"\n', "sandbox_image = 'registry.k8s.io/pause:3.9'"),
+    ("version = 4\n", "has version = 4, higher than /etc/containerd/config.toml's 3"),
+    ("version = 3\n[plugins\n", "is not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, names", DROPINS_REFUSED)
+def test_an_imported_file_that_would_undo_airlocks_settings_is_refused(text, names):
+    with pytest.raises(NodeError) as refused:
+        check_dropin("/etc/containerd/conf.d/20-site.toml", text, CERTS, PAUSE, 3)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("/etc/containerd/conf.d/20-site.toml ") and names in message, message
+    if "mirrors" in names or "tls" in names:
+        assert f"into {CERTS}/" in message and "hosts.toml" in message
+
+
+def test_an_imported_file_may_set_everything_else():
+    assert check_dropin("/etc/containerd/conf.d/10-runtime.toml", "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = 'crun'\n", CERTS, PAUSE, 3) == []
+    same = f"version = 3\n[plugins.'io.containerd.cri.v1.images']\n  pinned_images = {{ sandbox = '{PAUSE}' }}\n  registry = {{ config_path = '{CERTS}' }}\n"
+    assert check_dropin("/etc/containerd/conf.d/10-same.toml", same, CERTS, PAUSE, 3) == []
+    auth = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."harbor.corp.example".auth]\n  username = "robot"\n'
+    notes = check_dropin("/etc/containerd/conf.d/30-auth.toml", auth, CERTS, PAUSE, 2)
+    assert len(notes) == 1 and notes[0].startswith("WARNING /etc/containerd/conf.d/30-auth.toml: ") and '"harbor.corp.example".auth is kept' in notes[0]
+    # A version-3 file's grpc.v1.cri is the CRI service, not the registry's place: nothing there is airlock's.
+    assert check_dropin("/etc/containerd/conf.d/40.toml", 'version = 3\n[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n', CERTS, PAUSE, 3) == []
+
+
+def test_real_containerd_2_merges_an_imported_files_mirrors_beside_config_path_and_refuses_them(tmp_path):
+    """Why the refusal: sid's 2.1 merges a drop-in's mirrors with config.toml's config_path, and its CRI image plugin fails."""
+    programs = sid_programs()
+    root = tmp_path / "ctrd"
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "20-site.toml").write_text(DROPINS_REFUSED[0][0])
+    document = tomlkit.parse(merged("default-2.1").config)
+    document["imports"] = [str(conf_d / "*.toml")]
+    with Containerd(root, config_text=private_config(tomlkit.dumps(document), root, root / "certs.d"), programs=programs) as containerd:
+        assert containerd.plugin_status("io.containerd.cri.v1", "images") == "error"
+        assert "`mirrors` cannot be set when `config_path` is provided" in containerd.log_text()
+    (conf_d / "20-site.toml").write_text("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = 'runc'\n")
+    with Containerd(root, config_text=private_config(tomlkit.dumps(document), root, root / "certs.d"), programs=programs) as containerd:
+        assert containerd.plugin_status("io.containerd.cri.v1", "images") == "ok", containerd.log_text()[-1500:]

@@ -130,3 +130,33 @@ def test_on_a_node_its_own_containerd_decides_the_layout(node_bundle, keys, tmp_
     assert int(layouts[0].split("version ")[1].split()[0]) <= config_version(release)
     unsupported = f"WARNING containerd {release} ({binary}) is not a release airlock supports"
     assert (unsupported in output) == (runtime == "debian-12")
+
+
+def test_init_refuses_a_drop_in_that_would_undo_airlocks_config(node_bundle, keys, tmp_path):
+    """containerd 2.3's own default config imports /etc/containerd/conf.d/*.toml and merges each file over config.toml:
+    a site drop-in holding mirrors would meet airlock's config_path there. init names the file and leaves config.toml."""
+    from pathlib import Path
+
+    root = tmp_path / "root"
+    conf_d = root / "etc/containerd/conf.d"
+    conf_d.mkdir(parents=True)
+    default = (Path(__file__).parent / "data/containerd/default-2.3.toml").read_text()
+    (root / "etc/containerd/config.toml").write_text(default)
+    (conf_d / "10-runtime.toml").write_text("version = 4\n[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = 'runc'\n")
+    (conf_d / "20-site.toml").write_text("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry.mirrors.'docker.io']\n  endpoint = ['https://harbor.corp.example']\n")
+    config = tmp_path / "node.yaml"
+    config.write_text(json.dumps({"nodeName": "cp1", "advertiseAddress": "192.0.2.10", "registry": {"listen": "127.0.0.1:5000"}}))
+    init = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+            "--ignore-preflight-errors", "all", "--skip-phases", "images,kubeadm-init,cni,done"]  # fmt: skip
+    result = airlock_node(*init)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "/etc/containerd/conf.d/20-site.toml sets plugins.'io.containerd.cri.v1.images'.registry.mirrors" in last, result.stderr
+    assert "hosts.toml" in last and "Traceback" not in result.stderr
+    assert (root / "etc/containerd/config.toml").read_text() == default
+    assert not (root / "etc/containerd/config.toml.airlock-backup").exists()
+    # Moved to hosts.toml as the line says: init goes on, and the other drop-in stays the operator's.
+    (conf_d / "20-site.toml").unlink()
+    result = airlock_node(*init)
+    assert result.returncode == 0, result.stderr
+    assert "writing containerd config.toml version 4 for containerd 2.3.4 (bundle.json)" in result.stderr

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import posixpath
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bundle.containerd import SUPPORTED, is_supported
 from bundle.reference import ImageRef
-from installer.containerd_config import hosts_toml, merge
+from installer.containerd_config import check_dropin, hosts_toml, imports_of, merge
 from installer.containerd_release import ask
 from installer.node import NodeError
 from installer.nodeschema import FieldError, endpoint
@@ -116,6 +118,34 @@ def runtime_release(context: Context) -> tuple[str, str]:
     return bundled, "bundle.json"
 
 
+def dropins(context: Context, config_file: str, text: str) -> list[tuple[str, str]]:
+    """(node path, text) of every file `text` imports, and theirs in turn, as containerd resolves them: a relative path
+    against the importing file's directory, a glob expanded in lexical order, each file once."""
+    found: list[tuple[str, str]] = []
+    seen = {config_file}
+    pending = [(config_file, text)]
+    while pending:
+        parent, content = pending.pop(0)
+        for pattern in imports_of(content):
+            absolute = posixpath.normpath(pattern if posixpath.isabs(pattern) else posixpath.join(posixpath.dirname(parent), pattern))
+            if "*" in absolute:
+                prefix = str(context.paths("/")).rstrip("/")
+                names = sorted("/" + str(Path(match).relative_to(context.paths("/"))) for match in glob.glob(prefix + absolute))
+            else:
+                names = [absolute]
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                path = context.paths(name)
+                if not path.is_file():
+                    raise NodeError(f"{parent} imports {name}, which is not a file; containerd would not start: fix imports or create it")
+                content_of = path.read_text()
+                found.append((name, content_of))
+                pending.append((name, content_of))
+    return found
+
+
 def run(context: Context) -> None:
     paths, host = context.paths, context.host
     kernel(context)
@@ -127,6 +157,9 @@ def run(context: Context) -> None:
         context.echo(f"  WARNING containerd {release} ({source}) is not a release airlock supports ({', '.join(SUPPORTED)}); config.toml is written in the layout it reads")
     merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd", release)
     context.echo(f"  {'would write' if host.dry_run else 'writing'} containerd config.toml version {merged.version} for containerd {release} ({source})")
+    for name, text in dropins(context, "/etc/containerd/config.toml", merged.config):
+        # A drop-in containerd merges over config.toml must not undo airlock's settings (checked before anything is written).
+        merged.notes.extend(check_dropin(name, text, CERTS_DIR, pause, merged.version))
     for note in merged.notes:
         context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
     mode = (config_path.stat().st_mode & 0o777) if existing is not None else 0o644
