@@ -160,3 +160,47 @@ def test_init_refuses_a_drop_in_that_would_undo_airlocks_config(node_bundle, key
     result = airlock_node(*init)
     assert result.returncode == 0, result.stderr
     assert "writing containerd config.toml version 4 for containerd 2.3.4 (bundle.json)" in result.stderr
+
+
+DPKG_STATUS = """Package: runc
+Status: install ok installed
+Version: 1.1.5+ds1-1+deb12u1
+
+Package: containerd
+Status: install ok installed
+Priority: optional
+Version: 1.7.24~ds1-3
+Description: open and reliable container runtime
+ Version: 9.9.9 (a description line, not the field)
+"""
+
+
+@pytest.mark.parametrize(
+    "status, layout, source",
+    [
+        (DPKG_STATUS, "version 2 for containerd 1.7.24~ds1-3", "var/lib/dpkg/status"),
+        (DPKG_STATUS.replace("Package: containerd", "Package: containerd.io").replace("1.7.24~ds1-3", "1:2.1.4-1~debian.12~bookworm"),
+         "version 3 for containerd 2.1.4-1~debian.12~bookworm", "var/lib/dpkg/status"),
+        (DPKG_STATUS.replace("install ok installed\nPriority", "deinstall ok config-files\nPriority"), "version 4 for containerd 2.3.4", "bundle.json"),
+        (None, "version 4 for containerd 2.3.4", "bundle.json"),
+    ],
+)  # fmt: skip
+def test_under_root_a_golden_images_packaged_containerd_decides_the_layout(node_bundle, keys, tmp_path, status, layout, source):
+    """A golden image holding its distribution's containerd (kept by the binaries phase): its dpkg database names the
+    release, and a new config.toml takes the layout that release reads, not the bundle's 2.3.4 (version 4)."""
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/containerd").write_bytes(b"\x7fELF golden image's own")
+    if status is not None:
+        (root / "var/lib/dpkg").mkdir(parents=True)
+        (root / "var/lib/dpkg/status").write_text(status)
+    config = tmp_path / "node.yaml"
+    config.write_text(json.dumps({"nodeName": "cp1", "advertiseAddress": "192.0.2.10", "registry": {"listen": "127.0.0.1:5000"}}))
+    result = airlock_node("init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    expected_source = str(root / source) if source != "bundle.json" else "bundle.json"
+    assert f"would write containerd config.toml {layout} ({expected_source})" in output, output[-3000:]
+    assert "would keep: containerd is already on this node" in output
+    # Nothing names the root's containerd: the bundle's release is assumed, and said so.
+    assert ("is the root's own containerd, which is not run under --root" in output) == (source == "bundle.json")

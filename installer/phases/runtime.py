@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bundle.containerd import SUPPORTED, is_supported
+from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
 from bundle.reference import ImageRef
 from installer.containerd_config import check_dropin, hosts_toml, imports_of, merge
 from installer.containerd_release import ask
@@ -105,17 +105,51 @@ def runtime_release(context: Context) -> tuple[str, str]:
 
     On a node (no --root) the containerd on PATH is asked: the one the node had, or the
     bundle's that the binaries phase just installed. Under --root nothing in the root is
-    run, so the bundle's release is assumed.
+    run: a containerd package the root's dpkg database lists as installed (a golden
+    image's own, which the binaries phase keeps) is read from there, else the bundle's
+    release is assumed.
     """
     if context.paths.root == Path("/"):
         program = shutil.which("containerd")
         if program:
             # Asked in --dry-run as well: the plan must name the layout it would write.
             return ask(program), program
+    else:
+        status = context.paths("/var/lib/dpkg/status")
+        packaged = dpkg_containerd(status.read_text(errors="replace")) if status.is_file() else None
+        if packaged:
+            return packaged, str(status)
     bundled = context.manifest.components.get("containerd")
     if not bundled:
         raise NodeError("bundle.json names no containerd release and the node has none to ask; rebuild the bundle with this airlock")
+    if context.paths.root != Path("/") and context.paths("/usr/bin/containerd").exists():
+        context.echo(
+            f"  WARNING {context.paths('/usr/bin/containerd')} is the root's own containerd, which is not run under --root and no dpkg "
+            f"database names; config.toml is written for the bundle's containerd {bundled}"
+        )
     return bundled, "bundle.json"
+
+
+# Debian's and Ubuntu's package, and Docker's for those distributions.
+CONTAINERD_PACKAGES = ("containerd", "containerd.io")
+
+
+def dpkg_containerd(status: str) -> str | None:
+    """The version of an installed containerd package in a dpkg status file (epoch dropped: `1.7.24~ds1-3`), or None."""
+    for stanza in status.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.strip()
+        if fields.get("package") in CONTAINERD_PACKAGES and fields.get("status", "").split()[-1:] == ["installed"]:
+            version = fields.get("version", "").split(":", 1)[-1]
+            try:
+                minor_of(version)
+            except ContainerdVersionError:
+                continue  # not a version airlock can read: the bundle's is assumed
+            return version
+    return None
 
 
 def dropins(context: Context, config_file: str, text: str) -> list[tuple[str, str]]:
