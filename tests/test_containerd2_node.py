@@ -81,6 +81,7 @@ def test_a_containerd_2_node_pulls_through_airlocks_hosts_toml_and_runs_a_contai
         # Up to the runtime's configuration; the daemon then starts on what airlock wrote.
         first = subprocess.run([*install, "--skip-phases", "images,kubeadm-init,cni,done"], capture_output=True, text=True, env=env, timeout=600)
         assert first.returncode == 0, first.stderr
+        assert f"containerd 2.1.9 from the bundle in {installed}: containerd, containerd-shim-runc-v2, ctr; runc in {root / 'usr/local/sbin'}" in first.stderr
         for name in ("containerd", "containerd-shim-runc-v2", "ctr"):
             assert (installed / name).read_bytes() == (programs / name).read_bytes(), f"{name} is not the one the bundle carries"
         assert "writing containerd config.toml version 3 for containerd 2.1.9 (bundle.json)" in first.stderr
