@@ -159,9 +159,10 @@ def blocks(doc: Path, after: str = "") -> list[list[str]]:
 
 
 class Shell:
-    """Runs documented lines as written with bash in a scratch directory, `airlock` (this checkout) and `airlock-node`
-    (the pyz under `python3 -I`, as the launcher runs it) on PATH. `extra` appends flags to a command (`airlock build`:
-    the local upstream; `airlock-node init`: a scratch --root), `substitute` swaps a URL for its local stand-in."""
+    """Runs documented lines as written with bash in a scratch directory, `airlock` (this checkout), `airlock-node`
+    (the pyz under `python3 -I`, as the launcher runs it) and `python3` (the node's system Python) on PATH. `extra`
+    appends flags to a command named by its first two or three words (`airlock build`: the local upstream;
+    `python3 airlock-node.pyz init`: a scratch --root), `substitute` swaps a URL for its local stand-in."""
 
     def __init__(self, cwd: Path, extra: dict[str, list[str]] | None = None, substitute: dict[str, str] | None = None, env: dict | None = None):
         import os
@@ -176,6 +177,9 @@ class Shell:
         launcher = bin_dir / "airlock-node"
         launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(NODE_PYTHON)} -I {shlex.quote(str(NODE_PYZ))} "$@"\n')
         launcher.chmod(0o755)
+        python3 = bin_dir / "python3"
+        python3.write_text(f'#!/bin/sh\nexec {shlex.quote(NODE_PYTHON)} "$@"\n')
+        python3.chmod(0o755)
         self.env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
     def run(self, line: str) -> str:
@@ -184,8 +188,8 @@ class Shell:
         for old, new in self.substitute.items():
             line = line.replace(old, new)
         words = shlex.split(line)
-        key = " ".join(words[:2])
-        if key in self.extra:
+        key = next((key for key in (" ".join(words[:3]), " ".join(words[:2])) if key in self.extra), None)
+        if key is not None:
             line = f"{line} {shlex.join(map(str, self.extra[key]))}"
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
@@ -323,3 +327,76 @@ def test_day_two_on_a_node_runs_as_written(node_bundle, keys, tmp_path):
     assert json.JSONDecoder().raw_decode(outputs[1])[0]["control_plane"] is True
     assert f"caCertHashes:\n- {pin}" in outputs[2] and "certificateKey: " not in outputs[2]
     assert "certificateKey: " in outputs[3]
+
+
+def test_multi_node_runbook_runs_as_written(node_bundle, keys, tmp_path):
+    """docs/multi-node.md: the first control plane's init, fresh join tokens made on it, then a worker and a second
+    control plane joining with the node.yaml those tokens give, each line as written on a node holding the three files
+    (scratch roots; kubeadm is the stand-in, admin.conf written where kubeadm writes it)."""
+    import json
+    import os
+    import shutil
+    import stat
+
+    import yaml
+
+    from tests.conftest import NODE_PYZ
+    from tests.nodenet import host_address
+    from tests.test_install import IGNORE
+    from tests.test_node_day2 import write_admin_conf
+    from tests.upstream import free_port
+
+    doc = ROOT / "docs" / "multi-node.md"
+    init_block, token_block = blocks(doc, "## First control plane")[:2]
+    (join_block,) = blocks(doc, "## Workers and extra control planes")[:1]
+    assert init_block == ["python3 airlock-node.pyz init k8s.tar --key airlock.pub --config cp1.yaml"]
+    log = tmp_path / "standin.log"
+    env = {"AIRLOCK_STANDIN_LOG": str(log)}
+
+    def node(name: str, config: dict) -> Path:
+        """A node's directory holding what the doc says it needs (the bundle, the pyz and the key) and its node.yaml."""
+        here = tmp_path / name
+        here.mkdir()
+        shutil.copy(node_bundle, here / "k8s.tar")
+        shutil.copy(NODE_PYZ, here / "airlock-node.pyz")
+        shutil.copy(keys["ed25519"] / "airlock.pub", here / "airlock.pub")
+        (here / f"{name}.yaml").write_text(yaml.safe_dump(config) if isinstance(config, dict) else config)
+        return here
+
+    def own(name: str) -> dict:
+        return {"nodeName": name, "advertiseAddress": host_address(), "registry": {"listen": f"127.0.0.1:{free_port()}"}}
+
+    cp1_root = tmp_path / "cp1-root"
+    cp1 = Shell(node("cp1", own("cp1")), env=env, extra={
+        "python3 airlock-node.pyz init": ["--root", cp1_root, "--ignore-preflight-errors", IGNORE, "--skip-phases", "images,cni"],
+        "airlock-node token": ["--root", cp1_root],
+    })
+    printed = cp1.run(init_block[0])
+    # At the end it prints what the other nodes need, and keeps the token and key (0600) for a rerun.
+    secrets = cp1_root / "var/lib/airlock/kubeadm/secrets.json"
+    kept = json.loads(secrets.read_text())
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert f"token: {kept['token']}" in printed and f"certificateKey: {kept['certificate_key']}" in printed
+    assert "python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml" in printed
+    pin = write_admin_conf(cp1_root, "https://10.0.0.10:6443")
+    worker_fields, cp2_fields = (cp1.run(line) for line in token_block)
+    for fields in (worker_fields, cp2_fields):
+        assert yaml.safe_load(fields)["caCertHashes"] == [pin] and yaml.safe_load(fields)["controlPlaneEndpoint"] == "10.0.0.10:6443"
+    assert "certificateKey" not in yaml.safe_load(worker_fields)
+    certificate_key = yaml.safe_load(cp2_fields)["certificateKey"]
+    # worker.yaml and cp2.yaml: token create's output with the joining node's own name and registry.
+    joined = {}
+    for name, fields, line in (("worker", worker_fields, join_block[0]), ("cp2", cp2_fields, join_block[1])):
+        root = tmp_path / f"{name}-root"
+        shell = Shell(node(name, fields + yaml.safe_dump(own(name + "1" if name == "worker" else name))), env=env, extra={
+            "python3 airlock-node.pyz join": ["--root", root, "--ignore-preflight-errors", IGNORE, "--skip-phases", "images"],
+        })
+        assert f"--config {name}.yaml" in line
+        shell.run(line)
+        (joined[name],) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
+        assert os.access(root / "usr/local/bin/airlock-node", os.X_OK), "the node command later lines use"
+    token = yaml.safe_load(worker_fields)["token"]
+    assert joined["worker"]["discovery"]["bootstrapToken"] == {"apiServerEndpoint": "10.0.0.10:6443", "token": token, "caCertHashes": [pin]}
+    assert "controlPlane" not in joined["worker"]
+    assert joined["cp2"]["controlPlane"]["certificateKey"] == certificate_key
+    assert joined["cp2"]["discovery"]["bootstrapToken"]["token"] == yaml.safe_load(cp2_fields)["token"]
