@@ -98,6 +98,43 @@ def test_help_examples_use_the_same_placeholders_in_both_programs():
         assert name in joined, f"no example names the {what} as {name}"
 
 
+def options(program: str):
+    """(command path, option) for every option of every command of `program` (airlock or airlock-node)."""
+    app = compose() if program == "airlock" else node_app
+    for path, command in commands(typer.main.get_command(app)):
+        for option in command.params:
+            yield path, option
+
+
+def test_dash_o_means_the_file_to_write_in_every_command():
+    """`-o` is the one file a command writes (build's bundle, join-parts' bundle), in both programs; a format is
+    `--output text|json`, never `-o`."""
+    short = []
+    for program in ("airlock", "airlock-node"):
+        for path, option in options(program):
+            if "-o" in option.opts:
+                short.append(path)
+                assert option.opts == ["--output", "-o"] and option.type_descriptor.annotation is not str, (program, path, option.opts)
+                assert "write" in (option.help or ""), (program, path, option.help)
+            elif "--output" in option.opts:
+                assert option.help == "text or json.", (program, path, option.help)
+    assert ("build",) in short
+
+
+@pytest.mark.parametrize("program", ["airlock", "airlock-node"])
+def test_root_help_says_what_each_command_does_there(program):
+    """Only init, join and upgrade write a node under --root; every other command's --root names the node installed
+    there (`store check --root DIR` checks the store of the node installed under DIR)."""
+    seen = set()
+    for path, option in options(program):
+        if "--root" not in option.opts:
+            continue
+        seen.add(path)
+        writes = (option.help or "").startswith("Write everything under this directory")
+        assert writes == (path in (("init",), ("join",), ("upgrade",))), (path, option.help)
+    assert {("store", "check"), ("reset",), ("status",)} <= seen
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=[doc.name for doc in DOCS])
 def test_every_documented_command_line_is_accepted_by_the_program_it_names(doc):
     lines = doc_command_lines(doc)
