@@ -219,7 +219,8 @@ class Shell:
         python3.chmod(0o755)
         self.env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
-    def run(self, line: str) -> str:
+    def run(self, line: str, check: bool = True) -> str:
+        """Run one documented line; its stdout and stderr. With `check` (the default) it must exit 0, else it must fail."""
         import subprocess
 
         for old, new in self.substitute.items():
@@ -229,7 +230,7 @@ class Shell:
         if key is not None:
             line = f"{line} {shlex.join(map(str, self.extra[key]))}"
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+        assert (result.returncode == 0) == check, f"{line}\n{result.stdout}\n{result.stderr}"
         return result.stdout + result.stderr
 
 
@@ -437,3 +438,50 @@ def test_multi_node_runbook_runs_as_written(node_bundle, keys, tmp_path):
     assert "controlPlane" not in joined["worker"]
     assert joined["cp2"]["controlPlane"]["certificateKey"] == certificate_key
     assert joined["cp2"]["discovery"]["bootstrapToken"]["token"] == yaml.safe_load(cp2_fields)["token"]
+
+
+def test_troubleshooting_resume_and_start_over_run_as_written(node_bundle, keys, tmp_path):
+    """docs/troubleshooting.md on a first control plane whose kubeadm init fails: the error names the phase and the
+    kubeadm step; "Resume" reruns the same line and skips what is done; "A failed kubeadm-init" starts over with reset
+    and an init that needs no --key and does not move the bundle's images into the store again."""
+    import json
+    import shutil
+
+    from tests.conftest import NODE_PYZ
+    from tests.test_install import IGNORE, node_config
+    from tests.upstream import free_port
+
+    doc = ROOT / "docs" / "troubleshooting.md"
+    (resume,) = blocks(doc, "## Resume")[0]
+    reset, again = blocks(doc, "## A failed `kubeadm-init`")[0]
+    assert resume.startswith("airlock-node init ") and reset == "airlock-node reset" and again.startswith("python3 airlock-node.pyz init ")
+    here, root = tmp_path / "node", tmp_path / "root"
+    here.mkdir()
+    shutil.copy(node_bundle, here / "k8s-1.36.tar")
+    shutil.copy(NODE_PYZ, here / "airlock-node.pyz")
+    shutil.copy(keys["ed25519"] / "airlock.pub", here / "airlock.pub")
+    shutil.copy(node_config(tmp_path, free_port()), here / "node.yaml")
+    install = ["--root", root, "--ignore-preflight-errors", IGNORE, "--skip-phases", "images,cni"]
+    extra = {"airlock-node init": install, "python3 airlock-node.pyz init": install, "airlock-node reset": ["--root", root]}
+    log = str(tmp_path / "standin.log")
+    failing = Shell(here, extra=extra, env={"AIRLOCK_STANDIN_LOG": log, "AIRLOCK_STANDIN_FAIL": "control-plane"})
+    working = Shell(here, extra=extra, env={"AIRLOCK_STANDIN_LOG": log})
+    first = failing.run("python3 airlock-node.pyz init k8s-1.36.tar --key airlock.pub --config node.yaml", check=False)
+    (error,) = [line for line in first.splitlines() if line.startswith("airlock: error:")]
+    assert error.startswith("airlock: error: phase kubeadm-init: ") and "init phase control-plane all" in error and "exit 1" in error, error
+    # Resume: the same line again; what is done is skipped, the bundle is checked again, kubeadm-init runs again.
+    resumed = failing.run(resume, check=False)
+    assert "[verify]" in resumed and "[verify] already done" not in resumed
+    for phase in ("preflight", "unpack", "binaries", "runtime", "registry", "kubelet"):
+        assert f"[{phase}] already done (resuming)" in resumed, phase
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"] is None
+    # Start over: reset, then init without --key (the trusted key stayed) and without storing the images again.
+    store = root / "var/lib/airlock/store/blobs/sha256"
+    blobs = {path.name: path.stat().st_ino for path in store.iterdir()}
+    assert blobs
+    working.run(reset)
+    assert not (root / "usr/local/bin/airlock-node").exists() and (root / "etc/airlock/trusted-keys").is_dir()
+    done = working.run(again)
+    assert "now trusting" not in done, "the key was kept, not given again"
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"] is not None
+    assert {path.name: path.stat().st_ino for path in store.iterdir()} == blobs, "the store's blobs were kept, not written again"
