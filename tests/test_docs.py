@@ -485,3 +485,81 @@ def test_troubleshooting_resume_and_start_over_run_as_written(node_bundle, keys,
     assert "now trusting" not in done, "the key was kept, not given again"
     assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"] is not None
     assert {path.name: path.stat().st_ino for path in store.iterdir()} == blobs, "the store's blobs were kept, not written again"
+
+
+def test_build_md_first_block_runs_as_written(upstream, keys, tmp_path):
+    """docs/build.md's first line: the newest stable release for both architectures (builds gain the local upstream's flags)."""
+    import json
+    import tarfile
+
+    (lines,) = blocks(ROOT / "docs" / "build.md")[:1]
+    shutil_copy_keys(keys["ed25519"], tmp_path / "keys")
+    shell = Shell(tmp_path, extra={"airlock build": [*upstream.build_flags(), "--cache-dir", tmp_path / "cache"]})
+    for line in lines:
+        shell.run(line)
+    with tarfile.open(tmp_path / "k8s.tar") as archive:
+        manifest = json.loads(archive.extractfile("bundle.json").read())
+    assert manifest["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert manifest["kubernetes"]["version"] == upstream.labels["stable"] and manifest["kubernetes"]["requested"] == "stable"
+
+
+def test_keygen_block_runs_as_written(tmp_path):
+    """docs/keys.md's key pair: the private key 0600, and the fingerprint it prints is the key's (the one inspect shows)."""
+    import stat
+
+    from bundle.trust import load_trusted_keys
+
+    (lines,) = blocks(ROOT / "docs" / "keys.md", "## The key pair")[:1]
+    printed = "".join(Shell(tmp_path).run(line) for line in lines)
+    assert stat.S_IMODE((tmp_path / "keys" / "airlock.key").stat().st_mode) == 0o600
+    assert f"fingerprint {load_trusted_keys([tmp_path / 'keys' / 'airlock.pub'])[0].key_id}" in printed
+
+
+def test_trust_commands_run_as_written(keys, tmp_path):
+    """docs/keys.md's "What a node trusts" block on a node that trusts airlock.pub (the example fingerprint prefix
+    stands for that key's)."""
+    from bundle.trust import load_trusted_keys
+    from installer.trusted import kept_keys
+
+    (lines,) = blocks(ROOT / "docs" / "keys.md", "## What a node trusts")[:1]
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copy(keys["ed25519"] / "airlock.pub", tmp_path / "airlock.pub")
+    shutil.copy(keys["ecdsa-p256"] / "airlock.pub", tmp_path / "airlock-2027.pub")
+    old, new = (load_trusted_keys([tmp_path / name])[0].key_id for name in ("airlock.pub", "airlock-2027.pub"))
+    example = re.search(r"trust remove (sha256:[0-9a-f]{8})\b", "\n".join(lines)).group(1)
+    shell = Shell(tmp_path, extra={"airlock-node trust": ["--root", root]}, substitute={example: old[: len("sha256:") + 8]})
+    shell.run("airlock-node trust add airlock.pub")  # what the first install with --key airlock.pub kept
+    listed, added, removed = (shell.run(line) for line in lines)
+    assert listed.split()[:2] == [old, "ed25519"]
+    assert f"now trusting {new}" in added and removed.startswith(f"no longer trusting {old}")
+    assert [key.key_id for key in kept_keys(root)] == [new]
+
+
+def test_readme_day_two_runs_as_written(upstream, node_bundle, keys, tmp_path):
+    """README's lines for after the first install: status, an upgrade with no --key (to 1.37.2), a fresh join."""
+    import shutil
+
+    from tests.conftest import build
+    from tests.test_install import IGNORE, install, node_config
+    from tests.test_node_day2 import write_admin_conf
+    from tests.upstream import free_port
+
+    (lines,) = [block for block in blocks(ROOT / "README.md", "## Quick start on the disconnected node") if block[0].startswith("airlock-node status")]
+    root, config = tmp_path / "root", node_config(tmp_path, free_port())
+    assert install("init", node_bundle, keys, root, config, None, tmp_path / "log", "--skip-phases", "images,cni").returncode == 0
+    here = tmp_path / "here"
+    build(upstream, keys, tmp_path / "built" / "k8s.tar", "v1.37.2", tmp_path / "cache", "--serial", "9999999999", check=True)
+    here.mkdir()
+    shutil.copy(tmp_path / "built" / "k8s.tar", here / "k8s-1.37.2.tar")
+    pin = write_admin_conf(root, "https://10.0.0.10:6443")
+    shell = Shell(here, env={"AIRLOCK_STANDIN_LOG": str(tmp_path / "log")}, extra={
+        "airlock-node status": ["--root", root],
+        "airlock-node upgrade": ["--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, "--skip-phases", "images,kubeadm-upgrade,kubelet-upgrade"],
+        "airlock-node token": ["--root", root],
+    })
+    status, upgraded, token = (shell.run(line) for line in lines)
+    assert "installed    airlock serial" in status and "registry     " in status and "images       " in status and "signed by    sha256:" in status
+    assert "installed airlock serial 9999999999 (kubernetes v1.37.2)" in upgraded
+    assert f"caCertHashes:\n- {pin}" in token and "token: " in token
