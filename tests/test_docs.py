@@ -1,7 +1,7 @@
 """The docs an operator follows on the first day are true: every command line in README and docs/ is one the
 program it names accepts, names the node command as it exists on a node, links only inside the repository,
-and every command's --help shows an example that runs. The runbooks themselves run in the tests named in
-each doc's own words (see `RUNBOOK_TESTS`)."""
+and every command's --help shows an example that runs. Every ```sh block runs in the test `RUNBOOK_TESTS`
+names for it (most of them here)."""
 
 from __future__ import annotations
 
@@ -178,8 +178,74 @@ def test_the_registry_unit_in_the_docs_is_the_one_the_registry_phase_writes():
 
 
 # ---- runbooks run as written -----------------------------------------------------------------------------------------
-# Where each doc's blocks run: here, and elsewhere (README's node quick start: tests/test_pyz.py; docs/upgrades.md:
-# tests/test_upgrade.py; docs/sneakernet.md's reviewer blocks: tests/test_parts.py).
+# Every ```sh block of README and docs/, by the heading it stands under, and the test that runs it. "as written": the
+# lines themselves run, a test adding only what a scratch node or the local upstream needs (--root, mirror flags).
+# "story": the same commands with a site's names (harbor.corp.example, cp1's address, PORT) swapped for local ones.
+RUNBOOK_TESTS = {
+    ("README.md", "## Two commands on a fresh Debian machine"): "not run: `make demo` and `make test` are the Makefile's targets (make test runs this suite)",
+    ("README.md", "## Quick start on the connected host"): "as written: tests/test_docs.py::test_readme_connected_host_quick_start_runs_as_written",
+    ("README.md", "### Trying `build` offline: the local upstream"): "story: tests/test_local_upstream.py::test_local_upstream_serves_a_build_then_stops_with_its_registry_on_sigterm"
+                                                                    " (its PORTs), as written: tests/test_docs.py::test_readme_connected_host_quick_start_runs_as_written (the openssl check)",
+    ("README.md", "## Quick start on the disconnected node"): "as written: tests/test_pyz.py::test_readme_node_quick_start_runs_as_written, "
+                                                            "tests/test_pyz.py::test_readme_split_bundle_check_runs_as_written, tests/test_docs.py::test_readme_day_two_runs_as_written",
+    ("build.md", "# Building a bundle"): "as written: tests/test_docs.py::test_build_md_first_block_runs_as_written",
+    ("build.md", "## build.yaml"): "as written: tests/test_docs.py::test_build_yaml_example_builds_as_written",
+    ("existing-registry.md", "## Push"): "story: tests/test_from_registry.py::test_push_makes_one_artifact_that_oras_and_skopeo_read",
+    ("existing-registry.md", "## The rest of the bundle, as one OCI artifact"): "story: tests/test_from_registry.py::test_push_makes_one_artifact_that_oras_and_skopeo_read",
+    ("existing-registry.md", "## The node's own registry"): "story: tests/test_from_registry.py::test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file",
+    ("keys.md", "## The key pair"): "as written: tests/test_docs.py::test_keygen_block_runs_as_written",
+    ("keys.md", "## What a node trusts"): "as written: tests/test_docs.py::test_trust_commands_run_as_written",
+    ("keys.md", "## Rotating the signing key"): "as written: tests/test_docs.py::test_key_rotation_runbook_runs_as_written",
+    ("keys.md", "## RHEL and Rocky 8 (OpenSSL 1.1.1)"): "as written: tests/test_docs.py::test_openssl_111_route_checks_an_ecdsa_bundle_as_written",
+    ("multi-node.md", "## First control plane"): "as written: tests/test_docs.py::test_multi_node_runbook_runs_as_written",
+    ("multi-node.md", "## Workers and extra control planes"): "as written: tests/test_docs.py::test_multi_node_runbook_runs_as_written",
+    ("multi-node.md", "## Where each node gets its images"): "story: tests/test_from_registry.py::test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file",
+    ("multi-node.md", "## Nodes that install straight from a registry (`--from`)"):
+        "story: tests/test_from_registry.py::test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file, "
+        "tests/test_from_registry.py::test_a_node_joins_from_a_distribution_registry_after_push",
+    ("node.md", "## Day two on a node"): "as written: tests/test_docs.py::test_day_two_on_a_node_runs_as_written",
+    ("provenance.md", "### Re-verified offline on the node"): "story: tests/test_provenance_offline.py::test_verify_provenance_re_verifies_every_carried_signature_offline",
+    ("provenance.md", "## A reviewer's procedure with standard tools"):
+        "as written: tests/test_provenance_offline.py::test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_signature",
+    ("sneakernet.md", "## Sidecars for a reviewer or a cross-domain guard"): "as written: tests/test_parts.py::test_the_reviewers_commands_in_the_docs_run_as_written",
+    ("sneakernet.md", "## On the disconnected side"): "as written: tests/test_parts.py::test_the_documented_pyz_checks_pass_on_the_signed_pyz_and_fail_on_another",
+    ("troubleshooting.md", "## Is this the key I trust? (compare a fingerprint by phone)"): "as written: tests/test_docs.py::test_fingerprint_by_phone_runs_as_written",
+    ("troubleshooting.md", "## Resume"): "as written: tests/test_docs.py::test_troubleshooting_resume_and_start_over_run_as_written",
+    ("troubleshooting.md", "## A failed `kubeadm-init`"): "as written: tests/test_docs.py::test_troubleshooting_resume_and_start_over_run_as_written",
+    ("upgrades.md", "## Build an upgrade bundle"): "as written: tests/test_upgrade.py::test_the_upgrades_runbook_runs_as_written",
+    ("upgrades.md", "## Upgrade a node"): "as written: tests/test_upgrade.py::test_upgrade_a_node_and_afterwards_run_as_written",
+    ("upgrades.md", "## Afterwards"): "as written: tests/test_upgrade.py::test_upgrade_a_node_and_afterwards_run_as_written",
+}
+
+
+def sh_block_headings(doc: Path) -> list[str]:
+    """The heading each ```sh block of `doc` stands under (`#` lines inside code blocks are comments, not headings)."""
+    found, heading, fence = [], "", None
+    for line in doc.read_text().splitlines():
+        if line.strip().startswith("```"):
+            if fence is None:
+                fence = line.strip()[3:]
+                if fence == "sh":
+                    found.append(heading)
+            else:
+                fence = None
+        elif fence is None and re.match(r"#+ ", line):
+            heading = line
+    return found
+
+
+def test_every_sh_block_is_run_by_the_test_runbook_tests_names():
+    for doc in DOCS:
+        for heading in sh_block_headings(doc):
+            assert (doc.name, heading) in RUNBOOK_TESTS, f"{doc.name}: no test runs the ```sh block under {heading!r}; add one to RUNBOOK_TESTS"
+    for (name, heading), how in RUNBOOK_TESTS.items():
+        doc = ROOT / name if name == "README.md" else ROOT / "docs" / name
+        assert heading in sh_block_headings(doc), f"RUNBOOK_TESTS names {name}: {heading!r}, which holds no ```sh block"
+        assert how.startswith(("as written: ", "story: ", "not run: ")), how
+        for path, function in re.findall(r"(tests/\w+\.py)::(\w+)", how):
+            assert re.search(rf"^def {function}\(", (ROOT / path).read_text(), re.M), f"{path}::{function} does not exist"
+            assert name.removesuffix(".md") in (ROOT / path).read_text(), f"{path} never names {name}"
+        assert how.startswith("not run: ") or re.search(r"tests/\w+\.py::\w+", how), how
 
 
 def blocks(doc: Path, after: str = "") -> list[list[str]]:
