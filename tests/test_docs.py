@@ -167,6 +167,21 @@ def test_prose_names_the_node_command_as_it_exists_on_a_node():
             assert not wrong.search(line), f"{doc.name}:{number}: {line.strip()}"
 
 
+def test_help_names_the_node_command_as_it_exists_on_a_node():
+    """Every --help text of both programs (commands, options, examples): a node command is `airlock-node …`."""
+    wrong = re.compile(r"(?<![\w/-])airlock (?:" + "|".join(NODE_ONLY) + r")(?![\w-])")
+    for program in ("airlock", "airlock-node"):
+        app = compose() if program == "airlock" else node_app
+        for path, command in commands(typer.main.get_command(app)):
+            texts = [command.help or "", *((option.help or "") for option in command.params)]
+            for text in texts:
+                assert not wrong.search(text), f"{program} {' '.join(path)} --help: {wrong.search(text).group(0)!r} in {text!r}"
+            if path[0] in NODE_ONLY:
+                for line in (command.help or "").splitlines():
+                    if line.strip().startswith("Example: "):
+                        assert line.strip()[len("Example: "):].startswith(("airlock-node ", "python3 airlock-node.pyz ")), (program, path, line)
+
+
 def test_the_registry_unit_in_the_docs_is_the_one_the_registry_phase_writes():
     from installer.phases.binaries import NODE_PYZ_PATH
     from installer.phases.registry import registry_unit
