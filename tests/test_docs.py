@@ -644,3 +644,23 @@ def test_readme_day_two_runs_as_written(upstream, node_bundle, keys, tmp_path):
     assert "installed    airlock serial" in status and "registry     " in status and "images       " in status and "signed by    sha256:" in status
     assert "installed airlock serial 9999999999 (kubernetes v1.37.2)" in upgraded
     assert f"caCertHashes:\n- {pin}" in token and "token: " in token
+
+
+def test_the_contract_in_docs_names_every_command_and_the_supported_range():
+    """docs/design.md is the operator's contract inside the repository: every command of both programs is in its
+    tables, and it and the README state the Kubernetes minors the builder accepts, and what a node needs besides Python."""
+    from builder.versions import SUPPORTED_MINORS
+
+    design = (ROOT / "docs" / "design.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for program, app in (("airlock", compose()), ("airlock-node", node_app)):
+        for path, _ in commands(typer.main.get_command(app)):
+            name = " ".join(path)
+            assert re.search(rf"^\| `(?:airlock )?{re.escape(name)}[ `]|/ `(?:airlock )?{re.escape(name)}[ `]", design, re.M), \
+                f"docs/design.md's command tables do not name `{program} {name}`"
+    named = [f"1.{minor}" for minor in SUPPORTED_MINORS]
+    assert ", ".join(named) in design, named
+    assert f"**Supported Kubernetes: {', '.join(named[:-1])} and {named[-1]}**" in readme, named
+    prerequisites = readme.split("## Quick start on the disconnected node", 1)[1].split("```", 1)[0]
+    for needed in ("kernel's modules package", "iptables", "conntrack", "time kept in sync", "swap off"):
+        assert needed in prerequisites, needed
