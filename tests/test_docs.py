@@ -664,3 +664,6 @@ def test_the_contract_in_docs_names_every_command_and_the_supported_range():
     prerequisites = readme.split("## Quick start on the disconnected node", 1)[1].split("```", 1)[0]
     for needed in ("kernel's modules package", "iptables", "conntrack", "time kept in sync", "swap off"):
         assert needed in prerequisites, needed
+    # Where the pyz's native code goes, and the variable the pyz reads to move it.
+    assert 'os.environ.get("AIRLOCK_PYZ_CACHE")' in (ROOT / "builder" / "zipapp_main.py").read_text()
+    assert "`AIRLOCK_PYZ_CACHE` picks" in readme and "(`AIRLOCK_PYZ_CACHE` overrides)" in design
