@@ -60,7 +60,14 @@ def keygen(
 @app.command("update-trusted-root")
 def update_trusted_root_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the trusted_root.json (then: airlock build --trusted-root FILE).")],
-    tuf_url: Annotated[str, typer.Option("--tuf-url", help="The TUF repository that publishes trusted_root.json.")] = "https://tuf-repo-cdn.sigstore.dev",
+    tuf_url: Annotated[
+        str,
+        typer.Option(
+            "--tuf-url",
+            help="The TUF repository that publishes trusted_root.json (Sigstore's public one is https://tuf-repo-cdn.sigstore.dev).",
+            show_default="Sigstore's public repository",
+        ),
+    ] = "https://tuf-repo-cdn.sigstore.dev",
     tuf_root: Annotated[
         Path | None,
         typer.Option("--tuf-root", help="The repository's TUF root.json to start from (its operators hand it out); needed on the first update of a private one."),
