@@ -258,9 +258,10 @@ def _install(command: str, source: Source, key: Optional[list[Path]], root: Path
     import platform
 
     from installer.node import Host, NodeConfig, Paths
-    from installer.phases import Context, phases_for
+    from installer.phases import Context
     from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
+    from installer.workflow import phases_for
 
     os.umask(NODE_UMASK)
     source.check()
@@ -427,7 +428,7 @@ def phases() -> None:
 
     Example: airlock-node phases
     """
-    from installer.phases import phases_for
+    from installer.workflow import phases_for
 
     for command in ("init", "join", "upgrade"):
         listed = phases_for(command)
@@ -662,7 +663,8 @@ def registry_serve(
     Example: airlock-node registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000
     """
     from installer.connections import Limits
-    from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
+    from installer.registry import RegistryError
+    from installer.serving import credential_paths, make_server, serve_until_stopped
 
     os.umask(NODE_UMASK)
     if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from bundle.reference import ImageRef
 from installer.containerd_config import hosts_toml, merge
-from installer.node import NodeError
+from installer.errors import NodeError
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
 

@@ -8,7 +8,7 @@ from bundle.manifest import Manifest
 from bundle.tarstream import TarReader
 from bundle.trust import TrustError, check_dates, verify_signature
 from bundle.verify import open_bundle, read_signed_head
-from installer.node import NodeError, NothingToDo
+from installer.errors import NodeError, NothingToDo
 from installer.phases import Context, Phase
 from installer.state import State
 
@@ -68,7 +68,7 @@ def run(context: Context) -> None:
     context.manifest_sha256 = sha256
     context.signature = signature
     if context.command == "upgrade":
-        from installer.phases.upgrade import check
+        from installer.upgradecheck import check
 
         check(context, current)
     context.echo(
