@@ -288,6 +288,7 @@ class HostileRegistry:
         self.artifact = build_artifact(manifest_bytes, signature)
         self.blobs = {"sha256:" + hashlib.sha256(data).hexdigest(): data for data in [manifest_bytes, signature, EMPTY, *members(bundle).values()]}
         self.served: dict[str, bytes] = {}
+        self.tag = self.artifact.tag  # the tag it lists and serves the artifact under
         self.truncate: set[str] = set()
         self.breaks: dict[str, int] = {}
         self.failures: dict[str, int] = {}
@@ -321,9 +322,9 @@ class HostileRegistry:
                     return
                 prefix = f"/v2/{REPOSITORY}/"
                 if self.path == prefix + "tags/list":
-                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode()
+                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.tag]}).encode()
                     return self.answer(200, registry.answers.get("tags/list", tags))
-                if self.path == prefix + f"manifests/{registry.artifact.tag}":
+                if self.path == prefix + f"manifests/{registry.tag}":
                     return self.answer(200, registry.answers.get("manifests", registry.artifact.data), "application/vnd.oci.image.manifest.v1+json")
                 digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
                 if registry.location and digest:

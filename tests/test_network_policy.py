@@ -260,12 +260,13 @@ def test_a_redirect_to_the_metadata_service_is_refused_without_a_connection(serv
     assert time.monotonic() - started < 60  # refused at once, not after connection timeouts and retries
 
 
-def test_a_name_that_resolves_to_loopback_is_refused_after_the_connect(servers, node_bundle, keys, tmp_path):
+def test_a_host_that_only_resolves_to_loopback_is_refused_after_the_connect(servers, node_bundle, keys, tmp_path):
     admin = servers(Recorder, "127.0.0.1")
     registry = servers(HostileRegistry, node_bundle, host=global_address())
-    registry.location = f"http://localhost.localdomain.:{admin.port}/admin"  # a name, not an IP literal
+    # 2130706433 is 127.0.0.1 to the resolver, but no IP literal to the policy's first look: the connected address tells.
+    registry.location = f"http://2130706433:{admin.port}/admin"
     line = error_line(node_join(registry.url, keys, tmp_path / "root", tmp_path, "--insecure"))
-    assert "loopback" in line and admin.requests == [], line
+    assert f"http://2130706433:{admin.port}: 127.0.0.1 is a loopback address" in line and admin.requests == [], line
 
 
 @pytest.fixture
