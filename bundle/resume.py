@@ -75,7 +75,7 @@ def retrying(
             if on_retry is not None:
                 on_retry(reason, delay)
             sleep(delay)
-    raise GiveUp(f"{what}: gave up after {attempts.attempts} attempts ({reason})")
+    raise GiveUp(f"{what}: {reason}; gave up after {attempts.attempts} attempts")
 
 
 @dataclass
