@@ -8,10 +8,10 @@ APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static opens
 TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl systemd-analyze jq go
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 NODE_PYZ     = dist/airlock-node-$(VERSION).pyz
-NODE_SOURCES = $(shell find bundle installer manifests -type f ! -name '*.pyc') builder/zipapp.py builder/zipapp_main.py pyproject.toml
+NODE_SOURCES = $(shell find bundle installer manifests -type f ! -name '*.pyc') builder/zipapp.py pyproject.toml
 # The node code runs on the nodes' system Pythons: nothing newer than 3.9 may creep in. typer evaluates the
 # node CLI's annotations at run time (on 3.9 without `from __future__ import annotations`): no `X | None` there.
-NODE_CODE    = bundle installer builder/zipapp_main.py
+NODE_CODE    = bundle installer
 VERMIN       = $(VENV)/bin/vermin -t=3.9- --no-tips --violations
 
 .PHONY: deps containerd-sid bench-deps venv dist check-arm64 test demo lint bench fuzz clean

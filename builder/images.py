@@ -24,7 +24,7 @@ import yaml
 from builder.artifacts import IMAGE_SIGNERS
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
-from builder.transfer import Http, Send
+from builder.transfer import Http, PolicySession, Send
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
@@ -139,27 +139,13 @@ def images_in_manifest(data: bytes, where: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-class _TimeoutSession(requests.Session):
-    def __init__(self, timeout):
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method, url, **kwargs):
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, **kwargs)
-
-
 class RegistryClients:
     """One oras-py client per (registry, repository), because bearer tokens are
     scoped to a repository; all share one connection pool."""
 
     def __init__(self, mirrors: dict[str, str], timeout=(15, 60)):
         self.mirrors = mirrors
-        self._session = _TimeoutSession(timeout)
-        self._session.headers["User-Agent"] = "airlock"
-        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._session = PolicySession(timeout)  # redirects and credentials as bundle/netpolicy.py says, oras-py's requests too
         self._clients: dict[tuple[str, str], oras.provider.Registry] = {}
         self._lock = threading.Lock()
 
@@ -175,6 +161,7 @@ class RegistryClients:
         """A send function for one repository of the registry at `base`, authenticated by oras-py."""
         origin = _origin(base)
         key = (origin, repository)
+        self._session.scope_for(origin)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -342,7 +329,7 @@ class ImageCopier:
                     future.set_result(digest)
                 else:
                     self.progress.add_total(size)
-                    future = self.pool.submit(self.http.download, url, self.store, digest, None, send)
+                    future = self.pool.submit(self.http.download, url, self.store, digest, None, send, size=size)
                 self._blobs[digest] = future
         return self
 

@@ -9,7 +9,7 @@ sorted names, fixed timestamps and modes, so the same inputs give the same bytes
 Pure Python goes in as is (zipimport loads it from the archive). Shared
 libraries cannot be loaded from a zip: they go under `_native/linux-{arch}/`,
 listed with their sha256 in `_native/index.json`, and the archive's
-`__main__` (builder/zipapp_main.py) extracts the ones for the running
+`__main__` (installer/zipapp_main.py) extracts the ones for the running
 machine and Python when they are first imported.
 """
 
@@ -32,7 +32,7 @@ from bundle.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PACKAGES = ("bundle", "installer", "manifests")
-MAIN = Path(__file__).with_name("zipapp_main.py")
+MAIN = ROOT / "installer" / "zipapp_main.py"  # node code: the archive's __main__, stored once, under that name only
 SHEBANG = b"#!/usr/bin/env python3\n"
 EPOCH = (1980, 1, 1, 0, 0, 0)
 INDEX = "_native/index.json"
@@ -140,7 +140,7 @@ def _node_package_files() -> dict[str, bytes]:
             raise BuildError(f"package {package} is not importable from {ROOT}; run make venv")
         directory = Path(next(iter(spec.submodule_search_locations)))
         for path in sorted(directory.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(SKIPPED_SUFFIXES):
+            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(SKIPPED_SUFFIXES) and path != MAIN:
                 files[f"{package}/{path.relative_to(directory).as_posix()}"] = path.read_bytes()
     return files
 

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from bundle.errors import BundleError
+from bundle.members import MANIFEST_NAME, check_member_path, is_hex_digest  # noqa: F401  (named here for the rest of the code)
 
 if TYPE_CHECKING:
     from bundle.provenance import BundleProvenance, Provenance
 
 SCHEMA = "airlock.bundle/v1"
-MANIFEST_NAME = "bundle.json"
 SIGNATURE_NAME = "bundle.json.sig"
 # bundle.json lists one line per blob; 32 MiB holds several hundred thousand.
 MAX_MANIFEST_BYTES = 32 << 20
@@ -30,7 +30,6 @@ IMAGE_INDEX = "images/index.json"
 # The node installer as one file (make dist); any architecture, Python 3.9+.
 NODE_PYZ = "bin/airlock-node.pyz"
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -44,22 +43,6 @@ def parse_time(text: str, where: str) -> datetime:
         return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
     except (TypeError, ValueError):
         raise BundleError(f"{where} is not a UTC time like 2026-01-31T12:00:00Z: {text!r}", MANIFEST_NAME) from None
-
-
-def check_member_path(path: str) -> str:
-    """Return `path` if it is a safe relative member name, else raise BundleError."""
-    if not isinstance(path, str) or not path:
-        raise BundleError("empty member name")
-    if path.startswith("/") or "\\" in path or "\x00" in path:
-        raise BundleError("member name is absolute or has a backslash or NUL", path)
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise BundleError("member name has an empty, '.' or '..' component", path)
-    return path
-
-
-def is_hex_digest(text: object) -> bool:
-    return isinstance(text, str) and bool(_HEX64.match(text))
 
 
 def is_digest(text: object) -> bool:

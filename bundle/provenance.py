@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 
 from bundle.errors import BundleError
-from bundle.manifest import MANIFEST_NAME, check_member_path, is_hex_digest
+from bundle.members import MANIFEST_NAME, check_member_path, is_hex_digest
 
 SIGNED = "signed"
 PINNED = "pinned"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from installer.node import NodeError
+from installer.errors import NodeError
 
 API_PORT = 6443
 DEFAULT_TIMEOUT = 240.0  # kubeadm's own default (controlPlaneComponentHealthCheck: 4m0s)

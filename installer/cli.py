@@ -231,25 +231,31 @@ class Source:
     ca: Optional[Path]
     insecure: bool
     tag: Optional[str]
+    deadlines: Optional[str] = None
 
     def check(self) -> None:
         if (self.bundle is None) == (self.url is None):
             usage_error("give either a BUNDLE file or --from https://HOST[:PORT][/PREFIX], not both and not neither")
-        if self.url is None and (self.ca or self.insecure or self.tag):
-            usage_error("--ca, --insecure and --tag go with --from")
+        if self.url is None and (self.ca or self.insecure or self.tag or self.deadlines):
+            usage_error("--ca, --insecure, --tag and --deadlines go with --from")
 
 
 def _remote(source: Source, config):
     """The registry source for `--from`, and node.yaml with the images pulled from that same registry unless it names another."""
     import dataclasses
 
+    from bundle.netpolicy import Deadlines, PolicyError
     from installer.remote import Origin, RegistrySource
 
+    try:
+        deadlines = Deadlines.parse(source.deadlines or "")
+    except PolicyError as error:
+        usage_error(f"--deadlines: {error}")
     origin = Origin.parse(source.url, source.insecure)
     ca = source.ca or (Path(config.registry_ca) if config.registry_ca else None)
     if not config.registry_mirror:
         config = dataclasses.replace(config, registry_mirror=origin.mirror(), registry_ca=str(ca) if ca else "")
-    return RegistrySource(origin, ca, source.tag), config
+    return RegistrySource(origin, ca, source.tag, deadlines), config
 
 
 def _install(command: str, source: Source, key: Optional[list[Path]], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
@@ -258,9 +264,10 @@ def _install(command: str, source: Source, key: Optional[list[Path]], root: Path
     import platform
 
     from installer.node import Host, NodeConfig, Paths
-    from installer.phases import Context, phases_for
+    from installer.phases import Context
     from installer.phases.preflight import check_name_known, check_names
     from installer.runner import run_phases
+    from installer.workflow import phases_for
 
     os.umask(NODE_UMASK)
     source.check()
@@ -329,6 +336,10 @@ FromOption = Annotated[
 CaOption = Annotated[Optional[Path], typer.Option("--ca", help="CA certificate (PEM) the --from registry's certificate must chain to (default: node.yaml registry.ca).")]
 InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow --from http:// (plain HTTP; the bundle is still verified).")]
 TagOption = Annotated[Optional[str], typer.Option("--tag", help="With --from: the bundle's NAME-SERIAL tag (default: the highest serial).")]
+DeadlinesOption = Annotated[
+    Optional[str],
+    typer.Option("--deadlines", help="With --from: how long one socket read, one member and the whole transfer may take (default read=30s,member=15m,run=4h)."),
+]
 
 
 @app.command()
@@ -339,6 +350,7 @@ def init(
     ca: CaOption = None,
     insecure: InsecureOption = False,
     tag: TagOption = None,
+    deadlines: DeadlinesOption = None,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
     skip_phases: SkipOption = "",
@@ -357,7 +369,7 @@ def init(
 
     Example: python3 airlock-node.pyz init k8s.tar --key airlock.pub --config node.yaml
     """
-    _install("init", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
+    _install("init", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
 
 
 @app.command()
@@ -368,6 +380,7 @@ def join(
     ca: CaOption = None,
     insecure: InsecureOption = False,
     tag: TagOption = None,
+    deadlines: DeadlinesOption = None,
     control_plane: Annotated[bool, typer.Option("--control-plane", help="Join as an extra control-plane node.")] = False,
     root: RootOption = Path("/"),
     dry_run: DryRunOption = False,
@@ -385,7 +398,7 @@ def join(
 
     Example: python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml
     """
-    _install("join", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
+    _install("join", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
 
 
 @app.command()
@@ -396,6 +409,7 @@ def upgrade(
     ca: CaOption = None,
     insecure: InsecureOption = False,
     tag: TagOption = None,
+    deadlines: DeadlinesOption = None,
     drain: Annotated[bool, typer.Option("--drain", help="Cordon and drain this node around the upgrade, uncordon after.")] = False,
     kubeconfig: Annotated[
         Optional[Path],
@@ -417,7 +431,7 @@ def upgrade(
 
     Example: airlock-node upgrade k8s-1.36.5.tar --drain
     """
-    _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
+    _install("upgrade", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
              ignore_preflight_errors, False, drain, kubeconfig)
 
 
@@ -427,7 +441,7 @@ def phases() -> None:
 
     Example: airlock-node phases
     """
-    from installer.phases import phases_for
+    from installer.workflow import phases_for
 
     for command in ("init", "join", "upgrade"):
         listed = phases_for(command)
@@ -662,7 +676,8 @@ def registry_serve(
     Example: airlock-node registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000
     """
     from installer.connections import Limits
-    from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
+    from installer.registry import RegistryError
+    from installer.serving import credential_paths, make_server, serve_until_stopped
 
     os.umask(NODE_UMASK)
     if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:

@@ -33,7 +33,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Table
 
 from bundle.containerd import ContainerdVersionError, config_version, minor_of
-from installer.node import NodeError
+from installer.errors import NodeError
 
 V2_CRI = "io.containerd.grpc.v1.cri"
 V3_IMAGES = "io.containerd.cri.v1.images"

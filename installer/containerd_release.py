@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 
 from bundle.containerd import ContainerdVersionError, minor_of
-from installer.node import NodeError
+from installer.errors import NodeError
 
 
 def release_in(answer: str) -> str:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import yaml
 
 from installer import commands, kubeadm_config
-from installer.node import Host, NodeError, Paths
+from installer.errors import NodeError
+from installer.node import Host, Paths
 from installer.nodeschema import CA_CERT_HASH, CERTIFICATE_KEY, TOKEN, FieldError, endpoint
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"

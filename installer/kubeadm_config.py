@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import yaml
 
 from installer import minors
+from installer.errors import NodeError
 from installer.minors import kubelet_flag_problems
-from installer.node import NodeConfig, NodeError
+from installer.node import NodeConfig
 
 KUBEADM_GROUP = "kubeadm.k8s.io"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"

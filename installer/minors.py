@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from installer.node import NodeError
+from installer.errors import NodeError
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 

@@ -23,15 +23,8 @@ from typing import BinaryIO
 import yaml
 
 from bundle.atomic import AtomicFile, write_atomic
-from bundle.errors import NO_SPACE, AirlockError, no_space
-
-
-class NodeError(AirlockError):
-    """A node step failed; the message says which and what to do."""
-
-
-class NothingToDo(Exception):
-    """The node already is where the command would take it: the message says so, and the command exits 0."""
+from bundle.errors import NO_SPACE, no_space
+from installer.errors import NodeError, NothingToDo  # noqa: F401  (NothingToDo: still importable from here)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ sha256 the signed bundle.json names: each streams into a partial file in
 staging, hashed as it arrives, never longer than bundle.json says, and a
 rerun after a kill continues the partial file with a Range request.
 
-Only urllib/http.client and ssl: the node's one-file installer carries no
-requests or oras. Every request has a timeout; connection failures, 5xx and
-429 answers are retried a bounded number of times, then named.
+Only http.client and ssl: the node's one-file installer carries no requests
+or oras. What may be followed, where a token may go, the deadlines (per socket
+read, per member, per run) and the size caps are bundle/netpolicy.py's; the
+retries and the resume are bundle/resume.py's, the same the build host uses.
 """
 
 from __future__ import annotations
@@ -19,28 +20,28 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import threading
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from bundle import netpolicy
 from bundle.artifact import ARTIFACT_TYPE, REPOSITORY, TITLE, parse_tag
 from bundle.errors import AirlockError, BundleError
 from bundle.manifest import IMAGE_BLOBS, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, FileEntry, Manifest
+from bundle.netpolicy import MAX_DISCARDED_BODY, MAX_TAG_LIST, MAX_TOKEN_ANSWER, Clock, CredentialScope, Deadlines, read_timeout
 from bundle.oci import MAX_MANIFEST_BYTES as MAX_OCI_MANIFEST_BYTES
 from bundle.oci import OCI_MANIFEST
 from bundle.reference import HOST, NAME, TAG
+from bundle.resume import Answer, Attempts, GiveUp, Refused, Transient, fetch_resumable, retrying
 
 CHUNK = 1 << 20
-TIMEOUT = 30.0
 ATTEMPTS = 5
 BACKOFF = 0.5
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _REDIRECT_STATUS = {301, 302, 303, 307, 308}
-MAX_REDIRECTS = 3
 
 
 class RemoteError(AirlockError):
@@ -95,24 +96,39 @@ def ssl_context(ca: Path | None) -> ssl.SSLContext:
 
 
 class Client:
-    """One kept-alive connection to the registry, reopened after any failure."""
+    """One kept-alive connection to the registry, reopened after any failure; every rule it follows is bundle/netpolicy.py's."""
 
-    def __init__(self, origin: Origin, context: ssl.SSLContext | None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS):
+    def __init__(self, origin: Origin, context: ssl.SSLContext | None, deadlines: Deadlines | None = None, attempts: int = ATTEMPTS, run: Clock | None = None):
         self.origin = origin
         self._context = context
-        self.timeout = timeout
-        self.attempts = attempts
+        self.deadlines = deadlines or Deadlines()
+        self.attempts = Attempts(attempts, BACKOFF)
+        self.run = run or Clock(self.deadlines.run, "the --from transfer")
+        self.policy_origin = netpolicy.Origin.of(origin.url)
+        self.scope = CredentialScope(self.policy_origin, frozenset({self.policy_origin}) if origin.scheme == "http" else frozenset())
         self._connection: http.client.HTTPConnection | None = None
         self._token: str | None = None
         self._redirected: http.client.HTTPConnection | None = None
         self.received = 0  # body bytes read, for the benchmark's "bytes moved"
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect_to(self, scheme: str, netloc: str, clocks: tuple[Clock, ...]) -> http.client.HTTPConnection:
+        """A new connection to `netloc`, refused when the address it reached is one the policy keeps a client away from."""
+        timeout = read_timeout(self.deadlines, self.run, *clocks)
+        if scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(netloc, timeout=timeout, context=self._context)
+        else:
+            connection = http.client.HTTPConnection(netloc, timeout=timeout)
+        connection.connect()
+        peer = connection.sock.getpeername()[0]
+        reason = netpolicy.address_refusal(self.policy_origin, peer)
+        if reason is not None:
+            connection.close()
+            raise RemoteError(f"{scheme}://{netloc}: {reason}")
+        return connection
+
+    def _connect(self, clocks: tuple[Clock, ...] = ()) -> http.client.HTTPConnection:
         if self._connection is None:
-            if self.origin.scheme == "https":
-                self._connection = http.client.HTTPSConnection(self.origin.host, timeout=self.timeout, context=self._context)
-            else:
-                self._connection = http.client.HTTPConnection(self.origin.host, timeout=self.timeout)
+            self._connection = self._connect_to(self.origin.scheme, self.origin.host, clocks)
         return self._connection
 
     def close(self) -> None:
@@ -124,19 +140,31 @@ class Client:
     def url(self, path: str) -> str:
         return f"{self.origin.scheme}://{self.origin.host}{path}"
 
-    def open(self, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
+    def open(self, path: str, headers: dict | None = None, clocks: tuple[Clock, ...] = ()) -> http.client.HTTPResponse:
         """GET `path`; retries connection failures, 5xx and 429 with backoff; any other status is returned."""
-        failure = ""
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(BACKOFF * 2 ** (attempt - 1))
+        try:
+            return retrying(self.url(path), lambda: self.open_once(path, headers, clocks)[0], self.attempts, (self.run, *clocks))
+        except GiveUp as error:
+            raise RemoteError(f"{error}; is the registry up?") from None
+
+    def open_once(self, path: str, headers: dict | None, clocks: tuple[Clock, ...]) -> tuple[http.client.HTTPResponse, socket.socket]:
+        """One attempt: the answer and the socket it came over; `Transient` for what another attempt may cure."""
+        for _ in range(2):  # a second time only after a 401 challenge got a token
             all_headers = {"User-Agent": "airlock-node", **(headers or {})}
             if self._token:
                 all_headers["Authorization"] = f"Bearer {self._token}"
             try:
-                connection = self._connect()
+                connection = self._connect(clocks)
+                connection.sock.settimeout(read_timeout(self.deadlines, self.run, *clocks))
                 connection.request("GET", path, headers=all_headers)
+                sock = connection.sock  # kept: http.client lets go of it when the answer says Connection: close
                 response = connection.getresponse()
+                if response.status == 401 and self._token is None and self._authenticate(response, clocks):
+                    self.close()  # whatever body the challenge had stays unread: start clean
+                    continue
+                if response.status in _REDIRECT_STATUS and response.getheader("Location"):
+                    response.read(MAX_DISCARDED_BODY)
+                    response, sock = self._follow(self.url(path), response.getheader("Location"), headers, clocks)
             except ssl.SSLCertVerificationError as error:
                 self.close()
                 raise RemoteError(
@@ -144,72 +172,83 @@ class Client:
                 ) from None
             except (OSError, http.client.HTTPException) as error:
                 self.close()
-                failure = f"{type(error).__name__}: {error}"
-                continue
-            if response.status == 401 and self._token is None and self._authenticate(response):
-                self.close()  # whatever body the challenge had stays unread: start clean
-                continue
-            if response.status in _REDIRECT_STATUS and response.getheader("Location"):
-                response.read(64 << 10)
-                try:
-                    response = self._follow(urljoin(self.url(path), response.getheader("Location")), headers)
-                except (OSError, http.client.HTTPException) as error:
-                    failure = f"{type(error).__name__}: {error}"
-                    continue
+                raise Transient(f"{type(error).__name__}: {error}") from None
             if response.status in _RETRY_STATUS:
-                failure = f"HTTP {response.status}"
-                response.read(64 << 10)
+                response.read(MAX_DISCARDED_BODY)
                 self.close()
-                continue
-            return response
-        raise RemoteError(f"{self.url(path)}: no usable answer after {self.attempts} attempts ({failure}); is the registry up?")
+                raise Transient(f"HTTP {response.status}")
+            return response, sock
+        raise AssertionError("unreachable")
 
-    def _follow(self, url: str, headers: dict | None) -> http.client.HTTPResponse:
+    def _follow(self, current: str, location: str, headers: dict | None, clocks: tuple[Clock, ...]) -> tuple[http.client.HTTPResponse, socket.socket]:
         """A redirect (blob storage behind Harbor or S3-backed distribution): its own connection, never our token."""
-        for _ in range(MAX_REDIRECTS):
-            target = urlsplit(url)
-            if target.scheme == "https":
-                connection = http.client.HTTPSConnection(target.netloc, timeout=self.timeout, context=self._context)
-            elif target.scheme == "http" and self.origin.scheme == "http":
-                connection = http.client.HTTPConnection(target.netloc, timeout=self.timeout)
-            else:
-                raise RemoteError(f"{url}: the registry redirects to plain HTTP or an unknown scheme; refused")
+        for hop in range(1, netpolicy.MAX_REDIRECTS + 2):
+            reason = netpolicy.redirect_refusal(self.policy_origin, current, location, hop)
+            if reason is not None:
+                raise RemoteError(reason)
+            current = urljoin(current, location)
+            target = urlsplit(current)
             if self._redirected is not None:
                 self._redirected.close()
-            self._redirected = connection
+            connection = self._redirected = self._connect_to(target.scheme, target.netloc, clocks)
             connection.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers={"User-Agent": "airlock-node", **(headers or {})})
+            sock = connection.sock
             response = connection.getresponse()
             if response.status not in _REDIRECT_STATUS or not response.getheader("Location"):
-                return response
-            response.read(64 << 10)
-            url = urljoin(url, response.getheader("Location"))
-        raise RemoteError(f"{url}: more than {MAX_REDIRECTS} redirects")
+                return response, sock
+            response.read(MAX_DISCARDED_BODY)
+            location = response.getheader("Location")
+        raise AssertionError("unreachable: redirect_refusal counts the hops")
 
-    def _authenticate(self, response: http.client.HTTPResponse) -> bool:
-        """An anonymous pull token, for registries that want one even for public repositories (Harbor, distribution with token auth)."""
+    def _authenticate(self, response: http.client.HTTPResponse, clocks: tuple[Clock, ...]) -> bool:
+        """An anonymous pull token, for registries that want one even for public repositories (Harbor, distribution with token auth).
+
+        The realm is asked over its own connection with every hop judged by the network policy: an https
+        registry's realm stays https after redirects too, and nothing but the registry's own origin gets a token.
+        """
         challenge = response.getheader("WWW-Authenticate") or ""
         if not challenge.lower().startswith("bearer "):
             return False
         fields = dict(part.split("=", 1) for part in _split_challenge(challenge[len("bearer ") :]) if "=" in part)
         realm = fields.get("realm", "").strip('"')
-        if not realm.startswith("https://") and not (realm.startswith("http://") and self.origin.scheme == "http"):
-            return False
+        reason = self.scope.allow_realm(realm)
+        if reason is not None:
+            raise RemoteError(reason)
         query = {key: fields[key].strip('"') for key in ("service", "scope") if key in fields}
-        request = urllib.request.Request(f"{realm}?{urlencode(query)}" if query else realm, headers={"User-Agent": "airlock-node"})
-        try:
-            handler = urllib.request.HTTPSHandler(context=self._context)
-            with urllib.request.build_opener(handler).open(request, timeout=self.timeout) as answer:
-                document = json.loads(answer.read(64 << 10))
-        except (OSError, ValueError, RecursionError):
-            return False
-        self._token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None
-        return bool(self._token)
+        current = f"{realm}?{urlencode(query)}" if query else realm
+        for hop in range(netpolicy.MAX_REDIRECTS + 2):
+            target = urlsplit(current)
+            connection = self._connect_to(target.scheme, target.netloc, clocks)
+            try:
+                connection.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers={"User-Agent": "airlock-node"})
+                answer = connection.getresponse()
+                if answer.status in _REDIRECT_STATUS and answer.getheader("Location"):
+                    location = answer.getheader("Location")
+                    reason = netpolicy.redirect_refusal(self.policy_origin, current, location, hop + 1) or self.scope.realm_refusal(urljoin(current, location))
+                    if reason is not None:
+                        raise RemoteError(f"the token realm {realm}: {reason}")
+                    current = urljoin(current, location)
+                    continue
+                if answer.status != 200:
+                    return False
+                data = answer.read(MAX_TOKEN_ANSWER + 1)
+            finally:
+                connection.close()
+            try:
+                document = json.loads(data) if len(data) <= MAX_TOKEN_ANSWER else None
+            except (ValueError, RecursionError):
+                return False
+            self._token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None
+            if self._token is not None and not isinstance(self._token, str):
+                self._token = None
+            return bool(self._token)
+        return False
 
     def read_small(self, path: str, limit: int, accept: str = "") -> bytes:
         """A whole small answer (a manifest, bundle.json, a tag list), refused when larger than `limit`."""
         response = self.open(path, {"Accept": accept} if accept else None)
         if response.status != 200:
-            response.read(64 << 10)
+            response.read(MAX_DISCARDED_BODY)
             hint = {401: "; the node pulls anonymously: make the repository public to it", 403: "; the node pulls anonymously: make the repository public to it",
                     404: "; check the prefix, --tag, and that `airlock push` (or the first node's init) put the bundle there"}
             raise RemoteError(f"{self.url(path)}: HTTP {response.status}{hint.get(response.status, '')}")
@@ -217,8 +256,16 @@ class Client:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             self.close()
             raise RemoteError(f"{self.url(path)}: {declared} bytes, over the {limit} byte cap")
+        data = bytearray()
         try:
-            data = response.read(limit + 1)
+            while len(data) <= limit:
+                if self.run.refusal():
+                    self.close()
+                    raise RemoteError(f"{self.url(path)}: {self.run.refusal()}")
+                chunk = response.read1(limit + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
         except (OSError, http.client.HTTPException) as error:
             self.close()
             raise RemoteError(f"{self.url(path)}: the answer broke off ({error}); rerun to try again") from None
@@ -226,7 +273,7 @@ class Client:
             self.close()
             raise RemoteError(f"{self.url(path)}: over the {limit} byte cap")
         self.received += len(data)
-        return data
+        return bytes(data)
 
 
 def _split_challenge(text: str) -> list[str]:
@@ -258,12 +305,16 @@ def needed_members(manifest: Manifest, arch: str) -> list[FileEntry]:
 class RegistrySource:
     """A bundle artifact in a registry, read like a bundle file: signed head first, then members by digest."""
 
-    def __init__(self, origin: Origin, ca: Path | None = None, tag: str | None = None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS):
+    def __init__(self, origin: Origin, ca: Path | None = None, tag: str | None = None, deadlines: Deadlines | None = None, attempts: int = ATTEMPTS):
         if tag is not None and not (TAG.match(tag) and parse_tag(tag)):
             raise RemoteError(f"--tag {tag!r}: expected NAME-SERIAL, like k8s-7")
         self.origin = origin
         self.tag = tag
-        self._settings = (ssl_context(ca) if origin.scheme == "https" else None, timeout, attempts)
+        self.asked_tag = tag  # what the operator named; the newest tag when they named none (see signed_head)
+        self.newest_serial: int | None = None  # the highest serial the registry's tag list showed, when it was read
+        self.deadlines = deadlines or Deadlines()
+        self.run = Clock(self.deadlines.run, "the --from transfer")
+        self._settings = (ssl_context(ca) if origin.scheme == "https" else None, self.deadlines, attempts, self.run)
         self._local = threading.local()
         self._clients: list[Client] = []
         self._lock = threading.Lock()
@@ -291,7 +342,7 @@ class RegistrySource:
 
     def newest_tag(self) -> str:
         """The NAME-SERIAL tag with the highest serial; refused when two bundle names tie."""
-        data = self.client.read_small(f"/v2/{quote(self.origin.repository)}/tags/list", 4 << 20, "application/json")
+        data = self.client.read_small(f"/v2/{quote(self.origin.repository)}/tags/list", MAX_TAG_LIST, "application/json")
         try:
             tags = json.loads(data).get("tags") or []
         except (ValueError, AttributeError, RecursionError):
@@ -300,6 +351,7 @@ class RegistrySource:
         if not found:
             raise RemoteError(f"{self.origin.url}: no bundle in {self.origin.repository}; push one with `airlock push`, or check the prefix")
         serial = max(parsed[1] for parsed, _ in found)
+        self.newest_serial = serial
         newest = sorted(tag for parsed, tag in found if parsed[1] == serial)
         if len(newest) > 1:
             raise RemoteError(f"{self.origin.url}: several bundles have serial {serial} ({', '.join(newest)}); pick one with --tag")
@@ -340,66 +392,73 @@ class RegistrySource:
         """Stream one member into `partial`, resuming what an earlier run left; return only when its sha256 matched.
 
         Never accepts more than the size bundle.json lists; a short or broken answer is resumed with Range
-        a bounded number of times, then refused as truncated.
+        a bounded number of times (bundle/resume.py), then refused as truncated; the member and the whole run
+        each have a deadline (bundle/netpolicy.py).
         """
-        url = self.client.url(self._path("blobs", "sha256:" + entry.sha256))
+        path = self._path("blobs", "sha256:" + entry.sha256)
+        url = self.client.url(path)
+        client = self.client
+        member = Clock(self.deadlines.member, f"fetching {entry.path}")
         partial.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "a+b", buffering=0) as handle:  # unbuffered: what a kill interrupts is on disk, to resume from
-            digest = hashlib.sha256()
-            handle.seek(0)
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-            have = handle.tell()
-            if have > entry.size:
-                handle.truncate(0)
-                digest, have = hashlib.sha256(), 0
-            failure = ""
-            for attempt in range(self.client.attempts):
-                if have == entry.size:
-                    break
-                if attempt:
-                    time.sleep(BACKOFF * attempt)
-                response = self.client.open(self._path("blobs", "sha256:" + entry.sha256), {"Range": f"bytes={have}-"} if have else None)
-                if response.status == 200 and have:
-                    # The registry ignored the range: start over.
-                    handle.truncate(0)
-                    handle.seek(0)
-                    digest, have = hashlib.sha256(), 0
-                elif response.status == 206:
-                    if not (response.getheader("Content-Range") or "").startswith(f"bytes {have}-"):
-                        self.client.close()
-                        raise BundleError(f"{url} answered a Range request with the wrong part ({response.getheader('Content-Range')})", entry.path)
-                elif response.status != 200:
-                    response.read(64 << 10)
+            sink = _PartialFile(handle, client)
+
+            def open_at(offset: int) -> Answer:
+                response, sock = client.open_once(path, {"Range": f"bytes={offset}-"} if offset else None, (member,))
+                if response.status not in (200, 206):
+                    response.read(MAX_DISCARDED_BODY)
                     if response.status == 404:
                         raise BundleError(f"{url}: the registry does not have this member (HTTP 404); push the whole bundle there", entry.path)
                     raise BundleError(f"{url}: HTTP {response.status}", entry.path)
-                try:
-                    while have < entry.size:
-                        chunk = response.read1(min(CHUNK, entry.size - have))
-                        if not chunk:
-                            break
-                        handle.write(chunk)
-                        digest.update(chunk)
-                        have += len(chunk)
-                        self.client.received += len(chunk)
-                    if have == entry.size and response.read(1):
-                        self.client.close()
-                        raise BundleError(f"{url} sent more than the {entry.size} bytes bundle.json lists", entry.path)
-                except (OSError, http.client.HTTPException) as error:
-                    failure = f"{type(error).__name__}: {error}"
-                if have < entry.size:
-                    handle.flush()
-                    self.client.close()
-                    failure = failure or "the connection closed early"
-            if have < entry.size:
-                raise BundleError(f"truncated: {url} sent {have} of {entry.size} bytes in {self.client.attempts} attempts ({failure}); rerun to resume", entry.path)
+
+                def read(amount: int) -> bytes:
+                    try:
+                        sock.settimeout(read_timeout(self.deadlines, self.run, member))
+                        return response.read1(amount)
+                    except (OSError, http.client.HTTPException) as error:
+                        client.close()
+                        raise Transient(f"{type(error).__name__}: {error}") from None
+
+                return Answer(response.status, response.getheader("Content-Range"), read, lambda: None if response.isclosed() else client.close())
+
+            try:
+                fetch_resumable(url, open_at, sink, entry.size, client.attempts, (self.run, member))
+            except GiveUp as error:
+                client.close()
+                raise BundleError(f"truncated: {url} sent {sink.size} of {entry.size} bytes: {error}; rerun to resume", entry.path) from None
+            except Refused as error:
+                client.close()
+                raise BundleError(str(error), entry.path) from None
             handle.flush()
             os.fsync(handle.fileno())
-        if digest.hexdigest() != entry.sha256:
+        if sink.digest.hexdigest() != entry.sha256:
             partial.unlink(missing_ok=True)
-            raise BundleError(f"sha256 is {digest.hexdigest()} but bundle.json lists {entry.sha256}; {url} served a different member", entry.path)
+            raise BundleError(f"sha256 is {sink.digest.hexdigest()} but bundle.json lists {entry.sha256}; {url} served a different member", entry.path)
 
     def close(self) -> None:
         for client in self._clients:
             client.close()
+
+
+class _PartialFile:
+    """A member's partial file as the resume routine's sink: hashed as it grows, its earlier content hashed first."""
+
+    def __init__(self, handle, client: Client):
+        self._handle = handle
+        self._client = client
+        self.digest = hashlib.sha256()
+        handle.seek(0)
+        while chunk := handle.read(CHUNK):
+            self.digest.update(chunk)
+        self.size = handle.tell()
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        self._client.received += len(data)
+
+    def reset(self) -> None:
+        self._handle.truncate(0)
+        self._handle.seek(0)
+        self.digest, self.size = hashlib.sha256(), 0

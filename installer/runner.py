@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from bundle.errors import AirlockError
-from installer.node import NodeError, NothingToDo, node_lock
+from installer.errors import NodeError, NothingToDo
+from installer.node import node_lock
 from installer.phases import Context, Phase
 from installer.state import State
 

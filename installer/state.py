@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 
 from bundle.atomic import write_atomic
-from installer.node import NodeError, Paths
+from installer.errors import NodeError
+from installer.node import Paths
 
 
 @dataclass

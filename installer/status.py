@@ -114,7 +114,7 @@ def gather(paths: Paths, ctr: list[str] | None) -> Status:
         status.control_plane = installed.get("role") in ("first-control-plane", "control-plane")
         status.registry = registry_health(installed.get("registry", ""), installed.get("registry_ca", ""))
     if state.run:
-        from installer.phases import phases_for
+        from installer.workflow import phases_for
 
         command = state.run.get("command", "")
         done = list(state.run.get("done") or [])

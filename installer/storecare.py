@@ -11,7 +11,8 @@ from bundle.atomic import write_atomic
 from bundle.errors import StoreError
 from bundle.manifest import Manifest
 from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, open_regular, read_layout_index
-from installer.node import NodeError, Paths, node_lock
+from installer.errors import NodeError
+from installer.node import Paths, node_lock
 from installer.state import State
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from installer.node import NodeError
+from installer.errors import NodeError
 
 KEY = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 SECTION = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")

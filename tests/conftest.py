@@ -31,7 +31,7 @@ def pytest_sessionstart(session) -> None:
     if os.environ.get("AIRLOCK_NODE_PYZ") or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     sources = [p for d in ("bundle", "installer", "manifests") for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    sources += [ROOT / "builder/zipapp.py", ROOT / "builder/zipapp_main.py", ROOT / "pyproject.toml"]
+    sources += [ROOT / "builder/zipapp.py", ROOT / "pyproject.toml"]
     if not NODE_PYZ.exists() or max(p.stat().st_mtime for p in sources) > NODE_PYZ.stat().st_mtime:
         build_pyz(NODE_PYZ, ROOT / ".dist-cache" / "wheels")
 

@@ -274,10 +274,13 @@ class HostileRegistry:
 
     `served` replaces the bytes served for a digest; `truncate` sends half of a blob then closes;
     `breaks` does that only for a digest's first N requests; `failures` answers a digest's first N requests
-    with 503; `slow` trickles a blob out.
+    with 503; `slow` trickles a blob out; `drip` sends a blob one byte every `drip_every` seconds.
+    `location` answers blob requests with a 307 to that absolute URL instead; `challenge` answers every request
+    without an Authorization header with 401 and that WWW-Authenticate value. `host` and `tls` (a server
+    SSLContext) say where and how it listens; `authorizations` logs every Authorization header it got.
     """
 
-    def __init__(self, bundle: Path, manifest_bytes: bytes | None = None, signature: bytes | None = None):
+    def __init__(self, bundle: Path, manifest_bytes: bytes | None = None, signature: bytes | None = None, host: str = "127.0.0.1", tls=None):
         import http.server
         import threading
 
@@ -289,10 +292,16 @@ class HostileRegistry:
         self.artifact = build_artifact(manifest_bytes, signature)
         self.blobs = {"sha256:" + hashlib.sha256(data).hexdigest(): data for data in [manifest_bytes, signature, EMPTY, *members(bundle).values()]}
         self.served: dict[str, bytes] = {}
+        self.tag = self.artifact.tag  # the tag it lists and serves the artifact under
         self.truncate: set[str] = set()
         self.breaks: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.slow: str | None = None
+        self.drip: str | None = None
+        self.drip_every = 2.0
+        self.location: str | None = None
+        self.challenge: str | None = None
+        self.authorizations: list[str] = []
         self.answers: dict[str, bytes] = {}  # "tags/list" or "manifests" -> the body served instead
         self.redirect = False  # blobs answered with 307 to /storage/<digest>, which refuses any Authorization
         self.log: list[tuple[str, str]] = []
@@ -307,13 +316,27 @@ class HostileRegistry:
 
             def do_GET(self):
                 registry.log.append((self.path, self.headers.get("Range") or ""))
+                if self.headers.get("Authorization"):
+                    registry.authorizations.append(self.headers["Authorization"])
+                elif registry.challenge:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", registry.challenge)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 prefix = f"/v2/{REPOSITORY}/"
                 if self.path == prefix + "tags/list":
-                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode()
+                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.tag]}).encode()
                     return self.answer(200, registry.answers.get("tags/list", tags))
-                if self.path == prefix + f"manifests/{registry.artifact.tag}":
+                if self.path == prefix + f"manifests/{registry.tag}":
                     return self.answer(200, registry.answers.get("manifests", registry.artifact.data), "application/vnd.oci.image.manifest.v1+json")
                 digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
+                if registry.location and digest:
+                    self.send_response(307)
+                    self.send_header("Location", registry.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if registry.redirect and digest:
                     self.send_response(307)
                     self.send_header("Location", f"/storage/{digest}")
@@ -345,13 +368,15 @@ class HostileRegistry:
                     self.close_connection = True
                 import time
 
-                step = 64 if registry.slow == digest else len(body) or 1
+                step = 1 if registry.drip == digest else 64 if registry.slow == digest else len(body) or 1
                 for offset in range(0, len(body), step):
                     self.wfile.write(body[offset : offset + step])
                     self.wfile.flush()
                     registry.sent[digest] = registry.sent.get(digest, 0) + len(body[offset : offset + step])
                     if registry.slow == digest:
                         time.sleep(0.05)
+                    if registry.drip == digest:
+                        time.sleep(registry.drip_every)
 
             def answer(self, status, data, content_type="application/json"):
                 self.send_response(status)
@@ -363,8 +388,10 @@ class HostileRegistry:
         from tests.upstream import free_port
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        self.server = http.server.ThreadingHTTPServer((host, self.port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

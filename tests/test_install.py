@@ -227,7 +227,7 @@ def phases_by_command(text: str) -> dict[str, list[str]]:
 
 
 def test_phases_shows_the_init_join_and_upgrade_orders_each_as_it_runs():
-    from installer.phases import phases_for
+    from installer.workflow import phases_for
 
     text = airlock_node("phases", check=True).stdout
     listing = phases_by_command(text)

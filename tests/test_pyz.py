@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import zipapp_main
 from builder.zipapp import ROOT, build_pyz, project_version
+from installer import zipapp_main
 from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock, airlock_node, build, python39, require
 from tests.test_install import IGNORE, node_config
 from tests.upstream import free_port

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from installer.node import NodeError
-from installer.phases.upgrade import check_skew
+from installer.upgradecheck import check_skew
 from tests.conftest import AIRLOCK, airlock, airlock_node, require
 from tests.containerd import Containerd
 from tests.test_install import IGNORE, check_store, node_config

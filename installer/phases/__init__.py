@@ -3,7 +3,8 @@
 A phase has a name, a one-line description, a `run(context)` and optionally
 `run_if(context)`; the runner walks the list, so `airlock-node phases`,
 `--skip-phases`, `--dry-run` and resuming an interrupted run all come from
-this one data structure.
+this one data structure. The lists themselves are in `installer.workflow`:
+this package defines what a phase is and imports none of its phases.
 """
 
 from __future__ import annotations
@@ -64,34 +65,3 @@ class Phase:
     steps: tuple[str, ...] = ()  # sub-steps shown by `airlock-node phases` (kubeadm's own phases)
     always: bool = False  # runs again on resume (it loads what later phases need)
 
-
-def init_phases() -> list[Phase]:
-    from installer.phases import binaries, cni, done, images, kubeadm, kubelet, preflight, registry, runtime, unpack, verify
-
-    return [
-        verify.PHASE,
-        preflight.PHASE,
-        unpack.PHASE,
-        binaries.PHASE,
-        runtime.PHASE,
-        registry.PHASE,
-        kubelet.PHASE,
-        images.PHASE,
-        kubeadm.INIT,
-        cni.PHASE,
-        done.PHASE,
-    ]
-
-
-def phases_for(command: str) -> list[Phase]:
-    if command == "upgrade":
-        from installer.phases.upgrade import upgrade_phases
-
-        return upgrade_phases()
-    return init_phases() if command == "init" else join_phases()
-
-
-def join_phases() -> list[Phase]:
-    from installer.phases import kubeadm
-
-    return [kubeadm.JOIN if phase.name == "kubeadm-init" else phase for phase in init_phases() if phase.name != "cni"]

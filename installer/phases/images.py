@@ -29,8 +29,8 @@ from pathlib import Path
 from bundle.containerd import minor_of
 from bundle.oci import INDEX_TYPES, MAX_MANIFEST_BYTES
 from installer.containerd_release import ask
+from installer.errors import NodeError
 from installer.listeners import Listener, listeners_on, parent_pids
-from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.runtime import CERTS_DIR
 
@@ -84,7 +84,7 @@ def node_registry(context: Context):
         context.echo(f"pulling from {SERVICE} on {config.registry_listen}")
         yield
         return
-    from installer.registry import make_server
+    from installer.serving import make_server
 
     try:
         tls = (Path(config.registry_tls_cert), Path(config.registry_tls_key)) if config.registry_tls_cert else (None, None)

@@ -17,7 +17,7 @@ import string
 
 from installer import address, commands, kubeadm_config, minors
 from installer.apiwait import DEFAULT_TIMEOUT, MANIFESTS, control_plane_checks, wait_for
-from installer.node import NodeError
+from installer.errors import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged

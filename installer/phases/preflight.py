@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from installer import address
+from installer.errors import NodeError
 from installer.minors import kubelet_flag_problems
-from installer.node import NodeError
 from installer.noproxy import NoProxy, request_target
 from installer.phases import Context, Phase
 from installer.phases.runtime import MODULES, module_loaded
@@ -179,7 +179,7 @@ def run(context: Context) -> None:
         if lacking:
             context.echo(f"would stop here: {lacking}")
     if context.command == "upgrade":
-        from installer.phases.upgrade import check_drain_credentials
+        from installer.upgradecheck import check_drain_credentials
 
         try:
             check_drain_credentials(context)

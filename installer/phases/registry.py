@@ -10,7 +10,7 @@ from bundle.artifact import build_artifact, with_artifact
 from bundle.manifest import NODE_PYZ
 from bundle.store import BlobStore, layout_index
 from bundle.unpack import activate_index
-from installer.node import NodeError
+from installer.errors import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import NODE_PYZ_PATH
 from installer.phases.unpack import ensure_staged

@@ -12,7 +12,7 @@ from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, m
 from bundle.reference import ImageRef
 from installer.containerd_config import check_dropin, hosts_toml, imports_of, merge
 from installer.containerd_release import ask
-from installer.node import NodeError
+from installer.errors import NodeError
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
 

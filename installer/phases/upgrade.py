@@ -7,112 +7,15 @@ so a failed upgrade leaves the node's binaries as they were.
 
 from __future__ import annotations
 
-import json
-import re
 import socket
-from pathlib import Path
 
 from installer import commands
-from installer.minors import KUBELET_MAX_SKEW
-from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged, install_staged
+from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path
 
 ROLLBACK_DIR = "/var/lib/airlock/rollback"
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    match = _VERSION.match(text or "")
-    if not match:
-        raise NodeError(f"{text!r} is not a Kubernetes version")
-    return tuple(int(part) for part in match.groups())
-
-
-def check_skew(installed: str, new: str, role: str, api_server: str | None) -> None:
-    """Refuse what Kubernetes' version-skew policy forbids, saying what to do instead."""
-    old_v, new_v = parse_version(installed), parse_version(new)
-    if new_v < old_v:
-        raise NodeError(f"{new} is older than the installed {installed}; Kubernetes is never downgraded in place (reset and reinstall instead)")
-    if new_v[:2] > (old_v[0], old_v[1] + 1):
-        step = f"v{old_v[0]}.{old_v[1] + 1}"
-        raise NodeError(f"{installed} -> {new} skips a minor version; upgrade to the newest {step}.x bundle first, then to {new}")
-    if role != "first-control-plane" and api_server is not None and new_v > parse_version(api_server):
-        raise NodeError(
-            f"this node's kubelet would become {new}, newer than the API server ({api_server}); "
-            "upgrade the first control plane first (airlock-node upgrade there), then this node"
-        )
-    if api_server is not None and parse_version(api_server)[1] - new_v[1] > KUBELET_MAX_SKEW:
-        raise NodeError(
-            f"this node's kubelet would be {new}, more than three minors behind the API server ({api_server}); "
-            "Kubernetes does not support that skew: upgrade this node minor by minor with a bundle of each minor"
-        )
-
-
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-
-
-def drain_kubeconfig(context: Context) -> Path:
-    """The kubeconfig drain and uncordon use: `--kubeconfig`, else a control plane's admin.conf.
-
-    Never kubelet.conf: the node authorizer does not let a kubelet list DaemonSets or evict
-    pods, so a drain with it fails on every node that runs kube-proxy or a CNI DaemonSet.
-    """
-    if context.kubeconfig is not None:
-        if not context.kubeconfig.is_file():
-            raise NodeError(f"--kubeconfig {context.kubeconfig}: no such file; give an admin kubeconfig (a copy of a control plane's /etc/kubernetes/admin.conf)")
-        return context.kubeconfig
-    admin = context.paths(ADMIN_CONF)
-    if context.role in ("first-control-plane", "control-plane") and admin.is_file():
-        return admin
-    raise NodeError(
-        "upgrade --drain on this node needs --kubeconfig FILE, an admin kubeconfig (e.g. a copy of a control plane's "
-        f"{ADMIN_CONF}): kubelet credentials may not list DaemonSets or evict pods; nothing was changed"
-    )
-
-
-def drain_kubeconfig_for_plan(context: Context) -> str:
-    """drain_kubeconfig, except that a dry run names the problem and goes on with the plan."""
-    try:
-        return str(drain_kubeconfig(context))
-    except NodeError:
-        if not context.host.dry_run:
-            raise
-        return "ADMIN-KUBECONFIG"
-
-
-def check_drain_credentials(context: Context) -> None:
-    """Called by preflight, before anything changes: a drain that cannot work is refused up front."""
-    if context.drain:
-        drain_kubeconfig(context)
-
-
-def read_kubeconfig(context: Context) -> str:
-    """For reading the API server's version (which a kubelet may do): the admin kubeconfig when there is one."""
-    if context.kubeconfig is not None:
-        return str(context.kubeconfig)
-    admin = context.paths(ADMIN_CONF)
-    return str(admin if admin.exists() else context.paths(KUBELET_CONF))
-
-
-def kubectl_path(context: Context) -> str:
-    return str(context.paths(f"{BIN}/kubectl"))
-
-
-def api_server_version(context: Context) -> str | None:
-    if context.host.dry_run or context.role == "first-control-plane":
-        return None
-    result = context.host.run(commands.kubectl_server_version(kubectl_path(context), read_kubeconfig(context)), check=False, show=False, timeout=60)
-    try:
-        return json.loads(result.stdout)["serverVersion"]["gitVersion"]
-    except (ValueError, KeyError, TypeError):
-        raise NodeError(f"cannot read the API server's version (kubectl version: {result.stderr.strip()[:200]}); is the control plane up?") from None
-
-
-def check(context: Context, installed: dict) -> None:
-    check_skew(installed["version"], context.manifest.version, context.role, api_server_version(context))
 
 
 def node_name(context: Context) -> str:
@@ -162,8 +65,3 @@ KUBEADM_UPGRADE = Phase(
 )
 KUBELET_UPGRADE = Phase("kubelet-upgrade", "swap kubelet and kubectl, restart kubelet, uncordon", run_kubelet_upgrade)
 
-
-def upgrade_phases() -> list[Phase]:
-    from installer.phases import done, images, preflight, registry, runtime, unpack, verify
-
-    return [verify.PHASE, preflight.PHASE, unpack.PHASE, registry.PHASE, runtime.PHASE, images.PHASE, KUBEADM_UPGRADE, KUBELET_UPGRADE, done.PHASE]

@@ -1,0 +1,35 @@
+"""The phase lists of `init`, `join` and `upgrade`, in order: the one place that says which phases a command runs."""
+
+from __future__ import annotations
+
+from installer.phases import Phase, binaries, cni, done, images, kubeadm, kubelet, preflight, registry, runtime, unpack, upgrade, verify
+
+
+def init_phases() -> list[Phase]:
+    return [
+        verify.PHASE,
+        preflight.PHASE,
+        unpack.PHASE,
+        binaries.PHASE,
+        runtime.PHASE,
+        registry.PHASE,
+        kubelet.PHASE,
+        images.PHASE,
+        kubeadm.INIT,
+        cni.PHASE,
+        done.PHASE,
+    ]
+
+
+def phases_for(command: str) -> list[Phase]:
+    if command == "upgrade":
+        return upgrade_phases()
+    return init_phases() if command == "init" else join_phases()
+
+
+def join_phases() -> list[Phase]:
+    return [kubeadm.JOIN if phase.name == "kubeadm-init" else phase for phase in init_phases() if phase.name != "cni"]
+
+
+def upgrade_phases() -> list[Phase]:
+    return [verify.PHASE, preflight.PHASE, unpack.PHASE, registry.PHASE, runtime.PHASE, images.PHASE, upgrade.KUBEADM_UPGRADE, upgrade.KUBELET_UPGRADE, done.PHASE]
