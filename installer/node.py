@@ -42,6 +42,15 @@ class KubeletSettings:
 
 
 @dataclass(frozen=True)
+class FlannelSettings:
+    """node.yaml `cni.flannel`: how the pod network reaches the other nodes (applied by the first control plane)."""
+
+    backend: str = "vxlan"
+    ifaces: tuple[str, ...] = ()
+    iface_regexes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Local choices for this node (`--config node.yaml`); every field has a sane default.
 
@@ -64,6 +73,7 @@ class NodeConfig:
     registry_tls_key: str = ""
     registry_lockdown: bool = False  # every other registry too is pulled from the node registry only (certs.d/_default)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
+    flannel: FlannelSettings = field(default_factory=FlannelSettings)
     token: str = ""
     certificate_key: str = ""
     ca_cert_hashes: tuple[str, ...] = ()
@@ -91,7 +101,7 @@ class NodeConfig:
     def from_dict(cls, document: dict, where: str = "node config") -> NodeConfig:
         from installer.nodeschema import parse
 
-        return parse(cls, KubeletSettings, document, where)
+        return parse(cls, KubeletSettings, document, where, FlannelSettings)
 
 
 MAX_CONFIG_BYTES = 64 << 10

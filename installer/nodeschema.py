@@ -28,6 +28,8 @@ FLAG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # flags file is read the same way. Labels, taints and key=value lists all fit.
 FLAG_VALUE = re.compile(r"^[A-Za-z0-9=,:/._+@%*~^-]{0,1024}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]{0,4094}$")
+# A Linux interface name (IFNAMSIZ: at most 15 bytes, no '/', ':' or white space).
+INTERFACE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 
 
 class FieldError(ValueError):
@@ -220,6 +222,39 @@ def list_of(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
+def one_or_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
+    """One value or a list of them (flanneld takes --iface and --iface-regex more than once)."""
+
+    def check(value: Any) -> tuple[str, ...]:
+        return list_of(item)(value) if isinstance(value, list) else (item(value),)
+
+    return check
+
+
+def interface(value: Any) -> str:
+    """What flanneld's --iface takes: an interface name or one of the node's IP addresses."""
+    text = _string(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not INTERFACE.fullmatch(text) or text in (".", ".."):
+        raise FieldError(f"{text[:80]!r} is neither an interface name (up to 15 letters, digits and _ . @ -) nor an IP address")
+    return text
+
+
+def interface_regex(value: Any) -> str:
+    """What flanneld's --iface-regex takes: a regular expression over interface names (printable, one line)."""
+    text = _string(value)
+    if not text or len(text) > 256 or not all(" " < char <= "~" for char in text):
+        raise FieldError("must be a regular expression of 1 to 256 printable characters without spaces, like ^eth[0-9]+$")
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise FieldError(f"{text!r} is not a regular expression ({error})") from None
+    return text
+
+
 def flags(value: Any) -> dict[str, str]:
     """kubelet flags as a map of flag name (no leading --) to one-word value."""
     if not isinstance(value, dict):
@@ -265,6 +300,13 @@ KUBELET_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "extraArgs": ("extra_args", flags),
 }
 
+FLANNEL_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    # flannel's backends (Documentation/backends.md) that a data centre picks between.
+    "backend": ("backend", choice("vxlan", "host-gw", "wireguard")),
+    "iface": ("ifaces", one_or_list(interface)),
+    "ifaceRegex": ("iface_regexes", one_or_list(interface_regex)),
+}
+
 
 def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple[str, ...] = ()) -> dict:
     if not isinstance(document, dict):
@@ -284,9 +326,14 @@ def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple
     return values
 
 
-def parse(config_type: type, kubelet_type: type, document: Any, where: str):
+def parse(config_type: type, kubelet_type: type, document: Any, where: str, flannel_type: type):
     """The NodeConfig of a parsed node.yaml document, or NodeError naming the first bad field."""
-    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet"))
+    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet", "cni"))
+    cni = document.get("cni") or {}
+    _section(cni, {}, where, "cni.", ("flannel",))
+    flannel = _section(cni.get("flannel") or {}, FLANNEL_FIELDS, where, "cni.flannel.")
+    if flannel:
+        values["flannel"] = flannel_type(**flannel)
     values.update(_section(document.get("registry") or {}, REGISTRY_FIELDS, where, "registry."))
     kubelet = _section(document.get("kubelet") or {}, KUBELET_FIELDS, where, "kubelet.")
     if kubelet:
