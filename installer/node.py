@@ -68,6 +68,9 @@ class NodeConfig:
     cri_socket: str = "unix:///run/containerd/containerd.sock"
     registry_listen: str = "127.0.0.1:5000"
     registry_mirror: str = ""  # another node's registry (https://cp1:5443) instead of this node's own
+    # Every control plane's registry (https://cp1:5443, …): containerd tries them in an order spread per node; the
+    # control planes serve their own store, workers keep no copy of the images.
+    registry_mirrors: tuple[str, ...] = ()
     registry_ca: str = ""
     registry_tls_cert: str = ""
     registry_tls_key: str = ""

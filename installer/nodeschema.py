@@ -128,7 +128,10 @@ def listen_address(value: Any) -> str:
 def url(value: Any) -> str:
     """http(s)://host[:port][/path]: another node's registry."""
     text = _string(value)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as error:  # urlsplit checks a bracketed host itself
+        raise FieldError(f"{text[:80]!r} is not a URL ({error})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise FieldError(f"{text!r} is not an http:// or https:// URL like https://10.0.0.10:5443")
     if parts.username or parts.password or parts.query or parts.fragment:
@@ -289,6 +292,7 @@ NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("registry_listen", listen_address),
     "mirror": ("registry_mirror", url),
+    "mirrors": ("registry_mirrors", list_of(url)),
     "ca": ("registry_ca", absolute_path),
     "tlsCert": ("registry_tls_cert", absolute_path),
     "tlsKey": ("registry_tls_key", absolute_path),
@@ -340,6 +344,12 @@ def parse(config_type: type, kubelet_type: type, document: Any, where: str, flan
         values["kubelet"] = kubelet_type(**kubelet)
     if "node-ip" in values.get("kubelet", kubelet_type()).extra_args:
         raise NodeError(f"{where}: kubelet.extraArgs.node-ip: set advertiseAddress instead; airlock gives kubelet the node's address")
+    mirrors = values.get("registry_mirrors")
+    if mirrors is not None:
+        if values.get("registry_mirror"):
+            raise NodeError(f"{where}: registry.mirror and registry.mirrors: set one (mirror: another registry; mirrors: every control plane's)")
+        if not mirrors or len(set(mirrors)) != len(mirrors):
+            raise NodeError(f"{where}: registry.mirrors: list every control plane's registry once, like [https://10.0.0.10:5443, https://10.0.0.11:5443]")
     if bool(values.get("registry_tls_cert")) != bool(values.get("registry_tls_key")):
         raise NodeError(f"{where}: registry.tlsCert and registry.tlsKey go together; set both or neither")
     return config_type(**values)
