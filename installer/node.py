@@ -77,6 +77,9 @@ class NodeConfig:
     registry_lockdown: bool = False  # every other registry too is pulled from the node registry only (certs.d/_default)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     flannel: FlannelSettings = field(default_factory=FlannelSettings)
+    # highAvailability: kube-vip holds this address on every control plane; controlPlaneEndpoint names it.
+    virtual_ip: str = ""
+    virtual_ip_interface: str = ""
     token: str = ""
     certificate_key: str = ""
     ca_cert_hashes: tuple[str, ...] = ()

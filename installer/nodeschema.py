@@ -311,6 +311,11 @@ FLANNEL_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ifaceRegex": ("iface_regexes", one_or_list(interface_regex)),
 }
 
+HA_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "virtualIP": ("virtual_ip", node_address),
+    "interface": ("virtual_ip_interface", interface),
+}
+
 
 def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple[str, ...] = ()) -> dict:
     if not isinstance(document, dict):
@@ -330,9 +335,27 @@ def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple
     return values
 
 
+def _high_availability(section: Any, values: dict, where: str) -> dict:
+    """highAvailability: the virtual IP kube-vip holds; controlPlaneEndpoint is that address (port 6443 unless given)."""
+    if section is None:
+        return {}
+    found = _section(section, HA_FIELDS, where, "highAvailability.")
+    if not found.get("virtual_ip") or not found.get("virtual_ip_interface"):
+        raise NodeError(f"{where}: highAvailability needs virtualIP and interface (the address kube-vip announces, and on which interface)")
+    address = found["virtual_ip"]
+    wanted = f"[{address}]:6443" if ":" in address else f"{address}:6443"
+    endpoint_value = values.get("control_plane_endpoint")
+    if endpoint_value is None:
+        found["control_plane_endpoint"] = wanted
+    elif endpoint_value.rsplit(":", 1)[0].strip("[]") != address and endpoint_value.strip("[]") != address:
+        raise NodeError(f"{where}: controlPlaneEndpoint {endpoint_value} is not highAvailability.virtualIP {address}; leave it out or give {wanted}")
+    return found
+
+
 def parse(config_type: type, kubelet_type: type, document: Any, where: str, flannel_type: type):
     """The NodeConfig of a parsed node.yaml document, or NodeError naming the first bad field."""
-    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet", "cni"))
+    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet", "cni", "highAvailability"))
+    values.update(_high_availability(document.get("highAvailability"), values, where))
     cni = document.get("cni") or {}
     _section(cni, {}, where, "cni.", ("flannel",))
     flannel = _section(cni.get("flannel") or {}, FLANNEL_FIELDS, where, "cni.flannel.")

@@ -170,8 +170,23 @@ def join_fields(context: Context) -> str | None:
             "(add --control-plane for a certificate key)")
 
 
+def kube_vip_missing(context: Context) -> str | None:
+    """highAvailability on a control plane needs the bundle's kube-vip image (None when it is there, or not needed)."""
+    from installer.kubevip import bundle_image
+
+    if not context.config.virtual_ip or not (context.command == "init" or context.control_plane):
+        return None
+    if bundle_image([image.reference for image in context.manifest.images]):
+        return None
+    return ("node.yaml highAvailability: the bundle carries no kube-vip image; build it with "
+            "--image ghcr.io/kube-vip/kube-vip:VERSION (see docs/multi-node.md)")
+
+
 def run(context: Context) -> None:
     dry_run = context.host.dry_run
+    missing = kube_vip_missing(context)
+    if missing:
+        raise NodeError(missing)
     if context.command == "join":
         lacking = join_fields(context)
         if lacking and not dry_run:
