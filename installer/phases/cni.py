@@ -20,7 +20,7 @@ def run(context: Context) -> None:
         text = ""
     flannel = context.config.flannel
     interfaces = ", ".join([*flannel.ifaces, *(f"/{regex}/" for regex in flannel.iface_regexes)]) or "flanneld's default (the default route's)"
-    context.echo(f"  flannel: backend {flannel.backend}, pod network {context.config.pod_subnet}, interface {interfaces}")
+    context.echo(f"  {'would apply ' if context.host.dry_run else ''}flannel: backend {flannel.backend}, pod network {context.config.pod_subnet}, interface {interfaces}")
     target = context.paths("/var/lib/airlock/cni/kube-flannel.yml")
     context.host.write(target, text)
     kubeconfig = context.paths("/etc/kubernetes/admin.conf")
