@@ -1,4 +1,4 @@
-"""The build-side commands of `airlock`: keygen, build, push, diff.
+"""The build-side commands of `airlock`: keygen, update-trusted-root, build, push, diff.
 
 They live on their own Typer app; `airlock.cli` composes them with the node
 commands. Nothing here imports the installer.
@@ -56,6 +56,41 @@ def keygen(
     fingerprint = parse_public_key(pub_path.read_bytes(), str(pub_path)).key_id
     typer.echo(f"wrote {key_path} (private, mode 0600) and {pub_path} (give this one to the nodes)")
     typer.echo(f"fingerprint {fingerprint} (what `airlock inspect` shows as the signer; compare it by a second channel)")
+
+
+@app.command("update-trusted-root")
+def update_trusted_root_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the trusted_root.json (then: airlock build --trusted-root FILE).")],
+    tuf_url: Annotated[
+        str,
+        typer.Option(
+            "--tuf-url",
+            help="The TUF repository that publishes trusted_root.json (Sigstore's public one is https://tuf-repo-cdn.sigstore.dev).",
+            show_default="Sigstore's public repository",
+        ),
+    ] = "https://tuf-repo-cdn.sigstore.dev",
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option("--tuf-root", help="The repository's TUF root.json to start from (its operators hand it out); needed on the first update of a private one."),
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the TUF metadata trusted so far is kept.", show_default="$XDG_CACHE_HOME/airlock")] = None,
+) -> None:
+    """Fetch a newer Sigstore trust root through its TUF repository (connected host), verified, for `build --trusted-root`.
+
+    Sigstore's public repository is the default, starting from the TUF root airlock ships; a private
+    Sigstore's needs --tuf-url and, the first time, --tuf-root.
+
+    Example: airlock update-trusted-root --output trusted_root.json
+    """
+    from builder.build import default_cache_dir
+    from builder.trustroot import update_trusted_root
+
+    try:
+        updated = update_trusted_root(tuf_url, output, cache_dir or default_cache_dir(), tuf_root)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {updated.output}: Sigstore trust root from {updated.url} (verified through TUF), sha256 {updated.sha256}")
+    typer.echo(f"build with: airlock build --trusted-root {updated.output} ...")
 
 
 # Flags that --config build.yaml may also set, with the BuildOptions field each fills.

@@ -7,7 +7,8 @@
 - An image on a registry with a known signer (registry.k8s.io): cosign's
   signature manifest, tag `sha256-<hex>.sig` in the image's repository, whose
   simple-signing layers carry the signed payload with the certificate and the
-  Rekor bundle (the log's signed entry timestamp) as annotations.
+  Rekor bundle (the log's signed entry timestamp) as annotations; the same
+  entry looked up in Rekor adds its inclusion proof to the carried evidence.
 
 Absence is recorded (the artifact keeps its checksum's provenance); a signature
 that exists and does not verify stops the build. Every check is
@@ -26,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -198,7 +199,14 @@ class Signatures:
             raise SignatureError(f"the layer has no {SIGNATURE_ANNOTATION} or {CERTIFICATE_ANNOTATION} annotation (not a keyless signature)")
         bundle = annotations.get(BUNDLE_ANNOTATION)
         entry = LogEntry.from_cosign_bundle(bundle, BUNDLE_ANNOTATION) if isinstance(bundle, str) else None
-        evidence = Evidence(_certificate(certificate.encode(), CERTIFICATE_ANNOTATION), _signature(signature.encode(), SIGNATURE_ANNOTATION), sha256, entry)
+        signature, certificate = _signature(signature.encode(), SIGNATURE_ANNOTATION), _certificate(certificate.encode(), CERTIFICATE_ANNOTATION)
+        if entry is not None and entry.proof is None:
+            # cosign's annotation carries the log's SET only. The log's own answer for this very entry adds its inclusion
+            # proof: the carried evidence then also checks against a checkpoint the log signed, as a binary's does.
+            logged = self._log_entry(sha256, signature, certificate)
+            if logged is not None and logged.proof is not None and (logged.log_index, logged.log_id, logged.body) == (entry.log_index, entry.log_id, entry.body):
+                entry = replace(entry, proof=logged.proof)
+        evidence = Evidence(certificate, signature, sha256, entry)
         verified = self.check(evidence, sha256, expected)
         evidence_path, payload_path = image_evidence_members(reference, digest)
         return Found(signed_provenance(verified, expected, where, evidence_path, payload_path), {evidence_path: evidence.to_json(), payload_path: payload})

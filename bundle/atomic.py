@@ -127,20 +127,25 @@ class AtomicFile:
         self.handle: BinaryIO = os.fdopen(descriptor, "w+b", buffering=buffering)
 
     def commit(self) -> None:
-        self.handle.flush()
-        os.fchmod(self.handle.fileno(), self.mode)
-        if self.durable:
-            os.fsync(self.handle.fileno())
-        self.handle.close()
         try:
+            self.handle.flush()
+            os.fchmod(self.handle.fileno(), self.mode)
+            if self.durable:
+                os.fsync(self.handle.fileno())
+            self.handle.close()
             rename_into_place(self.temporary, self.path, self.identity)
         except BaseException:
-            self.temporary.unlink(missing_ok=True)
+            self.discard()
             raise
 
     def discard(self) -> None:
-        self.handle.close()
-        self.temporary.unlink(missing_ok=True)
+        """Remove the temporary; closing may fail on what is still buffered (a full disk), the removal may not."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass
+        finally:
+            self.temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> BinaryIO:
         return self.handle

@@ -444,7 +444,7 @@ def phases() -> None:
 
 @app.command()
 def reset(
-    root: RootOption = Path("/"),
+    root: NodeRootOption = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the image store and installed bundle records.")] = False,
     dry_run: DryRunOption = False,
 ) -> None:

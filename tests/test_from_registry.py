@@ -57,6 +57,7 @@ def push(bundle: Path, keys, host: str, work: Path) -> subprocess.CompletedProce
 
 
 def test_push_makes_one_artifact_that_oras_and_skopeo_read(bundle, keys, distribution, tmp_path):
+    """docs/existing-registry.md's push and `skopeo inspect --raw` of the bundle artifact, at a local distribution."""
     require("skopeo")
     import oras.client
 
@@ -102,6 +103,8 @@ def installed_files(root: Path) -> dict[str, str]:
 
 
 def test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file(network, node_bundle, keys, tmp_path):  # noqa: F811
+    """docs/multi-node.md's `--from` the first control plane, with existing-registry.md's `registry cert` and `registry
+    serve` over TLS; cp1 and the worker are two network namespaces."""
     require("containerd", "ctr", "runc", "openssl")
     first, second = network
     pki = tmp_path / "pki"
@@ -213,7 +216,8 @@ class TlsDistribution:
 
 @pytest.mark.parametrize("which", ["bundle", "node_bundle"])
 def test_a_node_joins_from_a_distribution_registry_after_push(which, request, keys, containerd, tmp_path):
-    """Two-arch (every index pushed whole) and amd64-only (indexes narrowed by push, accepted by the images phase)."""
+    """docs/multi-node.md's site registry: push, then a node joins `--from` it with the command push printed.
+    Two-arch (every index pushed whole) and amd64-only (indexes narrowed by push, accepted by the images phase)."""
     require("docker-registry", "containerd", "ctr", "runc")
     bundle = request.getfixturevalue(which)
     pki = tmp_path / "pki"

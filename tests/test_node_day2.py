@@ -250,6 +250,8 @@ def test_reset_undoes_what_airlock_installed_and_restores_what_it_replaced(node_
         "etc/containerd/certs.d/harbor.corp.example/hosts.toml": 'server = "https://harbor.corp.example"\n',
         "opt/cni/bin/site-plugin": "#!/bin/sh\n",
         "etc/hosts": "10.0.0.10 cp1\n",
+        "usr/local/bin/site-tool": "#!/bin/sh\n",
+        "etc/default/kubelet": "KUBELET_EXTRA_ARGS=--v=2\n",
     }
     for name, text in operator.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +274,9 @@ def test_reset_undoes_what_airlock_installed_and_restores_what_it_replaced(node_
         name: value for name, value in before.items() if not name.startswith(("var",))
     }
     assert (root / "var/lib/airlock/store/index.json").exists() and (root / "etc/airlock/trusted-keys").is_dir()
+    # docs/node.md's table: kubeadm's configuration, staging, state.json and the ledger are removed; the store and the
+    # installed bundle records stay until --purge.
+    assert sorted(path.name for path in (root / "var/lib/airlock").iterdir() if path.name != ".lock") == ["bundles", "store"]
     purged = airlock_node("reset", "--root", root, "--purge", check=True)
     assert "reset done" in purged.stderr and not (root / "var/lib/airlock").exists() and not (root / "etc/airlock/trusted-keys").exists()
 

@@ -44,7 +44,7 @@ def test_inspect_summarises_provenance_in_one_line(bundle):
     assert line.startswith(f"provenance  0 signed, {published} published checksum, 1 pinned, 0 unpinned; required: any; Sigstore trust root sha256 ")
     assert "  bin/linux-amd64/kubeadm " in text and text.split("  bin/linux-amd64/kubeadm ", 1)[1].splitlines()[0].endswith("published checksum")
     assert text.split("  bin/airlock-node.pyz ", 1)[1].splitlines()[0].endswith("written by the build")
-    document = json.loads(airlock("inspect", bundle, "-o", "json", check=True).stdout)
+    document = json.loads(airlock("inspect", bundle, "--output", "json", check=True).stdout)
     assert document["provenance_summary"] == {"signed": 0, "published-sha256": published, "pinned": 1, "unpinned": 0}
 
 

@@ -184,54 +184,80 @@ def test_a_bundle_whose_trust_root_is_not_the_pinned_one_is_refused(signed_bundl
     assert refused.returncode == 1 and "provenance/trusted_root.json: not the trust root bundle.json pins" in refused.stderr
 
 
-def reviewer_blocks() -> str:
-    """docs/provenance.md's reviewer blocks, in order, as one script."""
+def reviewer_blocks(heading: str = "# reviewer, provenance", count: int = 3) -> str:
+    """docs/provenance.md's reviewer blocks under `heading`, in order, as one script."""
     import re
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "provenance.md").read_text()
-    blocks = [block for block in re.findall(r"```sh\n(.*?)```", text, re.S) if block.startswith("# reviewer, provenance")]
-    assert len(blocks) == 3, "docs/provenance.md: the reviewer's three blocks"
+    blocks = [block for block in re.findall(r"```sh\n(.*?)```", text, re.S) if block.startswith(heading)]
+    assert len(blocks) == count, f"docs/provenance.md: the reviewer's {count} blocks under {heading!r}"
     return "\n".join(blocks)
 
 
-def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_signature(signed_upstream, signed_bundle, keys, tmp_path):
+def _other_entry(up, m, d):
+    evidence = Evidence.parse(d[record_of(m, "registry.k8s.io/kube-apiserver:v1.36.4").evidence], "evidence")
+    other = Evidence.parse(evidence_for(up, b"another payload", KUBERNETES_IMAGES), "other")
+    return replace(evidence, entry=other.entry).to_json()
+
+
+# Bad signatures on the binary (kubectl) and the image (kube-apiserver) that the openssl blocks check.
+REVIEWER_CASES = {
+    "flipped": _flipped,
+    "identity": _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], MALLORY)),
+    "ca": _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], KUBERNETES_BINARIES, ca=up.signing.rogue)),
+    "entry": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", _other_entry),
+    "no-set": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", _expired_without_set),
+}
+
+
+def run_reviewer(script: str, signed_upstream, signed_bundle, keys, where: Path, case: str | None = None, env: dict | None = None):
+    """The reviewer's script in `where`, holding k8s.tar (spoiled by `case`, signed again by the operator) and airlock.pub."""
     import shutil
     import subprocess
 
+    where.mkdir()
+    if case is None:
+        shutil.copy(signed_bundle, where / "k8s.tar")
+    else:
+        manifest, data, _ = members_of(signed_bundle)
+        change = REVIEWER_CASES.get(case) or NODE_CASES[case][0]
+        rebundle(signed_bundle, where / "k8s.tar", keys["ed25519"] / "airlock.key", change(signed_upstream, manifest, data))
+    shutil.copy(keys["ed25519"] / "airlock.pub", where / "airlock.pub")
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=where, capture_output=True, text=True, env=env)
+
+
+def test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_signature(signed_upstream, signed_bundle, keys, tmp_path):
     require("openssl", "jq", "tar", "od")
     script = reviewer_blocks()
-    good = tmp_path / "good"
-    good.mkdir()
-    shutil.copy(signed_bundle, good / "k8s.tar")
-    shutil.copy(keys["ed25519"] / "airlock.pub", good / "airlock.pub")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=good, capture_output=True, text=True)
+    result = run_reviewer(script, signed_upstream, signed_bundle, keys, tmp_path / "good")
     assert result.returncode == 0, result.stdout + result.stderr
     # Two signatures checked (the binary's, the image's): each with its chain, its artifact and its SET.
     assert result.stdout.count("leaf.pem: OK") == 2 and result.stdout.count("Verified OK") == 4, result.stdout
     # The same procedure on bundles whose checked binary (kubectl) or image (kube-apiserver) carries a bad signature.
-    manifest, data, _ = members_of(signed_bundle)
-    mallory = _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], MALLORY))
-    rogue = _evidence("bin/linux-amd64/kubectl", lambda up, m, d: evidence_for(up, d["bin/linux-amd64/kubectl"], KUBERNETES_BINARIES, ca=up.signing.rogue))
-
-    def other_entry(up, m, d):
-        evidence = Evidence.parse(d[record_of(m, "registry.k8s.io/kube-apiserver:v1.36.4").evidence], "evidence")
-        other = Evidence.parse(evidence_for(up, b"another payload", KUBERNETES_IMAGES), "other")
-        return replace(evidence, entry=other.entry).to_json()
-
-    cases = {
-        "flipped": _flipped,
-        "identity": mallory,
-        "ca": rogue,
-        "entry": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", other_entry),
-        "no-set": _evidence("registry.k8s.io/kube-apiserver:v1.36.4", _expired_without_set),
-    }
-    for case, change in cases.items():
-        bad = tmp_path / case
-        bad.mkdir()
-        rebundle(signed_bundle, bad / "k8s.tar", keys["ed25519"] / "airlock.key", change(signed_upstream, manifest, data))
-        shutil.copy(keys["ed25519"] / "airlock.pub", bad / "airlock.pub")
-        refused = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=bad, capture_output=True, text=True)
+    for case in REVIEWER_CASES:
+        refused = run_reviewer(script, signed_upstream, signed_bundle, keys, tmp_path / case, case)
         assert refused.returncode != 0, case
+
+
+def test_the_reviewers_sigstore_python_procedure_verifies_every_signature_as_written_and_fails_on_a_bad_one(signed_upstream, signed_bundle, keys, tmp_path):
+    """sigstore-python's own command line, as docs/provenance.md has the reviewer run it: every signed record, offline."""
+    import os
+    import sys
+
+    require("jq", "tar")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # sigstore, from the test dependencies
+    script = "\n".join([reviewer_blocks("# reviewer, provenance: the bundle", 1), reviewer_blocks("# reviewer, sigstore-python", 1)])
+    result = run_reviewer(script, signed_upstream, signed_bundle, keys, tmp_path / "good", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest, _, _ = members_of(signed_bundle)
+    checked = sorted(line[len("OK: "):] for line in (result.stdout + result.stderr).splitlines() if line.startswith("OK: "))
+    signed = [entry.path for entry in manifest.files if entry.provenance and entry.provenance.kind == "signed"]
+    payloads = [image.provenance.payload for image in manifest.images if image.provenance and image.provenance.kind == "signed"]
+    assert checked == sorted(signed + payloads) and len(checked) == 10
+    for case in [*REVIEWER_CASES, "a certificate from another CA", "the payload of another image"]:
+        refused = run_reviewer(script, signed_upstream, signed_bundle, keys, tmp_path / case.replace(" ", "-"), case, env=env)
+        assert refused.returncode != 0, (case, refused.stdout + refused.stderr)
+        assert "Traceback" not in refused.stderr, case
 
 
 def test_a_delta_leaves_its_bases_evidence_to_the_base_and_a_bundle_without_provenance_says_so(signed_upstream, signed_bundle, keys, tmp_path):

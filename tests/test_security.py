@@ -365,7 +365,7 @@ def test_flannel_without_a_pin_builds_unpinned_and_says_so_and_require_pinned_re
     airlock(*common, *unpinned, "--require", "pinned", "--flannel-sha256", pin, check=True)
     pinned = next(f for f in manifest_of(tmp_path / "b.tar")["files"] if f["path"] == "manifests/cni/kube-flannel.yml")
     assert pinned["provenance"] == {"kind": "pinned", "detail": "--flannel-sha256"}
-    assert json.loads(airlock("inspect", tmp_path / "b.tar", "-o", "json", check=True).stdout)["provenance"]["require"] == "pinned"
+    assert json.loads(airlock("inspect", tmp_path / "b.tar", "--output", "json", check=True).stdout)["provenance"]["require"] == "pinned"
     # A pin that the download does not match is still a hard failure, and so is a malformed one.
     (tmp_path / "b.tar").unlink()
     wrong = airlock(*common, *unpinned, "--flannel-sha256", "0" * 64)

@@ -213,6 +213,8 @@ def test_sigstore_python_accepts_the_standins_image_signatures(signed_upstream):
 
 
 def test_signed_images_are_recorded_with_the_signed_payload_carried(signed_upstream, keys, tmp_path):
+    from sigstore.models import Bundle
+
     from bundle.keyless import Evidence, Expected, TrustRoot, signed_image, verify
 
     out = tmp_path / "k8s.tar"
@@ -231,9 +233,13 @@ def test_signed_images_are_recorded_with_the_signed_payload_carried(signed_upstr
         payload = members[record["payload"]]
         assert signed_image(payload, "payload")[0] == image["digest"]
         evidence = Evidence.parse(members[record["evidence"]], record["evidence"])
-        # cosign's image signatures carry the log's SET, not an inclusion proof: a 0.1 Sigstore bundle.
-        assert json.loads(members[record["evidence"]])["mediaType"] == "application/vnd.dev.sigstore.bundle+json;version=0.1"
+        # cosign's signature carries the log's SET; the build adds the log's inclusion proof for the same entry: a 0.3 bundle.
+        assert json.loads(members[record["evidence"]])["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+        assert evidence.entry.signed_entry_timestamp and evidence.entry.proof.log_index == record["log_index"]
         assert verify(evidence, hashlib.sha256(payload).hexdigest(), Expected(*KUBERNETES_IMAGES), root).log_index == record["log_index"]
+        # sigstore-python, an independent verifier, accepts the carried payload and evidence against the carried root.
+        (tmp_path / "trusted_root.json").write_bytes(members["provenance/trusted_root.json"])
+        sigstore_verify(tmp_path / "trusted_root.json", payload, Bundle.from_json(members[record["evidence"]]), KUBERNETES_IMAGES)
     summary = next(line for line in airlock("inspect", out, check=True).stdout.splitlines() if line.startswith("provenance  "))
     assert summary.startswith("provenance  10 signed, 6 published checksum, 1 pinned, 0 unpinned")
 

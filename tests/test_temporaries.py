@@ -10,6 +10,7 @@ what is renamed into place must be the file that was written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -134,3 +135,19 @@ def test_temporaries_an_interrupted_run_left_are_removed_but_not_a_live_one(tmp_
     atomic.write_atomic(tmp_path / "out", b"other", 0o644)
     assert live.temporary.exists(), "a temporary still being written (locked) was removed"
     live.discard()
+
+
+@pytest.mark.parametrize("where", ["while writing", "at the last flush"])
+def test_a_full_disk_leaves_no_temporary(tmp_path, where):
+    """ENOSPC on a buffered write, or only when the buffer is flushed at commit: the temporary is removed either way."""
+    from tests.test_one_line_errors import tmpfs
+
+    with tmpfs(tmp_path / "small", "1m") as small:
+        # A buffer larger than the file system: nothing reaches the disk until the last flush.
+        buffering = 4 << 20 if where == "at the last flush" else -1
+        with pytest.raises(OSError) as raised:
+            with atomic.AtomicFile(small / "out", 0o644, buffering=buffering) as handle:
+                for _ in range(3):
+                    handle.write(b"\0" * (1 << 20))
+        assert raised.value.errno == errno.ENOSPC
+        assert list(small.iterdir()) == []

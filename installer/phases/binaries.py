@@ -13,6 +13,7 @@ import yaml
 from bundle.errors import BundleError
 from bundle.manifest import NODE_PYZ, Manifest
 from installer.phases import Context, Phase
+from installer.phases.done import keep_trusted_keys
 from installer.phases.unpack import ensure_staged, install_staged, open_staged_archive
 from installer.unitfiles import containerd_service
 
@@ -92,6 +93,7 @@ def run(context: Context) -> None:
     if any(entry.path == NODE_PYZ for entry in manifest.files):
         install_staged(context, NODE_PYZ, context.paths(NODE_PYZ_PATH))
         context.host.write(context.paths(LAUNCHER), launcher(node_python()), 0o755)
+    keep_trusted_keys(context)
     context.host.write(context.paths("/etc/crictl.yaml"), crictl_config(context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
