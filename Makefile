@@ -89,6 +89,7 @@ bench: deps bench-deps venv
 	$(PY) -m bench.split_bench
 	$(PY) -m bench.from_bench
 	$(PY) -m bench.provenance_bench
+	$(PY) -m bench.fleet_bench
 
 # Not run by CI: a bounded fuzzing session of the bundle.json parser and the tar reader.
 FUZZ_SECONDS ?= 60

@@ -253,8 +253,10 @@ def _remote(source: Source, config):
         usage_error(f"--deadlines: {error}")
     origin = Origin.parse(source.url, source.insecure)
     ca = source.ca or (Path(config.registry_ca) if config.registry_ca else None)
-    if not config.registry_mirror:
+    if not config.registry_mirror and not config.registry_mirrors:
         config = dataclasses.replace(config, registry_mirror=origin.mirror(), registry_ca=str(ca) if ca else "")
+    elif ca and not config.registry_ca:
+        config = dataclasses.replace(config, registry_ca=str(ca))
     return RegistrySource(origin, ca, source.tag, deadlines), config
 
 

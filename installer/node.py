@@ -35,6 +35,15 @@ class KubeletSettings:
 
 
 @dataclass(frozen=True)
+class FlannelSettings:
+    """node.yaml `cni.flannel`: how the pod network reaches the other nodes (applied by the first control plane)."""
+
+    backend: str = "vxlan"
+    ifaces: tuple[str, ...] = ()
+    iface_regexes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Local choices for this node (`--config node.yaml`); every field has a sane default.
 
@@ -52,11 +61,18 @@ class NodeConfig:
     cri_socket: str = "unix:///run/containerd/containerd.sock"
     registry_listen: str = "127.0.0.1:5000"
     registry_mirror: str = ""  # another node's registry (https://cp1:5443) instead of this node's own
+    # Every control plane's registry (https://cp1:5443, …): containerd tries them in an order spread per node; the
+    # control planes serve their own store, workers keep no copy of the images.
+    registry_mirrors: tuple[str, ...] = ()
     registry_ca: str = ""
     registry_tls_cert: str = ""
     registry_tls_key: str = ""
     registry_lockdown: bool = False  # every other registry too is pulled from the node registry only (certs.d/_default)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
+    flannel: FlannelSettings = field(default_factory=FlannelSettings)
+    # highAvailability: kube-vip holds this address on every control plane; controlPlaneEndpoint names it.
+    virtual_ip: str = ""
+    virtual_ip_interface: str = ""
     token: str = ""
     certificate_key: str = ""
     ca_cert_hashes: tuple[str, ...] = ()
@@ -84,7 +100,7 @@ class NodeConfig:
     def from_dict(cls, document: dict, where: str = "node config") -> NodeConfig:
         from installer.nodeschema import parse
 
-        return parse(cls, KubeletSettings, document, where)
+        return parse(cls, KubeletSettings, document, where, FlannelSettings)
 
 
 MAX_CONFIG_BYTES = 64 << 10

@@ -28,6 +28,8 @@ FLAG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # flags file is read the same way. Labels, taints and key=value lists all fit.
 FLAG_VALUE = re.compile(r"^[A-Za-z0-9=,:/._+@%*~^-]{0,1024}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]{0,4094}$")
+# A Linux interface name (IFNAMSIZ: at most 15 bytes, no '/', ':' or white space).
+INTERFACE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 
 
 class FieldError(ValueError):
@@ -126,7 +128,10 @@ def listen_address(value: Any) -> str:
 def url(value: Any) -> str:
     """http(s)://host[:port][/path]: another node's registry."""
     text = _string(value)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as error:  # urlsplit checks a bracketed host itself
+        raise FieldError(f"{text[:80]!r} is not a URL ({error})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise FieldError(f"{text!r} is not an http:// or https:// URL like https://10.0.0.10:5443")
     if parts.username or parts.password or parts.query or parts.fragment:
@@ -220,6 +225,39 @@ def list_of(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
     return check
 
 
+def one_or_list(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
+    """One value or a list of them (flanneld takes --iface and --iface-regex more than once)."""
+
+    def check(value: Any) -> tuple[str, ...]:
+        return list_of(item)(value) if isinstance(value, list) else (item(value),)
+
+    return check
+
+
+def interface(value: Any) -> str:
+    """What flanneld's --iface takes: an interface name or one of the node's IP addresses."""
+    text = _string(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not INTERFACE.fullmatch(text) or text in (".", ".."):
+        raise FieldError(f"{text[:80]!r} is neither an interface name (up to 15 letters, digits and _ . @ -) nor an IP address")
+    return text
+
+
+def interface_regex(value: Any) -> str:
+    """What flanneld's --iface-regex takes: a regular expression over interface names (printable, one line)."""
+    text = _string(value)
+    if not text or len(text) > 256 or not all(" " < char <= "~" for char in text):
+        raise FieldError("must be a regular expression of 1 to 256 printable characters without spaces, like ^eth[0-9]+$")
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise FieldError(f"{text!r} is not a regular expression ({error})") from None
+    return text
+
+
 def flags(value: Any) -> dict[str, str]:
     """kubelet flags as a map of flag name (no leading --) to one-word value."""
     if not isinstance(value, dict):
@@ -254,6 +292,7 @@ NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("registry_listen", listen_address),
     "mirror": ("registry_mirror", url),
+    "mirrors": ("registry_mirrors", list_of(url)),
     "ca": ("registry_ca", absolute_path),
     "tlsCert": ("registry_tls_cert", absolute_path),
     "tlsKey": ("registry_tls_key", absolute_path),
@@ -263,6 +302,18 @@ KUBELET_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cgroupDriver": ("cgroup_driver", choice("systemd", "cgroupfs")),
     "maxPods": ("max_pods", integer(1, 10000)),
     "extraArgs": ("extra_args", flags),
+}
+
+FLANNEL_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    # flannel's backends (Documentation/backends.md) that a data centre picks between.
+    "backend": ("backend", choice("vxlan", "host-gw", "wireguard")),
+    "iface": ("ifaces", one_or_list(interface)),
+    "ifaceRegex": ("iface_regexes", one_or_list(interface_regex)),
+}
+
+HA_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "virtualIP": ("virtual_ip", node_address),
+    "interface": ("virtual_ip_interface", interface),
 }
 
 
@@ -284,15 +335,44 @@ def _section(document: Any, fields: dict, where: str, prefix: str, nested: tuple
     return values
 
 
-def parse(config_type: type, kubelet_type: type, document: Any, where: str):
+def _high_availability(section: Any, values: dict, where: str) -> dict:
+    """highAvailability: the virtual IP kube-vip holds; controlPlaneEndpoint is that address (port 6443 unless given)."""
+    if section is None:
+        return {}
+    found = _section(section, HA_FIELDS, where, "highAvailability.")
+    if not found.get("virtual_ip") or not found.get("virtual_ip_interface"):
+        raise NodeError(f"{where}: highAvailability needs virtualIP and interface (the address kube-vip announces, and on which interface)")
+    address = found["virtual_ip"]
+    wanted = f"[{address}]:6443" if ":" in address else f"{address}:6443"
+    endpoint_value = values.get("control_plane_endpoint")
+    if endpoint_value is None:
+        found["control_plane_endpoint"] = wanted
+    elif endpoint_value.rsplit(":", 1)[0].strip("[]") != address and endpoint_value.strip("[]") != address:
+        raise NodeError(f"{where}: controlPlaneEndpoint {endpoint_value} is not highAvailability.virtualIP {address}; leave it out or give {wanted}")
+    return found
+
+
+def parse(config_type: type, kubelet_type: type, document: Any, where: str, flannel_type: type):
     """The NodeConfig of a parsed node.yaml document, or NodeError naming the first bad field."""
-    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet"))
+    values = _section(document, NODE_FIELDS, where, "", ("registry", "kubelet", "cni", "highAvailability"))
+    values.update(_high_availability(document.get("highAvailability"), values, where))
+    cni = document.get("cni") or {}
+    _section(cni, {}, where, "cni.", ("flannel",))
+    flannel = _section(cni.get("flannel") or {}, FLANNEL_FIELDS, where, "cni.flannel.")
+    if flannel:
+        values["flannel"] = flannel_type(**flannel)
     values.update(_section(document.get("registry") or {}, REGISTRY_FIELDS, where, "registry."))
     kubelet = _section(document.get("kubelet") or {}, KUBELET_FIELDS, where, "kubelet.")
     if kubelet:
         values["kubelet"] = kubelet_type(**kubelet)
     if "node-ip" in values.get("kubelet", kubelet_type()).extra_args:
         raise NodeError(f"{where}: kubelet.extraArgs.node-ip: set advertiseAddress instead; airlock gives kubelet the node's address")
+    mirrors = values.get("registry_mirrors")
+    if mirrors is not None:
+        if values.get("registry_mirror"):
+            raise NodeError(f"{where}: registry.mirror and registry.mirrors: set one (mirror: another registry; mirrors: every control plane's)")
+        if not mirrors or len(set(mirrors)) != len(mirrors):
+            raise NodeError(f"{where}: registry.mirrors: list every control plane's registry once, like [https://10.0.0.10:5443, https://10.0.0.11:5443]")
     if bool(values.get("registry_tls_cert")) != bool(values.get("registry_tls_key")):
         raise NodeError(f"{where}: registry.tlsCert and registry.tlsKey go together; set both or neither")
     return config_type(**values)

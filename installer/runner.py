@@ -59,7 +59,7 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
             state.run["done"].append(phase.name)
         if phase is phases[-1]:
             manifest = context.manifest
-            from installer.phases.runtime import mirror_url
+            from installer.phases.runtime import mirror_url, mirror_urls
 
             state.installed = {
                 "serial": manifest.serial,
@@ -69,7 +69,8 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
                 "command": context.command,
                 "role": context.role,
                 # Where this node's containerd pulls from, for `airlock-node status`.
-                "registry": mirror_url(context),
+                "registry": mirror_url(context) if context.serves_registry else mirror_urls(context)[0],
+                "registries": mirror_urls(context),
                 "registry_ca": context.config.registry_ca,
             }
             state.run = None

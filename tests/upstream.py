@@ -335,11 +335,51 @@ done
 exit 0
 """
 
+# Shaped like flannel's kube-flannel.yml (its ConfigMap kube-flannel-cfg with cni-conf.json and net-conf.json, flanneld's
+# args in the DaemonSet), so the node edits what it would edit in the real file.
 FLANNEL_MANIFEST = """---
 kind: Namespace
 apiVersion: v1
 metadata:
   name: kube-flannel
+---
+kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: kube-flannel-cfg
+  namespace: kube-flannel
+  labels:
+    tier: node
+    app: flannel
+data:
+  cni-conf.json: |
+    {{
+      "name": "cbr0",
+      "cniVersion": "0.3.1",
+      "plugins": [
+        {{
+          "type": "flannel",
+          "delegate": {{
+            "hairpinMode": true,
+            "isDefaultGateway": true
+          }}
+        }},
+        {{
+          "type": "portmap",
+          "capabilities": {{
+            "portMappings": true
+          }}
+        }}
+      ]
+    }}
+  net-conf.json: |
+    {{
+      "Network": "10.244.0.0/16",
+      "EnableNFTables": false,
+      "Backend": {{
+        "Type": "vxlan"
+      }}
+    }}
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -361,6 +401,11 @@ spec:
       containers:
       - name: kube-flannel
         image: docker.io/flannel/flannel:{version}
+        command:
+        - /opt/bin/flanneld
+        args:
+        - --ip-masq
+        - --kube-subnet-mgr
 """
 
 # What each version's kubeadm lists: the minors a node may run (1.33 only as the way off it), two patches of 1.36 and of 1.37

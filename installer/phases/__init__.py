@@ -49,6 +49,15 @@ class Context:
     signature: bytes = b""
 
     @property
+    def serves_registry(self) -> bool:
+        """This node runs its own registry over its store: unless it pulls from one other registry (`registry.mirror`,
+        `--from`), or it is a worker of a cluster whose control planes serve theirs (`registry.mirrors`)."""
+        if self.config.registry_mirror or self.remote is not None:
+            return False  # `--from` fetches no image blobs: this node has none to serve
+        control_plane = self.command == "init" or self.control_plane or self.role in ("first-control-plane", "control-plane")
+        return not self.config.registry_mirrors or control_plane
+
+    @property
     def source(self) -> str:
         return self.remote.describe() if self.remote is not None else str(self.bundle)
 

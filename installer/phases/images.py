@@ -75,7 +75,7 @@ def wait_for_listeners(context: Context) -> list[Listener]:
 def node_registry(context: Context):
     """The node registry for the pulls: the running service (checked to be airlock's), or one served here until the pulls end."""
     config = context.config
-    if context.host.dry_run or config.registry_mirror:
+    if context.host.dry_run or not context.serves_registry:
         yield
         return
     found = wait_for_listeners(context)
@@ -205,7 +205,7 @@ def check_digest(context: Context, ctr: list[str], image, platform: str) -> None
             context.echo(f"  {reference}: {got} is bundle.json's index {expected} narrowed to the platforms the bundle carries")
             return
         context.host.run([*ctr, "images", "rm", reference], check=False, show=False)
-    source = context.config.registry_mirror or context.config.registry_listen
+    source = context.config.registry_mirror or ", ".join(context.config.registry_mirrors) or context.config.registry_listen
     raise NodeError(
         f"image {reference}: bundle.json names {expected} but containerd got {got or 'nothing'} from {source}; "
         "something other than this bundle's registry answered there (the image was removed). Find and stop it, then rerun"

@@ -91,6 +91,8 @@ def run_init(context: Context) -> None:
     for step in commands.INIT_STEPS:
         if step == commands.PREFLIGHT:
             kubeadm_preflight(context, str(config_file))
+            # After kubeadm's preflight (it wants an empty manifests directory), before anything uses the endpoint.
+            write_kube_vip(context, first=True)
         elif step == commands.WAIT:
             wait_for_control_plane(context)
         else:
@@ -164,6 +166,23 @@ def run_join(context: Context) -> None:
     context.host.write(config_file, rendered, 0o600)
     ignored = minors.KUBEADM_IGNORED_CHECKS_CONTROL_PLANE if context.control_plane else minors.KUBEADM_IGNORED_CHECKS_WORKER
     context.host.run(commands.kubeadm_join(kubeadm(context), str(config_file), ignored), timeout=900)
+    if context.control_plane:
+        # The joining control plane reached the cluster through the address another one holds; now it may hold it too.
+        write_kube_vip(context, first=False)
+
+
+def write_kube_vip(context: Context, first: bool) -> None:
+    """kube-vip's static pod, when node.yaml asks for a virtual IP (highAvailability)."""
+    from installer import kubevip
+
+    config = context.config
+    if not config.virtual_ip:
+        return
+    image = kubevip.bundle_image([image.reference for image in context.manifest.images])
+    port = int(config.control_plane_endpoint.rsplit(":", 1)[1]) if config.control_plane_endpoint.rsplit(":", 1)[-1].isdigit() else 6443
+    pod = kubevip.static_pod(image, config.virtual_ip, config.virtual_ip_interface, port, kubevip.FIRST_KUBECONFIG if first else kubevip.KUBECONFIG)
+    context.host.write(context.paths(kubevip.MANIFEST), kubevip.dump(pod), 0o600)
+    context.echo(f"{'would write' if context.host.dry_run else 'wrote'} {kubevip.MANIFEST}: kube-vip holds {config.virtual_ip} on {config.virtual_ip_interface} ({image})")
 
 
 INIT = Phase(

@@ -72,9 +72,9 @@ def proxy_findings(context: Context) -> Iterator[tuple[str, str]]:
         needed.append(("node address", address, no_proxy.bypasses(address, None)))
     for what, subnet in (("service subnet", context.config.service_subnet), ("pod subnet", context.config.pod_subnet)):
         needed.append((what, subnet, no_proxy.bypasses_network(ipaddress.ip_network(subnet, strict=False))))
-    if context.config.registry_mirror:
+    for mirror in filter(None, (context.config.registry_mirror, *context.config.registry_mirrors)):
         # Another node's (or the site's) registry: image pulls through a proxy would never reach it.
-        mirror_host, mirror_port = request_target(context.config.registry_mirror)
+        mirror_host, mirror_port = request_target(mirror)
         needed.append(("registry mirror", mirror_host, no_proxy.bypasses(mirror_host, mirror_port)))
     for what, value, covered in needed:
         if not covered:
@@ -123,7 +123,7 @@ def findings(context: Context) -> Iterator[tuple[str, str]]:
             yield f"module-{module}", f"kernel module {module} is neither loaded nor loadable (modprobe -n {module} fails); install the kernel's modules package"
     yield from address_findings(context)
     ports = list(CONTROL_PLANE_PORTS if context.command == "init" or context.control_plane else WORKER_PORTS)
-    if not context.config.registry_mirror:
+    if context.serves_registry:
         ports.append(registry_host_port(context.config.registry_listen)[1])
     for port in ports:
         if port_in_use(port):
@@ -170,8 +170,23 @@ def join_fields(context: Context) -> str | None:
             "(add --control-plane for a certificate key)")
 
 
+def kube_vip_missing(context: Context) -> str | None:
+    """highAvailability on a control plane needs the bundle's kube-vip image (None when it is there, or not needed)."""
+    from installer.kubevip import bundle_image
+
+    if not context.config.virtual_ip or not (context.command == "init" or context.control_plane):
+        return None
+    if bundle_image([image.reference for image in context.manifest.images]):
+        return None
+    return ("node.yaml highAvailability: the bundle carries no kube-vip image; build it with "
+            "--image ghcr.io/kube-vip/kube-vip:VERSION (see docs/multi-node.md)")
+
+
 def run(context: Context) -> None:
     dry_run = context.host.dry_run
+    missing = kube_vip_missing(context)
+    if missing:
+        raise NodeError(missing)
     if context.command == "join":
         lacking = join_fields(context)
         if lacking and not dry_run:

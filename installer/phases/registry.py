@@ -60,5 +60,5 @@ PHASE = Phase(
     "registry",
     "make the bundle's images visible in the store and enable the node registry",
     run,
-    run_if=lambda context: not context.config.registry_mirror,
+    run_if=lambda context: context.serves_registry,
 )

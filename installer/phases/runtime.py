@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import posixpath
 import shutil
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +39,20 @@ def mirror_url(context: Context) -> str:
         return context.config.registry_mirror.rstrip("/")
     scheme = "https" if context.config.registry_tls_cert else "http"
     return f"{scheme}://{context.config.registry_listen}"
+
+
+def spread(mirrors: tuple[str, ...], node_name: str) -> list[str]:
+    """Every control plane's registry, rotated by a hash of the node's name: each node tries them in its own order, so
+    the pulls of many nodes are shared out, and a node asks the same one first on every run."""
+    start = int.from_bytes(hashlib.sha256(node_name.encode()).digest()[:8], "big") % len(mirrors)
+    return [*mirrors[start:], *mirrors[:start]]
+
+
+def mirror_urls(context: Context) -> list[str]:
+    """The registries containerd pulls the bundle's images from, in the order it tries them."""
+    if context.config.registry_mirrors:
+        return spread(context.config.registry_mirrors, context.config.node_name or socket.gethostname().lower())
+    return [mirror_url(context)]
 
 
 def registries(context: Context) -> list[str]:
@@ -98,6 +114,14 @@ def apply_kernel_settings(host) -> None:
                 setting.write_text(value)
         except OSError as error:
             raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
+
+
+def host_settings(context: Context, mirror: str) -> dict:
+    settings = {"capabilities": ["pull", "resolve"], **({"ca": context.config.registry_ca} if context.config.registry_ca else {})}
+    if urlsplit(mirror).path.strip("/"):
+        # A registry prefix (`--from https://harbor/site`): containerd must use the path as given, not add /v2.
+        settings["override_path"] = True
+    return settings
 
 
 def runtime_release(context: Context) -> tuple[str, str]:
@@ -213,20 +237,19 @@ def run(context: Context) -> None:
         current = target.read_text() if target.exists() else None
         text = hosts_toml(f"Written by airlock from {config_path.name}'s registry settings for {registry}.", moved.server, moved.hosts, moved.tls, current)
         host.write(target, text)
-    mirror = mirror_url(context)
-    settings = {"capabilities": ["pull", "resolve"], **({"ca": context.config.registry_ca} if context.config.registry_ca else {})}
-    if urlsplit(mirror).path.strip("/"):
-        # A registry prefix (`--from https://harbor/site`): containerd must use the path as given, not add /v2.
-        settings["override_path"] = True
+    mirrors = mirror_urls(context)
+    mirror = mirrors[0]
+    hosts = {url: host_settings(context, url) for url in mirrors}
     for registry in ours:
-        # server is the node registry too: if the mirror fails, containerd must not fall back to the internet.
-        text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})
+        # server is the first mirror too: if every mirror fails, containerd must not fall back to the internet.
+        text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, hosts)
         host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
-    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {mirror} only")
+    where = " then ".join(mirrors)
+    context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {where} only")
     if lockdown:
         # containerd reads _default for every registry without a directory of its own: with the node registry as its
         # server and only host, an image from any other registry can be pulled from nowhere else (and is not there).
-        text = hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirror, {mirror: settings})
+        text = hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirror, hosts)
         target = paths(hosts_file("_default"))
         if target.exists() and target.read_text() != text and "registry.lockdown" not in target.read_text():
             context.echo(f"  containerd config: {'would replace' if host.dry_run else 'replaced'} the operator's certs.d/_default/hosts.toml (registry.lockdown)")

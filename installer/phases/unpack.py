@@ -106,7 +106,7 @@ def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
     staged_blobs = BlobStore(staging / "images")
 
     # A node that pulls from another node's registry keeps no copy of the images: they are only verified.
-    keep_images = not context.config.registry_mirror
+    keep_images = context.serves_registry
 
     def sink(entry: FileEntry):
         if entry.path.startswith(BLOB_PREFIX):

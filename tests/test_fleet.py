@@ -1,0 +1,113 @@
+"""The Ansible collection (ansible/, airlock.cluster) brings up 1 first + 2 control planes + 12 workers on this machine.
+
+Each node is its own network namespace with its own address and --root, reached through the collection's
+netns connection; kubeadm and kubelet are the bundle's STAND-INS (see tests/fleet.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from tests.conftest import NODE_PYZ, require
+from tests.fleet import ANSIBLE_PLAYBOOK, Fleet
+from tests.test_node_day2 import write_admin_conf
+
+INSTALL = "Install with airlock-node"
+
+
+def most_at_once(intervals) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.fixture
+def fleet(node_bundle, keys, tmp_path):
+    require("nsenter", "ip", ANSIBLE_PLAYBOOK)
+    # The controller's own copy: the runs compare what they copy with what a node holds.
+    pyz = tmp_path / "airlock-node.pyz"
+    shutil.copyfile(NODE_PYZ, pyz)
+    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=2, workers=12)
+    # What `kubeadm init phase kubeconfig` would write on the first node (the stand-in does not); token create reads it.
+    write_admin_conf(nodes.first.root, "https://192.0.2.10:6443")
+    yield nodes
+    nodes.close()
+
+
+def test_the_playbook_brings_up_the_fleet_in_order_in_batches_and_a_rerun_changes_nothing(fleet):
+    fleet.node("worker5").environment = {"AIRLOCK_STANDIN_FAIL": "join"}  # its kubeadm join fails
+    run = fleet.play("cluster.yml", forks=15)
+    recap = run.recap()
+    assert run.returncode == 2 and recap["worker5"]["failed"] == 1, run.stdout[-3000:]
+    # One failing worker stops no other (max_fail_percentage): every other node is installed, in its role.
+    roles = {node.name: (node.installed() or {}).get("role") for node in fleet.nodes}
+    assert roles.pop("worker5") is None
+    assert roles == {"cp1": "first-control-plane", "cp2": "control-plane", "cp3": "control-plane",
+                     **{f"worker{i}": "worker" for i in range(1, 13) if i != 5}}, run.stdout[-3000:]
+    # Order: init, then each control plane alone, then the workers; the workers overlap.
+    init, cp2, cp3 = run.interval("cp1", INSTALL), run.interval("cp2", INSTALL), run.interval("cp3", INSTALL)
+    workers = [run.interval(f"worker{i}", INSTALL) for i in range(1, 13)]
+    assert init[1] <= cp2[0] and cp2[1] <= cp3[0] and cp3[1] <= min(start for start, _ in workers)
+    assert most_at_once(workers) >= 3, workers
+    # Join material came from `airlock-node token create` on the first node: one --control-plane per control plane.
+    calls = (fleet.first.home / "standin.log").read_text().splitlines()
+    creates = [c for c in calls if c.startswith("kubeadm token create")]
+    assert sum("--certificate-key" in c for c in creates) == 2 and len(creates) >= 3
+    for name in ("cp2", "cp3"):
+        (join,) = [c for c in (fleet.node(name).home / "standin.log").read_text().splitlines() if c.startswith("kubeadm join")]
+        document = yaml.safe_load((fleet.node(name).home / "stage/node.yaml").read_text())
+        assert document["controlPlaneEndpoint"] == "192.0.2.10:6443" and len(document["certificateKey"]) == 64
+        assert document["nodeName"] == name and document["advertiseAddress"] == fleet.node(name).network.address
+    worker = yaml.safe_load((fleet.node("worker1").home / "stage/node.yaml").read_text())
+    assert "certificateKey" not in worker and worker["token"] and worker["caCertHashes"][0].startswith("sha256:")
+
+    # The rerun, worker5 mended: it joins, with a fresh token for its batch; nothing else changes.
+    fleet.node("worker5").environment = {}
+    again = fleet.play("cluster.yml", forks=15)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert fleet.node("worker5").installed()["role"] == "worker"
+    changed = {(r["host"], r["task"].split(" : ")[-1]) for r in again.results if r["changed"]}
+    token = "Ask the first control plane for join material"
+    assert {task for host, task in changed if host != "worker5"} == {token}, changed
+    assert ("worker5", INSTALL) in changed
+    assert not [r for r in again.results if r["task"].endswith(INSTALL) and r["host"] != "worker5" and r["status"] != "skipped"]
+    # And once every node is done: a run with zero changes, and no token made.
+    third = fleet.play("cluster.yml", forks=15)
+    assert third.returncode == 0, third.stdout[-3000:]
+    assert {host: counts["changed"] for host, counts in third.recap().items()} == {node.name: 0 for node in fleet.nodes}
+    assert not [r for r in third.results if r["task"].endswith(token) and r["status"] != "skipped"]
+
+def test_docs_fleet_commands_run_as_written(tmp_path):
+    """docs/fleet.md: the collection builds and installs as written, its inventory parses into the three groups, and
+    both playbook command lines are accepted (--syntax-check: there are no hosts here to run them on)."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    require(ANSIBLE_PLAYBOOK)
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs/fleet.md").read_text()
+    (tmp_path / "ansible").symlink_to(root / "ansible")
+    (inventory,) = [block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if block.startswith("# inventory.yml")]
+    (tmp_path / "inventory.yml").write_text(inventory)
+    bin_dir = Path(ANSIBLE_PLAYBOOK).parent
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines() if line.startswith("ansible")]
+    assert len(lines) == 4
+    for line in lines:
+        argv = shlex.split(line) + (["--syntax-check"] if line.startswith("ansible-playbook") else [])
+        result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+    assert (tmp_path / "collections/ansible_collections/airlock/cluster/playbooks/cluster.yml").exists()
+    graph = subprocess.run(["ansible-inventory", "-i", "inventory.yml", "--graph"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    for group, hosts in (("first", ["cp1"]), ("control_plane", ["cp2", "cp3"]), ("workers", ["worker1", "worker2"])):
+        section = graph.split(f"@{group}:", 1)[1].split("@", 1)[0]
+        assert all(f"--{host}" in section for host in hosts), graph

@@ -1,0 +1,104 @@
+"""A highly available control plane: node.yaml's virtual IP, kube-vip from the bundle as a static pod on every
+control plane, and control planes joining through that address (kubeadm is the stand-in)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from installer.node import NodeConfig, NodeError
+from tests.conftest import build
+from tests.test_install import install, node_config
+from tests.upstream import free_port
+
+KUBE_VIP = "ghcr.io/kube-vip/kube-vip:v0.8.9"
+HA = {"virtualIP": "10.0.0.100", "interface": "eth0"}
+JOIN = {"token": "abcdef.0123456789abcdef", "caCertHashes": ["sha256:" + "1" * 64], "certificateKey": "c" * 64}
+
+
+@pytest.fixture(scope="module")
+def ha_bundle(upstream, keys, tmp_path_factory):
+    upstream.push(KUBE_VIP, ("amd64",))
+    out = tmp_path_factory.mktemp("ha-bundle") / "k8s.tar"
+    build(upstream, keys, out, "stable-1.36", tmp_path_factory.mktemp("ha-cache"), "--image", KUBE_VIP,
+          "--registry-mirror", f"ghcr.io={upstream.registry.url}", check=True)
+    return out
+
+
+def env_of(pod: dict) -> dict:
+    return {entry["name"]: entry.get("value") for entry in pod["spec"]["containers"][0]["env"]}
+
+
+def test_three_control_planes_share_the_virtual_ip(ha_bundle, keys, tmp_path):
+    first, log = tmp_path / "cp1", tmp_path / "cp1.log"
+    config = node_config(tmp_path, free_port(), highAvailability=HA)
+    result = install("init", ha_bundle, keys, first, config, None, log, "--skip-phases", "images")
+    assert result.returncode == 0, result.stderr
+    pod = yaml.safe_load((first / "etc/kubernetes/manifests/kube-vip.yaml").read_text())
+    assert pod["kind"] == "Pod" and pod["spec"]["hostNetwork"] is True and pod["spec"]["containers"][0]["image"] == KUBE_VIP
+    env = env_of(pod)
+    assert env["address"] == "10.0.0.100" and env["vip_interface"] == "eth0" and env["port"] == "6443"
+    assert env["cp_enable"] == "true" and env["vip_arp"] == "true" and env["vip_leaderelection"] == "true"
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/super-admin.conf"
+    # controlPlaneEndpoint is the virtual IP, and the stand-in kubeadm took the configuration holding it.
+    cluster = next(d for d in yaml.safe_load_all((first / "var/lib/airlock/kubeadm/init.yaml").read_text()) if d["kind"] == "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == "10.0.0.100:6443"
+    # Written after kubeadm's preflight (which wants an empty manifests directory) and before anything uses the endpoint.
+    lines = result.stderr.splitlines()
+    at = {key: next(i for i, line in enumerate(lines) if key in line) for key in ("init phase preflight", "wrote /etc/kubernetes/manifests/kube-vip.yaml", "init phase certs")}
+    assert at["init phase preflight"] < at["wrote /etc/kubernetes/manifests/kube-vip.yaml"] < at["init phase certs"]
+    for name in ("cp2", "cp3"):
+        root, node_log = tmp_path / name, tmp_path / f"{name}.log"
+        joining = node_config(tmp_path, free_port(), nodeName=name, highAvailability=HA, **JOIN)
+        joined = install("join", ha_bundle, keys, root, joining, None, node_log, "--control-plane", "--skip-phases", "images")
+        assert joined.returncode == 0, joined.stderr
+        (join,) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
+        assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.0.0.100:6443"
+        assert join["controlPlane"]["certificateKey"] == "c" * 64
+        assert [c for c in node_log.read_text().splitlines() if c.startswith("kubeadm join")]
+        pod = yaml.safe_load((root / "etc/kubernetes/manifests/kube-vip.yaml").read_text())
+        assert env_of(pod)["address"] == "10.0.0.100" and pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/admin.conf"
+    # A worker joins through the address and runs no kube-vip.
+    worker = tmp_path / "worker1"
+    joined = install("join", ha_bundle, keys, worker, node_config(tmp_path, free_port(), nodeName="worker1", highAvailability=HA, **JOIN), None, tmp_path / "w.log", "--skip-phases", "images")
+    assert joined.returncode == 0, joined.stderr
+    assert not (worker / "etc/kubernetes/manifests/kube-vip.yaml").exists()
+
+
+def test_a_bundle_without_kube_vip_is_refused_before_anything_changes(node_bundle, keys, tmp_path):
+    root = tmp_path / "root"
+    result = install("init", node_bundle, keys, root, node_config(tmp_path, free_port(), highAvailability=HA), None, tmp_path / "log", "--skip-phases", "images")
+    assert result.returncode == 1 and "highAvailability: the bundle carries no kube-vip image" in result.stderr, result.stderr
+    assert "--image ghcr.io/kube-vip/kube-vip:VERSION" in result.stderr
+    assert not (root / "etc/kubernetes").exists()
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ({"highAvailability": {"virtualIP": "10.0.0.100"}}, "highAvailability needs virtualIP and interface"),
+        ({"highAvailability": {**HA, "virtualIP": "127.0.0.1"}}, "highAvailability.virtualIP"),
+        ({"highAvailability": {**HA, "interface": "eth0; reboot"}}, "highAvailability.interface"),
+        ({"highAvailability": HA, "controlPlaneEndpoint": "10.0.0.10:6443"}, "controlPlaneEndpoint 10.0.0.10:6443 is not highAvailability.virtualIP 10.0.0.100"),
+        ({"highAvailability": {**HA, "vip": "x"}}, "unknown field highAvailability.vip"),
+    ],
+)
+def test_bad_high_availability_settings_are_refused(document, message):
+    with pytest.raises(NodeError) as refused:
+        NodeConfig.from_dict(document)
+    assert message in str(refused.value)
+
+
+def test_the_endpoint_defaults_to_the_virtual_ip():
+    assert NodeConfig.from_dict({"highAvailability": HA}).control_plane_endpoint == "10.0.0.100:6443"
+    assert NodeConfig.from_dict({"highAvailability": HA, "controlPlaneEndpoint": "10.0.0.100:8443"}).control_plane_endpoint == "10.0.0.100:8443"
+
+
+def test_the_documented_cp1_yaml_gives_the_virtual_ip_as_endpoint():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs/multi-node.md").read_text()
+    section = text.split("## Three control planes behind a virtual IP (kube-vip)", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = NodeConfig.from_dict(yaml.safe_load(block), "docs/multi-node.md")
+    assert config.control_plane_endpoint == "10.0.0.100:6443" and config.virtual_ip_interface == "eth0"
