@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from builder import artifacts, images, sign
+from builder import addons, artifacts, images, osv, sign
+from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
 from builder.errors import BuildError, FetchError
 from builder.pack import pack
 from builder.progress import Progress
@@ -23,7 +24,20 @@ from builder.sbom import spdx_document
 from builder.sidecars import write_sidecars
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
-from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
+from bundle.apis import load_documents
+from bundle.manifest import (
+    API_FINDINGS,
+    NODE_PYZ,
+    REVIEW_MEMBERS,
+    SBOM,
+    VULNERABILITIES,
+    BaseRef,
+    FileEntry,
+    ImageEntry,
+    Manifest,
+    format_time,
+    member_order,
+)
 from bundle.meter import human_size as human
 from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
@@ -59,6 +73,10 @@ class BuildOptions:
     split: int | None = None  # bytes per part (builder.split.parse_size), or one file
     sidecars: bool = False
     image_list_from_table: bool = False
+    no_scan: bool = False  # no contents scan: the SBOM lists files and images only
+    manifests: list[Path] = field(default_factory=list)  # extra YAML the node applies after init (--manifest)
+    osv_url: str | None = osv.DEFAULT_URL  # None: do not ask (--osv-url none)
+    fail_on: str | None = None  # refuse a bundle with a known vulnerability at or above this severity
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -72,9 +90,11 @@ class BuildOptions:
             raise BuildError("--concurrency must be between 1 and 64")
         if self.expires_days < 1:
             raise BuildError("--expires-days must be at least 1")
-        for url in (self.release_url, self.github_url):
+        for url in (self.release_url, self.github_url, *([self.osv_url] if self.osv_url else [])):
             if not url.startswith(("http://", "https://")):
                 raise BuildError(f"{url!r} is not an http(s) URL")
+        if self.fail_on is not None and self.fail_on not in osv.FAIL_ON_CHOICES:
+            raise BuildError(f"--fail-on {self.fail_on!r}: choose {', '.join(osv.FAIL_ON_CHOICES)}")
         for text in self.images:
             ImageRef.parse(text)
         if self.flannel_sha256 is not None and not artifacts.is_hex64(self.flannel_sha256):
@@ -164,6 +184,7 @@ class Builder:
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
+        self.contents = Contents(self.store, self.cache_dir, enabled=not options.no_scan)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -206,7 +227,11 @@ class Builder:
         if upstream is None:
             digest = self.fetch_pinned(artifact.url)
         else:
-            digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True)
+            # Binaries and archives are read for Go build info while they download (nothing when already known).
+            kind = tap_kind(path=artifact.member)
+            tap = self.contents.tap_for("sha256:" + upstream, kind, artifact.member)
+            digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True, tap=tap)
+            self.contents.finish(digest, tap, kind, artifact.member)
         hexdigest = digest.split(":", 1)[1]
         self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
         return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)
@@ -263,6 +288,7 @@ class Builder:
         extra_images = list(options.images) + (read_images_file(options.images_file) if options.images_file else [])
         for text in extra_images:
             ImageRef.parse(text)
+        extra_manifests = addons.read_extra(options.manifests)
         key = sign.load(options.sign_key)
 
         release = options.release_url.rstrip("/")
@@ -286,20 +312,33 @@ class Builder:
 
         wanted = self.control_plane_images(resolution.version, minor, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
         components = images.component_versions(wanted)
+        carried = list(extra_manifests)
         if versions.flannel:
             flannel = file_futures["manifests/cni/kube-flannel.yml"].result()
-            wanted += images.images_in_manifest(self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES), flannel.source)
+            data = self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES)
+            wanted += images.images_in_manifest(data, flannel.source)
+            carried.insert(0, addons.Carried(flannel.path, flannel.source or flannel.path, data, load_documents(data)))
+        for item in extra_manifests:
+            wanted += images.images_in_documents(item.documents)
+        # Before any image is copied: a manifest the target Kubernetes would refuse stops the build here.
+        checked = addons.check(carried, minor)
+        for finding in checked.findings:
+            self.progress.log(f"warning: {finding.describe()}")
+        extra_entries = [self._put_bytes(item.member, item.data) for item in extra_manifests]
+        extra_entries.append(self._put_bytes(API_FINDINGS, addons.findings_document(carried, checked, resolution.version)))
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
-        copier = images.ImageCopier(self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress)
+        copier = images.ImageCopier(
+            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress, self.contents
+        )
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
         # Blobs download in the order they are packed, so packing follows the downloads.
         base_digests = self.base.digests if self.base else {}
         blob_order = sorted({digest for image in copied for digest in image.blobs if digest.split(":", 1)[1] not in base_digests})
         copier.schedule(blob_order)
-        files = [future.result() for future in file_futures.values()]
+        files = [future.result() for future in file_futures.values()] + extra_entries
 
         components.update(
             {
@@ -313,6 +352,37 @@ class Builder:
         if versions.flannel:
             components["flannel"] = versions.flannel
         return self._finish(resolution, components, files, copied, key, started, copier.wait)
+
+    def _inventories(self, entries: list[FileEntry], copied, wait_for_blob) -> list[Inventory]:
+        """What every file and image holds. The SBOM is signed in bundle.json, so it waits for every blob to
+        be downloaded (and read on the way in); packing then starts."""
+        if not self.contents.enabled:
+            return []
+        for entry in entries:
+            if entry.path.startswith("images/blobs/"):
+                wait_for_blob("sha256:" + entry.sha256)
+        found = []
+        for entry in entries:
+            if tap_kind(path=entry.path) is not None:
+                inventory = inventory_of_file(entry.path, self.contents.result("sha256:" + entry.sha256))
+                if inventory.binaries or inventory.unscanned:
+                    found.append(inventory)
+        for image in sorted(copied, key=lambda c: c.entry.reference):
+            for where, layers in image.layers:
+                found.append(inventory_of_image(image.entry.reference, where, [(d, self.contents.result(d)) for d in layers]))
+        packages = {p.purl for inventory in found for p in inventory.packages} | {
+            m.purl for inventory in found for binary in inventory.binaries for m in binary.modules
+        }
+        binaries = sum(len(inventory.binaries) for inventory in found)
+        self.progress.log(
+            f"contents: {len(packages)} packages, {binaries} Go programs; {human(self.contents.scanned_bytes)} read for them as they arrived"
+            + (f" ({human(self.contents.reread_bytes)} of it re-read from the cache: no earlier scan result)" if self.contents.reread_bytes else "")
+        )
+        return found
+
+    def _put_bytes(self, member: str, data: bytes) -> FileEntry:
+        digest = self.store.put_bytes(data)
+        return FileEntry(member, digest.split(":", 1)[1], len(data), 0o644)
 
     def _put_file(self, member: str, source: Path, mode: int) -> FileEntry:
         """A local file as a bundle member, streamed into the store and hashed on the way."""
@@ -355,16 +425,25 @@ class Builder:
             entries.append(FileEntry(path, digest.split(":", 1)[1], len(data), 0o644))
         entries.append(self._put_file(NODE_PYZ, options.node_pyz, 0o755))
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
-        sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components)
+        inventories = self._inventories(entries, copied, wait_for_blob)
+        sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components, inventories)
         sbom_digest = self.store.put_bytes(sbom)
-        entries.append(FileEntry("sbom.spdx.json", sbom_digest.split(":", 1)[1], len(sbom), 0o644))
-        entries.sort(key=lambda e: e.path)
+        entries.append(FileEntry(SBOM, sbom_digest.split(":", 1)[1], len(sbom), 0o644))
+        vulnerabilities, checked = osv.check(
+            self.http, options.osv_url, inventories, format_time(created), self.progress.log, "--no-scan: contents not read" if options.no_scan else ""
+        )
+        osv.refuse_above(checked, options.fail_on)
+        entries.append(self._put_bytes(VULNERABILITIES, vulnerabilities))
+        entries.sort(key=lambda e: member_order(e.path))
         base_ref = None
         if self.base is not None:
             if serial <= self.base.manifest.serial:
                 raise BuildError(f"--serial {serial} must be higher than the base's {self.base.manifest.serial}")
             base_ref = BaseRef(self.base.manifest.serial, self.base.sha256)
-            entries = [replace(e, carried=False) if e.carried and e.sha256 in self.base.digests else e for e in entries]
+            # What the base holds is not carried again; what a reviewer reads always is (it is small, and read from the start).
+            entries = [
+                replace(e, carried=False) if e.carried and e.sha256 in self.base.digests and e.path not in REVIEW_MEMBERS else e for e in entries
+            ]
 
         manifest = Manifest(
             name=options.name,
@@ -393,7 +472,7 @@ class Builder:
         written_sidecars: list[Path] = []
         if options.sidecars:
             hashed = [(part.name, part.sha256) for part in packed.written.files]
-            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key)
+            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities})
         # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
         pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
         with self.store.open("sha256:" + pyz.sha256) as source:

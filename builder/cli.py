@@ -75,6 +75,10 @@ CONFIG_KEYS = {
     "split": "split",
     "sidecars": "sidecars",
     "image-list-from-table": "image_list_from_table",
+    "no-scan": "no_scan",
+    "manifest": "manifests",
+    "osv-url": "osv_url",
+    "fail-on": "fail_on",
 }
 
 
@@ -176,6 +180,26 @@ def build(
             show_default="False",
         ),
     ] = None,
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option("--manifest", help="Extra Kubernetes YAML the node applies after init, after the CNI (repeatable; checked against the API versions of the target minor)."),
+    ] = None,
+    osv_url: Annotated[
+        str | None,
+        typer.Option("--osv-url", help="OSV API to check the packages found against (an internal mirror), or none.", show_default="https://api.osv.dev"),
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option("--fail-on", help="Refuse the bundle when a known vulnerability is at or above low, medium, high or critical.", show_default="report only"),
+    ] = None,
+    no_scan: Annotated[
+        bool | None,
+        typer.Option(
+            "--no-scan",
+            help="Do not read what is inside binaries and image layers: the SBOM then lists files and images only.",
+            show_default="False",
+        ),
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
@@ -215,6 +239,10 @@ def build(
             "split": split,
             "sidecars": sidecars,
             "image_list_from_table": image_list_from_table,
+            "no_scan": no_scan,
+            "manifests": manifest or None,
+            "osv_url": osv_url,
+            "fail_on": fail_on,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [
@@ -235,6 +263,15 @@ def build(
         for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
+        if values.get("osv_url") == "none":
+            values["osv_url"] = None
+        if values.get("fail_on") is not None:
+            values["fail_on"] = str(values["fail_on"]).lower()
+            if values["fail_on"] not in ("low", "medium", "high", "critical"):
+                usage_error(f"--fail-on {values['fail_on']!r}: choose low, medium, high or critical")
+        if "manifests" in values:
+            raw = values["manifests"]
+            values["manifests"] = [Path(item) for item in ([raw] if isinstance(raw, str) else raw)]
         if values.get("split") is not None:
             from builder.split import parse_size
 

@@ -131,10 +131,14 @@ class Http:
 
     def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> Fetched:
         """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
+        return self.fetch_bytes("GET", url, limit, headers, send)
+
+    def fetch_bytes(self, method: str, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None, body: bytes | None = None) -> Fetched:
+        """One request with retries whose answer is a small document (GET, or a POST of `body` to a query API), read and capped."""
         send = send or self.send
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                response = send("GET", url, dict(headers or {}), True)
+                response = send(method, url, dict(headers or {}), True, data=body)
                 _check_status(url, response)
                 body = bytearray()
                 for chunk in response.iter_content(64 << 10):
@@ -172,16 +176,18 @@ class Http:
         headers: dict | None = None,
         send: Send | None = None,
         count_total: bool = False,
+        tap=None,
     ) -> str:
         """Download `url` into `store`, resuming a partial download; return its digest.
 
         With `expected`, a cached blob means no request at all, and a mismatch
-        fails naming the URL, the expected and the actual digest.
+        fails naming the URL, the expected and the actual digest. `tap` sees the
+        blob's bytes as they are stored (builder.contents reads what is inside).
         """
         if expected and store.exists(expected):
             return expected
         send = send or self.send
-        with store.partial(expected or f"url:{url}") as part:
+        with store.partial(expected or f"url:{url}", tap=tap) as part:
             if expected and store.exists(expected):
                 return expected  # another build sharing this cache fetched it while we waited
             counted = False

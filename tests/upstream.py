@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.osv import OsvStandIn
 from tests.standin.kubeadm import script as standin_kubeadm
 
 BUSYBOX = "/bin/busybox"
@@ -268,8 +269,11 @@ class ImageFactory:
         if arch != "amd64":
             self._run("umoci", "config", "--image", f"{self.layout}:{tag}", "--architecture", arch)
 
-    def make(self, name: str, arches: tuple[str, ...] = ("amd64", "arm64"), payload_bytes: int = 64) -> str:
-        """Build `name` (an OCI index when more than one arch); return the layout tag."""
+    def make(self, name: str, arches: tuple[str, ...] = ("amd64", "arm64"), payload_bytes: int = 64, files: dict | None = None) -> str:
+        """Build `name` (an OCI index when more than one arch); return the layout tag.
+
+        `files` ({path in the image: bytes, a file to copy, or {arch: either}}) are added to every platform, one layer each.
+        """
         tag = hashlib.sha256(name.encode()).hexdigest()[:16]
         for arch in arches:
             payload = self.work / f"{tag}-{arch}.payload"
@@ -279,6 +283,14 @@ class ImageFactory:
                     handle.write(os.urandom(payload_bytes))
             self._platform_image(f"{tag}-{arch}", arch, payload)
             payload.unlink()
+            for target, source in (files or {}).items():
+                if isinstance(source, dict):  # one file per architecture
+                    source = source[arch]
+                if isinstance(source, bytes):
+                    written = self.work / f"{tag}-{arch}.file"
+                    written.write_bytes(source)
+                    source = written
+                self._run("umoci", "insert", "--image", f"{self.layout}:{tag}-{arch}", str(source), target)
         if len(arches) == 1:
             return f"{tag}-{arches[0]}"
         index_json = json.loads((self.layout / "index.json").read_text())
@@ -312,7 +324,8 @@ class ImageFactory:
 
 STANDIN_TOOL = """#!/bin/sh
 # airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
-# `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version);
+# `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version); `api-versions`
+# prints what `kubectl api-versions` prints against a default cluster of that version (as of its minor);
 # a verb named in $AIRLOCK_STANDIN_FAIL (e.g. drain) fails.
 if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "{name} $*" >> "$AIRLOCK_STANDIN_LOG"; fi
 for word in "$@"; do
@@ -320,6 +333,10 @@ for word in "$@"; do
   case "$word" in
     version|--version)
       echo '{{"clientVersion": {{"gitVersion": "{version}"}}, "serverVersion": {{"gitVersion": "'"${{AIRLOCK_STANDIN_SERVER_VERSION:-{version}}}"'"}}}}'
+      exit 0 ;;
+    api-versions)
+      # What a cluster of this version serves by default ($AIRLOCK_STANDIN_API_VERSIONS, space-separated, instead).
+      printf '%s\n' ${{AIRLOCK_STANDIN_API_VERSIONS:-{api_versions}}}
       exit 0 ;;
   esac
 done
@@ -356,6 +373,25 @@ spec:
 
 COMPONENT_IMAGES = {"coredns": "v1.11.3", "pause": "3.10", "etcd": "3.5.15-0"}
 
+# `kubectl api-versions` of a kubeadm cluster with default API server flags, by the minor that changed it
+# (flowcontrol v1beta3 is served by default up to 1.31; resource.k8s.io/v1 from 1.34).
+API_VERSIONS_1_31 = (
+    "admissionregistration.k8s.io/v1 apiextensions.k8s.io/v1 apiregistration.k8s.io/v1 apps/v1 authentication.k8s.io/v1 "
+    "authorization.k8s.io/v1 autoscaling/v1 autoscaling/v2 batch/v1 certificates.k8s.io/v1 coordination.k8s.io/v1 discovery.k8s.io/v1 "
+    "events.k8s.io/v1 flowcontrol.apiserver.k8s.io/v1 flowcontrol.apiserver.k8s.io/v1beta3 networking.k8s.io/v1 node.k8s.io/v1 policy/v1 "
+    "rbac.authorization.k8s.io/v1 scheduling.k8s.io/v1 storage.k8s.io/v1 v1"
+)
+
+
+def api_versions(version: str) -> str:
+    minor = int(version.lstrip("v").split(".")[1])
+    served = API_VERSIONS_1_31.split()
+    if minor >= 32:
+        served.remove("flowcontrol.apiserver.k8s.io/v1beta3")
+    if minor >= 34:
+        served.append("resource.k8s.io/v1")
+    return " ".join(sorted(served))
+
 
 @dataclass
 class LocalUpstream:
@@ -375,6 +411,13 @@ class LocalUpstream:
     flannel_version: str = "v0.25.7"
     # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
     component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Per image reference, files added to each platform of it, one layer each: {path in the image: bytes or a file}.
+    image_files: dict[str, dict] = field(default_factory=dict)
+    # A real program served instead of a stand-in script, for every arch: "kubectl", "kubelet", "runc", or
+    # "containerd", "ctr", "containerd-shim-runc-v2" inside the containerd tarball.
+    release_binaries: dict[str, Path] = field(default_factory=dict)
+    # What the OSV stand-in (tests/osv.py) knows: records that builds from this upstream are checked against.
+    osv_records: list[dict] = field(default_factory=list)
 
     def components_of(self, version: str) -> dict[str, str]:
         return {**COMPONENT_IMAGES, **self.component_overrides.get(version, {})}
@@ -384,6 +427,7 @@ class LocalUpstream:
         self.files_root = self.root / "files"
         self._write_release_tree()
         self.server = FileServer(self.files_root)
+        self.osv = OsvStandIn(self.osv_records)
         self.registry = DockerRegistry(self.root / "registry")
         self.factory = ImageFactory(self.root / "images")
         for reference, arches in self.all_images().items():
@@ -407,7 +451,9 @@ class LocalUpstream:
     def build_flags(self) -> list[str]:
         # flannel publishes kube-flannel.yml without a checksum: a build pins it (this stand-in's own sum).
         flannel = hashlib.sha256(FLANNEL_MANIFEST.format(version=self.flannel_version).encode()).hexdigest()
-        return ["--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel]
+        return [
+            "--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel, "--osv-url", self.osv.url,
+        ]  # fmt: skip
 
     def all_images(self) -> dict[str, tuple[str, ...]]:
         both = ("amd64", "arm64")
@@ -428,7 +474,7 @@ class LocalUpstream:
         """Make an image with umoci and push it as `reference` (its registry host mapped to the local registry)."""
         name, tag = reference.rsplit(":", 1)
         repository = name.split("/", 1)[1]
-        self.factory.push(self.factory.make(reference, arches, self.payload_bytes), self.registry, repository, tag)
+        self.factory.push(self.factory.make(reference, arches, self.payload_bytes, self.image_files.get(reference)), self.registry, repository, tag)
 
     def upstream_digest(self, reference: str) -> str:
         name, tag = reference.rsplit(":", 1)
@@ -469,7 +515,8 @@ class LocalUpstream:
                 base = f"{release}/{version}/bin/linux/{arch}"
                 self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
                 for name in ("kubelet", "kubectl"):
-                    self._write(f"{base}/{name}", STANDIN_TOOL.format(name=name, version=version, arch=arch).encode(), "bare")
+                    data = self.release_binaries[name].read_bytes() if name in self.release_binaries else None
+                    self._write(f"{base}/{name}", data or STANDIN_TOOL.format(name=name, version=version, arch=arch, api_versions=api_versions(version)).encode(), "bare")
         github = "github"
         runc_sums = []
         for arch in ("amd64", "arm64"):
@@ -493,10 +540,15 @@ class LocalUpstream:
             containerd = f"containerd-{self.containerd_version}-linux-{arch}.tar.gz"
             self._write(
                 f"{github}/containerd/containerd/releases/download/v{self.containerd_version}/{containerd}",
-                self._tarball({f"bin/{b}": f"#!/bin/sh\n# stand-in {b} {arch}\n".encode() for b in ("containerd", "containerd-shim-runc-v2", "ctr")}),
+                self._tarball(
+                    {
+                        f"bin/{b}": self.release_binaries[b].read_bytes() if b in self.release_binaries else f"#!/bin/sh\n# stand-in {b} {arch}\n".encode()
+                        for b in ("containerd", "containerd-shim-runc-v2", "ctr")
+                    }
+                ),
                 "sha256sum",
             )
-            runc = f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
+            runc = self.release_binaries["runc"].read_bytes() if "runc" in self.release_binaries else f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
             self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.{arch}", runc)
             runc_sums.append(f"{hashlib.sha256(runc).hexdigest()}  runc.{arch}")
         self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
@@ -508,6 +560,7 @@ class LocalUpstream:
     def close(self) -> None:
         self.server.close()
         self.registry.close()
+        self.osv.close()
 
 
 def main() -> None:
@@ -542,7 +595,7 @@ def main() -> None:
         pass
     finally:
         # Whatever had started when the signal came (it may come while images are still being made).
-        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None)):
+        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None), getattr(upstream, "osv", None)):
             if part is not None:
                 part.close()
 

@@ -99,6 +99,7 @@ def check_names() -> list[str]:
         "runtime",
         "proxy",
         "disk-space",
+        "api-versions",  # the upgrade's api-versions phase
     ]
 
 
