@@ -325,7 +325,8 @@ class Builder:
         for finding in checked.findings:
             self.progress.log(f"warning: {finding.describe()}")
         extra_entries = [self._put_bytes(item.member, item.data) for item in extra_manifests]
-        extra_entries.append(self._put_bytes(API_FINDINGS, addons.findings_document(carried, checked, resolution.version)))
+        self.api_document = addons.findings_document(carried, checked, resolution.version)
+        extra_entries.append(self._put_bytes(API_FINDINGS, self.api_document))
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
@@ -472,7 +473,16 @@ class Builder:
         written_sidecars: list[Path] = []
         if options.sidecars:
             hashed = [(part.name, part.sha256) for part in packed.written.files]
-            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities})
+            from builder.report import Reviewed, render
+
+            reviewed = Reviewed.from_members(
+                manifest, manifest_sha256, f"made by this build ({key.algorithm}, {key.key_id})",
+                {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities},
+            )  # fmt: skip
+            report = render(reviewed, read_reviewed(options.base) if options.base else None)
+            written_sidecars = write_sidecars(
+                output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities, REPORT: report}
+            )
         # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
         pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
         with self.store.open("sha256:" + pyz.sha256) as source:
@@ -486,6 +496,25 @@ class Builder:
             files,
             tuple(written_sidecars),
         )
+
+
+REPORT = "report.html"
+
+
+def read_reviewed(path: Path, keys=None):
+    """A bundle (or a bundle.json alone) as the report reads it; the signature is checked when `keys` are given."""
+    from builder.report import Reviewed
+    from bundle.verify import read_review
+
+    try:
+        if path.suffix == ".json" and not path.name.endswith(".parts.json"):
+            data = path.read_bytes()
+            return Reviewed.from_members(Manifest.parse(data), hashlib.sha256(data).hexdigest(), "not checked (a bundle.json alone)", {})
+        manifest, data, _, members = read_review(path, keys)
+    except OSError as error:
+        raise BuildError(f"{path}: {error.strerror}") from None
+    state = "valid (checked against the given key)" if keys else "not checked (pass --key to check it)"
+    return Reviewed.from_members(manifest, hashlib.sha256(data).hexdigest(), state, members)
 
 
 def copy_atomic(source: BinaryIO, path: Path, mode: int) -> None:

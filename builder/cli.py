@@ -170,7 +170,7 @@ def build(
         ),
     ] = None,
     sidecars: Annotated[
-        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.", show_default="False")
+        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json, vulnerabilities.json, report.html and MANIFEST.txt beside the bundle.", show_default="False")
     ] = None,
     image_list_from_table: Annotated[
         bool | None,
@@ -382,6 +382,33 @@ def diff_command(
         fail(error)
     typer.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else render(result, human_size))
 
+
+
+@app.command("report")
+def report_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle (or its parts list) to describe.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    base: Annotated[Path | None, typer.Option("--base", help="An earlier bundle (or its bundle.json) to show the changes against.")] = None,
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Check the signature against this key first.")] = None,
+) -> None:
+    """Write one self-contained HTML page for a reviewer: versions, components, images with digests and platforms,
+    provenance, packages, vulnerabilities by severity, API-version findings, and changes against --base.
+
+    No network, scripts or fonts: the page opens the same inside the closed network. Reads only the start
+    of the bundle (bundle.json, its signature and the review members), each checked against bundle.json.
+    """
+    from builder.build import read_reviewed
+    from builder.report import render
+    from bundle.store import write_atomic
+    from bundle.trust import load_trusted_keys
+
+    try:
+        keys = load_trusted_keys(key) if key else None
+        page = render(read_reviewed(bundle, keys), read_reviewed(base) if base else None)
+        write_atomic(output, page, 0o644)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {output} ({human_size(len(page))})")
 
 
 def _echo_files(files, sidecars) -> None:

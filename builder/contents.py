@@ -630,7 +630,10 @@ def go_packages(info: dict) -> tuple[Package, ...]:
     modules = ([info["main"]] if info.get("main") else []) + list(info.get("deps") or [])
     for path, module_version in modules:
         if not _GO_PSEUDO.match(module_version or ""):
-            continue  # (devel) and local replacements have no version OSV could match
+            # (devel): the main module built from a checkout, or a module replaced by a local directory. It is
+            # in the program, so it is listed, but it has no version anyone could look up.
+            found.append(Package("Go", path, module_version or "(devel)", f"pkg:golang/{path.lower()}", path, ""))
+            continue
         found.append(
             Package("Go", path, module_version, f"pkg:golang/{path.lower()}@{purl_version(module_version)}", path, module_version.lstrip("v"))
         )

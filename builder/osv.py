@@ -144,8 +144,8 @@ def targets_of(inventories: list[Inventory]) -> list[Target]:
         found = [(p, where) for p in inventory.packages]
         found += [(m, f"{where}: {binary.path}") for binary in inventory.binaries for m in binary.modules]
         for package, place in found:
-            if package.ecosystem in ("Debian", "Alpine"):
-                continue  # no release known: OSV's Debian and Alpine data is per release
+            if package.ecosystem in ("Debian", "Alpine") or not package.query_version:
+                continue  # no release known (OSV's Debian and Alpine data is per release), or no version to ask about
             key = (package.ecosystem, package.query_name, package.query_version)
             first.setdefault(key, package)
             if place not in places.setdefault(key, []):
@@ -255,7 +255,7 @@ def check(
         return data, json.loads(data)
     data = document("scanned", osv_url, when, len(targets), findings)
     parsed = json.loads(data)
-    counts = ", ".join(f"{count} {name.lower()}" for name, count in parsed["counts"].items() if count) or "none known"
+    counts = ", ".join(f"{parsed['counts'][name]} {name.lower()}" for name in SEVERITIES if parsed["counts"][name]) or "none known"
     log(f"vulnerabilities: {len(targets)} package versions checked against OSV at {osv_url}: {counts}")
     return data, parsed
 

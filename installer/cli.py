@@ -194,7 +194,8 @@ def vulnerability_lines(found: Optional[dict], full: bool) -> list[str]:
         return ["vulnerabilities  not recorded (built by an airlock that did not check them): NOT a clean result"]
     if found.get("status") != "scanned":
         return [f"vulnerabilities  NOT SCANNED: {found.get('reason') or 'no reason recorded'}; this is not a clean result"]
-    counts = ", ".join(f"{count} {name.lower()}" for name, count in (found.get("counts") or {}).items() if count) or "none known"
+    tally = found.get("counts") or {}
+    counts = ", ".join(f"{tally[name]} {name.lower()}" for name in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN") if tally.get(name)) or "none known"
     lines = [f"vulnerabilities  {found.get('packages')} package versions checked against OSV at {found.get('source')} on {found.get('checked')}: {counts}"]
     if not full:
         return lines + (["  (airlock inspect --vulnerabilities lists them)"] if found.get("findings") else [])

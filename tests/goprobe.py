@@ -51,6 +51,7 @@ def go_version_m(binary: Path) -> dict:
     output = subprocess.run(["go", "version", "-m", str(binary)], capture_output=True, text=True, check=True).stdout
     lines = output.splitlines()
     found = {"go": lines[0].split(": ", 1)[1].strip(), "path": "", "main": None, "deps": {}}
+    last = ""
     for line in lines[1:]:
         words = line.strip("\n").split("\t")[1:]
         if words[0] == "path":
@@ -59,4 +60,7 @@ def go_version_m(binary: Path) -> dict:
             found["main"] = (words[1], words[2])
         elif words[0] == "dep":
             found["deps"][words[1]] = words[2]
+            last = words[1]
+        elif words[0] == "=>" and words[1].startswith((".", "/")):
+            found["deps"][last] = "(devel)"  # replaced by a local directory: no version
     return found
