@@ -41,6 +41,8 @@ GO_ALIGN = 16
 GO_HEADER = 32
 # A module list of a large program (kubectl: ~100 modules) is a few KiB; more than this is not build info.
 MAX_GO_BUILDINFO = 1 << 20
+# A Go program holds the magic once, plus once more if it reads build info itself; past this many it is not a Go program.
+MAX_GO_CANDIDATES = 64
 # A full Debian system's status file is a few MiB.
 MAX_DATABASE = 64 << 20
 BLOCK = 512
@@ -75,12 +77,12 @@ def _uvarint(data: bytes, position: int) -> tuple[int, int]:
     return -1, position
 
 
-def go_blob(blob: bytes) -> tuple[str, dict | None]:
-    """Decode a candidate build info blob that starts with GO_MAGIC: ("ok", info), ("more", None) when its strings
-    run past the bytes given, or ("bad", None) when it is not build info (a stray copy of the magic)."""
+def go_blob(blob) -> tuple[str, dict | None]:
+    """Decode a candidate build info blob (bytes or a memoryview) that starts with GO_MAGIC: ("ok", info), ("more", None)
+    when its strings run past the bytes given, or ("bad", None) when it is not build info (a stray copy of the magic)."""
     if len(blob) < GO_HEADER:
         return "more", None
-    if not blob.startswith(GO_MAGIC) or blob[14] not in (4, 8):
+    if bytes(blob[: len(GO_MAGIC)]) != GO_MAGIC or blob[14] not in (4, 8):
         return "bad", None
     if not blob[15] & 2:
         return "ok", {"go": "", "old_format": True}  # before Go 1.18: pointers into the data segment, not read here
@@ -90,7 +92,7 @@ def go_blob(blob: bytes) -> tuple[str, dict | None]:
         length, position = _uvarint(blob, position)
         if length < 0 or position + length > len(blob):
             return ("bad" if length > MAX_GO_BUILDINFO or len(blob) >= MAX_GO_BUILDINFO else "more"), None
-        strings.append(blob[position : position + length].decode("utf-8", "replace"))
+        strings.append(bytes(blob[position : position + length]).decode("utf-8", "replace"))
         position += length
     version, modinfo = strings
     if not version.startswith("go"):
@@ -191,7 +193,12 @@ def parse_os_release(text: str) -> dict:
 
 
 class _GoFinder:
-    """Looks for the build info blob in one file's bytes as they stream past."""
+    """Looks for the build info blob in one file's bytes as they stream past.
+
+    Candidates (the magic at a 16-byte aligned offset) are judged in place; only one whose strings run
+    past the bytes at hand is copied aside until more arrive, so a file full of stray magic costs a
+    linear scan, not a copy per candidate.
+    """
 
     def __init__(self):
         self.offset = 0  # file offset of the next byte fed
@@ -199,16 +206,20 @@ class _GoFinder:
         self._capture: bytearray | None = None
         self._start = 0
         self.found: dict | None = None
+        self.candidates = 0
 
     def feed(self, data: bytes) -> None:
-        if self.found is not None:
-            return
+        while data and self.found is None and self.candidates <= MAX_GO_CANDIDATES:
+            data = self._take(data)
+
+    def _take(self, data: bytes) -> bytes:
+        """Consume `data`; return the bytes to look at again (after a captured candidate proved stray), else b""."""
         if self._capture is not None:
             self._capture += data
             self.offset += len(data)
-            self._judge(final=False)
-            return
+            return self._judge(final=False)
         window = self._tail + data
+        view = memoryview(window)
         base = self.offset - len(self._tail)
         self.offset += len(data)
         search = 0
@@ -217,29 +228,35 @@ class _GoFinder:
             if index < 0:
                 break
             if (base + index) % GO_ALIGN == 0:
-                self._capture = bytearray(window[index:])
-                self._start = base + index
-                self._tail = b""
-                self._judge(final=False)
-                return
+                self.candidates += 1
+                if self.candidates > MAX_GO_CANDIDATES:
+                    return b""
+                state, info = go_blob(view[index : index + MAX_GO_BUILDINFO])
+                if state == "ok":
+                    self.found = info
+                    return b""
+                if state == "more" and len(window) - index < MAX_GO_BUILDINFO:
+                    self._capture, self._start, self._tail = bytearray(view[index:]), base + index, b""
+                    return b""
             search = index + 1
         self._tail = window[-(len(GO_MAGIC) - 1) :]
+        return b""
 
-    def _judge(self, final: bool) -> None:
-        state, info = go_blob(bytes(self._capture[:MAX_GO_BUILDINFO]))
+    def _judge(self, final: bool) -> bytes:
+        state, info = go_blob(memoryview(self._capture)[:MAX_GO_BUILDINFO])
         if state == "more" and not final and len(self._capture) < MAX_GO_BUILDINFO:
-            return
+            return b""
         if state == "ok":
             self.found, self._capture = info, None
-            return
+            return b""
         # A stray copy of the magic (a program that reads build info holds it as a string): look on after it.
         rest, self._capture = bytes(self._capture[1:]), None
-        self.offset = self._start + 1
-        self.feed(rest)
+        self.offset, self._tail = self._start + 1, b""
+        return rest
 
     def finish(self) -> dict | None:
-        while self._capture is not None and self.found is None:
-            self._judge(final=True)
+        while self._capture is not None and self.found is None and self.candidates <= MAX_GO_CANDIDATES:
+            self.feed(self._judge(final=True))
         return self.found
 
 
@@ -484,8 +501,13 @@ class Tap:
         elif self._member is not None:
             found = self._member.result()
             if found is not None:
-                self.contents.files[self.path] = found
+                self.contents.files[BARE] = found  # the blob itself: the same bytes may be several members
         return self.contents
+
+
+# Where a bare binary's own build info is kept in its BlobContents (a blob, not a path: identical bytes
+# serve as several members, such as one kubectl for two architectures).
+BARE = ""
 
 
 def tap_kind(media_type: str = "", path: str = "") -> str | None:
@@ -595,10 +617,11 @@ class Binary:
 
     path: str
     go: str
-    main_path: str
+    main_path: str  # the main module (k8s.io/kubernetes)
     main_version: str
     modules: tuple[Package, ...]
     note: str = ""
+    package: str = ""  # the main package (k8s.io/kubernetes/cmd/kubectl)
 
 
 @dataclass
@@ -627,11 +650,12 @@ def go_packages(info: dict) -> tuple[Package, ...]:
     if version.startswith("go"):
         bare = version[2:].split(" ", 1)[0].split("-", 1)[0]
         found.append(Package("Go", "stdlib", version, f"pkg:golang/stdlib@{purl_version(version)}", "stdlib", bare))
-    modules = ([info["main"]] if info.get("main") else []) + list(info.get("deps") or [])
+    main = info.get("main")
+    modules = ([main] if main and _GO_PSEUDO.match(main[1] or "") else []) + list(info.get("deps") or [])
     for path, module_version in modules:
         if not _GO_PSEUDO.match(module_version or ""):
-            # (devel): the main module built from a checkout, or a module replaced by a local directory. It is
-            # in the program, so it is listed, but it has no version anyone could look up.
+            # (devel): a module replaced by a local directory. It is in the program, so it is listed, but it has
+            # no version anyone could look up. (A main module built from a checkout is the program itself.)
             found.append(Package("Go", path, module_version or "(devel)", f"pkg:golang/{path.lower()}", path, ""))
             continue
         found.append(
@@ -671,7 +695,7 @@ def _binary(path: str, info: dict) -> Binary:
     if info.get("old_format"):
         return Binary(path, "", "", "", (), "Go build info from before Go 1.18: not read")
     main = info.get("main") or ["", ""]
-    return Binary(path, info.get("go", ""), info.get("path") or main[0], main[1] if info.get("main") else "", go_packages(info))
+    return Binary(path, info.get("go", ""), main[0], main[1], go_packages(info), package=info.get("path", ""))
 
 
 def inventory_of_file(member: str, contents: BlobContents) -> Inventory:
@@ -681,7 +705,7 @@ def inventory_of_file(member: str, contents: BlobContents) -> Inventory:
         inventory.unscanned.append(f"{member}: {contents.reason}")
     for path, found in sorted(contents.files.items()):
         if "go" in found:
-            inventory.binaries.append(_binary(path if path != member else member, found["go"]))
+            inventory.binaries.append(_binary(member if path == BARE else path, found["go"]))
     return inventory
 
 

@@ -113,7 +113,9 @@ def spdx_document(
             "name": binary.path.rsplit("/", 1)[-1],
             "versionInfo": binary.main_version or binary.go or NONE,
             "primaryPackagePurpose": "APPLICATION",
-            "comment": f"Go program {binary.path} in {where}" + (f", built with {binary.go} from {binary.main_path}" if binary.go else "") + (f"; {binary.note}" if binary.note else ""),
+            "comment": f"Go program {binary.path} in {where}"
+            + (f", built with {binary.go} from {binary.package or binary.main_path}" if binary.go else "")
+            + (f"; {binary.note}" if binary.note else ""),
         }
         if binary.main_path and binary.main_version and binary.main_version != "(devel)":
             package["externalRefs"] = _purl_ref(f"pkg:golang/{binary.main_path.lower()}@{binary.main_version}")

@@ -248,3 +248,20 @@ def test_a_stray_copy_of_the_build_info_magic_is_passed_over(probe):
 def test_dpkg_packages_not_installed_are_left_out():
     text = STATUS.decode() + "Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\n"
     assert [p["name"] for p in parse_dpkg_status(text)] == ["zlib1g"]
+
+
+def test_build_info_split_across_tiny_chunks_is_still_read(probe):
+    data = probe["arm64"].read_bytes()
+    tap = Tap("file", "probe")
+    for start in range(0, len(data), 61):
+        tap.write(data[start : start + 61])
+    assert tap.finish().files["probe"]["go"]["deps"] == [["example.com/greeting", "v1.4.2"]]
+
+
+def test_a_file_full_of_stray_magic_is_given_up_on_quickly():
+    import time
+
+    hostile = b"\x7fELF" + b"\x00" * 12 + (b"\xff Go buildinf:\x08\x02" + b"\x00" * 16 + b"\x7f" * 16) * 200_000
+    started = time.monotonic()
+    assert _scan(hostile, "file", 1 << 20).files == {}
+    assert time.monotonic() - started < 2

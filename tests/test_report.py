@@ -83,7 +83,7 @@ def test_report_renders_in_chromium_with_every_section_and_no_console_error(bund
     assert "docker.io/library/debian-probe:12 linux/amd64" in text["packages"] and "alpine-probe" in text["packages"]
     assert "AIRLOCK-TEST-0001" in text["vulnerabilities"] and "critical" in text["vulnerabilities"].lower()
     assert "ComponentStatus" in text["api-versions"] and "is deprecated since 1.19" in text["api-versions"]
-    assert "debian-probe" in text["changes"] and "added" in text["changes"]
+    assert "alpine-probe" in text["changes"] and "added" in text["changes"] and "new since serial 10: AIRLOCK-TEST-0004" in text["changes"]
     assert probe["width"] <= 1400, "the page should fit the window without sideways scrolling"
     # The sidecar written by the build is the same report of the same bundle (it names the build's key instead).
     sidecar = (bundles / "new" / "report.html").read_text()
