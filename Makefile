@@ -58,11 +58,13 @@ check-arm64: dist
 	openssl verify -CAfile .dist-cache/arm64-check/pki/ca.crt .dist-cache/arm64-check/pki/registry.crt
 	find .dist-cache/arm64-check/cache -name '*aarch64*' -o -name '*.abi3.so' | grep -q linux-aarch64
 
+# Independent test files run in parallel processes (pytest-xdist); a file's module fixtures stay in one process.
+TEST_WORKERS ?= 3
 test: deps venv dist
 	$(VENV)/bin/ruff check airlock builder bundle installer tests bench
 	$(VERMIN) $(NODE_CODE)
 	$(VERMIN) --eval-annotations --feature union-types installer/cli.py
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: deps venv dist
 	$(PY) -m tests.demo

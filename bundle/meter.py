@@ -1,8 +1,7 @@
-"""Showing bytes to people: sizes in words, and a meter for long reads (a tqdm bar on a terminal only)."""
+"""Sizes in words for people. Progress itself is not drawn here: the format package reports bytes through
+`on_bytes` callbacks, and each command line draws them its own way (installer.progress on the node)."""
 
 from __future__ import annotations
-
-import sys
 
 
 def human_size(size: float) -> str:
@@ -11,20 +10,3 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"
-
-
-class ByteMeter:
-    def __init__(self, total: int, description: str, quiet: bool = False):
-        self._bar = None
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=description, file=sys.stderr)
-
-    def __enter__(self):
-        """The callback to pass as `on_bytes` (None when there is no bar)."""
-        return self._bar.update if self._bar else None
-
-    def __exit__(self, *exc) -> None:
-        if self._bar:
-            self._bar.close()

@@ -9,8 +9,10 @@ decides instead, in this order, and gives the same address to kubeadm
 2. the source address of the route to `controlPlaneEndpoint` (`ip route get`);
 3. the node's single global address (IPv4 first, then IPv6).
 
-Anything else is ambiguous (several global addresses, or none), and
-preflight refuses it, naming `advertiseAddress`.
+Never a loopback, link-local, multicast or all-zeros address: kubelet refuses
+such a node IP and kubeadm cannot advertise one (an endpoint on this node's
+loopback leads to rule 3). Anything else is ambiguous (several global
+addresses, or none), and preflight refuses it, naming `advertiseAddress`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 from dataclasses import dataclass
 
 from installer.node import NodeConfig
+from installer.nodeschema import unusable_reason
 
 
 class AmbiguousAddress(Exception):
@@ -92,6 +95,17 @@ def global_addresses() -> list[str]:
     return sorted(set(found), key=lambda a: (ipaddress.ip_address(a).version, a))
 
 
+def node_addresses() -> list[str]:
+    """Every address on the node's interfaces, any scope (what kubelet searches for its --node-ip)."""
+    links = _ip(["address", "show"])
+    found = []
+    for link in links if isinstance(links, list) else []:
+        for info in link.get("addr_info", []) if isinstance(link, dict) else []:
+            if isinstance(info, dict) and isinstance(info.get("local"), str):
+                found.append(str(ipaddress.ip_address(info["local"])))
+    return found
+
+
 def choose(config: NodeConfig, routes=route_source, addresses=global_addresses, resolve=endpoint_addresses) -> Choice:
     """The node's address and why; AmbiguousAddress when node.yaml must say it."""
     if config.advertise_address:
@@ -99,10 +113,9 @@ def choose(config: NodeConfig, routes=route_source, addresses=global_addresses, 
     if config.control_plane_endpoint:
         for destination in resolve(config.control_plane_endpoint):
             source = routes(destination)
-            if source and not ipaddress.ip_address(source).is_loopback:
+            # An endpoint on this node's own loopback says nothing about the node's address: fall through to rule 3.
+            if source and not unusable_reason(source):
                 return Choice(source, f"source address of the route to controlPlaneEndpoint {config.control_plane_endpoint}")
-            if source and ipaddress.ip_address(destination).is_loopback:
-                return Choice(source, f"controlPlaneEndpoint {config.control_plane_endpoint} is on this node's loopback")
     candidates = addresses()
     for version in (4, 6):
         of_version = [a for a in candidates if ipaddress.ip_address(a).version == version]
@@ -110,4 +123,4 @@ def choose(config: NodeConfig, routes=route_source, addresses=global_addresses, 
             return Choice(of_version[0], f"the node's only global IPv{version} address")
         if len(of_version) > 1:
             raise AmbiguousAddress(f"the node has several global IPv{version} addresses ({', '.join(of_version)}) and no route to controlPlaneEndpoint decides")
-    raise AmbiguousAddress("the node has no global address and no route to controlPlaneEndpoint")
+    raise AmbiguousAddress("the node has no global (non-loopback) address and no route to controlPlaneEndpoint decides")

@@ -78,15 +78,15 @@ def verify(
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
     """
-    from bundle.meter import ByteMeter
     from bundle.trust import load_trusted_keys
     from bundle.verify import verify_bundle
+    from installer.progress import ProgressLines
 
     try:
         keys = load_trusted_keys(key)
         from bundle.parts import total_size
 
-        with ByteMeter(total_size(bundle), "verify", quiet) as advance:
+        with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
             verified = verify_bundle(bundle, keys, on_bytes=advance)
     except AirlockError as error:
         fail(error)

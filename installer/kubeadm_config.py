@@ -120,6 +120,12 @@ def join_documents(config: NodeConfig, facts: NodeFacts, control_plane: bool) ->
 
 
 def dump(documents: list[dict], comment: str) -> str:
-    """A multi-document YAML stream; `comment` is a plain-text first line."""
+    """A multi-document YAML stream read the way kubeadm reads it; `comment` goes inside the first document.
+
+    kubeadm cuts its --config file at every line starting with `---` and takes each non-empty chunk for a
+    document whose apiVersion and kind it reads: a comment-only chunk before the first `---` would be a
+    document with no kind, and kubeadm stops. So the stream opens with `---` and the comment follows it.
+    """
+    body = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
-    return header + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
+    return "---\n" + header + body[len("---\n") :]  # every document is a mapping, so the body opens with "---\n"

@@ -48,6 +48,30 @@ def ip_address(value: Any) -> str:
         raise FieldError(f"{text!r} is not an IP address like 10.0.0.10") from None
 
 
+def unusable_reason(address: str) -> str:
+    """Why kubelet would refuse `address` as its node IP (kubelet's validateNodeIP), or "" when it would not."""
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_unspecified:
+        return "the all-zeros address"
+    return ""
+
+
+def node_address(value: Any) -> str:
+    """An address kubeadm may advertise and kubelet may take as --node-ip: kubelet refuses loopback, multicast,
+    link-local and all-zeros node IPs (validateNodeIP, pkg/kubelet/kubelet_node_status.go)."""
+    text = ip_address(value)
+    reason = unusable_reason(text)
+    if reason:
+        raise FieldError(f"{text} is {reason}; kubelet refuses such a node IP: give this node's address on the cluster network")
+    return text
+
+
 def host(value: Any) -> str:
     """An IP address or a DNS name."""
     text = _string(value)
@@ -209,7 +233,7 @@ def flags(value: Any) -> dict[str, str]:
 
 NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "nodeName": ("node_name", dns_name),
-    "advertiseAddress": ("advertise_address", ip_address),
+    "advertiseAddress": ("advertise_address", node_address),
     "controlPlaneEndpoint": ("control_plane_endpoint", endpoint),
     "podSubnet": ("pod_subnet", network),
     "serviceSubnet": ("service_subnet", network),

@@ -27,7 +27,8 @@ TOOLS = ("docker-registry", "skopeo", "umoci", "busybox", "openssl", "zstd", "co
 
 def pytest_sessionstart(session) -> None:
     """Rebuild dist/airlock-node-VERSION.pyz (what `make dist` does) when the node code changed since it was built."""
-    if os.environ.get("AIRLOCK_NODE_PYZ"):
+    # With pytest-xdist the controller rebuilds it before any worker starts (xdist starts them last); workers only use it.
+    if os.environ.get("AIRLOCK_NODE_PYZ") or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     sources = [p for d in ("bundle", "installer", "manifests") for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     sources += [ROOT / "builder/zipapp.py", ROOT / "builder/zipapp_main.py", ROOT / "pyproject.toml"]

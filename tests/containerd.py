@@ -9,9 +9,10 @@ from pathlib import Path
 
 
 class Containerd:
-    def __init__(self, root: Path, netns: str | None = None, config_text: str | None = None):
+    def __init__(self, root: Path, netns: str | None = None, config_text: str | None = None, prefix: list[str] | None = None):
+        """`netns` (a name from `ip netns add`) or `prefix` (e.g. NodeNetwork.prefix) runs it on a node's own network."""
         self.root = Path(root)
-        self.prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.prefix = prefix or (["nsenter", f"--net=/run/netns/{netns}"] if netns else [])
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket = self.root / "c.sock"
         self.certs_d = self.root / "certs.d"

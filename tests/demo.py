@@ -7,7 +7,8 @@
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
-   `python3 -I`, as on a node, with a private containerd that pulls every
+   `python3 -I`, as on a node: in a network namespace of its own with one address
+   (192.0.2.10) and no route out, with a private containerd there that pulls every
    image through the hosts.toml mirror airlock wrote, from the node registry
 """
 
@@ -67,28 +68,33 @@ def main() -> None:
 
 def install(work: Path, bundle: Path, keys: Path) -> None:
     from tests.containerd import Containerd
+    from tests.nodenet import NodeNetwork
     from tests.upstream import free_port
 
     print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd is real)")
-    daemon = Containerd(Path(f"/tmp/airlock-demo-ctd-{os.getpid()}"))
-    try:
-        config = work / "node.yaml"
-        config.write_text(f"nodeName: demo\nadvertiseAddress: 127.0.0.1\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
-        root = work / "node-root"
-        os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
-        # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
-        os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
-        step(
-            "init", "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
-            "--containerd-address", str(daemon.socket), "--ignore-preflight-errors", "all",
-        )
-        step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
-        step("a container from a bundle image", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "run", "--rm",
-             "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
-        print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
-        print((work / "standin-calls.log").read_text())
-    finally:
-        daemon.close()
+    with NodeNetwork() as node:
+        print(f"the node: network namespace {node.name}, address {node.address}, no default route; node.yaml names no address")
+        daemon = Containerd(Path(f"/tmp/airlock-demo-ctd-{os.getpid()}"), prefix=node.prefix)
+        try:
+            config = work / "node.yaml"
+            config.write_text(f"nodeName: demo\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
+            root = work / "node-root"
+            os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
+            # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
+            os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
+            step(
+                "init", *node.prefix, "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle),
+                "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
+                "--containerd-address", str(daemon.socket), "--ignore-preflight-errors", "all",
+            )
+            step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
+            step("a container from a bundle image", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "run", "--rm",
+                 "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+            print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
+            print((work / "standin-calls.log").read_text())
+            print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")
+        finally:
+            daemon.close()
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import airlock, airlock_node, assert_blobs_whole, python39, require
+from tests.conftest import airlock, airlock_node, assert_blobs_whole, node_command, python39, require
 from tests.containerd import Containerd
+from tests.nodenet import NodeNetwork, host_address
 from tests.upstream import free_port
 
 IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
@@ -29,7 +30,8 @@ IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port
 
 def node_config(tmp_path: Path, port: int, **extra) -> Path:
     config = tmp_path / "node.yaml"
-    document = {"nodeName": "cp1", "advertiseAddress": "127.0.0.1", "registry": {"listen": f"127.0.0.1:{port}"}, **extra}
+    # The host's own address: kubelet refuses a loopback node IP, and airlock never writes one.
+    document = {"nodeName": "cp1", "advertiseAddress": host_address(), "registry": {"listen": f"127.0.0.1:{port}"}, **extra}
     config.write_text(json.dumps(document))
     return config
 
@@ -275,30 +277,30 @@ def check_store(root: Path) -> None:
     assert_blobs_whole(root / "var/lib/airlock/store/blobs/sha256")
 
 
-def test_offline_node_in_a_network_namespace_with_only_loopback(node_bundle, keys, tmp_path):
-    require("ip", "containerd", "ctr", "runc")
-    namespace = f"airlock-test-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    daemon = None
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        routes = subprocess.run(["ip", "netns", "exec", namespace, "ip", "route"], capture_output=True, text=True, check=True).stdout
-        assert routes.strip() == ""  # no route anywhere: loopback only
-        daemon = Containerd(Path(f"/tmp/ctd-n{os.getpid()}"), netns=namespace)
-        root, log = tmp_path / "root", tmp_path / "standin.log"
-        from tests.conftest import AIRLOCK
-
-        args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", node_config(tmp_path, 5000),
-                "--ignore-preflight-errors", IGNORE, "--containerd-address", daemon.socket]
-        result = subprocess.run(["ip", "netns", "exec", namespace, AIRLOCK, *map(str, args)], capture_output=True, text=True,
-                                env={**os.environ, "AIRLOCK_STANDIN_LOG": str(log)}, timeout=600)
-        assert result.returncode == 0, result.stderr
-        expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
-        assert daemon.image_digests() == expected
-    finally:
-        if daemon is not None:
+def test_offline_node_with_one_address_and_no_route_out(node_bundle, keys, tmp_path):
+    """A data-centre node: its own network, one documentation address, no default route; controlPlaneEndpoint on its
+    loopback. kubeadm and kubelet get the node's real address, never 127.0.0.1 (kubelet refuses a loopback node IP)."""
+    require("ip", "nsenter", "containerd", "ctr", "runc")
+    with NodeNetwork() as node:
+        assert "default" not in node.routes() and node.address in node.routes()
+        daemon = Containerd(Path(f"/tmp/ctd-n{os.getpid()}"), prefix=node.prefix)
+        try:
+            root, log = tmp_path / "root", tmp_path / "standin.log"
+            config = tmp_path / "node.yaml"
+            config.write_text(json.dumps({"nodeName": "cp1", "controlPlaneEndpoint": "127.0.0.1:6443", "registry": {"listen": "127.0.0.1:5000"}}))
+            args = ["init", node_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+                    "--ignore-preflight-errors", IGNORE, "--containerd-address", daemon.socket]
+            result = node.run([*node_command(), *args], check=False, env={**os.environ, "AIRLOCK_STANDIN_LOG": str(log)}, timeout=600)
+            assert result.returncode == 0, result.stderr
+            assert f"using node address {node.address} (the node's only global IPv4 address)" in result.stderr
+            init, cluster, _ = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text())
+            assert init["localAPIEndpoint"]["advertiseAddress"] == node.address
+            assert {"name": "node-ip", "value": node.address} in init["nodeRegistration"]["kubeletExtraArgs"]
+            assert cluster["controlPlaneEndpoint"] == "127.0.0.1:6443"
+            expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
+            assert daemon.image_digests() == expected
+        finally:
             daemon.close()
-        subprocess.run(["ip", "netns", "delete", namespace])
 
 
 def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):

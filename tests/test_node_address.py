@@ -1,6 +1,6 @@
 """The node's address without a default route, and the kernel settings a node needs.
 
-The netns tests give a namespace one veth address and no default route (an
+The netns tests give a namespace one address and no default route (an
 air-gapped node), run the real `airlock init` in it with a node.yaml that has
 no advertiseAddress, and read what kubeadm and kubelet would be given.
 """
@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 from installer.address import AmbiguousAddress, choose
-from installer.node import NodeConfig
+from installer.node import NodeConfig, NodeError
 from installer.phases.runtime import MODULES_FILE, SYSCTL_FILE, SYSCTLS
 from tests.conftest import AIRLOCK, require
+from tests.nodenet import NodeNetwork
 from tests.test_install import IGNORE
 
-TAG = os.getpid() % 100000
-SUBNET = f"10.{200 + TAG % 50}.{(TAG // 50) % 250}"
+SUBNET = "192.0.2"  # RFC 5737 documentation addresses, each node in a namespace of its own
 
 
 def fixed(routes=None, addresses=(), resolve=None):
@@ -43,45 +43,45 @@ def test_the_address_is_chosen_in_a_fixed_order():
     assert choose(NodeConfig(), **fixed(addresses=["fd00::5"])).address == "fd00::5"
     with pytest.raises(AmbiguousAddress, match="several global IPv4 addresses"):
         choose(NodeConfig(), **fixed(addresses=["10.0.0.5", "10.0.0.6"]))
-    with pytest.raises(AmbiguousAddress, match="no global address"):
+    with pytest.raises(AmbiguousAddress, match="no global"):
         choose(NodeConfig(), **fixed())
 
 
-def netns(name: str, *argv, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", name, *map(str, argv)], capture_output=True, text=True, check=check, **kwargs)
+def test_a_loopback_address_is_never_chosen():
+    """kubeadm cannot advertise loopback and kubelet refuses it as --node-ip: an endpoint on this node's loopback
+    (route source 127.0.0.1) says nothing about the node's address, so the node's own address is taken."""
+    on_loopback = NodeConfig(control_plane_endpoint="127.0.0.1:6443")
+    assert choose(on_loopback, **fixed({"127.0.0.1": "127.0.0.1"}, ["192.0.2.10"])).address == "192.0.2.10"
+    named = NodeConfig(control_plane_endpoint="localhost:6443")
+    assert choose(named, **fixed({"127.0.0.1": "127.0.0.1", "::1": "::1"}, ["192.0.2.10"], lambda e: ["127.0.0.1", "::1"])).address == "192.0.2.10"
+    with pytest.raises(AmbiguousAddress, match="no global"):
+        choose(on_loopback, **fixed({"127.0.0.1": "127.0.0.1"}, []))
+    for address, reason in (("127.0.0.1", "loopback"), ("::1", "loopback"), ("169.254.0.9", "link-local"), ("0.0.0.0", "all-zeros"), ("239.0.0.1", "multicast")):
+        with pytest.raises(NodeError, match=f"advertiseAddress: {address} is (a|the) {reason}"):
+            NodeConfig.from_dict({"advertiseAddress": address})
 
 
 @pytest.fixture
 def isolated():
-    """A namespace with one veth address, loopback up, and no default route."""
-    require("ip")
-    name, inside, outside = f"airlock-addr{TAG}", f"vn{TAG}b", f"vn{TAG}a"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside], check=True)
-        subprocess.run(["ip", "link", "set", inside, "netns", name], check=True)
-        netns(name, "ip", "addr", "add", f"{SUBNET}.2/24", "dev", inside)
-        netns(name, "ip", "link", "set", inside, "up")
-        netns(name, "ip", "link", "set", "lo", "up")
-        yield name, inside
-    finally:
-        subprocess.run(["ip", "link", "delete", outside], capture_output=True)
-        subprocess.run(["ip", "netns", "delete", name])
+    """A node's namespace: one address (192.0.2.2/24), loopback up, and no default route."""
+    require("ip", "nsenter")
+    with NodeNetwork(f"{SUBNET}.2") as node:
+        yield node
 
 
-def init_in(name: str, bundle: Path, keys, root: Path, document: dict, log: Path) -> subprocess.CompletedProcess:
+def init_in(node: NodeNetwork, bundle: Path, keys, root: Path, document: dict, log: Path) -> subprocess.CompletedProcess:
     config = root.parent / "node.yaml"
     config.write_text(json.dumps(document))
     env = {**os.environ, "AIRLOCK_STANDIN_LOG": str(log)}
-    return netns(name, AIRLOCK, "init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
-                 "--ignore-preflight-errors", IGNORE, "--skip-phases", "images", check=False, env=env, timeout=600)
+    return node.run([AIRLOCK, "init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
+                 "--ignore-preflight-errors", IGNORE, "--skip-phases", "images"], check=False, env=env, timeout=600)
 
 
 def test_a_node_without_default_route_takes_its_only_address(isolated, node_bundle, keys, tmp_path):
-    name, inside = isolated
-    assert "default" not in netns(name, "ip", "route").stdout
+    node = isolated
+    assert "default" not in node.routes()
     root = tmp_path / "root"
-    result = init_in(name, node_bundle, keys, root, {"nodeName": "cp1", "registry": {"listen": "127.0.0.1:5000"}}, tmp_path / "log")
+    result = init_in(node, node_bundle, keys, root, {"nodeName": "cp1", "registry": {"listen": "127.0.0.1:5000"}}, tmp_path / "log")
     assert result.returncode == 0, result.stderr
     address = f"{SUBNET}.2"
     assert f"node address {address} (the node's only global IPv4 address)" in result.stderr + result.stdout
@@ -94,26 +94,26 @@ def test_a_node_without_default_route_takes_its_only_address(isolated, node_bund
     sysctls = (root / SYSCTL_FILE.lstrip("/")).read_text()
     assert all(f"{key} = {value}" in sysctls for key, value in SYSCTLS.items())
     # The route to controlPlaneEndpoint decides over the addresses; a second address makes a node without it ambiguous.
-    netns(name, "ip", "addr", "add", f"{SUBNET}.3/24", "dev", inside)
+    node.add_address(f"{SUBNET}.3")
     again = tmp_path / "again"
-    routed = init_in(name, node_bundle, keys, again, {"nodeName": "cp1", "controlPlaneEndpoint": f"{SUBNET}.1:6443"}, tmp_path / "log2")
+    routed = init_in(node, node_bundle, keys, again, {"nodeName": "cp1", "controlPlaneEndpoint": f"{SUBNET}.1:6443"}, tmp_path / "log2")
     assert routed.returncode == 0, routed.stderr
     (routed_init, *_) = yaml.safe_load_all((again / "var/lib/airlock/kubeadm/init.yaml").read_text())
     assert routed_init["localAPIEndpoint"]["advertiseAddress"] == f"{SUBNET}.2"
-    refused = init_in(name, node_bundle, keys, tmp_path / "third", {"nodeName": "cp1"}, tmp_path / "log3")
+    refused = init_in(node, node_bundle, keys, tmp_path / "third", {"nodeName": "cp1"}, tmp_path / "log3")
     assert refused.returncode == 1 and "advertiseAddress" in refused.stderr and "advertise-address" in refused.stderr
     assert not (tmp_path / "third/var/lib/airlock/kubeadm").exists()
 
 
 def test_kernel_settings_are_applied_on_a_real_root(isolated):
     """Applied inside the namespace, whose sysctls are its own: ip_forward and the bridge settings change there only."""
-    name, _ = isolated
+    node = isolated
     for key in SYSCTLS:
-        netns(name, "sysctl", "-w", f"{key}=0")
+        node.run(["sysctl", "-w", f"{key}=0"])
     before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     code = "from installer.node import Host, Paths; from installer.phases.runtime import apply_kernel_settings; apply_kernel_settings(Host(Paths('/')))"
-    result = netns(name, sys.executable, "-c", code, check=False, cwd=Path(__file__).parents[1])
+    result = node.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
     for key, value in SYSCTLS.items():
-        assert netns(name, "sysctl", "-n", key).stdout.strip() == value, key
+        assert node.run(["sysctl", "-n", key]).stdout.strip() == value, key
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from installer import commands
 from installer.node import Host, NodeConfig, NodeError, Paths
@@ -101,6 +102,39 @@ def test_config_files_are_decoded_strictly(kubeadm, tmp_path):
     )
     assert "kubernetesVersion must be exact" in refusal(V1BETA4_INIT.replace("v1.31.4", "stable-1.31"))
     assert "unable to read config" in call(kubeadm, "join", "--config", tmp_path / "missing.yaml").stderr
+
+
+def test_config_files_are_split_into_documents_as_kubeadm_splits_them(kubeadm, tmp_path):
+    """kubeadm cuts --config at every line starting with `---` and reads each non-empty chunk's apiVersion and kind.
+
+    A comment before the first `---` is a chunk of its own, a document with no kind: the real kubeadm stops there
+    (what every file airlock wrote used to begin with).
+    """
+    def result(text: str) -> subprocess.CompletedProcess:
+        return call(kubeadm, "init", "phase", "certs", "all", "--config", config(tmp_path, text))
+
+    no_kind = "invalid configuration for GroupVersionKind /, Kind=: kind and apiVersion is mandatory information that must be specified"
+    assert no_kind in result("# Written by airlock for Kubernetes v1.31.4\n---\n" + V1BETA4_INIT).stderr
+    assert no_kind in result(V1BETA4_INIT + "---\n\n---\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n").stderr
+    assert no_kind in result(V1BETA4_INIT + "---\n# only a comment\n").stderr
+    assert "GroupVersionKind /v1, Kind=ConfigMap: kind and apiVersion is mandatory" in result("apiVersion: v1\nkind: ConfigMap\n").stderr
+    assert "invalid Yaml document separator: apiVersion: kubeadm.k8s.io/v1beta4" in result("--- apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n").stderr
+    assert 'kind "InitConfiguration" is specified twice' in result(V1BETA4_INIT + "---\n" + V1BETA4_INIT).stderr
+    # What kubeadm does accept: a leading `---`, a comment after it or on the separator line, CRLF line ends.
+    assert result("---\n# Written by airlock\n" + V1BETA4_INIT.replace("---\n", "--- # next\n")).returncode == 0
+    assert result(V1BETA4_INIT.replace("\n", "\r\n")).returncode == 0
+
+
+def test_every_document_airlock_writes_is_a_whole_document_to_kubeadm(tmp_path):
+    from installer import kubeadm_config
+    from tests.standin.kubeadm import split_documents
+
+    facts = kubeadm_config.NodeFacts(version="v1.31.4", node_name="cp1", address="192.0.2.10")
+    node = NodeConfig.from_dict({"nodeName": "cp1"})
+    rendered = kubeadm_config.dump(kubeadm_config.init_documents(node, facts, "abcdef.0123456789abcdef", "a" * 64), "Written by airlock\nfor v1.31.4")
+    chunks = split_documents(rendered)
+    assert [yaml.safe_load(chunk)["kind"] for chunk in chunks] == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"]
+    assert chunks[0].startswith("---\n# Written by airlock\n# for v1.31.4\n")
 
 
 def test_a_kubeadm_before_1_31_does_not_know_v1beta4(tmp_path):

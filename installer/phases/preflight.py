@@ -37,6 +37,12 @@ def address_findings(context: Context) -> Iterator[tuple[str, str]]:
     except address.AmbiguousAddress as error:
         yield "advertise-address", f"cannot choose this node's address: {error}; set advertiseAddress in node.yaml"
         return
+    if choice.address not in address.node_addresses():
+        yield "advertise-address", (
+            f"{choice.address} ({choice.reason}) is not an address of this node; kubelet refuses a node IP it cannot find on its "
+            "interfaces: set advertiseAddress in node.yaml to one of them"
+        )
+        return
     context.echo(f"  {'would use' if context.host.dry_run else 'using'} node address {choice.address} ({choice.reason})")
 
 

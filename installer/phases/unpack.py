@@ -27,11 +27,11 @@ from typing import BinaryIO
 from bundle.artifact import store_artifact
 from bundle.errors import BundleError
 from bundle.manifest import FileEntry
-from bundle.meter import ByteMeter
 from bundle.store import CHUNK, BlobStore, make_dirs, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
 from bundle.verify import verify_bundle
 from installer.phases import Context, Phase
+from installer.progress import ProgressLines
 from installer.remote import needed_members
 
 COMPLETE = ".complete"
@@ -99,7 +99,7 @@ def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
             return blob_sink(staged_blobs, entry)
         return _FileSink(staging / entry.path, entry.install_mode)
 
-    with ByteMeter(context.manifest.carried_size, "unpack") as advance:
+    with ProgressLines(context.manifest.carried_size, "unpack") as advance:
         verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink, on_bytes=advance)
     if verified.manifest_sha256 != context.manifest_sha256:
         raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
@@ -143,7 +143,7 @@ def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> by
         if advance:
             advance(entry.size)
 
-    with ByteMeter(sum(entry.size for entry in missing), "fetch") as advance, ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="fetch") as pool:
+    with ProgressLines(sum(entry.size for entry in missing), "fetch") as advance, ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="fetch") as pool:
         # Largest first, so the long transfers overlap the many small ones.
         for future in [pool.submit(fetch, entry) for entry in sorted(missing, key=lambda entry: -entry.size)]:
             future.result()

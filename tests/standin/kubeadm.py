@@ -209,25 +209,69 @@ def registered_kinds(api_version: str, version: str) -> dict:
     return table.API_KINDS.get(api_version, {})
 
 
+def split_documents(text: str) -> list[str]:
+    """The chunks kubeadm reads from a --config file, split exactly as kubeadm splits them.
+
+    kubeadm's SplitConfigDocuments (cmd/kubeadm/app/util/marshal.go) reads with apimachinery's
+    YAMLReader (k8s.io/apimachinery/pkg/util/yaml/decoder.go): lines are read one by one (a line's
+    "\\r\\n" or "\\n" becomes "\\n"); a line that starts with "---" ends the chunk gathered so far (the
+    rest of that line must be empty or a comment, else "invalid Yaml document separator"); a separator
+    with nothing gathered yet is kept as the first line of the next chunk. Every non-empty chunk is a
+    document, comments and blank lines included: nothing is dropped for being "only a comment".
+    """
+    chunks: list[str] = []
+    buffer: list[str] = []
+    lines = text.split("\n")
+    last = lines.pop()  # "" when the text ends with "\n"; otherwise a final line without one, still a line
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines] + ([last] if last else [])
+    for line in lines:
+        if line.startswith("---"):
+            trimmed = line[3:].strip()
+            if trimmed and not trimmed.startswith("#"):
+                raise Refused(f"invalid Yaml document separator: {trimmed}")
+            if buffer:
+                chunks.append("".join(buffer))
+                buffer = []
+                continue
+        buffer.append(line + "\n")
+    if buffer:
+        chunks.append("".join(buffer))
+    return chunks
+
+
+def _type_meta(chunk: str) -> dict:
+    """One chunk decoded strictly (sigs.k8s.io/yaml: YAML to JSON, a key set twice is an error); {} for null."""
+    try:
+        document = yaml.load(chunk, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        raise Refused(f"error converting YAML to JSON: yaml: {str(error).splitlines()[0]}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        kind = "array" if isinstance(document, list) else "string" if isinstance(document, str) else "number"
+        raise Refused(f"couldn't get version/kind; json parse error: json: cannot unmarshal {kind} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}")
+    return document
+
+
 def load_config(file: str, version: str) -> list[tuple[str, str, dict]]:
     """Every document of a --config file as (apiVersion, kind, fields), decoded strictly."""
     try:
         text = Path(file).read_text()
     except OSError as error:
         raise Refused(f'unable to read config from "{file}" : open {file}: {error.strerror.lower()}') from None
-    try:
-        documents = [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc is not None]
-    except yaml.YAMLError as error:
-        raise Refused(f"error converting YAML to JSON: yaml: {str(error).splitlines()[0]}") from None
     found = []
-    for document in documents:
-        if not isinstance(document, dict):
-            raise Refused("error unmarshaling JSON: while decoding JSON: json: cannot unmarshal into Go value of type map")
+    seen_kinds: set[str] = set()
+    for chunk in split_documents(text):
+        document = _type_meta(chunk)
         api_version, kind = document.get("apiVersion"), document.get("kind")
-        if not kind:
-            raise Refused(f"Object 'Kind' is missing in '{json.dumps(document)[:200]}'")
-        if not api_version:
-            raise Refused(f"Object 'apiVersion' is missing in '{json.dumps(document)[:200]}'")
+        group, _, version_part = str(api_version or "").rpartition("/")
+        if not group or not version_part or not kind:
+            # SplitConfigDocuments: a chunk without group, version and kind (a comment-only chunk, a blank one,
+            # apiVersion "v1") stops kubeadm before anything else is read.
+            raise Refused(f"invalid configuration for GroupVersionKind {group}/{version_part}, Kind={kind or ''}: kind and apiVersion is mandatory information that must be specified")
+        if kind in seen_kinds:
+            raise Refused(f'invalid configuration: kind "{kind}" is specified twice in YAML file')
+        seen_kinds.add(kind)
         if api_version in table.OLD_API_VERSIONS:
             raise Refused(
                 f"your configuration file uses an old API spec: {api_version!r} (kind: {kind!r}). "
