@@ -228,10 +228,8 @@ class Builder:
             digest = self.fetch_pinned(artifact.url)
         else:
             # Binaries and archives are read for Go build info while they download (nothing when already known).
-            kind = tap_kind(path=artifact.member)
-            tap = self.contents.tap_for("sha256:" + upstream, kind, artifact.member)
-            digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True, tap=tap)
-            self.contents.finish(digest, tap, kind, artifact.member)
+            with self.contents.scanning("sha256:" + upstream, tap_kind(path=artifact.member), artifact.member) as tap:
+                digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True, tap=tap)
         hexdigest = digest.split(":", 1)[1]
         self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
         return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)

@@ -349,10 +349,11 @@ class ImageCopier:
 
     def _fetch(self, url: str, digest: str, send: Send, kind: str | None) -> str:
         """Download a blob (nothing when it is cached); a layer is read for its contents on the way in."""
-        tap = self.contents.tap_for(digest, kind) if self.contents is not None else None
-        self.http.download(url, self.store, digest, None, send, tap=tap)
-        if self.contents is not None:
-            self.contents.finish(digest, tap, kind)
+        if self.contents is None:
+            self.http.download(url, self.store, digest, None, send)
+            return digest
+        with self.contents.scanning(digest, kind) as tap:
+            self.http.download(url, self.store, digest, None, send, tap=tap)
         return digest
 
     def wait(self, digest: str) -> None:
