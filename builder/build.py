@@ -17,7 +17,7 @@ from typing import BinaryIO
 from builder import addons, artifacts, images, osv, sign
 from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
 from builder.errors import BuildError, FetchError
-from builder.pack import pack
+from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
@@ -424,43 +424,59 @@ class Builder:
             entries.append(FileEntry(path, digest.split(":", 1)[1], len(data), 0o644))
         entries.append(self._put_file(NODE_PYZ, options.node_pyz, 0o755))
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
-        inventories = self._inventories(entries, copied, wait_for_blob)
-        sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components, inventories)
-        sbom_digest = self.store.put_bytes(sbom)
-        entries.append(FileEntry(SBOM, sbom_digest.split(":", 1)[1], len(sbom), 0o644))
-        vulnerabilities, checked = osv.check(
-            self.http, options.osv_url, inventories, format_time(created), self.progress.log, "--no-scan: contents not read" if options.no_scan else ""
-        )
-        osv.refuse_above(checked, options.fail_on)
-        entries.append(self._put_bytes(VULNERABILITIES, vulnerabilities))
-        entries.sort(key=lambda e: member_order(e.path))
         base_ref = None
         if self.base is not None:
             if serial <= self.base.manifest.serial:
                 raise BuildError(f"--serial {serial} must be higher than the base's {self.base.manifest.serial}")
             base_ref = BaseRef(self.base.manifest.serial, self.base.sha256)
-            # What the base holds is not carried again; what a reviewer reads always is (it is small, and read from the start).
-            entries = [
-                replace(e, carried=False) if e.carried and e.sha256 in self.base.digests and e.path not in REVIEW_MEMBERS else e for e in entries
-            ]
 
-        manifest = Manifest(
-            name=options.name,
-            serial=serial,
-            created=created,
-            expires=created + timedelta(days=options.expires_days),
-            requested=resolution.requested,
-            version=resolution.version,
-            platforms=tuple(f"linux/{arch}" for arch in options.arches),
-            components=dict(sorted(components.items())),
-            files=tuple(entries),
-            images=tuple(image_entries),
-            signer={"algorithm": key.algorithm, "key_id": key.key_id},
-            base=base_ref,
-        )
-        self.progress.add_total(manifest.carried_size)
+        def manifest_of(listed: list[FileEntry]) -> Manifest:
+            listed = sorted(listed, key=lambda e: member_order(e.path))
+            if self.base is not None:
+                # What the base holds is not carried again; what a reviewer reads always is.
+                listed = [
+                    replace(e, carried=False) if e.carried and e.sha256 in self.base.digests and e.path not in REVIEW_MEMBERS else e for e in listed
+                ]
+            return Manifest(
+                name=options.name,
+                serial=serial,
+                created=created,
+                expires=created + timedelta(days=options.expires_days),
+                requested=resolution.requested,
+                version=resolution.version,
+                platforms=tuple(f"linux/{arch}" for arch in options.arches),
+                components=dict(sorted(components.items())),
+                files=tuple(listed),
+                images=tuple(image_entries),
+                signer={"algorithm": key.algorithm, "key_id": key.key_id},
+                base=base_ref,
+            )
+
         output = Path(options.output)
-        packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
+        self.progress.add_total(manifest_of(entries).carried_size)
+        deferred = None
+        if options.split is None and not options.sidecars and self.contents.enabled:
+            # The SBOM and the vulnerabilities depend on every blob: pack the rest while they are read.
+            placeholders = [FileEntry(path, "0" * 64, 10**13 - 1, 0o644) for path in (SBOM, VULNERABILITIES)]
+            deferred = DeferredPack(output, manifest_of(entries + placeholders), key, self.store, self.progress, wait_for_blob)
+        try:
+            inventories = self._inventories(entries, copied, wait_for_blob)
+            sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components, inventories)
+            vulnerabilities, checked = osv.check(
+                self.http, options.osv_url, inventories, format_time(created), self.progress.log, "--no-scan: contents not read" if options.no_scan else ""
+            )
+            osv.refuse_above(checked, options.fail_on)
+        except BaseException:
+            if deferred is not None:
+                deferred.abort()
+            raise
+        entries += [self._put_bytes(SBOM, sbom), self._put_bytes(VULNERABILITIES, vulnerabilities)]
+        manifest = manifest_of(entries)
+        self.progress.add_total(len(sbom) + len(vulnerabilities))
+        if deferred is not None:
+            packed = Packed(deferred.finish(manifest, {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities}), None)
+        else:
+            packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
         manifest_sha256 = hashlib.sha256(packed.manifest_bytes).hexdigest()
         files: tuple[Path, ...] = (output,)
         small: list[Path] = []

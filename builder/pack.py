@@ -9,7 +9,9 @@ instead (builder/split.py), hashed while they are written.
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,9 @@ from pathlib import Path
 from builder.progress import Progress
 from builder.sign import SigningKey
 from builder.split import RollingFile, Written
-from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SIGNATURE_NAME, Manifest
 from bundle.store import BlobStore
-from bundle.tarstream import TarWriter
+from bundle.tarstream import ALIGN, BLOCK, TarWriter
 
 WRITE_BUFFER = 4 << 20
 
@@ -89,3 +91,95 @@ def _write_members(writer: TarWriter, manifest: Manifest, manifest_bytes: bytes,
         with store.open("sha256:" + entry.sha256) as source:
             writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: progress.advance(n, network=False))
     writer.close()
+
+
+# Room for bundle.json's signature: Ed25519 is 64 bytes, ECDSA P-256 in DER at most 72.
+MAX_SIGNATURE = 72
+
+
+def _padded(size: int) -> int:
+    return size + (-size % BLOCK)
+
+
+class DeferredPack:
+    """A bundle whose last members (the review members: what is inside the images, the vulnerabilities found)
+    are known only after every blob has arrived: everything else is packed while downloads go on.
+
+    The body is written from `room` on, where `room` holds bundle.json and its signature: bundle.json is
+    written last, into exactly that room (its first header padded with a pax comment, as aligned members
+    are). The room is sized from a provisional manifest whose review entries have the longest sizes a
+    member can have, so the final bundle.json (same entries, real sizes and digests) always fits.
+    """
+
+    def __init__(self, output: Path, provisional: Manifest, key: SigningKey, store: BlobStore, progress: Progress, wait_for_blob):
+        self._output, self._key, self._store, self._progress, self._wait = output, key, store, progress, wait_for_blob
+        length = len(provisional.to_json())
+        # bundle.json's pax header (at least 3 blocks with room to spare), its data, the signature member.
+        self.room = _padded(length) + 4 * BLOCK + _padded(MAX_SIGNATURE) + BLOCK
+        self.room += -self.room % ALIGN
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self._temporary = output.with_name(f".{output.name}.partial")
+        self._handle = open(self._temporary, "wb", buffering=WRITE_BUFFER)
+        self._handle.seek(self.room)
+        self._writer = TarWriter(self._handle, mtime=0)
+        self._writer.written = self.room
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        body = [entry for entry in provisional.files if entry.carried and entry.path not in REVIEW_MEMBERS]
+        self._thread = threading.Thread(target=self._body, args=(body,), name="pack", daemon=True)
+        self._thread.start()
+
+    def _body(self, entries: list) -> None:
+        try:
+            for entry in entries:
+                if self._stop.is_set():
+                    return
+                if self._wait:
+                    self._wait("sha256:" + entry.sha256)
+                with self._store.open("sha256:" + entry.sha256) as source:
+                    self._writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: self._progress.advance(n, network=False))
+        except BaseException as error:  # handed to finish()
+            self._error = error
+
+    def finish(self, manifest: Manifest, review: dict[str, bytes]) -> bytes:
+        """Append the review members, write bundle.json and its signature into the room, rename into place."""
+        self._thread.join()
+        if self._error is not None:
+            self.abort()
+            raise self._error
+        try:
+            for entry in manifest.files:
+                if entry.path in REVIEW_MEMBERS and entry.carried:
+                    self._writer.add_bytes(entry.path, review[entry.path], entry.mode)
+            self._writer.close()
+            manifest_bytes = manifest.to_json()
+            signature = self._key.sign(manifest_bytes)
+            tail = _padded(len(manifest_bytes)) + BLOCK + _padded(len(signature))
+            head = TarWriter(None, mtime=0).header_of_length(MANIFEST_NAME, len(manifest_bytes), 0o644, self.room - tail)
+            head += manifest_bytes + b"\0" * (-len(manifest_bytes) % BLOCK)
+            sig = tarfile_header(SIGNATURE_NAME, len(signature))
+            head += sig + signature + b"\0" * (-len(signature) % BLOCK)
+            if len(head) != self.room:
+                raise AssertionError(f"bundle.json's room is {self.room} bytes, its members {len(head)}")
+            self._handle.flush()
+            os.pwrite(self._handle.fileno(), head, 0)
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self._temporary, self._output)
+            return manifest_bytes
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._handle.close()
+        self._temporary.unlink(missing_ok=True)
+
+
+def tarfile_header(path: str, size: int) -> bytes:
+    """The plain header TarWriter.add_bytes writes for a small member."""
+    buffer = io.BytesIO()
+    TarWriter(buffer, mtime=0).header(path, size, 0o644)
+    return buffer.getvalue()
