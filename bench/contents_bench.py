@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
-from bench.runs import build_argv, keygen, median, print_goals, sync_disks, timed
+from bench.runs import build_argv, keygen, median, print_goals, sync_disks
 from tests.upstream import LocalUpstream
 
 PROGRAMS = {
@@ -48,14 +51,22 @@ def bench(rounds: int) -> dict:
         keys = keygen(work)
         images = [flag for reference in PROGRAMS for flag in ("--image", reference)]
 
-        def cold(name: str, *extra: str) -> tuple[float, list[str]]:
+        def cold(name: str, *extra: str) -> tuple[float, float, list[str]]:
+            """Wall seconds, CPU seconds (user + system of the build) and the stderr lines of one cold build."""
             cache, out = work / f"cache-{name}", work / f"{name}.tar"
             shutil.rmtree(cache, ignore_errors=True)
             out.unlink(missing_ok=True)
             sync_disks()
-            lines: list[str] = []
-            seconds, _ = timed(build_argv(upstream, keys, out, cache, "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36", *images, *extra), lines)
-            return seconds, lines
+            argv = build_argv(upstream, keys, out, cache, "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36", *images, *extra)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.monotonic()
+            result = subprocess.run(argv, capture_output=True, text=True)
+            seconds = time.monotonic() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if result.returncode != 0:
+                raise SystemExit(f"build failed:\n{result.stderr[-2000:]}")
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            return seconds, cpu, result.stderr.splitlines()
 
         measured = []
         scan_line = ""
@@ -65,10 +76,13 @@ def bench(rounds: int) -> dict:
                 order.reverse()
             times = {}
             for name, extra in order:
-                times[name], lines = cold(name, *extra)
+                times[name], times[name + "_cpu"], lines = cold(name, *extra)
                 scan_line = next((line for line in lines if line.startswith("contents:")), scan_line)
             measured.append(times)
-            print(f"  round {number + 1}: with scan {times['scan']:.2f}s, --no-scan {times['noscan']:.2f}s, ratio {times['scan'] / times['noscan']:.3f}")
+            print(
+                f"  round {number + 1}: with scan {times['scan']:.2f}s ({times['scan_cpu']:.2f}s CPU), "
+                f"--no-scan {times['noscan']:.2f}s ({times['noscan_cpu']:.2f}s CPU), ratio {times['scan'] / times['noscan']:.3f}"
+            )
         ratios = [m["scan"] / m["noscan"] for m in measured]
         return {
             "bundle_bytes": (work / "scan.tar").stat().st_size,
@@ -76,6 +90,9 @@ def bench(rounds: int) -> dict:
             "cold_no_scan_seconds": [round(m["noscan"], 2) for m in measured],
             "ratio_scan_over_no_scan": [round(r, 3) for r in ratios],
             "ratio_median": round(median(ratios), 3),
+            "cpu_with_scan_seconds": [round(m["scan_cpu"], 2) for m in measured],
+            "cpu_no_scan_seconds": [round(m["noscan_cpu"], 2) for m in measured],
+            "load_average_at_end": os.getloadavg()[0],
             "scan_says": scan_line,
         }
     finally:

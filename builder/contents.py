@@ -223,11 +223,16 @@ class _GoFinder:
             self._capture += data
             self.offset += len(data)
             return self._judge(final=False)
-        window = self._tail + data
+        # The magic may straddle the chunk boundary: the few bytes kept from the last chunk are searched with the
+        # start of this one; the chunk itself is searched in place (no copy of it).
+        start, boundary = self.offset, self._tail + data[: len(GO_MAGIC) - 1]
+        straddling = boundary.find(GO_MAGIC) if self._tail else -1
+        if straddling >= 0:
+            window, base, search = self._tail + data, start - len(self._tail), straddling
+        else:
+            window, base, search = data, start, 0
         view = memoryview(window)
-        base = self.offset - len(self._tail)
         self.offset += len(data)
-        search = 0
         while True:
             index = window.find(GO_MAGIC, search)
             if index < 0:
@@ -311,23 +316,29 @@ class _Member:
         self.go: _GoFinder | None = None
         self.first = b""
 
-    def feed(self, chunk: bytes) -> None:
-        if self.data is not None:
-            if len(self.data) + len(chunk) > MAX_DATABASE:
+    @property
+    def wanted(self) -> bool:
+        """Whether more of this member's bytes could change what is found (most files: not after four bytes)."""
+        if self.interest:
+            return self.data is not None
+        if self.go is not None:
+            return self.go.found is None and self.go.candidates <= MAX_GO_CANDIDATES
+        return len(self.first) < 4
+
+    def feed(self, chunk) -> None:
+        """The member's next bytes (bytes or a memoryview), in order."""
+        if self.interest:
+            if self.data is not None and len(self.data) + len(chunk) > MAX_DATABASE:
                 self.data = None  # not a real package database; dropped rather than held
-                return
-            self.data += chunk
+            elif self.data is not None:
+                self.data += chunk
             return
-        if self.go is None and len(self.first) < 4:
-            self.first += chunk[: 4 - len(self.first)]
-            if len(self.first) < 4:
-                return
-            if self.first != b"\x7fELF":
-                self.first = b"----"
+        if self.go is None:
+            self.first += bytes(chunk[: 4 - len(self.first)])
+            if len(self.first) < 4 or self.first != b"\x7fELF":
                 return
             self.go = _GoFinder()
-        if self.go is not None:
-            self.go.feed(chunk)
+        self.go.feed(bytes(chunk))
 
     def result(self) -> dict | None:
         if self.data is not None:
@@ -366,8 +377,8 @@ class _TarWalker:
                 take = view[: self._remaining]
                 view = view[len(take) :]
                 self._remaining -= len(take)
-                if self._member is not None:
-                    self._member.feed(bytes(take))
+                if self._member is not None and self._member.wanted:
+                    self._member.feed(take)
                 elif self._special is not None:
                     self._special += take
                 if not self._remaining:

@@ -8,6 +8,7 @@ are test fixtures with AIRLOCK-TEST ids, matched by the stand-in the way its API
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def test_fail_on_refuses_a_bundle_at_or_above_the_threshold(scanned_upstream, up
     clean = build(upstream, keys, tmp_path / "ok.tar", "stable", tmp_path / "cache2", "--cni", "none", "--fail-on", "low")
     assert clean.returncode == 0, clean.stderr
     assert json.loads(member(tmp_path / "ok.tar", "vulnerabilities.json"))["status"] == "scanned"
+    # Packed while the layers were read: bundle.json first (written last, into room kept for it), the review members last.
+    names = subprocess.run(["tar", "-tf", tmp_path / "ok.tar"], capture_output=True, text=True, check=True).stdout.split()
+    assert names[:2] == ["bundle.json", "bundle.json.sig"] and names[-3:] == ["api-versions.json", "sbom.spdx.json", "vulnerabilities.json"]
+    airlock_node("verify", tmp_path / "ok.tar", "--key", keys["ed25519"] / "airlock.pub", check=True)
     usage = build(upstream, keys, tmp_path / "x.tar", "stable", tmp_path / "cache2", "--fail-on", "severe")
     assert usage.returncode == 2 and "--fail-on 'severe'" in usage.stderr
 
