@@ -63,7 +63,7 @@ def bench_on(base: Path | None, total_mb: int, rounds: int) -> dict:
         # Each build writes a new file: replacing an existing 1 GB file costs its
         # deletion, which is not build work.
         def build(out: str) -> list[str]:
-            return build_argv(upstream, keys, work / out, cache, "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36")
+            return build_argv(upstream, keys, work / out, cache, "stable-1.36", "--arch", "amd64,arm64", "--image", "busybox:1.36")
 
         def airlock_cold_then_warm() -> dict:
             cold, rss = timed(build("bundle.tar"))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.runs import build_argv, keygen, median, print_goals, sync_disks
-from tests.upstream import LocalUpstream
+from tests.upstream import DEFAULT_VERSION, LocalUpstream
 
 PROGRAMS = {
     "docker.io/library/containerd-probe:1": Path("/usr/bin/containerd"),
@@ -42,6 +42,8 @@ def bench(rounds: int) -> dict:
     }
     upstream = LocalUpstream(
         work / "upstream",
+        versions=(DEFAULT_VERSION,),
+        labels={"stable": DEFAULT_VERSION},
         payload_bytes=8 << 20,
         extra_images={"docker.io/library/busybox:1.36": ("amd64", "arm64"), **{reference: ("amd64", "arm64") for reference in PROGRAMS}},
         image_files=files,
@@ -57,7 +59,7 @@ def bench(rounds: int) -> dict:
             shutil.rmtree(cache, ignore_errors=True)
             out.unlink(missing_ok=True)
             sync_disks()
-            argv = build_argv(upstream, keys, out, cache, "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36", *images, *extra)
+            argv = build_argv(upstream, keys, out, cache, "stable", "--arch", "amd64,arm64", "--image", "busybox:1.36", *images, *extra)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.monotonic()
             result = subprocess.run(argv, capture_output=True, text=True)

@@ -82,7 +82,7 @@ def main() -> None:
     server = None
     try:
         keys = keygen(work)
-        bundle = build(upstream, keys, work / "bundle.tar", work / "cache", "stable-1.31", "--arch", "amd64,arm64")
+        bundle = build(upstream, keys, work / "bundle.tar", work / "cache", "stable-1.36", "--arch", "amd64,arm64")
         pki = work / "pki"
         subprocess.run([AIRLOCK, "registry", "cert", "--ca-out", str(pki), "--name", "127.0.0.1"], check=True, capture_output=True)
         listen = f"127.0.0.1:{free_port()}"

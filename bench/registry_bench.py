@@ -118,7 +118,7 @@ def main() -> None:
     server = None
     try:
         keys = keygen(work)
-        bundle = build(upstream, keys, work / "bundle.tar", work / "cache", "stable-1.31", "--arch", "amd64,arm64")
+        bundle = build(upstream, keys, work / "bundle.tar", work / "cache", "stable-1.36", "--arch", "amd64,arm64")
         store = work / "store"
         unpack_images(bundle, load_trusted_keys([keys / "airlock.pub"]), store)
         port = free_port()
@@ -144,8 +144,8 @@ def main() -> None:
             "airlock_GBps": round(moved / airlock_seconds / 1e9, 2),
             "distribution_GBps": round(moved / distribution_seconds / 1e9, 2),
         }
-        p50, p99 = head_latency(port, "/v2/kube-apiserver/manifests/v1.31.4?ns=registry.k8s.io")
-        d50, d99 = head_latency(distribution.port, "/v2/kube-apiserver/manifests/v1.31.4")
+        p50, p99 = head_latency(port, "/v2/kube-apiserver/manifests/v1.36.4?ns=registry.k8s.io")
+        d50, d99 = head_latency(distribution.port, "/v2/kube-apiserver/manifests/v1.36.4")
         results["head_manifest_us"] = {"airlock_p50": round(p50), "airlock_p99": round(p99), "distribution_p50": round(d50), "distribution_p99": round(d99)}
         results["airlock_peak_rss_MB"] = round(rss_mb(server.pid), 1)
         pull = results["containerd_pull_seconds"]

@@ -28,14 +28,14 @@ def keygen(work: Path) -> Path:
     return keys
 
 
-def build_argv(upstream: LocalUpstream, keys: Path, out: Path, cache: Path, version: str = "stable-1.31", *extra: str) -> list[str]:
+def build_argv(upstream: LocalUpstream, keys: Path, out: Path, cache: Path, version: str = "stable-1.36", *extra: str) -> list[str]:
     return [
         AIRLOCK, "build", "-o", str(out), "--kubernetes-version", version, "--sign-key", str(keys / "airlock.key"),
         "--cache-dir", str(cache), *upstream.build_flags(), *extra,
     ]  # fmt: skip
 
 
-def build(upstream: LocalUpstream, keys: Path, out: Path, cache: Path, version: str = "stable-1.31", *extra: str) -> Path:
+def build(upstream: LocalUpstream, keys: Path, out: Path, cache: Path, version: str = "stable-1.36", *extra: str) -> Path:
     subprocess.run(build_argv(upstream, keys, out, cache, version, *extra), check=True, capture_output=True)
     return out
 

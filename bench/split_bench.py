@@ -68,7 +68,7 @@ def bench(total_mb: int, rounds: int, split: str) -> dict:
             out = work / directory / "k8s.tar"
             shutil.rmtree(out.parent, ignore_errors=True)
             out.parent.mkdir()
-            return build_argv(upstream, keys, out, cache, "stable-1.31", "--arch", "amd64,arm64", "--image", "busybox:1.36", *extra)
+            return build_argv(upstream, keys, out, cache, "stable-1.36", "--arch", "amd64,arm64", "--image", "busybox:1.36", *extra)
 
         def pair(kind: str, first_split: bool) -> dict:
             measured = {}

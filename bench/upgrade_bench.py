@@ -23,13 +23,13 @@ from tests.upstream import LocalUpstream
 def main() -> None:
     total_mb = int(os.environ.get("UPGRADE_BENCH_MB", "256"))
     work = Path(tempfile.mkdtemp(prefix="airlock-upgradebench-"))
-    upstream = LocalUpstream(work / "upstream", versions=("v1.31.4", "v1.31.5"), payload_bytes=(total_mb << 20) // 13, extra_images={}).start()
+    upstream = LocalUpstream(work / "upstream", versions=("v1.36.4", "v1.36.5"), payload_bytes=(total_mb << 20) // 13, extra_images={}).start()
     try:
         keys = keygen(work)
         cache = work / "cache"
-        old = build(upstream, keys, work / "old.tar", cache, "v1.31.4", "--serial", "1")
-        new = build(upstream, keys, work / "new.tar", cache, "v1.31.5", "--serial", "2")
-        delta = build(upstream, keys, work / "delta.tar", cache, "v1.31.5", "--serial", "2", "--base", str(old))
+        old = build(upstream, keys, work / "old.tar", cache, "v1.36.4", "--serial", "1")
+        new = build(upstream, keys, work / "new.tar", cache, "v1.36.5", "--serial", "2")
+        delta = build(upstream, keys, work / "delta.tar", cache, "v1.36.5", "--serial", "2", "--base", str(old))
         result = json.loads(subprocess.run([AIRLOCK, "diff", str(old), str(new), "--output", "json"], check=True, capture_output=True, text=True).stdout)
         figures = {
             "full_bundle_file_bytes": new.stat().st_size,

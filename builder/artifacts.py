@@ -18,11 +18,10 @@ DEFAULT_FLANNEL_VERSION = "v0.25.7"
 # flannel publishes kube-flannel.yml with no checksum beside it, so its sha256 is pinned here, by version, from a
 # copy someone checked; a version missing here needs --flannel-sha256. Add a line only for a file you verified.
 FLANNEL_SHA256: dict[str, str] = {}
-# crictl follows Kubernetes minors; newer minors fall back to the newest known.
-CRICTL_BY_MINOR = {28: "v1.28.0", 29: "v1.29.0", 30: "v1.30.1", 31: "v1.31.1", 32: "v1.32.0", 33: "v1.33.0", 34: "v1.34.0"}
-
-
 def default_crictl_version(minor: int) -> str:
+    """crictl follows Kubernetes minors (builder/versions.py); a minor outside the table takes the nearest one."""
+    from builder.versions import CRICTL_BY_MINOR
+
     if minor in CRICTL_BY_MINOR:
         return CRICTL_BY_MINOR[minor]
     return CRICTL_BY_MINOR[max(CRICTL_BY_MINOR)] if minor > max(CRICTL_BY_MINOR) else CRICTL_BY_MINOR[min(CRICTL_BY_MINOR)]

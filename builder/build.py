@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder import addons, artifacts, images, osv, sign
+from builder import versions as versions_table
 from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
 from builder.errors import BuildError, FetchError
 from builder.pack import DeferredPack, Packed, pack
@@ -77,6 +78,7 @@ class BuildOptions:
     manifests: list[Path] = field(default_factory=list)  # extra YAML the node applies after init (--manifest)
     osv_url: str | None = osv.DEFAULT_URL  # None: do not ask (--osv-url none)
     fail_on: str | None = None  # refuse a bundle with a known vulnerability at or above this severity
+    allow_unsupported_version: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def validate(self) -> None:
@@ -183,6 +185,7 @@ class Builder:
         self.http = Http(progress, options.retry)
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
+        self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
         self.contents = Contents(self.store, self.cache_dir, enabled=not options.no_scan)
 
@@ -296,6 +299,9 @@ class Builder:
         )
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
+        if self.unsupported:
+            self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
         versions = artifacts.Versions(
             kubernetes=resolution.version,
             cni=options.cni_version,
@@ -450,6 +456,7 @@ class Builder:
                 images=tuple(image_entries),
                 signer={"algorithm": key.algorithm, "key_id": key.key_id},
                 base=base_ref,
+                unsupported=self.unsupported,
             )
 
         output = Path(options.output)

@@ -13,6 +13,7 @@ import typer
 
 from builder import artifacts
 from builder.errors import BuildError, ResolveError
+from builder.versions import UnsupportedVersion
 from bundle.errors import AirlockError
 from bundle.meter import human_size
 
@@ -79,6 +80,7 @@ CONFIG_KEYS = {
     "manifest": "manifests",
     "osv-url": "osv_url",
     "fail-on": "fail_on",
+    "allow-unsupported-version": "allow_unsupported_version",
 }
 
 
@@ -111,11 +113,18 @@ def check_usage(values: dict) -> None:
     """Refuse values no build could use (exit 2, listing the valid ones) before anything is read or fetched."""
     from builder.build import CNI_CHOICES
     from builder.resolve import ACCEPTED, parse_request
+    from builder.versions import SUPPORTED_MINORS, SUPPORTED_RANGE, minor_of_request
 
     try:
-        parse_request(str(values["kubernetes_version"]))
+        kind, value = parse_request(str(values["kubernetes_version"]))
     except ResolveError:
         usage_error(f"--kubernetes-version {values['kubernetes_version']!r} is not a version or label; use {ACCEPTED}")
+    minor = minor_of_request(kind, value)
+    if minor is not None and minor not in SUPPORTED_MINORS and not values.get("allow_unsupported_version"):
+        usage_error(
+            f"--kubernetes-version {values['kubernetes_version']}: Kubernetes 1.{minor} is not supported (airlock builds {SUPPORTED_RANGE}, "
+            "the minors supported upstream); pick a supported version, or pass --allow-unsupported-version for a lab"
+        )
     arches = values.get("arches", ["amd64"])
     unknown = [arch for arch in arches if arch not in artifacts.ARCHES]
     if unknown or not arches:
@@ -128,7 +137,7 @@ def check_usage(values: dict) -> None:
 def build(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file to write (.tar).")] = None,
     kubernetes_version: Annotated[
-        str | None, typer.Option("--kubernetes-version", help="stable, stable-1, stable-1.31, latest, latest-1.31, v1.31.4 or 1.31.4.")
+        str | None, typer.Option("--kubernetes-version", help="stable, stable-1, stable-1.36, latest, latest-1.36, v1.36.4 or 1.36.4.")
     ] = None,
     sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Private key from `airlock keygen`.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="build.yaml holding any of these flags (flags win).")] = None,
@@ -200,10 +209,18 @@ def build(
             show_default="False",
         ),
     ] = None,
+    allow_unsupported_version: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unsupported-version",
+            help="Build a Kubernetes minor outside the supported range (labs only; recorded in bundle.json and shown by inspect).",
+            show_default="False",
+        ),
+    ] = None,
 ) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
-    Example: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key --arch amd64,arm64
+    Example: airlock build -o k8s.tar --kubernetes-version stable-1.36 --sign-key keys/airlock.key --arch amd64,arm64
     """
     from builder.build import BuildOptions
     from builder.build import build as run_build
@@ -243,6 +260,7 @@ def build(
             "manifests": manifest or None,
             "osv_url": osv_url,
             "fail_on": fail_on,
+            "allow_unsupported_version": allow_unsupported_version,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
         missing = [
@@ -282,6 +300,8 @@ def build(
             result = run_build(options, progress)
         finally:
             progress.close()
+    except UnsupportedVersion as error:
+        usage_error(str(error))
     except AirlockError as error:
         fail(error)
     manifest = result.manifest

@@ -35,18 +35,6 @@ from bundle.store import BlobStore
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
 
-# Used only with --image-list-from-table: etcd, coredns and pause can change within a minor, so it is never exact.
-FALLBACK_IMAGES_BY_MINOR = {
-    28: {"pause": "3.9", "etcd": "3.5.15-0", "coredns": "v1.10.1"},
-    29: {"pause": "3.9", "etcd": "3.5.16-0", "coredns": "v1.11.1"},
-    30: {"pause": "3.9", "etcd": "3.5.15-0", "coredns": "v1.11.3"},
-    31: {"pause": "3.10", "etcd": "3.5.15-0", "coredns": "v1.11.3"},
-    32: {"pause": "3.10", "etcd": "3.5.16-0", "coredns": "v1.11.3"},
-    33: {"pause": "3.10", "etcd": "3.5.21-0", "coredns": "v1.12.0"},
-    34: {"pause": "3.10.1", "etcd": "3.6.4-0", "coredns": "v1.12.1"},
-}
-
-
 def parse_mirrors(pairs: list[str]) -> dict[str, str]:
     """`--registry-mirror HOST=URL` values as {host: base URL}."""
     mirrors = {}
@@ -59,12 +47,19 @@ def parse_mirrors(pairs: list[str]) -> dict[str, str]:
 
 
 def fallback_control_plane_images(version: str, minor: int) -> list[str]:
-    table = FALLBACK_IMAGES_BY_MINOR.get(minor) or FALLBACK_IMAGES_BY_MINOR[max(FALLBACK_IMAGES_BY_MINOR)]
+    """The list kubeadm of that minor and patch answers, from builder/versions.py (only with --image-list-from-table)."""
+    from builder.versions import IMAGES, images_for
+
+    patch = int(version.lstrip("v").split(".")[2].split("-")[0])
+    row = images_for(minor, patch)
+    if row is None:
+        known = sorted({r.minor for r in IMAGES})
+        raise BuildError(f"--image-list-from-table has no row for Kubernetes {version} (it knows 1.{known[0]}-1.{known[-1]}); let kubeadm list the images")
     names = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
     return [f"registry.k8s.io/{name}:{version}" for name in names] + [
-        f"registry.k8s.io/coredns/coredns:{table['coredns']}",
-        f"registry.k8s.io/pause:{table['pause']}",
-        f"registry.k8s.io/etcd:{table['etcd']}",
+        f"registry.k8s.io/coredns/coredns:{row.coredns}",
+        f"registry.k8s.io/pause:{row.pause}",
+        f"registry.k8s.io/etcd:{row.etcd}",
     ]
 
 

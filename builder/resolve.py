@@ -1,4 +1,4 @@
-"""Version labels: `stable-1.31` -> `v1.31.4`, read from `{release-url}/release/{label}.txt`.
+"""Version labels: `stable-1.36` -> `v1.36.4`, read from `{release-url}/release/{label}.txt`.
 
 An exact version is never looked up; anything else is refused before a byte
 is downloaded.
@@ -14,13 +14,13 @@ from builder.errors import ResolveError
 
 _LABEL = re.compile(r"^(stable|latest)(?:-(\d+)(?:\.(\d+))?)?$")
 _EXACT = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.]+(?:\.[0-9A-Za-z]+)*)?$")
-ACCEPTED = "stable, stable-1, stable-1.31, latest, latest-1.31, v1.31.4 or 1.31.4"
+ACCEPTED = "stable, stable-1, stable-1.36, latest, latest-1.36, v1.36.4 or 1.36.4"
 
 
 @dataclass(frozen=True)
 class Resolution:
     requested: str
-    version: str  # always "v1.31.4"
+    version: str  # always "v1.36.4"
 
     @property
     def minor(self) -> tuple[int, int]:
@@ -29,7 +29,7 @@ class Resolution:
 
 
 def parse_request(text: str) -> tuple[str, str]:
-    """Classify `text` as ("exact", "v1.31.4") or ("label", "stable-1.31"); raise on anything else."""
+    """Classify `text` as ("exact", "v1.36.4") or ("label", "stable-1.36"); raise on anything else."""
     text = (text or "").strip()
     exact = _EXACT.match(text)
     if exact:
@@ -48,7 +48,7 @@ def resolve(text: str, read_label: Callable[[str], bytes]) -> Resolution:
     found = raw.decode("utf-8", "replace").strip()
     match = _EXACT.match(found)
     if not match or not found.startswith("v"):
-        raise ResolveError(f"label {value}: the label file holds {found[:60]!r}, not a version like v1.31.4")
+        raise ResolveError(f"label {value}: the label file holds {found[:60]!r}, not a version like v1.36.4")
     label = _LABEL.match(value)
     if label.group(2) is not None and int(match.group(1)) != int(label.group(2)):
         raise ResolveError(f"label {value} resolved to {found}, which is not in that major version")

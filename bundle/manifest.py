@@ -150,6 +150,7 @@ class Manifest:
     signer: dict[str, str] = field(default_factory=dict)
     base: BaseRef | None = None
     schema: str = SCHEMA
+    unsupported: bool = False  # built with --allow-unsupported-version: a minor outside the supported range
 
     def to_json(self) -> bytes:
         """The canonical bytes that get signed: sorted keys, no extra whitespace."""
@@ -159,7 +160,7 @@ class Manifest:
             "serial": self.serial,
             "created": format_time(self.created),
             "expires": format_time(self.expires),
-            "kubernetes": {"requested": self.requested, "version": self.version},
+            "kubernetes": {"requested": self.requested, "version": self.version, **({"unsupported": True} if self.unsupported else {})},
             "platforms": list(self.platforms),
             "components": dict(self.components),
             "files": [entry.to_dict() for entry in self.files],
@@ -262,6 +263,13 @@ def _check_reference(text: str, where: str) -> str:
     return text
 
 
+def _unsupported(kubernetes: dict) -> bool:
+    value = kubernetes.get("unsupported", False)
+    if not isinstance(value, bool):
+        raise BundleError("kubernetes.unsupported must be true or false", MANIFEST_NAME)
+    return value
+
+
 def _manifest_from_document(document: object) -> Manifest:
     if not isinstance(document, dict):
         raise BundleError("is not a JSON object", MANIFEST_NAME)
@@ -331,6 +339,7 @@ def _manifest_from_document(document: object) -> Manifest:
         expires=parse_time(_need(document, "expires", str), "expires"),
         requested=_need(kubernetes, "requested", str, "kubernetes."),
         version=_need(kubernetes, "version", str, "kubernetes."),
+        unsupported=_unsupported(kubernetes),
         platforms=tuple(platforms),
         components=dict(components),
         files=tuple(files),

@@ -148,7 +148,8 @@ def inspect(
         f"bundle      {bundle} ({human_size(total_size(bundle))})",
         f"name        {manifest.name}  serial {manifest.serial}",
         f"created     {manifest.created:%Y-%m-%d %H:%M:%SZ}  expires {manifest.expires:%Y-%m-%d %H:%M:%SZ}",
-        f"kubernetes  {manifest.version} (asked for {manifest.requested})",
+        f"kubernetes  {manifest.version} (asked for {manifest.requested})"
+        + ("  UNSUPPORTED: built with --allow-unsupported-version" if manifest.unsupported else ""),
         f"platforms   {', '.join(manifest.platforms)}",
         f"signer      {manifest.signer.get('algorithm', '?')} {manifest.signer.get('key_id', '?')}; signature {signature_state}",
         f"base        {'none (full bundle)' if manifest.base is None else f'serial {manifest.base.serial} bundle.json sha256 {manifest.base.sha256}'}",

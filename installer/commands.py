@@ -1,18 +1,21 @@
 """Every kubeadm and kubectl command line the installer runs, built in one place.
 
-Each line exists in the real kubeadm of 1.29–1.33 (configuration v1beta3 and
-v1beta4) and the real kubectl of 1.27–1.33; tests check the kubeadm lines
-against the strict stand-in and the kubectl lines against real kubectl
-binaries, both through `catalogue()`. kubeadm's init-side wait-control-plane
-phase is hidden (it has no command), so the installer waits for the API
-server itself between kubelet-start and upload-config (installer/apiwait.py).
+Each line exists in the real kubeadm of the minor it is built for (1.33-1.38, configuration
+v1beta4) and the real kubectl of 1.27-1.33; tests check the kubeadm lines against the strict
+stand-in of every minor and the kubectl lines against real kubectl binaries, through `catalogue()`.
+kubeadm's init-side wait-control-plane phase is hidden up to 1.33 (no command) and from 1.34 takes
+no --config, so kubeadm would resolve a version label for it: the installer never runs it and waits
+for the control plane itself (installer/apiwait.py).
 """
 
 from __future__ import annotations
 
-# kubeadm's init phases airlock runs, in order; WAIT marks where airlock waits for the API server.
-WAIT = ("(airlock waits for the API server's /readyz)",)
+# kubeadm's init phases airlock runs, in order; WAIT marks where airlock waits for the control plane, where a
+# whole `kubeadm init` runs its wait-control-plane phase.
+WAIT = ("(airlock waits for the control plane)",)
+PREFLIGHT = ("preflight",)
 INIT_STEPS: tuple[tuple[str, ...], ...] = (
+    PREFLIGHT,
     ("certs", "all"),
     ("kubeconfig", "all"),
     ("etcd", "local"),
@@ -29,13 +32,19 @@ INIT_STEPS: tuple[tuple[str, ...], ...] = (
 DRAIN_TIMEOUT = "600s"
 
 
-def kubeadm_init_phase(kubeadm: str, step: tuple[str, ...], config: str) -> list[str]:
+def ignore_flag(checks: tuple[str, ...]) -> str:
+    return "--ignore-preflight-errors=" + ",".join(checks)
+
+
+def kubeadm_init_phase(kubeadm: str, step: tuple[str, ...], config: str, ignored: tuple[str, ...] = ()) -> list[str]:
     # Every call carries the rendered config, whose kubernetesVersion is exact: kubeadm never resolves a label.
-    return [kubeadm, "init", "phase", *step, "--config", config]
+    extra = [ignore_flag(ignored)] if step == PREFLIGHT and ignored else []
+    return [kubeadm, "init", "phase", *step, *extra, "--config", config]
 
 
-def kubeadm_join(kubeadm: str, config: str) -> list[str]:
-    return [kubeadm, "join", "--config", config]
+def kubeadm_join(kubeadm: str, config: str, ignored: tuple[str, ...] = ()) -> list[str]:
+    # kubeadm join runs its own preflight first; --ignore-preflight-errors may go with --config.
+    return [kubeadm, "join", *([ignore_flag(ignored)] if ignored else []), "--config", config]
 
 
 def kubeadm_upgrade_apply(kubeadm: str, version: str) -> list[str]:
@@ -80,10 +89,12 @@ def kubectl_api_versions(kubectl_path: str, kubeconfig: str) -> list[str]:
 def catalogue(kubeadm: str = "kubeadm", kubectl_path: str = "kubectl", config: str = "CONFIG", kubeconfig: str = "KUBECONFIG",
               version: str = "VERSION", node: str = "NODE", manifest: str = "MANIFEST") -> dict[str, list[list[str]]]:
     """Every command line the installer can run, by program, with the given placeholders filled in."""
+    from installer.minors import KUBEADM_IGNORED_CHECKS_CONTROL_PLANE
+
     return {
         "kubeadm": [
-            *(kubeadm_init_phase(kubeadm, step, config) for step in INIT_STEPS if step != WAIT),
-            kubeadm_join(kubeadm, config),
+            *(kubeadm_init_phase(kubeadm, step, config, KUBEADM_IGNORED_CHECKS_CONTROL_PLANE) for step in INIT_STEPS if step != WAIT),
+            kubeadm_join(kubeadm, config, KUBEADM_IGNORED_CHECKS_CONTROL_PLANE),
             kubeadm_upgrade_apply(kubeadm, version),
             kubeadm_upgrade_node(kubeadm),
             kubeadm_reset(kubeadm),

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from installer.node import NodeConfig
+from installer import minors
+from installer.minors import kubelet_flag_problems
+from installer.node import NodeConfig, NodeError
 
 KUBEADM_GROUP = "kubeadm.k8s.io"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -21,9 +23,8 @@ BIND_PORT = 6443
 
 
 def api_version(version: str) -> str:
-    """kubeadm's configuration API: v1beta4 from 1.31 on, v1beta3 before."""
-    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    return "v1beta4" if (major, minor) >= (1, 31) else "v1beta3"
+    """kubeadm's configuration API for a minor: v1beta4 on every minor a node may run (1.33-1.38; v1beta3 is gone in 1.37)."""
+    return minors.of(version).kubeadm_api
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def _args(api: str, values: dict[str, str]) -> dict[str, str] | list[dict[str, s
 
 def _node_registration(config: NodeConfig, facts: NodeFacts, api: str) -> dict:
     kubelet_args = dict(config.kubelet.extra_args)
+    problems = kubelet_flag_problems(facts.version, kubelet_args)
+    if problems:
+        raise NodeError(f"node.yaml kubelet.extraArgs: {problems[0]}; remove it from node.yaml")
     if facts.address:
         kubelet_args["node-ip"] = facts.address
     registration: dict = {"name": facts.node_name, "criSocket": config.cri_socket, "imagePullPolicy": "IfNotPresent"}

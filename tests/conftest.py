@@ -132,14 +132,14 @@ def keys(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def bundle(upstream, keys, tmp_path_factory) -> Path:
-    """One two-architecture bundle of stable-1.31, shared by the read-only tests."""
+    """One two-architecture bundle of stable-1.36, shared by the read-only tests."""
     out = tmp_path_factory.mktemp("bundle") / "k8s.tar"
     airlock(
         "build",
         "-o",
         out,
         "--kubernetes-version",
-        "stable-1.31",
+        "stable-1.36",
         "--sign-key",
         keys["ed25519"] / "airlock.key",
         "--arch",
@@ -169,7 +169,7 @@ def store(bundle, keys, tmp_path_factory) -> Path:
 def node_bundle(upstream, keys, tmp_path_factory) -> Path:
     """amd64 only, like the test node; flannel included."""
     out = tmp_path_factory.mktemp("node-bundle") / "k8s.tar"
-    build(upstream, keys, out, "stable-1.31", tmp_path_factory.mktemp("node-cache"), check=True)
+    build(upstream, keys, out, "stable-1.36", tmp_path_factory.mktemp("node-cache"), check=True)
     return out
 
 
@@ -200,6 +200,7 @@ def scanned_upstream(tmp_path_factory):
     from tests.goprobe import build_probe, go_version_m
     from tests.imagefiles import ALPINE_IMAGE, ALPINE_OS_RELEASE, APK_INSTALLED, DEBIAN_IMAGE
     from tests.osv import record
+    from tests.upstream import DEFAULT_VERSION
 
     require(*TOOLS, "go", "dpkg-query")
     work = tmp_path_factory.mktemp("vulns")
@@ -220,6 +221,8 @@ def scanned_upstream(tmp_path_factory):
     ]
     upstream = LocalUpstream(
         work / "upstream",
+        versions=(DEFAULT_VERSION,),
+        labels={"stable": DEFAULT_VERSION},
         extra_images={DEBIAN_IMAGE: ("amd64",), ALPINE_IMAGE: ("amd64",)},
         image_files={
             DEBIAN_IMAGE: {"/etc/os-release": Path("/etc/os-release").read_bytes(), "/var/lib/dpkg/status": (work / "status").read_bytes(),

@@ -3,7 +3,7 @@
 1. start a local upstream (release files, GitHub-style release assets, a
    docker-registry with small real images; kubeadm/kubelet/kubectl are
    stand-ins because the real binaries cannot be fetched here)
-2. airlock keygen, airlock build (stable-1.31, amd64+arm64, flannel)
+2. airlock keygen, airlock build (stable-1.36, amd64+arm64, flannel)
 3. airlock verify, airlock inspect, and skopeo reading the bundle's image layout
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
@@ -37,10 +37,10 @@ def main() -> None:
     upstream = LocalUpstream(work / "upstream").start()
     try:
         print(f"local upstream: releases {upstream.release_url}, registry {upstream.registry.url}")
-        keys, out, cache = work / "keys", work / "k8s-stable-1.31.tar", work / "cache"
+        keys, out, cache = work / "keys", work / "k8s-stable-1.36.tar", work / "cache"
         step("keys", AIRLOCK, "keygen", "--out", str(keys), "--force")
         build = [
-            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.31", "--arch", "amd64,arm64",
+            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.36", "--arch", "amd64,arm64",
             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(cache), *upstream.build_flags(),
         ]
         step("build", *build)
@@ -49,7 +49,7 @@ def main() -> None:
         layout = work / "unpacked"
         layout.mkdir(exist_ok=True)
         step("unpack", "tar", "-xf", str(out), "-C", str(layout))
-        step("skopeo", "skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout / 'images'}:registry.k8s.io/kube-apiserver:v1.31.4")
+        step("skopeo", "skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout / 'images'}:registry.k8s.io/kube-apiserver:v1.36.4")
         step("warm rebuild", *build)
         install(work, out, keys)
     finally:

@@ -51,8 +51,8 @@ def good_members() -> dict[str, bytes]:
 def manifest_for(members: dict[str, bytes], **changes) -> Manifest:
     files = tuple(FileEntry(path, hashlib.sha256(data).hexdigest(), len(data), 0o644) for path, data in sorted(members.items()))
     values = dict(
-        name="hostile", serial=5, created=NOW - timedelta(days=1), expires=NOW + timedelta(days=30), requested="v1.31.4",
-        version="v1.31.4", platforms=("linux/amd64",), components={"pause": "3.10"}, files=files, images=(),
+        name="hostile", serial=5, created=NOW - timedelta(days=1), expires=NOW + timedelta(days=30), requested="v1.36.4",
+        version="v1.36.4", platforms=("linux/amd64",), components={"pause": "3.10"}, files=files, images=(),
     )
     values.update(changes)
     return Manifest(**values)
@@ -238,7 +238,7 @@ def _signature_over_other_bytes(key) -> bytes:
 
 def _tampered_manifest(key) -> bytes:
     manifest = manifest_for(good_members()).to_json()
-    return signed(key, manifest.replace(b"v1.31.4", b"v1.31.9"), sorted(good_members().items()), key.sign(manifest))
+    return signed(key, manifest.replace(b"v1.36.4", b"v1.36.9"), sorted(good_members().items()), key.sign(manifest))
 
 
 def _expired(key) -> bytes:

@@ -169,45 +169,71 @@ def two_minors(tmp_path_factory):
     from tests.conftest import TOOLS, require
 
     require(*TOOLS)
-    local = LocalUpstream(tmp_path_factory.mktemp("two-minors"), versions=("v1.31.4", "v1.32.0"), labels={"stable": "v1.32.0"}, extra_images={}).start()
+    local = LocalUpstream(tmp_path_factory.mktemp("two-minors"), versions=("v1.33.7", "v1.34.4"), labels={"stable": "v1.34.4"}, extra_images={}).start()
     yield local
     local.close()
 
 
 def test_an_upgrade_across_minors_stops_on_what_the_target_no_longer_serves(two_minors, keys, tmp_path):
-    """1.31 serves flowcontrol v1beta3 (deprecated), 1.32 removed it: the cluster serves it and a manifest this node applied uses it."""
+    """1.33 -> 1.34 (the way onto the supported range). The guide lists no removal for 1.33-1.38, so what would break
+    here is what a node installed by an airlock that did not check API versions may hold: a manifest it applied that
+    uses flowcontrol.apiserver.k8s.io/v1beta3 (gone since 1.32), and a cluster whose discovery still lists that
+    group-version (the stand-in kubectl is told so; its default answer is a default cluster's)."""
     from tests.conftest import airlock_node
     from tests.test_install import IGNORE
 
-    flow = _write(tmp_path, "flow.yaml", FLOWSCHEMA_V1BETA3)
-    cache, pin = tmp_path / "cache", ("--crictl-version", "v1.31.1")
-    old = build(two_minors, keys, tmp_path / "old.tar", "v1.31.4", cache, "--serial", "100", "--manifest", flow, *pin, check=True)
-    assert f"warning: {flow} document 1 (FlowSchema site-batch): flowcontrol.apiserver.k8s.io/v1beta3 FlowSchema is deprecated since 1.29" in old.stderr
-    refused = build(two_minors, keys, tmp_path / "refused.tar", "v1.32.0", cache, "--manifest", flow, *pin)
+    cache = tmp_path / "cache"
+    old = build(two_minors, keys, tmp_path / "old.tar", "v1.33.7", cache, "--serial", "100", "--allow-unsupported-version", check=True)
+    assert "warning: Kubernetes v1.33.7 is outside the supported" in old.stderr
+    refused = build(two_minors, keys, tmp_path / "refused.tar", "v1.34.4", cache, "--manifest", _write(tmp_path, "flow.yaml", FLOWSCHEMA_V1BETA3))
     assert refused.returncode == 1 and "is not served since 1.32; use flowcontrol.apiserver.k8s.io/v1" in refused.stderr
-    build(two_minors, keys, tmp_path / "new.tar", "v1.32.0", cache, "--serial", "101", *pin, check=True)
+    build(two_minors, keys, tmp_path / "new.tar", "v1.34.4", cache, "--serial", "101", check=True)
     root, log = tmp_path / "root", tmp_path / "standin.log"
     config = node_config(tmp_path, free_port())
 
-    def node(command: str, bundle: str, *extra: str):
+    def node(command: str, bundle: str, *extra: str, env: dict | None = None):
         return airlock_node(command, tmp_path / bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config,
-                            "--skip-phases", "images", *extra, env={"AIRLOCK_STANDIN_LOG": str(log)})  # fmt: skip
+                            "--skip-phases", "images", *extra, env={"AIRLOCK_STANDIN_LOG": str(log), **(env or {})})  # fmt: skip
 
     assert node("init", "old.tar", "--ignore-preflight-errors", IGNORE).returncode == 0
     (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
     (root / "etc/kubernetes/admin.conf").write_text("# admin kubeconfig placeholder\n")
+    (root / "var/lib/airlock/addons").mkdir(parents=True, exist_ok=True)
+    applied = root / "var/lib/airlock/addons/01-flow.yaml"
+    applied.write_text(FLOWSCHEMA_V1BETA3)
     kubeadm = (root / "usr/local/bin/kubeadm").read_bytes()
-    stopped = node("upgrade", "new.tar", "--ignore-preflight-errors", IGNORE)
+    old_cluster = {"AIRLOCK_STANDIN_API_VERSIONS": api_versions("v1.33.7") + " flowcontrol.apiserver.k8s.io/v1beta3"}
+    stopped = node("upgrade", "new.tar", "--ignore-preflight-errors", IGNORE, env=old_cluster)
     said = stopped.stdout + stopped.stderr
     assert stopped.returncode == 1, said
-    assert "phase api-versions" in stopped.stderr and "upgrading to Kubernetes 1.32 would break 2 thing(s)" in stopped.stderr
-    assert "[ERROR api-versions] the cluster serves flowcontrol.apiserver.k8s.io/v1beta3 (FlowSchema, PriorityLevelConfiguration), which 1.32 no longer serves" in said
-    applied = root / "var/lib/airlock/addons/01-flow.yaml"
+    assert "phase api-versions" in stopped.stderr and "upgrading to Kubernetes 1.34 would break 2 thing(s)" in stopped.stderr
+    assert "[ERROR api-versions] the cluster serves flowcontrol.apiserver.k8s.io/v1beta3 (FlowSchema, PriorityLevelConfiguration), which 1.34 no longer serves" in said
     assert f"[ERROR api-versions] {applied} document 1 (FlowSchema site-batch): flowcontrol.apiserver.k8s.io/v1beta3 FlowSchema is not served since 1.32" in said
     assert f"kubectl --kubeconfig {root / 'etc/kubernetes/admin.conf'} api-versions" in log.read_text().splitlines()
-    assert (root / "usr/local/bin/kubeadm").read_bytes() == kubeadm and json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["version"] == "v1.31.4"
-    # The operator has migrated (or accepts it): the same rerun, told to, goes on and finishes.
-    done = node("upgrade", "new.tar", "--ignore-preflight-errors", IGNORE + ",api-versions")
+    assert (root / "usr/local/bin/kubeadm").read_bytes() == kubeadm and json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["version"] == "v1.33.7"
+    # Migrated: the old manifest is gone and the cluster is a default one. The rerun goes on and finishes.
+    applied.unlink()
+    done = node("upgrade", "new.tar", "--ignore-preflight-errors", IGNORE)
+    assert done.returncode == 0, done.stderr
+    assert "against Kubernetes 1.34" in done.stdout + done.stderr
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["version"] == "v1.34.4"
+
+
+def test_an_operator_may_accept_what_would_break(two_minors, keys, tmp_path):
+    """--ignore-preflight-errors api-versions turns the stop into warnings (a dry run shows them too)."""
+    from tests.conftest import airlock_node
+    from tests.test_install import IGNORE
+
+    cache = tmp_path / "cache"
+    build(two_minors, keys, tmp_path / "old.tar", "v1.33.7", cache, "--serial", "100", "--allow-unsupported-version", check=True)
+    build(two_minors, keys, tmp_path / "new.tar", "v1.34.4", cache, "--serial", "101", check=True)
+    root = tmp_path / "root"
+    config = node_config(tmp_path, free_port())
+    common = ("--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--skip-phases", "images")
+    env = {"AIRLOCK_STANDIN_LOG": str(tmp_path / "log"), "AIRLOCK_STANDIN_API_VERSIONS": "v1 apps/v1 flowcontrol.apiserver.k8s.io/v1beta3"}
+    assert airlock_node("init", tmp_path / "old.tar", *common, "--ignore-preflight-errors", IGNORE, env=env).returncode == 0
+    (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
+    (root / "etc/kubernetes/admin.conf").write_text("# admin kubeconfig placeholder\n")
+    done = airlock_node("upgrade", tmp_path / "new.tar", *common, "--ignore-preflight-errors", IGNORE + ",api-versions", env=env)
     assert done.returncode == 0, done.stderr
     assert "[WARNING api-versions] the cluster serves flowcontrol.apiserver.k8s.io/v1beta3" in done.stdout + done.stderr
-    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["version"] == "v1.32.0"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import airlock, build, require
+from tests.upstream import COMPONENT_IMAGES
 
 
 def extract(bundle: Path, into: Path) -> Path:
@@ -29,12 +30,16 @@ def manifest_of(bundle: Path) -> dict:
 def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_path):
     require("skopeo")
     manifest = manifest_of(bundle)
-    assert manifest["kubernetes"] == {"requested": "stable-1.31", "version": "v1.31.4"}
+    assert manifest["kubernetes"] == {"requested": "stable-1.36", "version": "v1.36.4"}
     assert manifest["platforms"] == ["linux/amd64", "linux/arm64"]
-    assert manifest["components"]["etcd"] == "3.5.15-0"
-    assert manifest["components"]["pause"] == "3.10"
+    assert manifest["components"]["etcd"] == COMPONENT_IMAGES["etcd"]  # what kubeadm v1.36.4 lists
+    assert manifest["components"]["pause"] == COMPONENT_IMAGES["pause"]
     references = {image["reference"] for image in manifest["images"]}
-    assert references == set(upstream.all_images())
+    # v1.36.4's list (the upstream also serves the other minors' images) plus flannel's and the extra image.
+    listed = {f"registry.k8s.io/{name}:v1.36.4" for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")}
+    listed |= {f"registry.k8s.io/coredns/coredns:{COMPONENT_IMAGES['coredns']}", f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}",
+               f"registry.k8s.io/etcd:{COMPONENT_IMAGES['etcd']}"}
+    assert references == listed | {ref for ref in upstream.all_images() if not ref.startswith("registry.k8s.io/")}
     root = extract(bundle, tmp_path / "x")
     for image in manifest["images"]:
         # The digest the upstream registry serves is the digest the bundle keeps.
@@ -66,7 +71,7 @@ def test_label_build_carries_every_image_byte_for_byte(upstream, bundle, tmp_pat
 def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorithm):
     require("openssl")
     out = tmp_path / "k8s.tar"
-    build(upstream, keys, out, "v1.31.4", tmp_path / "cache", "--cni", "none", algorithm=algorithm, check=True)
+    build(upstream, keys, out, "v1.36.4", tmp_path / "cache", "--cni", "none", algorithm=algorithm, check=True)
     root = extract(out, tmp_path / "x")
     pub = keys[algorithm] / "airlock.pub"
     if algorithm == "ed25519":
@@ -86,27 +91,27 @@ def test_openssl_alone_verifies_the_signature(upstream, keys, tmp_path, algorith
     else:
         command = ["openssl", "dgst", "-sha256", "-verify", pub, "-signature", root / "bundle.json.sig", root / "bundle.json"]
     assert subprocess.run(list(map(str, command)), capture_output=True).returncode == 0
-    (root / "bundle.json").write_bytes((root / "bundle.json").read_bytes().replace(b"v1.31.4", b"v1.31.5"))
+    (root / "bundle.json").write_bytes((root / "bundle.json").read_bytes().replace(b"v1.36.4", b"v1.36.5"))
     assert subprocess.run(list(map(str, command)), capture_output=True).returncode != 0
 
 
 def test_exact_version_is_never_looked_up(upstream, keys, tmp_path):
     upstream.server.clear()
     out = tmp_path / "k8s.tar"
-    build(upstream, keys, out, "1.31.4", tmp_path / "cache", check=True)
-    assert manifest_of(out)["kubernetes"] == {"requested": "1.31.4", "version": "v1.31.4"}
+    build(upstream, keys, out, "1.36.4", tmp_path / "cache", check=True)
+    assert manifest_of(out)["kubernetes"] == {"requested": "1.36.4", "version": "v1.36.4"}
     assert not [r for r in upstream.server.requested(".txt")]
 
 
 def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_path):
     cache = tmp_path / "cache"
-    flags = ["--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", cache, *upstream.build_flags()]
+    flags = ["--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", cache, *upstream.build_flags()]
     env = {"SOURCE_DATE_EPOCH": "1790000000"}
     airlock("build", "-o", tmp_path / "a.tar", *flags, env=env, check=True)
     upstream.server.clear()
     second = airlock("build", "-o", tmp_path / "b.tar", *flags, env=env, check=True)
     # Only the label is asked again: a label can move, release files cannot.
-    assert [r.path for r in upstream.server.requests] == ["/release-server/release/stable-1.31.txt"]
+    assert [r.path for r in upstream.server.requests] == ["/release-server/release/stable-1.36.txt"]
     assert "downloaded 8 B" in second.stdout
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert not list((cache / ".partial").iterdir())
@@ -126,7 +131,7 @@ def test_member_data_starts_on_4k_boundaries_and_plain_tar_reads_it(bundle, tmp_
 
 def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tmp_path, bundle):
     out = tmp_path / "amd64.tar"
-    build(upstream, keys, out, "stable-1.31", tmp_path / "cache", "--arch", "amd64", check=True)
+    build(upstream, keys, out, "stable-1.36", tmp_path / "cache", "--arch", "amd64", check=True)
     small = {f["path"] for f in manifest_of(out)["files"] if f["path"].startswith("images/blobs/")}
     both = {f["path"] for f in manifest_of(bundle)["files"] if f["path"].startswith("images/blobs/")}
     assert small < both
@@ -135,7 +140,7 @@ def test_single_arch_bundle_carries_only_that_platforms_blobs(upstream, keys, tm
         assert image["platforms"] == ["linux/amd64"]
 
 
-@pytest.mark.parametrize("label", ["stable-x", "v1.31", "", "latest-1.31.4", "1.31.4.5", "stable-1.31.x", "v1.31.4/../x"])
+@pytest.mark.parametrize("label", ["stable-x", "v1.31", "", "latest-1.36.4", "1.36.4.5", "stable-1.36.x", "v1.36.4/../x"])
 def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
     upstream.server.clear()
     result = build(upstream, keys, tmp_path / "k8s.tar", label, tmp_path / "cache")
@@ -146,20 +151,20 @@ def test_bad_labels_fail_before_any_download(upstream, keys, tmp_path, label):
 
 
 def test_label_file_without_a_version_is_refused(upstream, keys, tmp_path):
-    (upstream.files_root / "release-server/release/latest-1.30.txt").write_text("<html>not found</html>\n")
-    result = build(upstream, keys, tmp_path / "k8s.tar", "latest-1.30", tmp_path / "cache")
+    (upstream.files_root / "release-server/release/latest-1.35.txt").write_text("<html>not found</html>\n")
+    result = build(upstream, keys, tmp_path / "k8s.tar", "latest-1.35", tmp_path / "cache")
     assert result.returncode == 1
-    assert "not a version like v1.31.4" in result.stderr
+    assert "not a version like v1.36.4" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_wrong_sha256_fails_naming_url_expected_and_actual(upstream, keys, tmp_path):
-    path = upstream.files_root / "release-server/release/v1.31.4/bin/linux/amd64/kubectl"
+    path = upstream.files_root / "release-server/release/v1.36.4/bin/linux/amd64/kubectl"
     checksum = Path(f"{path}.sha256")
     good = checksum.read_text()
     checksum.write_text("0" * 64 + "\n")
     try:
-        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache")
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache")
     finally:
         checksum.write_text(good)
     assert result.returncode == 1
@@ -177,7 +182,7 @@ def test_wrong_blob_digest_fails_the_build(upstream, keys, tmp_path):
     data = upstream.registry.blob_path(layer)
     data.write_bytes(b"X" + data.read_bytes()[1:])
     result = build(
-        upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--image", "registry.k8s.io/corrupt/tool:1.0", "--cni", "none"
+        upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--image", "registry.k8s.io/corrupt/tool:1.0", "--cni", "none"
     )
     assert result.returncode == 1
     assert f"/v2/corrupt/tool/blobs/{layer}: checksum mismatch: expected {layer}, got sha256:" in result.stderr
@@ -188,7 +193,7 @@ def test_wrong_blob_digest_fails_the_build(upstream, keys, tmp_path):
 def test_build_config_file_sets_flags(upstream, keys, tmp_path):
     config = tmp_path / "build.yaml"
     config.write_text(
-        "kubernetes-version: v1.31.4\n"
+        "kubernetes-version: v1.36.4\n"
         f"sign-key: {keys['ed25519'] / 'airlock.key'}\n"
         "arch: [arm64]\ncni: none\n"
         f"release-url: {upstream.release_url}\ngithub-url: {upstream.github_url}\n"
@@ -210,7 +215,7 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
 
     def build_through_front(out: Path, home: Path):
         return airlock(
-            "build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key",
+            "build", "-o", out, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key",
             "--cache-dir", out.with_suffix(".cache"), "--cni", "none", "--release-url", upstream.release_url,
             "--github-url", upstream.github_url, "--registry-mirror", f"registry.k8s.io={front.url}", env={"HOME": str(home)},
         )  # fmt: skip
@@ -234,17 +239,17 @@ def test_token_auth_and_blob_redirects_to_another_host(upstream, keys, tmp_path)
 
 @pytest.fixture(scope="module")
 def later_patch(tmp_path_factory):
-    """An upstream whose v1.31.9 kubeadm lists etcd 3.5.24-0, where the built-in 1.31 table says 3.5.15-0."""
+    """An upstream whose v1.36.9 kubeadm lists etcd 3.6.10-0 (a patch newer than the table knows), where the built-in 1.36 row says 3.6.9-0."""
     from tests.conftest import TOOLS
     from tests.upstream import LocalUpstream
 
     require(*TOOLS)
     local = LocalUpstream(
         tmp_path_factory.mktemp("later-patch"),
-        versions=("v1.31.9",),
-        labels={"stable-1.31": "v1.31.9"},
+        versions=("v1.36.9",),
+        labels={"stable-1.36": "v1.36.9"},
         extra_images={},
-        component_overrides={"v1.31.9": {"etcd": "3.5.24-0"}},
+        component_overrides={"v1.36.9": {"etcd": "3.6.10-0"}},
     ).start()
     yield local
     local.close()
@@ -253,32 +258,60 @@ def later_patch(tmp_path_factory):
 def test_a_foreign_arch_bundle_asks_the_hosts_own_kubeadm_of_that_version(later_patch, keys, tmp_path):
     later_patch.server.clear()
     out = tmp_path / "arm64.tar"
-    result = build(later_patch, keys, out, "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", check=True)
+    result = build(later_patch, keys, out, "v1.36.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", check=True)
     manifest = manifest_of(out)
-    assert manifest["components"]["etcd"] == "3.5.24-0"  # kubeadm's answer, not the table's 3.5.15-0
-    assert "registry.k8s.io/etcd:3.5.24-0" in {image["reference"] for image in manifest["images"]}
+    assert manifest["components"]["etcd"] == "3.6.10-0"  # kubeadm's answer, not the table's 3.6.9-0
+    assert "registry.k8s.io/etcd:3.6.10-0" in {image["reference"] for image in manifest["images"]}
     assert not any(f["path"].startswith("bin/linux-amd64/") for f in manifest["files"])
-    host_kubeadm = "/release-server/release/v1.31.9/bin/linux/amd64/kubeadm"
+    host_kubeadm = "/release-server/release/v1.36.9/bin/linux/amd64/kubeadm"
     assert later_patch.server.requested(host_kubeadm) and later_patch.server.requested(host_kubeadm + ".sha256")
     assert "fetched into the cache (not the bundle)" in result.stderr
 
 
 def test_the_image_table_only_on_request_and_with_a_warning(later_patch, keys, tmp_path):
     later_patch.server.clear()
-    table = build(later_patch, keys, tmp_path / "table.tar", "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", "--image-list-from-table")
+    table = build(later_patch, keys, tmp_path / "table.tar", "v1.36.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none", "--image-list-from-table")
     assert "warning: --image-list-from-table" in table.stderr
-    # The table's etcd is not what v1.31.9 uses: the build cannot find it, which is why the table is never the default.
-    assert table.returncode == 1 and "etcd/manifests/3.5.15-0: HTTP 404" in table.stderr
+    # The table's etcd is not what v1.36.9 uses: the build cannot find it, which is why the table is never the default.
+    assert table.returncode == 1 and "etcd/manifests/3.6.9-0: HTTP 404" in table.stderr
     assert not later_patch.server.requested("/bin/linux/amd64/kubeadm")
 
 
 def test_a_host_kubeadm_with_a_bad_checksum_stops_the_build(later_patch, keys, tmp_path):
-    sums = later_patch.files_root / "release-server/release/v1.31.9/bin/linux/amd64/kubeadm.sha256"
+    sums = later_patch.files_root / "release-server/release/v1.36.9/bin/linux/amd64/kubeadm.sha256"
     good = sums.read_text()
     sums.write_text("0" * 64 + "\n")
     try:
-        result = build(later_patch, keys, tmp_path / "x.tar", "v1.31.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none")
+        result = build(later_patch, keys, tmp_path / "x.tar", "v1.36.9", tmp_path / "cache", "--arch", "arm64", "--cni", "none")
     finally:
         sums.write_text(good)
     assert result.returncode == 1 and "bin/linux/amd64/kubeadm" in result.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.parametrize("version", ["v1.33.7", "1.31.4", "stable-1.33", "latest-1.39"])
+def test_build_refuses_an_unsupported_minor_before_any_download(upstream, keys, tmp_path, version):
+    upstream.server.clear()
+    result = build(upstream, keys, tmp_path / "k8s.tar", version, tmp_path / "cache")
+    assert result.returncode == 2 and "airlock builds 1.34-1.38" in result.stderr and "--allow-unsupported-version" in result.stderr
+    assert upstream.server.requests == [] and not (tmp_path / "k8s.tar").exists()
+
+
+def test_a_label_outside_the_range_is_refused_once_read(upstream, keys, tmp_path):
+    (upstream.files_root / "release-server/release/stable-1.txt").write_text("v1.33.7\n")
+    try:
+        result = build(upstream, keys, tmp_path / "k8s.tar", "stable-1", tmp_path / "cache")
+    finally:
+        (upstream.files_root / "release-server/release/stable-1.txt").write_text(upstream.labels["stable-1"] + "\n")
+    assert result.returncode == 2 and "Kubernetes v1.33.7 is not supported" in result.stderr
+
+
+def test_allow_unsupported_version_is_recorded_and_shown(upstream, keys, tmp_path):
+    out = tmp_path / "lab.tar"
+    build(upstream, keys, out, "v1.33.7", tmp_path / "cache", "--allow-unsupported-version", "--cni", "none", check=True)
+    assert manifest_of(out)["kubernetes"] == {"requested": "v1.33.7", "version": "v1.33.7", "unsupported": True}
+    assert "UNSUPPORTED: built with --allow-unsupported-version" in airlock("inspect", out, check=True).stdout
+    supported = tmp_path / "k8s.tar"
+    build(upstream, keys, supported, "v1.34.4", tmp_path / "cache", "--cni", "none", check=True)
+    assert "unsupported" not in manifest_of(supported)["kubernetes"]
+    assert "UNSUPPORTED" not in airlock("inspect", supported, check=True).stdout

@@ -110,10 +110,10 @@ def test_help_and_version_as_programs():
 @pytest.mark.parametrize(
     "args, listed",
     [
-        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "banana"], "stable-1.31"),
-        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.31.4", "--arch", "s390x"], "amd64, arm64"),
-        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.31.4", "--arch", "amd64,s390x"], "amd64, arm64"),
-        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.31.4", "--cni", "calico"], "flannel, none"),
+        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "banana"], "stable-1.36"),
+        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.36.4", "--arch", "s390x"], "amd64, arm64"),
+        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.36.4", "--arch", "amd64,s390x"], "amd64, arm64"),
+        (["build", "-o", "x.tar", "--sign-key", "k", "--kubernetes-version", "1.36.4", "--cni", "calico"], "flannel, none"),
         (["init", "b.tar", "--key", "k.pub", "--ignore-preflight-errors", "swap,no-such-check"], "module-br_netfilter"),
         (["join", "b.tar", "--key", "k.pub", "--skip-phases", "kubeadm-init"], "kubeadm-join"),
         (["upgrade", "b.tar", "--key", "k.pub", "--skip-phases", "nonsense"], "verify"),
@@ -147,7 +147,7 @@ def test_inspect_and_verify_name_a_file_that_is_not_a_bundle(keys, tmp_path):
 def test_an_unresolvable_name_fails_at_once_pointing_at_the_mirror_flags(keys, tmp_path):
     started = time.monotonic()
     result = airlock(
-        "build", "-o", tmp_path / "k.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+        "build", "-o", tmp_path / "k.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
         "--cache-dir", tmp_path / "cache", "--release-url", "http://dl.airlock-offline.invalid", "--cni", "none",
     )
     assert result.returncode == 1
@@ -172,7 +172,7 @@ def test_an_unreachable_port_is_still_retried(tmp_path):
 def manifest_json(tmp_path: Path, name: str, platforms: list[str], images: dict[str, str], files: dict[str, str]) -> Path:
     document = {
         "schema": "airlock.bundle/v1", "name": "airlock", "serial": 1, "created": "2026-01-01T00:00:00Z", "expires": "2027-01-01T00:00:00Z",
-        "kubernetes": {"requested": "v1.31.4", "version": "v1.31.4"}, "platforms": platforms, "components": {},
+        "kubernetes": {"requested": "v1.36.4", "version": "v1.36.4"}, "platforms": platforms, "components": {},
         "files": [{"path": p, "sha256": h * 64, "size": 10, "mode": 0o644, "source": None, "upstream_sha256": None} for p, h in files.items()],
         "images": [{"reference": r, "digest": "sha256:" + d * 64, "media_type": "application/vnd.oci.image.index.v1+json",
                     "platforms": platforms, "size": 1, "blobs": []} for r, d in images.items()],
@@ -234,7 +234,7 @@ def test_help_and_verify_start_without_the_network_stack(bundle, keys):
     assert "cryptography" in verify  # it did verify
     assert not set(HEAVY) & verify
     # The build does need them: the check above can tell.
-    assert {"requests"} <= loaded_modules("build", "--kubernetes-version", "1.31.4", "-o", "/nonexistent/x.tar", "--sign-key", "/nonexistent/k")
+    assert {"requests"} <= loaded_modules("build", "--kubernetes-version", "1.36.4", "-o", "/nonexistent/x.tar", "--sign-key", "/nonexistent/k")
 
 
 def test_key_fingerprint_from_openssl_matches_what_inspect_and_verify_show(bundle, keys):

@@ -22,7 +22,7 @@ from builder.contents import BARE, BlobContents, Tap, merge_layers, parse_dpkg_s
 from tests.conftest import TOOLS, build, require
 from tests.goprobe import build_probe, go_version_m
 from tests.imagefiles import ALPINE_IMAGE, ALPINE_OS_RELEASE, APK_INSTALLED, DEBIAN_IMAGE
-from tests.upstream import LocalUpstream
+from tests.upstream import DEFAULT_VERSION, LocalUpstream
 
 KUBECTL = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
 @pytest.fixture(scope="module")
@@ -46,6 +46,8 @@ def contents_upstream(tmp_path_factory, probe, debian_status):
         pytest.fail(f"{KUBECTL} (the machine image's real kubectl 1.33) is missing")
     upstream = LocalUpstream(
         tmp_path_factory.mktemp("contents-upstream"),
+        versions=(DEFAULT_VERSION,),
+        labels={"stable": DEFAULT_VERSION},
         extra_images={DEBIAN_IMAGE: ("amd64", "arm64"), ALPINE_IMAGE: ("amd64",)},
         image_files={
             DEBIAN_IMAGE: {
@@ -94,7 +96,7 @@ def purl(package: dict) -> str:
 def contents_bundle(contents_upstream, keys, tmp_path_factory):
     work = tmp_path_factory.mktemp("contents-bundle")
     result = build(
-        contents_upstream, keys, work / "k8s.tar", "v1.31.4", work / "cache", "--arch", "amd64,arm64",
+        contents_upstream, keys, work / "k8s.tar", DEFAULT_VERSION, work / "cache", "--arch", "amd64,arm64",
         "--image", DEBIAN_IMAGE, "--image", ALPINE_IMAGE, check=True,
     )  # fmt: skip
     return work, result
@@ -156,13 +158,13 @@ def test_sbom_names_the_go_modules_of_bundle_binaries_and_of_programs_in_archive
 
 def test_a_rebuild_reads_contents_from_the_cache_and_a_cache_without_results_is_read_once(contents_upstream, contents_bundle, keys):
     work, first = contents_bundle
-    again = build(contents_upstream, keys, work / "again.tar", "v1.31.4", work / "cache", "--arch", "amd64,arm64",
+    again = build(contents_upstream, keys, work / "again.tar", DEFAULT_VERSION, work / "cache", "--arch", "amd64,arm64",
                   "--image", DEBIAN_IMAGE, "--image", ALPINE_IMAGE, check=True)  # fmt: skip
     line = next(line for line in again.stderr.splitlines() if line.startswith("contents:"))
     assert "re-read" not in line and " 0 B read for them" in line, line
     assert sbom_of(work / "again.tar")["packages"] == sbom_of(work / "k8s.tar")["packages"]
     shutil.rmtree(work / "cache" / "contents")
-    third = build(contents_upstream, keys, work / "third.tar", "v1.31.4", work / "cache", "--arch", "amd64,arm64",
+    third = build(contents_upstream, keys, work / "third.tar", DEFAULT_VERSION, work / "cache", "--arch", "amd64,arm64",
                   "--image", DEBIAN_IMAGE, "--image", ALPINE_IMAGE, check=True)  # fmt: skip
     line = next(line for line in third.stderr.splitlines() if line.startswith("contents:"))
     assert "re-read from the cache: no earlier scan result" in line, line
@@ -172,10 +174,10 @@ def test_a_rebuild_reads_contents_from_the_cache_and_a_cache_without_results_is_
 def test_a_download_cut_half_way_and_resumed_is_still_read_whole(contents_upstream, keys, tmp_path):
     from tests.upstream import Fault
 
-    path = "/release-server/release/v1.31.4/bin/linux/amd64/kubectl"
+    path = f"/release-server/release/{DEFAULT_VERSION}/bin/linux/amd64/kubectl"
     contents_upstream.server.faults[path] = Fault(cut_at=0.5)
     try:
-        result = build(contents_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", check=True)
+        result = build(contents_upstream, keys, tmp_path / "k8s.tar", DEFAULT_VERSION, tmp_path / "cache", "--cni", "none", check=True)
         ranges = [record.range for record in contents_upstream.server.requested(path) if record.method == "GET"]
     finally:
         contents_upstream.server.clear()
@@ -186,7 +188,7 @@ def test_a_download_cut_half_way_and_resumed_is_still_read_whole(contents_upstre
 
 
 def test_no_scan_lists_files_and_images_only(contents_upstream, keys, tmp_path):
-    build(contents_upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--cni", "none", "--image", DEBIAN_IMAGE, "--no-scan", check=True)
+    build(contents_upstream, keys, tmp_path / "k8s.tar", DEFAULT_VERSION, tmp_path / "cache", "--cni", "none", "--image", DEBIAN_IMAGE, "--no-scan", check=True)
     sbom = sbom_of(tmp_path / "k8s.tar")
     assert {r["relationshipType"] for r in sbom["relationships"]} == {"DESCRIBES"}
 

@@ -587,7 +587,7 @@ def test_from_urls_tags_and_the_members_a_node_needs():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     files = ["bin/linux-amd64/kubeadm", "bin/linux-arm64/kubeadm", "cni/linux-arm64/cni.tgz", "cni/linux-amd64/cni.tgz",
              "manifests/kube-flannel.yml", "sbom.spdx.json", "images/index.json", "images/oci-layout", "images/blobs/sha256/" + "a" * 64]
-    manifest = Manifest("my bundle/x", 7, now, now, "stable", "v1.31.4", ("linux/amd64", "linux/arm64"), {}, tuple(map(entry, files)), ())
+    manifest = Manifest("my bundle/x", 7, now, now, "stable", "v1.36.4", ("linux/amd64", "linux/arm64"), {}, tuple(map(entry, files)), ())
     assert [e.path for e in needed_members(manifest, "amd64")] == [
         "bin/linux-amd64/kubeadm", "cni/linux-amd64/cni.tgz", "manifests/kube-flannel.yml", "sbom.spdx.json", "images/index.json", "images/oci-layout"]
     assert tag_for(manifest) == "my_bundle_x-7" and parse_tag("my_bundle_x-7") == ("my_bundle_x", 7) and parse_tag("latest") is None

@@ -33,11 +33,11 @@ def test_the_corpus_is_large_enough():
 
 
 def installed_root(tmp_path):
-    """A node root that has serial 3 (v1.31.3) installed, so init and upgrade get as far as they can."""
+    """A node root that has serial 3 (v1.36.3) installed, so init and upgrade get as far as they can."""
     root = tmp_path / "root"
     state = root / "var/lib/airlock/state.json"
     state.parent.mkdir(parents=True)
-    installed = {"serial": 3, "sha256": "0" * 64, "version": "v1.31.3", "name": "old", "command": "init", "role": "first-control-plane"}
+    installed = {"serial": 3, "sha256": "0" * 64, "version": "v1.36.3", "name": "old", "command": "init", "role": "first-control-plane"}
     state.write_text(json.dumps({"installed": installed, "run": None}))
     return root
 

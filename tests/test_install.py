@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import airlock, airlock_node, assert_blobs_whole, node_command, python39, require
 from tests.containerd import Containerd
 from tests.nodenet import NodeNetwork, host_address
-from tests.upstream import free_port
+from tests.upstream import COMPONENT_IMAGES, free_port
 
 IGNORE = "module-br_netfilter,swap,port-6443,port-2379,port-2380,port-10250,port-10257,port-10259,root,disk-space"
 
@@ -60,20 +60,22 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     assert containerd.image_digests() == expected
     labels = containerd.ctr("images", "ls").stdout
     assert labels.count("io.cri-containerd.pinned=pinned") >= len(expected)
-    run = containerd.ctr("run", "--rm", "registry.k8s.io/kube-apiserver:v1.31.4", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
-    assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.31.4 amd64"
+    run = containerd.ctr("run", "--rm", "registry.k8s.io/kube-apiserver:v1.36.4", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
+    assert run.stdout.strip() == "registry.k8s.io/kube-apiserver:v1.36.4 amd64"
     calls = log.read_text().splitlines()
     kubeadm_calls = [c for c in calls if c.startswith("kubeadm ")]
-    assert kubeadm_calls[0].startswith("kubeadm init phase certs all --config ")
-    from installer.commands import INIT_STEPS, WAIT
+    from installer.commands import INIT_STEPS, WAIT, ignore_flag
+    from installer.minors import KUBEADM_IGNORED_CHECKS_CONTROL_PLANE
 
-    assert [c.split(" --config ")[0] for c in kubeadm_calls if c.startswith("kubeadm init phase")] == [
-        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS if step != WAIT
+    # kubeadm's own preflight first, then its phases; 1.36's wait-control-plane is not run under --root (kubelet is not started).
+    assert kubeadm_calls[0].startswith(f"kubeadm init phase preflight {ignore_flag(KUBEADM_IGNORED_CHECKS_CONTROL_PLANE)} --config ")
+    assert [c.split(" --config ")[0] for c in kubeadm_calls[1:] if c.startswith("kubeadm init phase")] == [
+        "kubeadm init phase " + " ".join(step) for step in INIT_STEPS[1:] if step != WAIT
     ]
     assert "kubelet is not started under --root" in result.stderr
     documents = list(yaml.safe_load_all((root / "var/lib/airlock/kubeadm/init.yaml").read_text()))
     cluster = next(d for d in documents if d["kind"] == "ClusterConfiguration")
-    assert cluster["kubernetesVersion"] == "v1.31.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["kubernetesVersion"] == "v1.36.4" and cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
     assert cluster["imageRepository"] == "registry.k8s.io"
     assert "stable" not in " ".join(calls)
     assert any(c.startswith("kubectl --kubeconfig") and c.endswith("kube-flannel.yml") for c in calls)
@@ -129,7 +131,7 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     assert result.returncode == 1 and "trusted key" in result.stderr
     # An expired bundle.
     expired = tmp_path / "expired.tar"
-    airlock("build", "-o", expired, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--expires-days", "1",
+    airlock("build", "-o", expired, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--expires-days", "1",
             "--cache-dir", tmp_path / "cache", *upstream.build_flags(), env={"SOURCE_DATE_EPOCH": "1600000000"}, check=True)
     result = install("init", expired, keys, root, config, None, log, *FAST)
     assert result.returncode == 1 and "expired" in result.stderr
@@ -137,7 +139,7 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     # A downgrade: serial 20 installed, serial 10 refused.
     new, old = tmp_path / "new.tar", tmp_path / "old.tar"
     for out, serial in ((new, "20"), (old, "10")):
-        airlock("build", "-o", out, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
+        airlock("build", "-o", out, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
                 "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
     assert install("init", new, keys, root, config, None, log, *FAST).returncode == 0
     before = {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()}
@@ -167,7 +169,7 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     assert cri["max_container_log_line_size"] == 262144 and cri["cni"] == before["plugins"]["io.containerd.grpc.v1.cri"]["cni"]
     assert cri["containerd"]["runtimes"]["runc"]["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": True}
     assert cri["registry"]["config_path"] == "/etc/containerd/certs.d"
-    assert cri["sandbox_image"] == "registry.k8s.io/pause:3.10"
+    assert cri["sandbox_image"] == f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}"  # the bundle's pause
     assert (root / "etc/containerd/config.toml.airlock-backup").read_text() == original
     # containerd 2.x layout
     from installer.containerd_config import merge
@@ -187,7 +189,8 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     joined = install("join", node_bundle, keys, root, config, None, log, "--skip-phases", "images")
     assert joined.returncode == 0, joined.stderr
     calls = log.read_text().splitlines()
-    assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join --config {root}/var/lib/airlock/kubeadm/join.yaml"]
+    ignored = "--ignore-preflight-errors=IsPrivilegedUser,Swap,Port-10250"  # what airlock's own preflight checked on a worker
+    assert [c for c in calls if c.startswith("kubeadm join")] == [f"kubeadm join {ignored} --config {root}/var/lib/airlock/kubeadm/join.yaml"]
     (join,) = yaml.safe_load_all((root / "var/lib/airlock/kubeadm/join.yaml").read_text())
     assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.0.0.10:6443" and join["kind"] == "JoinConfiguration"
     assert oct((root / "var/lib/airlock/kubeadm/join.yaml").stat().st_mode & 0o777) == "0o600"
@@ -223,7 +226,9 @@ def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, t
     assert any(line.startswith("would fail: [ERROR ") for line in lines) and any(line.startswith("would stop here: ") for line in lines)
     for phase in ("verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"):
         assert f"would run phase {phase}:" in dry.stdout
-    assert "would wait up to" in dry.stdout and "/readyz" in dry.stdout
+    # airlock waits for every control-plane component itself; kubeadm's wait-control-plane phase (no --config) never runs.
+    assert any(line.startswith("would wait ") and "/readyz" in line and ":10257/healthz" in line and ":10259/livez" in line for line in lines), dry.stdout
+    assert "wait-control-plane" not in dry.stdout
     assert "initialised" not in dry.stdout + dry.stderr and "--token" not in dry.stdout + dry.stderr and "token:" not in dry.stdout
     assert not root.exists() and not (tmp_path / "log").exists()
     reset = airlock("reset", "--root", root, "--dry-run")
@@ -311,7 +316,7 @@ def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):
     big = "registry.k8s.io/airlock-test/big:1"
     upstream.factory.push(upstream.factory.make(big, ("amd64",), payload_bytes=160 << 20), upstream.registry, "airlock-test/big", "1")
     bundle = tmp_path / "big.tar"
-    airlock("build", "-o", bundle, "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cni", "none",
+    airlock("build", "-o", bundle, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cni", "none",
             "--image", big, "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
     root, config = tmp_path / "root", node_config(tmp_path, free_port())
     args = ["init", bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, *FAST]

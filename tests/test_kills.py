@@ -64,12 +64,12 @@ def measure(argv: list[str], env: dict | None = None) -> int:
 def heavy(tmp_path_factory, keys):
     require("docker-registry", "skopeo", "umoci")
     root = tmp_path_factory.mktemp("kills")
-    local = LocalUpstream(root / "upstream", versions=("v1.31.4", "v1.31.5"), payload_bytes=3 << 20, extra_images={}).start()
+    local = LocalUpstream(root / "upstream", versions=("v1.36.4", "v1.36.5"), payload_bytes=3 << 20, extra_images={}).start()
     yield local, root
     local.close()
 
 
-def build_args(local: LocalUpstream, keys, out: Path, cache: Path, version: str = "v1.31.4", serial: int = 100, *extra) -> list[str]:
+def build_args(local: LocalUpstream, keys, out: Path, cache: Path, version: str = "v1.36.4", serial: int = 100, *extra) -> list[str]:
     return [AIRLOCK, "build", "-o", str(out), "--kubernetes-version", version, "--sign-key", str(keys["ed25519"] / "airlock.key"),
             "--serial", str(serial), "--cache-dir", str(cache), *local.build_flags(), *extra]
 
@@ -109,7 +109,7 @@ def node_bundles(heavy, keys):
     local, root = heavy
     full, delta = root / "full.tar", root / "delta.tar"
     subprocess.run(build_args(local, keys, full, root / "node-cache"), check=True, capture_output=True)
-    subprocess.run(build_args(local, keys, delta, root / "node-cache", "v1.31.5", 101, "--base", str(full)), check=True, capture_output=True)
+    subprocess.run(build_args(local, keys, delta, root / "node-cache", "v1.36.5", 101, "--base", str(full)), check=True, capture_output=True)
     return full, delta
 
 
@@ -149,7 +149,7 @@ def test_upgrade_survives_kills(heavy, keys, node_bundles):
         killed += run_and_kill(node_args("upgrade", delta, keys, node_root, config), chooser.randrange(1, total))
         subprocess.run(node_args("upgrade", delta, keys, node_root, config), check=True, capture_output=True)
         check_node(node_root, 101)
-        assert "v1.31.5" in (node_root / "usr/local/bin/kubelet").read_text()
+        assert "v1.36.5" in (node_root / "usr/local/bin/kubelet").read_text()
         shutil.rmtree(node_root)
     print(f"upgrade: {killed} kills survived of {TRIALS} tried")
     assert killed >= TRIALS * 3 // 4

@@ -52,7 +52,7 @@ def test_local_upstream_serves_a_build_then_stops_with_its_registry_on_sigterm(k
         registries = [pid for pid, name in children(process.pid).items() if name.startswith("docker-regis")]
         assert len(registries) == 1
         built = airlock(
-            "build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.31", "--sign-key", keys["ed25519"] / "airlock.key",
+            "build", "-o", tmp_path / "k8s.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
             "--cache-dir", tmp_path / "cache", *flags,
         )
         assert built.returncode == 0, built.stderr

@@ -25,7 +25,7 @@ from tests.conftest import airlock, require
 
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "a" * 64
-FACTS = kubeadm_config.NodeFacts("v1.31.4", "cp1", "10.0.0.10")
+FACTS = kubeadm_config.NodeFacts("v1.36.4", "cp1", "10.0.0.10")
 JOIN = {"controlPlaneEndpoint": "10.0.0.10:6443", "token": TOKEN, "caCertHashes": [HASH]}
 EXEC_START_PRE = '"\nExecStartPre=+/bin/sh -c "touch /root/owned"\nX="'
 
@@ -130,8 +130,8 @@ def test_kubeadm_documents_keep_their_shape_whatever_the_values():
 
 def test_kubelet_flags_stay_one_value_each():
     config = bypass(kubelet=KubeletSettings(extra_args={"node-labels": "a=b --anonymous-auth=true"}))
-    for version, expected in (("v1.31.4", [{"name": "node-labels", "value": "a=b --anonymous-auth=true"}, {"name": "node-ip", "value": "10.0.0.10"}]),
-                              ("v1.30.2", {"node-ip": "10.0.0.10", "node-labels": "a=b --anonymous-auth=true"})):
+    for version, expected in (("v1.36.4", [{"name": "node-labels", "value": "a=b --anonymous-auth=true"}, {"name": "node-ip", "value": "10.0.0.10"}]),
+                              ("v1.33.7", [{"name": "node-labels", "value": "a=b --anonymous-auth=true"}, {"name": "node-ip", "value": "10.0.0.10"}])):
         documents = kubeadm_config.init_documents(config, replace(FACTS, version=version), TOKEN, "b" * 64)
         args = documents[0]["nodeRegistration"]["kubeletExtraArgs"]
         assert (sorted(args, key=lambda a: a["name"]) if isinstance(args, list) else args) == (sorted(expected, key=lambda a: a["name"]) if isinstance(expected, list) else expected)

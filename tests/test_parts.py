@@ -43,7 +43,7 @@ def cache(tmp_path_factory) -> Path:
 def whole(upstream, keys, cache, epoch, tmp_path_factory) -> Path:
     """The unsplit bundle every split of the same inputs must equal."""
     out = tmp_path_factory.mktemp("whole") / "k8s.tar"
-    build(upstream, keys, out, "stable-1.31", cache, env=epoch, check=True)
+    build(upstream, keys, out, "stable-1.36", cache, env=epoch, check=True)
     return out
 
 
@@ -51,7 +51,7 @@ def whole(upstream, keys, cache, epoch, tmp_path_factory) -> Path:
 def split_dir(upstream, keys, cache, epoch, tmp_path_factory) -> Path:
     """The same bundle built with --split at an odd size, with sidecars."""
     directory = tmp_path_factory.mktemp("split")
-    build(upstream, keys, directory / "k8s.tar", "stable-1.31", cache, "--split", str(ODD), "--sidecars", env=epoch, check=True)
+    build(upstream, keys, directory / "k8s.tar", "stable-1.36", cache, "--split", str(ODD), "--sidecars", env=epoch, check=True)
     return directory
 
 
@@ -109,7 +109,7 @@ def test_split_build_is_the_unsplit_bundle_cut_into_parts(whole, split_dir, keys
         result = airlock("verify", given, "--key", keys["ed25519"] / "airlock.pub", check=True)
         assert result.stdout.startswith(f"OK {given}")
         shown = airlock("inspect", given, "--key", keys["ed25519"] / "airlock.pub", check=True)
-        assert "signature valid" in shown.stdout and "kubernetes  v1.31.4" in shown.stdout
+        assert "signature valid" in shown.stdout and "kubernetes  v1.36.4" in shown.stdout
     later = airlock("verify", parts[1], "--key", keys["ed25519"] / "airlock.pub")
     assert later.returncode == 1 and "k8s.tar.part002: is part 2" in later.stderr
 
@@ -118,7 +118,7 @@ def test_split_build_is_the_unsplit_bundle_cut_into_parts(whole, split_dir, keys
 def test_every_size_round_trips(whole, upstream, keys, cache, epoch, tmp_path, size):
     """Named sizes larger than the test bundle give one part; small ones give many; all cat back to the same bytes."""
     out = tmp_path / "k8s.tar"
-    build(upstream, keys, out, "stable-1.31", cache, "--split", size, env=epoch, check=True)
+    build(upstream, keys, out, "stable-1.36", cache, "--split", size, env=epoch, check=True)
     parts = parts_of(tmp_path)
     expected = -(-whole.stat().st_size // parse_size(size))
     assert len(parts) == expected and not out.exists()
@@ -127,7 +127,7 @@ def test_every_size_round_trips(whole, upstream, keys, cache, epoch, tmp_path, s
     airlock("verify", tmp_path / "k8s.parts.json", "--key", keys["ed25519"] / "airlock.pub", check=True)
     # A later build under the same name with fewer parts leaves none of the old ones behind.
     if len(parts) > 1:
-        build(upstream, keys, out, "stable-1.31", cache, "--split", str(parse_size(size) * 2), env=epoch, check=True)
+        build(upstream, keys, out, "stable-1.36", cache, "--split", str(parse_size(size) * 2), env=epoch, check=True)
         assert len(parts_of(tmp_path)) == -(-whole.stat().st_size // (parse_size(size) * 2))
         airlock("verify", tmp_path / "k8s.parts.json", "--key", keys["ed25519"] / "airlock.pub", check=True)
 
@@ -166,7 +166,7 @@ def test_unsigned_parts_are_refused_by_nodes_and_too_many_parts_by_the_builder(w
     # More than 999 parts: refused, and nothing is left behind under any name.
     many = tmp_path / "many"
     tiny = str(whole.stat().st_size // 1000)
-    failed = build(upstream, keys, many / "k8s.tar", "stable-1.31", cache, "--split", tiny, env=epoch)
+    failed = build(upstream, keys, many / "k8s.tar", "stable-1.36", cache, "--split", tiny, env=epoch)
     assert failed.returncode == 1 and "more than 999 parts" in failed.stderr
     assert list(many.iterdir()) == []
     usage = airlock("split", whole, "--size", "lots")
@@ -310,7 +310,7 @@ def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, u
     assert re.search(r"^images/index\.json  airlock  .*  NOASSERTION$", text, re.M)
     # ECDSA P-256: a whole bundle with sidecars, checked with openssl dgst.
     ecdsa = tmp_path / "ecdsa"
-    build(upstream, keys, ecdsa / "k8s.tar", "stable-1.31", cache, "--sidecars", algorithm="ecdsa-p256", env=epoch, check=True)
+    build(upstream, keys, ecdsa / "k8s.tar", "stable-1.36", cache, "--sidecars", algorithm="ecdsa-p256", env=epoch, check=True)
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=ecdsa, capture_output=True).returncode == 0
     assert (ecdsa / "SHA256SUMS").read_text().startswith(f"{__import__('hashlib').sha256((ecdsa / 'k8s.tar').read_bytes()).hexdigest()}  k8s.tar\n")
     dgst = ["openssl", "dgst", "-sha256", "-verify", keys["ecdsa-p256"] / "airlock.pub", "-signature", "SHA256SUMS.sig", "SHA256SUMS"]
@@ -340,7 +340,7 @@ def test_the_reviewers_commands_in_the_docs_run_as_written(split_dir, upstream, 
     ecdsa_blocks = doc_blocks("# reviewer, ECDSA")
     assert ecdsa_blocks
     ecdsa = tmp_path / "ecdsa"
-    build(upstream, keys, ecdsa / "k8s.tar", "stable-1.31", cache, "--split", "300K", "--sidecars", algorithm="ecdsa-p256", env=epoch, check=True)
+    build(upstream, keys, ecdsa / "k8s.tar", "stable-1.36", cache, "--split", "300K", "--sidecars", algorithm="ecdsa-p256", env=epoch, check=True)
     shutil.copy(keys["ecdsa-p256"] / "airlock.pub", ecdsa / "airlock.pub")
     for block in ecdsa_blocks:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ecdsa, capture_output=True, text=True)
@@ -392,7 +392,7 @@ def test_join_upgrade_and_push_take_the_parts_list(split_dir, whole, bundle, ups
     assert install("init", whole, keys, root, config, None, tmp_path / "log", *FAST).returncode == 0
     serial = json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"]
     newer = tmp_path / "newer"
-    build(upstream, keys, newer / "k8s.tar", "stable-1.31", cache, "--split", "200K", "--serial", str(serial + 1), env=epoch, check=True)
+    build(upstream, keys, newer / "k8s.tar", "stable-1.36", cache, "--split", "200K", "--serial", str(serial + 1), env=epoch, check=True)
     upgraded = install("upgrade", newer / "k8s.parts.json", keys, root, config, None, tmp_path / "log", "--skip-phases", "images")
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == serial + 1

@@ -128,7 +128,7 @@ def test_one_arch_bundle_pushes_narrowed_indexes_and_containerd_pulls_them(node_
 def two_arch_bundle(upstream, keys, tmp_path_factory) -> Path:
     upstream.push(THREE_PLATFORMS, ("amd64", "arm64", "ppc64le"))
     out = tmp_path_factory.mktemp("two-arch") / "k8s.tar"
-    build(upstream, keys, out, "v1.31.4", tmp_path_factory.mktemp("two-arch-cache"), "--arch", "amd64,arm64", "--image", THREE_PLATFORMS, check=True)
+    build(upstream, keys, out, "v1.36.4", tmp_path_factory.mktemp("two-arch-cache"), "--arch", "amd64,arm64", "--image", THREE_PLATFORMS, check=True)
     return out
 
 

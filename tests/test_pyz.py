@@ -277,10 +277,10 @@ def test_readme_node_quick_start_runs_as_written(node_bundle, keys, containerd, 
     lines = readme_node_block()
     install = [line for line in lines if " init " in line]
     checks = [line for line in lines if line not in install]
-    assert len(install) == 1 and install[0].startswith("python3 airlock-node.pyz init k8s-1.31.tar --key airlock.pub")
+    assert len(install) == 1 and install[0].startswith("python3 airlock-node.pyz init k8s-1.36.tar --key airlock.pub")
     node = tmp_path / "node"
     node.mkdir()
-    shutil.copy(node_bundle, node / "k8s-1.31.tar")
+    shutil.copy(node_bundle, node / "k8s-1.36.tar")
     shutil.copy(node_bundle.with_name("airlock-node.pyz"), node / "airlock-node.pyz")
     shutil.copy(keys["ed25519"] / "airlock.pub", node / "airlock.pub")
     trust = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(checks)], cwd=node, capture_output=True, text=True)
@@ -305,6 +305,6 @@ def test_readme_node_quick_start_runs_as_written(node_bundle, keys, containerd, 
 
 
 def test_build_without_a_node_installer_says_how_to_make_one(upstream, keys, tmp_path):
-    result = build(upstream, keys, tmp_path / "k8s.tar", "v1.31.4", tmp_path / "cache", "--node-pyz", tmp_path / "missing.pyz")
+    result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--node-pyz", tmp_path / "missing.pyz")
     assert result.returncode == 1 and f"no node installer at {tmp_path / 'missing.pyz'}: run `make dist`" in result.stderr
     assert not (tmp_path / "k8s.tar").exists() and not (tmp_path / "cache").exists()

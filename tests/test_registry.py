@@ -126,8 +126,8 @@ def test_tls_with_the_generated_ca(bundle, store, containerd, tmp_path):
         untrusted = subprocess.run(["skopeo", "inspect", f"docker://{server.host}/registry.k8s.io/pause:3.10"], capture_output=True, text=True)
         assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
         containerd.hosts("registry.k8s.io", mirror_toml("registry.k8s.io", server.host, "https", certs / "ca.crt"))
-        containerd.pull("registry.k8s.io/kube-proxy:v1.31.4")
-        assert containerd.image_digests()["registry.k8s.io/kube-proxy:v1.31.4"] == bundle_images(bundle)["registry.k8s.io/kube-proxy:v1.31.4"]
+        containerd.pull("registry.k8s.io/kube-proxy:v1.36.4")
+        assert containerd.image_digests()["registry.k8s.io/kube-proxy:v1.36.4"] == bundle_images(bundle)["registry.k8s.io/kube-proxy:v1.36.4"]
     finally:
         server.close()
 
@@ -194,7 +194,7 @@ def test_hostile_requests(served, method, path, status, code):
 
 
 def test_a_blob_of_another_repository_is_not_served(bundle, served):
-    _, _, index = served.request("GET", "/v2/registry.k8s.io/kube-proxy/manifests/v1.31.4")
+    _, _, index = served.request("GET", "/v2/registry.k8s.io/kube-proxy/manifests/v1.36.4")
     child = json.loads(index)["manifests"][0]["digest"]
     _, _, manifest = served.request("GET", f"/v2/registry.k8s.io/kube-proxy/manifests/{child}")
     own_layer = json.loads(manifest)["layers"][-1]["digest"]

@@ -340,7 +340,7 @@ def test_flannel_is_pinned_by_sha256(upstream, keys, tmp_path):
     flags = [flag for flag in upstream.build_flags()]
     at = flags.index("--flannel-sha256")
     unpinned = flags[:at] + flags[at + 2 :]
-    common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.31.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
+    common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
     refused = airlock(*common, *unpinned)
     assert refused.returncode == 1 and "published without a checksum" in refused.stderr and "--flannel-sha256" in refused.stderr
     wrong = airlock(*common, *unpinned, "--flannel-sha256", "0" * 64)

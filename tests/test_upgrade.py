@@ -24,14 +24,15 @@ from tests.containerd import Containerd
 from tests.test_install import IGNORE, check_store, node_config
 from tests.upstream import LocalUpstream, free_port
 
-OLD, NEW = "v1.31.4", "v1.31.5"
+OLD, NEW = "v1.36.3", "v1.36.4"  # two patches of one minor; the minor boundaries are 1.36 -> 1.37 and 1.33 -> 1.34
 
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory):
     require("docker-registry", "skopeo", "umoci")
     local = LocalUpstream(
-        tmp_path_factory.mktemp("releases"), versions=(OLD, NEW, "v1.33.0", "v1.30.9"), labels={"stable-1.31": NEW}, extra_images={}
+        tmp_path_factory.mktemp("releases"), versions=(OLD, NEW, "v1.37.2", "v1.38.0", "v1.35.3", "v1.33.7", "v1.34.4"), labels={"stable-1.36": NEW},
+        extra_images={}
     ).start()
     yield local
     local.close()
@@ -45,7 +46,7 @@ def bundles(releases, keys, tmp_path_factory) -> dict[str, Path]:
 
     def build(name: str, version: str, serial: int, *extra) -> Path:
         path = out / f"{name}.tar"
-        airlock("build", "-o", path, "--kubernetes-version", version, "--sign-key", key, "--serial", serial, "--cache-dir", cache, "--crictl-version", "v1.31.1",
+        airlock("build", "-o", path, "--kubernetes-version", version, "--sign-key", key, "--serial", serial, "--cache-dir", cache,
                 *releases.build_flags(), *extra, check=True)
         return path
 
@@ -54,8 +55,12 @@ def bundles(releases, keys, tmp_path_factory) -> dict[str, Path]:
     made["full-new"] = build("full-new", NEW, 101)
     made["other-base"] = build("other-base", OLD, 90)
     made["wrong-base-delta"] = build("wrong-base-delta", NEW, 102, "--base", made["other-base"])
-    made["skip-minor"] = build("skip-minor", "v1.33.0", 103)
-    made["older"] = build("older", "v1.30.9", 104)
+    made["skip-minor"] = build("skip-minor", "v1.38.0", 103)
+    made["older"] = build("older", "v1.35.3", 104)
+    made["next-minor"] = build("next-minor", "v1.37.2", 105)
+    # A cluster an earlier airlock installed at 1.33 (now outside the supported range), and the 1.34 bundle that moves it off.
+    made["at-1.33"] = build("at-1.33", "v1.33.7", 100, "--allow-unsupported-version")
+    made["to-1.34"] = build("to-1.34", "v1.34.4", 101)
     return made
 
 
@@ -133,7 +138,7 @@ def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
         argv = shlex.split(line, comments=True)
         assert argv[0] == "airlock"
         if argv[1] == "build":
-            argv += ["--cache-dir", str(tmp_path / "cache"), "--crictl-version", "v1.31.1", *releases.build_flags()]
+            argv += ["--cache-dir", str(tmp_path / "cache"), *releases.build_flags()]
         result = subprocess.run([AIRLOCK, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{line}\n{result.stderr}"
         outputs.append(result.stdout)
@@ -142,15 +147,35 @@ def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
 
 
 def test_skew_rules():
-    check_skew("v1.31.4", "v1.31.5", "first-control-plane", None)
-    check_skew("v1.31.4", "v1.32.0", "first-control-plane", None)
+    check_skew("v1.36.3", "v1.36.4", "first-control-plane", None)
+    check_skew("v1.36.4", "v1.37.1", "first-control-plane", None)
+    check_skew("v1.33.7", "v1.34.4", "first-control-plane", None)
     with pytest.raises(NodeError, match="skips a minor"):
-        check_skew("v1.31.4", "v1.33.0", "first-control-plane", None)
+        check_skew("v1.36.4", "v1.38.0", "first-control-plane", None)
     with pytest.raises(NodeError, match="never downgraded"):
-        check_skew("v1.31.4", "v1.30.9", "first-control-plane", None)
+        check_skew("v1.36.4", "v1.35.3", "first-control-plane", None)
     with pytest.raises(NodeError, match="newer than the API server"):
-        check_skew("v1.31.4", "v1.31.5", "worker", "v1.31.4")
-    check_skew("v1.31.4", "v1.31.5", "worker", "v1.31.5")
+        check_skew("v1.36.3", "v1.36.4", "worker", "v1.36.3")
+    check_skew("v1.36.3", "v1.36.4", "worker", "v1.36.4")
+    # A kubelet may trail the API server by three minors, never more (Kubernetes' version-skew policy).
+    with pytest.raises(NodeError, match="more than three minors behind"):
+        check_skew("v1.33.7", "v1.33.8", "worker", "v1.37.2")
+
+
+@pytest.mark.parametrize(("installed", "upgrade", "version"), [("full", "next-minor", "v1.37.2"), ("at-1.33", "to-1.34", "v1.34.4")])
+def test_upgrade_across_a_minor_boundary(bundles, keys, tmp_path, installed, upgrade, version):
+    """1.36 -> 1.37, and a cluster an earlier airlock installed at 1.33 -> 1.34: each minor's kubeadm runs the upgrade."""
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    assert node("init", bundles[installed], keys, root, config, log, None, "--skip-phases", "images,kubeadm-init,cni").returncode == 0
+    before = manifest_of(bundles[installed])["kubernetes"]["version"]
+    # The new minor's kubeadm checks the skew itself against the cluster's version (one minor at a time).
+    upgraded = node("upgrade", bundles[upgrade], keys, root, config, log, None, "--skip-phases", "images", env={"AIRLOCK_STANDIN_SERVER_VERSION": before})
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"kubeadm upgrade apply {version} --yes" in log.read_text().splitlines()
+    for name in ("kubeadm", "kubelet"):
+        assert f"STAND-IN for {name} {version}" in (root / "usr/local/bin" / name).read_text()
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["version"] == version
 
 
 def snapshot(root: Path) -> dict[str, int]:

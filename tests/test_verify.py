@@ -86,12 +86,12 @@ def test_zstd_bundle_verifies(bundle, keys, tmp_path):
 
 def test_inspect_shows_versions_images_and_signer(bundle, keys):
     text = airlock("inspect", bundle, check=True).stdout
-    assert "kubernetes  v1.31.4 (asked for stable-1.31)" in text
-    assert "registry.k8s.io/kube-apiserver:v1.31.4" in text
+    assert "kubernetes  v1.36.4 (asked for stable-1.36)" in text
+    assert "registry.k8s.io/kube-apiserver:v1.36.4" in text
     assert "signature not checked" in text
     document = json.loads(airlock("inspect", bundle, "--output", "json", "--key", keys["ed25519"] / "airlock.pub", check=True).stdout)
     assert document["signature"].startswith("valid")
-    assert document["kubernetes"]["version"] == "v1.31.4"
+    assert document["kubernetes"]["version"] == "v1.36.4"
 
 
 def test_tar_reader_reads_what_python_tarfile_reads(bundle):

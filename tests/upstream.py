@@ -10,11 +10,12 @@
 
 The kubeadm/kubelet/kubectl here are STAND-INS, not Kubernetes: the real
 binaries cannot be had on these machines. The stand-in kubeadm
-(tests/standin/kubeadm.py) is strict: it knows kubeadm v1.31's command tree,
-flags and configuration kinds, refuses what kubeadm refuses, answers
-`config images list` and `version`, and records every call. kubelet and
-kubectl are shell scripts that record their calls; kubectl command lines are
-checked against the real kubectl in tests/test_kubectl.py.
+(tests/standin/kubeadm.py) is strict: it knows the command tree, flags and
+configuration kinds of each minor 1.33-1.38, refuses what kubeadm refuses,
+answers `config images list` and `version`, and records every call. kubelet
+(tests/standin/kubelet.py) refuses the flags its minor no longer has; kubectl
+is a shell script that records its calls, its command lines checked against
+the real kubectl in tests/test_kubectl.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from tests.osv import OsvStandIn
 from tests.standin.kubeadm import script as standin_kubeadm
+from tests.standin.kubelet import script as standin_kubelet
 
 BUSYBOX = "/bin/busybox"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -371,7 +373,27 @@ spec:
         image: docker.io/flannel/flannel:{version}
 """
 
-COMPONENT_IMAGES = {"coredns": "v1.11.3", "pause": "3.10", "etcd": "3.5.15-0"}
+# What each version's kubeadm lists: the minors a node may run (1.33 only as the way off it), two patches of 1.36 and of 1.37
+# (upgrades within a minor and across one), and labels that point inside the supported range.
+VERSIONS = ("v1.33.7", "v1.34.4", "v1.35.3", "v1.36.3", "v1.36.4", "v1.37.1", "v1.37.2", "v1.38.0")
+LABELS = {
+    "stable": "v1.37.2", "stable-1": "v1.37.2", "latest": "v1.38.0", "latest-1": "v1.38.0",
+    **{f"{kind}-1.{minor}": max((v for v in VERSIONS if v.startswith(f"v1.{minor}.")), key=lambda v: int(v.split(".")[2]))
+       for kind in ("stable", "latest") for minor in range(33, 39)},
+}
+DEFAULT_VERSION = "v1.36.4"  # what the test bundles hold (stable-1.36)
+
+
+def components_of_version(version: str) -> dict[str, str]:
+    """coredns, etcd and pause as kubeadm of that minor and patch lists them (builder/versions.py's table)."""
+    from builder.versions import images_for
+
+    _, minor, patch = (int(part) for part in version.lstrip("v").split("."))
+    row = images_for(minor, patch)
+    return {"coredns": row.coredns, "pause": row.pause, "etcd": row.etcd}
+
+
+COMPONENT_IMAGES = components_of_version(DEFAULT_VERSION)
 
 # `kubectl api-versions` of a kubeadm cluster with default API server flags, by the minor that changed it
 # (flowcontrol v1beta3 is served by default up to 1.31; resource.k8s.io/v1 from 1.34).
@@ -398,14 +420,12 @@ class LocalUpstream:
     """Everything a build reads, served from this machine."""
 
     root: Path
-    versions: tuple[str, ...] = ("v1.31.4",)
-    labels: dict[str, str] = field(
-        default_factory=lambda: {"stable": "v1.31.4", "stable-1": "v1.31.4", "stable-1.31": "v1.31.4", "latest": "v1.31.4", "latest-1.31": "v1.31.4"}
-    )
+    versions: tuple[str, ...] = VERSIONS
+    labels: dict[str, str] = field(default_factory=lambda: dict(LABELS))
     extra_images: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"docker.io/library/busybox:1.36": ("amd64", "arm64")})
     payload_bytes: int = 64
     cni_version: str = "v1.5.1"
-    crictl_version: str = "v1.31.1"
+    crictl_version: str = "v1.36.0"  # besides every minor's default (builder/versions.py CRICTL_BY_MINOR), all served
     containerd_version: str = "1.7.22"
     runc_version: str = "v1.1.14"
     flannel_version: str = "v0.25.7"
@@ -420,7 +440,7 @@ class LocalUpstream:
     osv_records: list[dict] = field(default_factory=list)
 
     def components_of(self, version: str) -> dict[str, str]:
-        return {**COMPONENT_IMAGES, **self.component_overrides.get(version, {})}
+        return {**components_of_version(version), **self.component_overrides.get(version, {})}
 
     def start(self) -> LocalUpstream:
         self.root = Path(self.root)
@@ -430,9 +450,18 @@ class LocalUpstream:
         self.osv = OsvStandIn(self.osv_records)
         self.registry = DockerRegistry(self.root / "registry")
         self.factory = ImageFactory(self.root / "images")
-        for reference, arches in self.all_images().items():
-            self.push(reference, arches)
+        # umoci builds one image at a time in the shared layout; skopeo pushes from it (read-only) in parallel.
+        from concurrent.futures import ThreadPoolExecutor
+
+        made = [(reference, self.factory.make(reference, arches, self.payload_bytes)) for reference, arches in self.all_images().items()]
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(self._push_made, reference, tag) for reference, tag in made]:
+                future.result()
         return self
+
+    def _push_made(self, reference: str, tag: str) -> None:
+        name, image_tag = reference.rsplit(":", 1)
+        self.factory.push(tag, self.registry, name.split("/", 1)[1], image_tag)
 
     @property
     def release_url(self) -> str:
@@ -514,9 +543,10 @@ class LocalUpstream:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
                 self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
-                for name in ("kubelet", "kubectl"):
-                    data = self.release_binaries[name].read_bytes() if name in self.release_binaries else None
-                    self._write(f"{base}/{name}", data or STANDIN_TOOL.format(name=name, version=version, arch=arch, api_versions=api_versions(version)).encode(), "bare")
+                kubelet = self.release_binaries["kubelet"].read_bytes() if "kubelet" in self.release_binaries else standin_kubelet(version, arch).encode()
+                self._write(f"{base}/kubelet", kubelet, "bare")
+                kubectl = self.release_binaries["kubectl"].read_bytes() if "kubectl" in self.release_binaries else None
+                self._write(f"{base}/kubectl", kubectl or STANDIN_TOOL.format(name="kubectl", version=version, arch=arch, api_versions=api_versions(version)).encode(), "bare")
         github = "github"
         runc_sums = []
         for arch in ("amd64", "arm64"):
@@ -531,12 +561,15 @@ class LocalUpstream:
                 ),
                 "named",
             )
-            crictl = f"crictl-{self.crictl_version}-linux-{arch}.tar.gz"
-            self._write(
-                f"{github}/kubernetes-sigs/cri-tools/releases/download/{self.crictl_version}/{crictl}",
-                self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {arch}\n".encode()}),
-                "bare",
-            )
+            from builder.versions import CRICTL_BY_MINOR
+
+            for crictl_version in sorted({self.crictl_version, *CRICTL_BY_MINOR.values()}):
+                crictl = f"crictl-{crictl_version}-linux-{arch}.tar.gz"
+                self._write(
+                    f"{github}/kubernetes-sigs/cri-tools/releases/download/{crictl_version}/{crictl}",
+                    self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {crictl_version} {arch}\n".encode()}),
+                    "bare",
+                )
             containerd = f"containerd-{self.containerd_version}-linux-{arch}.tar.gz"
             self._write(
                 f"{github}/containerd/containerd/releases/download/v{self.containerd_version}/{containerd}",
@@ -584,7 +617,7 @@ def main() -> None:
         print(
             f"local upstream in {root}: Kubernetes {', '.join(upstream.versions)} (kubeadm, kubelet, kubectl are stand-ins), "
             f"registry {upstream.registry.url}\n"
-            f"try: airlock build -o k8s.tar --kubernetes-version stable-1.31 --sign-key keys/airlock.key {' '.join(upstream.build_flags())}\n"
+            f"try: airlock build -o k8s.tar --kubernetes-version stable-1.36 --sign-key keys/airlock.key {' '.join(upstream.build_flags())}\n"
             "stop with Ctrl-C or SIGTERM",
             file=sys.stderr,
             flush=True,

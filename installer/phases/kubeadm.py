@@ -1,8 +1,11 @@
 """kubeadm-init / kubeadm-join: kubeadm's own phases with a rendered configuration and an exact version.
 
-The command lines come from installer/commands.py. kubeadm's init-side
-wait-control-plane phase has no command, so between kubelet-start and
-upload-config this phase waits for the API server's /readyz itself.
+The command lines come from installer/commands.py, what differs per minor from
+installer/minors.py. kubeadm's own preflight runs first (once per install: a
+resumed init would find its own ports and files), with the checks airlock made
+itself ignored. Between kubelet-start and upload-config airlock waits for the
+control plane itself, for what kubeadm's wait-control-plane phase waits for
+(installer/apiwait.py says why that phase is never run).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import json
 import secrets
 import string
 
-from installer import address, commands, kubeadm_config
-from installer.apiwait import API_PORT, DEFAULT_TIMEOUT, wait_for_api_server
+from installer import address, commands, kubeadm_config, minors
+from installer.apiwait import DEFAULT_TIMEOUT, MANIFESTS, control_plane_checks, wait_for
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
@@ -86,7 +89,9 @@ def run_init(context: Context) -> None:
     config_file = context.paths(CONFIG_FILE.format(name="init"))
     context.host.write(config_file, rendered, 0o600)
     for step in commands.INIT_STEPS:
-        if step == commands.WAIT:
+        if step == commands.PREFLIGHT:
+            kubeadm_preflight(context, str(config_file))
+        elif step == commands.WAIT:
             wait_for_control_plane(context)
         else:
             context.host.run(commands.kubeadm_init_phase(kubeadm(context), step, str(config_file)), timeout=900)
@@ -103,17 +108,32 @@ def api_address(context: Context) -> str:
     return chosen if chosen and chosen not in ("0.0.0.0", "::") else "127.0.0.1"
 
 
+PREFLIGHT_DONE = "/var/lib/airlock/kubeadm/preflight.done"
+
+
+def kubeadm_preflight(context: Context, config_file: str) -> None:
+    """`kubeadm init phase preflight`, once per install: a resumed init would fail on its own ports and files."""
+    done = context.paths(PREFLIGHT_DONE)
+    if not context.host.dry_run and done.exists() and done.read_text() == context.manifest_sha256:
+        context.echo("kubeadm's preflight already passed for this bundle (resuming)")
+        return
+    line = commands.kubeadm_init_phase(kubeadm(context), commands.PREFLIGHT, config_file, minors.KUBEADM_IGNORED_CHECKS_CONTROL_PLANE)
+    context.host.run(line, timeout=900)
+    if not context.host.dry_run:
+        context.host.write(done, context.manifest_sha256, 0o600)
+
+
 def wait_for_control_plane(context: Context) -> None:
-    """What kubeadm's hidden wait-control-plane phase does inside `kubeadm init`: wait for /readyz."""
-    url = f"https://{api_address(context)}:{API_PORT}/readyz"
-    ca = context.paths("/etc/kubernetes/pki/ca.crt")
+    """What kubeadm's wait-control-plane phase does, done by airlock (installer.apiwait says why it is not run)."""
+    checks = control_plane_checks(context.paths(MANIFESTS), api_address(context), context.paths("/etc/kubernetes/pki/ca.crt"))
+    urls = ", ".join(check.url for check in checks)
     if context.host.dry_run:
-        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for {url} to answer, trusting {ca}")
+        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for the control plane to answer at {urls}")
         return
     if not context.start_services:
-        context.echo(f"kubelet is not started under --root, so nothing will answer at {url}; not waiting")
+        context.echo(f"kubelet is not started under --root, so nothing will answer at {urls}; not waiting")
         return
-    wait_for_api_server(api_address(context), ca, echo=context.echo)
+    wait_for(checks, echo=context.echo)
 
 
 def join_hint(context: Context, values: dict[str, str]) -> None:
@@ -140,7 +160,8 @@ def run_join(context: Context) -> None:
     rendered = kubeadm_config.dump(documents, f"Written by airlock for Kubernetes {facts.version}")
     config_file = context.paths(CONFIG_FILE.format(name="join"))
     context.host.write(config_file, rendered, 0o600)
-    context.host.run(commands.kubeadm_join(kubeadm(context), str(config_file)), timeout=900)
+    ignored = minors.KUBEADM_IGNORED_CHECKS_CONTROL_PLANE if context.control_plane else minors.KUBEADM_IGNORED_CHECKS_WORKER
+    context.host.run(commands.kubeadm_join(kubeadm(context), str(config_file), ignored), timeout=900)
 
 
 INIT = Phase(

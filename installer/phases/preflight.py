@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from installer import address
+from installer.minors import kubelet_flag_problems
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.runtime import MODULES, module_loaded
@@ -106,6 +107,7 @@ def check_names() -> list[str]:
         "proxy",
         "disk-space",
         "api-versions",  # the upgrade's api-versions phase
+        "kubelet-flags",
     ]
 
 
@@ -148,6 +150,13 @@ def findings(context: Context) -> Iterator[tuple[str, str]]:
         yield "runtime", "no containerd on this node and none in the bundle"
     yield from proxy_findings(context)
     yield from disk_findings(context)
+    yield from kubelet_flag_findings(context)
+
+
+def kubelet_flag_findings(context: Context) -> Iterator[tuple[str, str]]:
+    """node.yaml's kubelet flags that this bundle's kubelet no longer has: kubelet would exit at once with "unknown flag"."""
+    for problem in kubelet_flag_problems(context.manifest.version, dict(context.config.kubelet.extra_args)):
+        yield "kubelet-flags", f"node.yaml kubelet.extraArgs: {problem}; remove it from node.yaml"
 
 
 def disk_findings(context: Context) -> Iterator[tuple[str, str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bundle import apis
 from installer import commands
+from installer.minors import KUBELET_MAX_SKEW
 from installer.node import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
@@ -43,6 +44,11 @@ def check_skew(installed: str, new: str, role: str, api_server: str | None) -> N
         raise NodeError(
             f"this node's kubelet would become {new}, newer than the API server ({api_server}); "
             "upgrade the first control plane first (airlock upgrade there), then this node"
+        )
+    if api_server is not None and parse_version(api_server)[1] - new_v[1] > KUBELET_MAX_SKEW:
+        raise NodeError(
+            f"this node's kubelet would be {new}, more than three minors behind the API server ({api_server}); "
+            "Kubernetes does not support that skew: upgrade this node minor by minor with a bundle of each minor"
         )
 
 

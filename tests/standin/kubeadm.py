@@ -1,18 +1,25 @@
-"""A strict STAND-IN for kubeadm v1.31 (tables in kubeadm_v1_31.py). Not Kubernetes.
+"""A strict STAND-IN for kubeadm 1.33-1.38 (per-minor tables in kubeadm_tables.py). Not Kubernetes.
 
 It parses its command line the way kubeadm's cobra tree does (sub-commands, phases with hidden
 ones absent, each command's own flags, `--config` mixing rules) and decodes every `--config`
-file strictly, as `kubeadm config validate` does (kinds registered per apiVersion, unknown or
-duplicate fields, wrong value types). Anything kubeadm would refuse ends with kubeadm's wording
-on stderr and exit 1. What it accepts does nothing except `config images list` and `version`.
+file strictly, as `kubeadm config validate` does (documents split as SplitConfigDocuments splits
+them, kinds registered per apiVersion of that minor, unknown or duplicate fields, wrong value
+types), then validates what kubeadm validates before it acts: addresses (a loopback or malformed
+advertise address), subnets, bootstrap tokens, CA hashes, the feature gates that minor knows, the
+control-plane version it may deploy, the preflight ignore list. Anything kubeadm would refuse ends
+with kubeadm's wording on stderr and exit 1. What it accepts does nothing except `config images
+list`, `version`, `token create` (a token; `--print-join-command` in kubeadm's own shape, from the
+kubeconfig it is given) and `init phase upload-certs --upload-certs` (the certificate key).
 
 Test hooks (environment): AIRLOCK_STANDIN_LOG (append "kubeadm ARGS" per call),
 AIRLOCK_STANDIN_FAIL (space-separated words; a call whose command path holds one fails),
-AIRLOCK_STANDIN_SLEEP (seconds `upgrade apply|node` takes).
+AIRLOCK_STANDIN_SLEEP (seconds `upgrade apply|node` takes), AIRLOCK_STANDIN_SERVER_VERSION
+(the cluster's version, which `upgrade apply` checks its skew against).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -22,7 +29,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.standin import kubeadm_v1_31 as table
+from tests.standin import kubeadm_tables
+
+# The table of the minor this stand-in plays; set by run() from its version.
+table: kubeadm_tables.Table
 
 EXACT_VERSION = re.compile(r"^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 PERSISTENT = {("config",), ("token",)}  # commands whose flags their sub-commands inherit
@@ -202,10 +212,7 @@ def _gvk(api_version: str, kind: str) -> str:
 
 
 def registered_kinds(api_version: str, version: str) -> dict:
-    """The kinds this kubeadm knows for an apiVersion: v1beta4 arrived in 1.31, so an older kubeadm has none of it."""
-    minor = int(version.lstrip("v").split(".")[1])
-    if api_version == "kubeadm.k8s.io/v1beta4" and minor < 31:
-        return {}
+    """The kinds this kubeadm's scheme registers for an apiVersion (v1beta3 is gone from 1.37 on)."""
     return table.API_KINDS.get(api_version, {})
 
 
@@ -275,8 +282,8 @@ def load_config(file: str, version: str) -> list[tuple[str, str, dict]]:
         if api_version in table.OLD_API_VERSIONS:
             raise Refused(
                 f"your configuration file uses an old API spec: {api_version!r} (kind: {kind!r}). "
-                "Please use kubeadm v1.22 instead and run 'kubeadm config migrate --old-config old.yaml --new-config new.yaml', "
-                "which will write the new, similar spec using a newer API version."
+                f"Please use kubeadm {table.OLD_API_VERSIONS[api_version]} instead and run 'kubeadm config migrate --old-config old.yaml "
+                "--new-config new.yaml', which will write the new, similar spec using a newer API version."
             )
         kinds = registered_kinds(api_version, version)
         if kind not in kinds:
@@ -308,6 +315,209 @@ def check_config(parsed: Parsed, version: str) -> list[tuple[str, str, dict]]:
             # A label makes kubeadm ask dl.k8s.io; on an air-gapped node that fails.
             raise Refused(f"unable to get URL \"https://dl.k8s.io/release/{label}.txt\": stand-in kubeadm is offline (kubernetesVersion must be exact)")
     return documents
+
+
+TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+CA_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+CERTIFICATE_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _minor(version: str) -> int:
+    return int(version.lstrip("v").split(".")[1])
+
+
+def check_address(value: object, flag: str) -> None:
+    """SetAPIEndpointDynamicDefaults (util/config/initconfiguration.go): a malformed address is refused; a
+    loopback one is a selector for a global unicast address on lo, which a node does not have."""
+    if value in (None, ""):
+        return
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        raise Refused(f"couldn't use \"{value}\" as \"{flag}\", must be ipv4 or ipv6 address") from None
+    if address.is_loopback:
+        raise Refused("unable to select an IP from lo network interface")
+
+
+def check_token(value: object, where: str) -> None:
+    if value not in (None, "") and not TOKEN.match(str(value)):
+        raise Refused(f'{where}: Invalid value: "{value}": the bootstrap token "{value}" was not of the form "[a-z0-9]{{6}}.[a-z0-9]{{16}}"')
+
+
+def check_subnets(networking: dict) -> None:
+    """ValidateNetworking: comma-separated CIDRs (at most one per IP family), a service subnet of at least
+    10 addresses and at most 20 host bits (MinimumAddressesInServiceSubnet, MaximumBitsForServiceSubnet)."""
+    for field, value in (("serviceSubnet", networking.get("serviceSubnet")), ("podSubnet", networking.get("podSubnet"))):
+        if not value:
+            continue
+        networks = []
+        for part in str(value).split(","):
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise Refused(f'networking.{field}: Invalid value: "{value}": couldn\'t parse subnet') from None
+        if len(networks) > 2 or (len(networks) == 2 and networks[0].version == networks[1].version):
+            raise Refused(f'networking.{field}: Invalid value: "{value}": expected one subnet per IP family')
+        for network in networks:
+            if field == "serviceSubnet":
+                host_bits = network.max_prefixlen - network.prefixlen
+                if network.num_addresses < 10:
+                    raise Refused(f'networking.serviceSubnet: Invalid value: "{value}": subnet is too small: at least 10 addresses are required')
+                if host_bits > 20:
+                    raise Refused(f'networking.serviceSubnet: Invalid value: "{value}": specified service subnet is too large; for {network.max_prefixlen}-bit addresses, the mask must be >= {network.max_prefixlen - 20}')
+
+
+def check_feature_gates(gates: object) -> None:
+    """ValidateFeatureGates (apis/kubeadm/validation): a gate this minor does not know is an error, and so is a
+    GA gate locked to its default set otherwise."""
+    for name, value in (gates or {}).items():
+        gate = table.FEATURE_GATES.get(name)
+        if gate is None:
+            raise Refused(f"featureGates: Invalid value: map[string]bool{{\"{name}\":{str(value).lower()}}}: {name} is not a valid feature name.")
+        if gate.locked and value != gate.default:
+            raise Refused(f"featureGates: Invalid value: map[string]bool{{\"{name}\":{str(value).lower()}}}: cannot set feature gate {name} to {str(value).lower()}, feature is locked to {str(gate.default).lower()}")
+
+
+def check_ignore_list(values: list[str]) -> None:
+    """ValidateIgnorePreflightErrors: names are case-insensitive; "all" stands alone."""
+    names = {value.strip().lower() for value in values if value.strip()}
+    if "all" in names and len(names) > 1:
+        raise Refused("ignorePreflightErrors: Invalid value: \"" + ",".join(sorted(names)) + "\": don't specify individual checks if 'all' is used")
+
+
+def validate(parsed: Parsed, documents: list[tuple[str, str, dict]], version: str) -> None:
+    """What kubeadm validates after decoding, before it acts (apis/kubeadm/validation/validation.go and the dynamic defaults)."""
+    ignore = [str(parsed.flags["ignore-preflight-errors"])] if "ignore-preflight-errors" in parsed.flags else []
+    ignore = [name for value in ignore for name in value.split(",")]
+    for _, kind, fields in documents:
+        registration = fields.get("nodeRegistration") or {}
+        ignore += list(registration.get("ignorePreflightErrors") or [])
+        if kind == "InitConfiguration":
+            check_address((fields.get("localAPIEndpoint") or {}).get("advertiseAddress"), "apiserver-advertise-address")
+            for position, token in enumerate(fields.get("bootstrapTokens") or []):
+                check_token(token.get("token"), f"bootstrapTokens[{position}].token")
+            key = fields.get("certificateKey")
+            if key and not CERTIFICATE_KEY.match(str(key)):
+                raise Refused(f'certificateKey: Invalid value: "{key}": the certificate key must be a hex encoded string of 32 bytes')
+        elif kind == "ClusterConfiguration":
+            check_subnets(fields.get("networking") or {})
+            check_feature_gates(fields.get("featureGates"))
+            wanted = fields.get("kubernetesVersion")
+            if wanted and EXACT_VERSION.match(wanted) and _minor(wanted) < table.minor - 1:
+                raise Refused(f"this version of kubeadm only supports deploying clusters with the control plane version >= 1.{table.minor - 1}.0. Current version: {wanted}")
+        elif kind == "JoinConfiguration":
+            discovery = fields.get("discovery") or {}
+            token = discovery.get("bootstrapToken") or {}
+            check_token(token.get("token"), "discovery.bootstrapToken.token")
+            check_token(discovery.get("tlsBootstrapToken"), "discovery.tlsBootstrapToken")
+            for digest in token.get("caCertHashes") or []:
+                if not CA_HASH.match(str(digest)):
+                    raise Refused(f'discovery.bootstrapToken.caCertHashes: Invalid value: "{digest}": invalid hash, expected "format:hex-value"')
+            if token and not token.get("caCertHashes") and not token.get("unsafeSkipCAVerification"):
+                raise Refused("discovery.bootstrapToken.caCertHashes: Invalid value: []: using token-based discovery without caCertHashes can be unsafe. "
+                              "Set unsafeSkipCAVerification as true in your kubeadm config file or pass --discovery-token-unsafe-skip-ca-verification flag to continue")
+            control_plane = fields.get("controlPlane")
+            if control_plane is not None:
+                check_address((control_plane.get("localAPIEndpoint") or {}).get("advertiseAddress"), "apiserver-advertise-address")
+                key = control_plane.get("certificateKey")
+                if key and not CERTIFICATE_KEY.match(str(key)):
+                    raise Refused(f'controlPlane.certificateKey: Invalid value: "{key}": the certificate key must be a hex encoded string of 32 bytes')
+    check_ignore_list(ignore)
+
+
+def upgrade_apply(parsed: Parsed, version: str) -> None:
+    """The target must be exact, no newer than this kubeadm, and at most one minor above the cluster (upgrade/policy.go)."""
+    target = parsed.args[0] if parsed.args else ""
+    if not target:
+        raise Refused("missing one or more required arguments. Required arguments: [version]")
+    if not EXACT_VERSION.match(target if target.startswith("v") else "v" + target):
+        raise Refused(f'unable to fetch file. URL: "https://dl.k8s.io/release/{target}.txt": stand-in kubeadm is offline (the version must be exact)')
+    target = target if target.startswith("v") else "v" + target
+    ours = tuple(int(part) for part in version.lstrip("v").split("-")[0].split(".")[:3])
+    wanted = tuple(int(part) for part in target.lstrip("v").split("-")[0].split(".")[:3])
+    if wanted[:2] > ours[:2]:
+        raise Refused(f'Specified version to upgrade to "{target}" is at least one minor release higher than the kubeadm minor release '
+                      f"({wanted[1]} > {ours[1]}). Such an upgrade is not supported")
+    cluster = os.environ.get("AIRLOCK_STANDIN_SERVER_VERSION")
+    if cluster:
+        current = tuple(int(part) for part in cluster.lstrip("v").split("-")[0].split(".")[:3])
+        if wanted[1] > current[1] + 1:
+            raise Refused(f'Specified version to upgrade to "{target}" is too high; kubeadm can upgrade only 1 minor version at a time')
+        if wanted < current:
+            raise Refused(f'Specified version to upgrade to "{target}" is lower than the cluster version "{cluster}". Downgrades are not supported yet')
+
+
+def _kubeconfig_cluster(path: str) -> tuple[str, bytes]:
+    """The server and the CA of a kubeconfig's current context, as token create reads them."""
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise Refused(f"failed to load admin kubeconfig: open {path}: {error.strerror.lower()}") from None
+    contexts = {c["name"]: c["context"] for c in document.get("contexts") or []}
+    clusters = {c["name"]: c["cluster"] for c in document.get("clusters") or []}
+    context = contexts.get(document.get("current-context"))
+    if context is None or context.get("cluster") not in clusters:
+        raise Refused("failed to get default cluster config: invalid kubeconfig")
+    cluster = clusters[context["cluster"]]
+    import base64
+
+    return cluster["server"], base64.b64decode(cluster.get("certificate-authority-data", ""))
+
+
+def token_create(parsed: Parsed) -> None:
+    """`token create [TOKEN] [--print-join-command] [--certificate-key K]` (cmd/token.go, cmd/util/join.go)."""
+    import secrets
+
+    token = parsed.args[0] if parsed.args else None
+    if token is not None and not TOKEN.match(token):
+        raise Refused(f'the bootstrap token "{token}" was not of the form "[a-z0-9]{{6}}.[a-z0-9]{{16}}"')
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    token = token or "".join(secrets.choice(alphabet) for _ in range(6)) + "." + "".join(secrets.choice(alphabet) for _ in range(16))
+    key = parsed.flags.get("certificate-key")
+    if key is not None and not CERTIFICATE_KEY.match(str(key)):
+        raise Refused("certificate key must be a hex encoded string of 32 bytes")
+    if not parsed.flags.get("print-join-command"):
+        print(token)
+        return
+    server, ca_pem = _kubeconfig_cluster(str(parsed.flags.get("kubeconfig", "/etc/kubernetes/admin.conf")))
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certificate = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError:
+        raise Refused("failed to parse CA certificate from kubeconfig") from None
+    spki = certificate.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    import hashlib
+
+    pin = "sha256:" + hashlib.sha256(spki).hexdigest()
+    endpoint = server.split("://", 1)[-1].rstrip("/")
+    line = f"kubeadm join {endpoint} --token {token} \\\n    --discovery-token-ca-cert-hash {pin} "
+    if key:
+        line += f"\\\n    --control-plane --certificate-key {key}"
+    print(line)
+
+
+def upload_certs(parsed: Parsed, documents: list[tuple[str, str, dict]]) -> None:
+    """`init phase upload-certs --upload-certs`: what it prints (phases/init/uploadcerts.go)."""
+    import secrets
+
+    if not parsed.flags.get("upload-certs"):
+        print("[upload-certs] Skipping phase. Please see --upload-certs")
+        return
+    key = parsed.flags.get("certificate-key") or next((f.get("certificateKey") for _, k, f in documents if k == "InitConfiguration" and f.get("certificateKey")), None)
+    key = key or secrets.token_hex(32)
+    print('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace')
+    if not parsed.flags.get("skip-certificate-key-print"):
+        print("[upload-certs] Using certificate key:")
+        print(key)
+
+
+def wait_control_plane_defaults(parsed: Parsed, version: str) -> None:
+    """init's wait-control-plane has no --config: kubeadm builds its InitConfiguration from defaults, whose
+    kubernetesVersion is the label stable-1; offline it warns and falls back to its own version."""
+    print('W1202 stand-in] could not fetch a Kubernetes version from the internet: unable to get URL "https://dl.k8s.io/release/stable-1.txt": stand-in is offline', file=sys.stderr)
+    print(f"W1202 stand-in] falling back to the local client version: {version}", file=sys.stderr)
 
 
 def images_list(parsed: Parsed, version: str, images: dict[str, str]) -> None:
@@ -353,6 +563,8 @@ def help_text(parsed: Parsed) -> str:
 
 
 def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int:
+    global table
+    table = kubeadm_tables.for_minor(_minor(version))
     parsed = parse(argv)
     if parsed.flags.get("help"):
         print(help_text(parsed))
@@ -361,7 +573,7 @@ def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int
     if not parsed.path:
         print(help_text(parsed))
         return 0
-    runnable = parsed.path[-2:-1] == ("phase",) or parsed.path in (("init",), ("join",), ("reset",), ("upgrade", "node"))
+    runnable = "phase" in parsed.path[:-1] or parsed.path in (("init",), ("join",), ("reset",), ("upgrade", "node"), ("upgrade", "apply"))
     if parsed.node["commands"] and not runnable:
         # A command group without a Run of its own (`kubeadm init phase`, `kubeadm config`) prints its help.
         print(help_text(parsed))
@@ -376,7 +588,18 @@ def run(argv: list[str], version: str, arch: str, images: dict[str, str]) -> int
     if parsed.path == ("version",):
         print_version(parsed, version, arch)
         return 0
-    check_config(parsed, version)
+    documents = check_config(parsed, version)
+    validate(parsed, documents, version)
+    if parsed.path == ("token", "create"):
+        token_create(parsed)
+        return 0
+    if parsed.path == ("init", "phase", "upload-certs"):
+        upload_certs(parsed, documents)
+        return 0
+    if parsed.path == ("init", "phase", "wait-control-plane"):
+        wait_control_plane_defaults(parsed, version)
+    if parsed.path == ("upgrade", "apply"):
+        upgrade_apply(parsed, version)
     if parsed.path[:1] == ("upgrade",) and parsed.path[1:2] in (("apply",), ("node",)) and os.environ.get("AIRLOCK_STANDIN_SLEEP"):
         time.sleep(float(os.environ["AIRLOCK_STANDIN_SLEEP"]))
     print(f"[stand-in] {parsed.command_path}: accepted, nothing done")
