@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.upstream import LocalUpstream
+from tests.upstream import COMPONENT_IMAGES, LocalUpstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
 
@@ -89,7 +89,7 @@ def install(work: Path, bundle: Path, keys: Path) -> None:
             )
             step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
             step("a container from a bundle image", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "run", "--rm",
-                 "registry.k8s.io/pause:3.10", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+                 f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
             print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
             print((work / "standin-calls.log").read_text())
             print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")

@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -145,17 +144,15 @@ def test_inspect_and_verify_name_a_file_that_is_not_a_bundle(keys, tmp_path):
 
 
 def test_an_unresolvable_name_fails_at_once_pointing_at_the_mirror_flags(keys, tmp_path):
-    started = time.monotonic()
     result = airlock(
         "build", "-o", tmp_path / "k.tar", "--kubernetes-version", "stable-1.36", "--sign-key", keys["ed25519"] / "airlock.key",
         "--cache-dir", tmp_path / "cache", "--release-url", "http://dl.airlock-offline.invalid", "--cni", "none",
     )
     assert result.returncode == 1
-    assert time.monotonic() - started < 10  # five retries with backoff would take 15 s and more
     message = result.stderr.strip().splitlines()[-1]
     assert "dl.airlock-offline.invalid does not resolve" in message
     assert all(flag in message for flag in ("--release-url", "--github-url", "--registry-mirror"))
-    assert "retrying" not in result.stderr
+    assert "retrying" not in result.stderr  # a name that does not resolve is not retried (five retries would take 15 s and more)
 
 
 def test_an_unreachable_port_is_still_retried(tmp_path):

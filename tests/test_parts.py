@@ -305,7 +305,7 @@ def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, u
     for image in manifest["images"]:
         line = next(line for line in text.splitlines() if line.startswith(image["reference"] + "  "))
         assert image["digest"].split(":", 1)[1] in line and "amd64" in line
-    assert re.search(r"^bin/linux-amd64/kubeadm  kubernetes  v1\.31\.4  amd64  .*  Apache-2\.0$", text, re.M)
+    assert re.search(r"^bin/linux-amd64/kubeadm  kubernetes  v1\.36\.4  amd64  .*  Apache-2\.0$", text, re.M)
     assert re.search(r"^registry\.k8s\.io/etcd:\S+  etcd  .*  Apache-2\.0$", text, re.M)
     assert re.search(r"^images/index\.json  airlock  .*  NOASSERTION$", text, re.M)
     # ECDSA P-256: a whole bundle with sidecars, checked with openssl dgst.

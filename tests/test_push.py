@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import airlock, build, require
-from tests.upstream import OCI_INDEX, DockerRegistry
+from tests.upstream import COMPONENT_IMAGES, OCI_INDEX, DockerRegistry
+
+PAUSE_TAG, ETCD_TAG = COMPONENT_IMAGES["pause"], COMPONENT_IMAGES["etcd"]
+PAUSE, ETCD = f"registry.k8s.io/pause:{PAUSE_TAG}", f"registry.k8s.io/etcd:{ETCD_TAG}"  # what the test bundles' kubeadm lists
 
 # An upstream image with a platform no bundle can carry (airlock builds amd64 and arm64 only).
 THREE_PLATFORMS = "docker.io/library/threeway:1.0"
@@ -113,8 +116,8 @@ def test_one_arch_bundle_pushes_narrowed_indexes_and_containerd_pulls_them(node_
         assert "linux/amd64; 1 left out" in result.stdout
         pull_every_platform(containerd, target, result.stdout, expected, ["linux/amd64"])
         # A platform manifest keeps its upstream digest: pulling it by that digest works too.
-        repository, _ = target_repository("registry.k8s.io/pause:3.10")
-        child = get(target, repository, expected["registry.k8s.io/pause:3.10"])["manifests"][0]["digest"]
+        repository, _ = target_repository(PAUSE)
+        child = get(target, repository, expected[PAUSE])["manifests"][0]["digest"]
         containerd.pull(f"registry.k8s.io/pause@{child}")
         # A rerun finds everything in place.
         again = push(node_bundle, keys, target, tmp_path / "work")

@@ -15,7 +15,10 @@ import pytest
 
 from bundle.store import layout_index, read_layout_index
 from tests.conftest import AIRLOCK, airlock, require
-from tests.upstream import free_port
+from tests.upstream import COMPONENT_IMAGES, free_port
+
+PAUSE_TAG, ETCD_TAG = COMPONENT_IMAGES["pause"], COMPONENT_IMAGES["etcd"]
+PAUSE, ETCD = f"registry.k8s.io/pause:{PAUSE_TAG}", f"registry.k8s.io/etcd:{ETCD_TAG}"  # what the test bundles' kubeadm lists
 
 
 class Served:
@@ -88,8 +91,8 @@ def test_containerd_pulls_every_image_through_the_mirror_and_runs_one(bundle, se
     for reference in expected:
         containerd.pull(reference, platforms="linux/amd64,linux/arm64")
     assert containerd.image_digests() == expected
-    run = containerd.ctr("run", "--rm", "registry.k8s.io/pause:3.10", "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
-    assert run.stdout.strip() == "registry.k8s.io/pause:3.10 amd64"
+    run = containerd.ctr("run", "--rm", PAUSE, "probe", "/bin/busybox", "cat", "/etc/airlock-test-image")
+    assert run.stdout.strip() == f"{PAUSE} amd64"
 
 
 def test_skopeo_reads_and_copies_over_http(bundle, served, tmp_path):
@@ -100,11 +103,11 @@ def test_skopeo_reads_and_copies_over_http(bundle, served, tmp_path):
         ).stdout
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     subprocess.run(
-        ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false", f"docker://{served.host}/registry.k8s.io/etcd:3.5.15-0", f"oci:{tmp_path / 'copy'}:etcd"],
+        ["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false", f"docker://{served.host}/{ETCD}", f"oci:{tmp_path / 'copy'}:etcd"],
         check=True,
     )
     index = read_layout_index((tmp_path / "copy" / "index.json").read_bytes())
-    assert index[0]["digest"] == bundle_images(bundle)["registry.k8s.io/etcd:3.5.15-0"]
+    assert index[0]["digest"] == bundle_images(bundle)[ETCD]
 
 
 def test_tls_with_the_generated_ca(bundle, store, containerd, tmp_path):
@@ -120,10 +123,10 @@ def test_tls_with_the_generated_ca(bundle, store, containerd, tmp_path):
         trust = tmp_path / "trust"
         trust.mkdir()
         shutil.copy(certs / "ca.crt", trust / "ca.crt")
-        out = subprocess.run(["skopeo", "inspect", "--cert-dir", str(trust), f"docker://{server.host}/registry.k8s.io/pause:3.10"], capture_output=True, text=True)
+        out = subprocess.run(["skopeo", "inspect", "--cert-dir", str(trust), f"docker://{server.host}/{PAUSE}"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         # Without the CA the client refuses the certificate.
-        untrusted = subprocess.run(["skopeo", "inspect", f"docker://{server.host}/registry.k8s.io/pause:3.10"], capture_output=True, text=True)
+        untrusted = subprocess.run(["skopeo", "inspect", f"docker://{server.host}/{PAUSE}"], capture_output=True, text=True)
         assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
         containerd.hosts("registry.k8s.io", mirror_toml("registry.k8s.io", server.host, "https", certs / "ca.crt"))
         containerd.pull("registry.k8s.io/kube-proxy:v1.36.4")
@@ -133,8 +136,8 @@ def test_tls_with_the_generated_ca(bundle, store, containerd, tmp_path):
 
 
 def test_manifest_headers_range_and_paging(bundle, served):
-    digest = bundle_images(bundle)["registry.k8s.io/pause:3.10"]
-    status, headers, body = served.request("HEAD", "/v2/pause/manifests/3.10?ns=registry.k8s.io")
+    digest = bundle_images(bundle)[PAUSE]
+    status, headers, body = served.request("HEAD", f"/v2/pause/manifests/{PAUSE_TAG}?ns=registry.k8s.io")
     assert status == 200 and body == b""
     assert headers["docker-content-digest"] == digest
     assert headers["content-type"] == "application/vnd.oci.image.index.v1+json"
@@ -157,7 +160,7 @@ def test_manifest_headers_range_and_paging(bundle, served):
     rest = json.loads(body)["repositories"]
     assert first + rest == sorted({reference.rsplit(":", 1)[0] for reference in bundle_images(bundle)})
     _, _, body = served.request("GET", "/v2/registry.k8s.io/etcd/tags/list")
-    assert json.loads(body)["tags"] == ["3.5.15-0"]
+    assert json.loads(body)["tags"] == [COMPONENT_IMAGES["etcd"]]
     assert served.request("GET", "/healthz")[0] == 200
 
 
@@ -170,15 +173,15 @@ HOSTILE = [
     ("GET", "/v2/pause/manifests/sha256:" + "A" * 64 + "?ns=registry.k8s.io", 400, "DIGEST_INVALID"),
     ("GET", "/v2/pause/manifests/..?ns=registry.k8s.io", 404, "MANIFEST_UNKNOWN"),
     ("GET", "/v2/pause/manifests/.INVALID_MANIFEST_NAME?ns=registry.k8s.io", 404, "MANIFEST_UNKNOWN"),
-    ("GET", "/v2/pause/manifests/3.10?ns=../../etc", 400, "NAME_INVALID"),
+    ("GET", f"/v2/pause/manifests/{PAUSE_TAG}?ns=../../etc", 400, "NAME_INVALID"),
     ("GET", "/v2/Pause/manifests/3.10?ns=registry.k8s.io", 400, "NAME_INVALID"),
     ("GET", "/v2/unknown/thing/manifests/latest", 404, "NAME_UNKNOWN"),
     ("GET", "/v2/pause/manifests/9.99?ns=registry.k8s.io", 404, "MANIFEST_UNKNOWN"),
     ("GET", "/v2/_catalog?n=999999999999", 200, None),
     ("GET", "/v2/_catalog?n=-1", 400, "PAGINATION_NUMBER_INVALID"),
-    ("PUT", "/v2/pause/manifests/3.10?ns=registry.k8s.io", 405, "UNSUPPORTED"),
+    ("PUT", f"/v2/pause/manifests/{PAUSE_TAG}?ns=registry.k8s.io", 405, "UNSUPPORTED"),
     ("POST", "/v2/pause/blobs/uploads/?ns=registry.k8s.io", 405, "UNSUPPORTED"),
-    ("DELETE", "/v2/pause/manifests/3.10?ns=registry.k8s.io", 405, "UNSUPPORTED"),
+    ("DELETE", f"/v2/pause/manifests/{PAUSE_TAG}?ns=registry.k8s.io", 405, "UNSUPPORTED"),
     ("PATCH", "/v2/pause/blobs/uploads/x", 405, "UNSUPPORTED"),
     ("GET", "/etc/passwd", 404, None),
 ]
@@ -207,12 +210,12 @@ def test_a_new_index_is_picked_up_atomically(bundle, store, tmp_path):
     shutil.copytree(store, copy)
     server = Served(copy)
     try:
-        assert server.request("HEAD", "/v2/registry.k8s.io/etcd/manifests/3.5.15-0")[0] == 200
+        assert server.request("HEAD", f"/v2/registry.k8s.io/etcd/manifests/{COMPONENT_IMAGES['etcd']}")[0] == 200
         entries = [e for e in read_layout_index((copy / "index.json").read_bytes()) if "etcd" not in json.dumps(e)]
         (copy / "index.json.new").write_bytes(layout_index(entries))
         os.replace(copy / "index.json.new", copy / "index.json")
-        assert server.request("HEAD", "/v2/registry.k8s.io/etcd/manifests/3.5.15-0")[0] == 404
-        assert server.request("HEAD", "/v2/registry.k8s.io/pause/manifests/3.10")[0] == 200
+        assert server.request("HEAD", f"/v2/registry.k8s.io/etcd/manifests/{COMPONENT_IMAGES['etcd']}")[0] == 404
+        assert server.request("HEAD", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}")[0] == 200
     finally:
         server.close()
 
@@ -284,7 +287,7 @@ def test_unservable_manifests_are_refused_with_a_reason_and_the_rest_is_served(s
     log = tmp_path / "serve.log"
     server = Served(copy, log=log)  # a crash at start would fail here
     try:
-        assert server.request("HEAD", "/v2/registry.k8s.io/pause/manifests/3.10")[0] == 200
+        assert server.request("HEAD", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}")[0] == 200
         for name in ("not-an-object", "not-json", "split-header", "layers-not-a-list"):
             status, headers, _ = server.request("GET", f"/v2/registry.k8s.io/{name}/manifests/1")
             assert status == 404 and "x-injected" not in headers
@@ -300,7 +303,7 @@ def test_a_symlinked_blob_is_not_followed_out_of_the_store(bundle, store, tmp_pa
     shutil.copytree(store, copy)
     server = Served(copy)
     try:
-        _, _, index = server.request("GET", "/v2/registry.k8s.io/pause/manifests/3.10")
+        _, _, index = server.request("GET", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}")
         child = json.loads(index)["manifests"][0]["digest"]
         _, _, manifest = server.request("GET", f"/v2/registry.k8s.io/pause/manifests/{child}")
         layer = json.loads(manifest)["layers"][0]["digest"]
@@ -340,7 +343,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
 
 
 def test_range_edges(bundle, served):
-    _, _, index = served.request("GET", "/v2/registry.k8s.io/pause/manifests/3.10")
+    _, _, index = served.request("GET", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}")
     child = json.loads(index)["manifests"][0]["digest"]
     _, _, manifest = served.request("GET", f"/v2/registry.k8s.io/pause/manifests/{child}")
     layer = json.loads(manifest)["layers"][0]
@@ -357,7 +360,7 @@ def test_range_edges(bundle, served):
 def test_a_request_body_is_refused_never_read_as_the_next_request(served):
     smuggled = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n"
     for framing in (f"Content-Length: {len(smuggled)}\r\n".encode(), b"Transfer-Encoding: chunked\r\n"):
-        answer = raw_exchange(served.port, b"GET /v2/registry.k8s.io/pause/manifests/3.10 HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + smuggled)
+        answer = raw_exchange(served.port, b"GET /v2/registry.k8s.io/pause/manifests/" + PAUSE_TAG.encode() + b" HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + smuggled)
         assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
     # The same pipelined without a body is answered twice: the refusal above is not a parser that stops early.
     answer = raw_exchange(served.port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n" + smuggled.replace(b"Host: x", b"Host: x\r\nConnection: close"))
@@ -385,8 +388,8 @@ def test_spec_details_tags_catalog_and_a_prefixed_mirror(bundle, served):
     status, headers, body = served.request("GET", "/v2/_catalog?n=1")
     assert headers["link"].startswith("</v2/_catalog?n=1&last=")
     # containerd's prefixed form: /v2/{host}/{repo}/... and ?ns={host} together, and each alone.
-    digest = bundle_images(bundle)["registry.k8s.io/pause:3.10"]
-    for path in ("/v2/registry.k8s.io/pause/manifests/3.10?ns=registry.k8s.io", "/v2/registry.k8s.io/pause/manifests/3.10", "/v2/pause/manifests/3.10?ns=registry.k8s.io"):
+    digest = bundle_images(bundle)[PAUSE]
+    for path in (f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}?ns=registry.k8s.io", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}", f"/v2/pause/manifests/{PAUSE_TAG}?ns=registry.k8s.io"):
         status, headers, _ = served.request("HEAD", path)
         assert status == 200 and headers["docker-content-digest"] == digest, path
     status, _, _ = served.request("HEAD", "/v2/docker.io/library/busybox/manifests/1.36?ns=docker.io")
@@ -397,7 +400,7 @@ def test_tags_are_listed_in_lexical_order_and_paged_with_ns(store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     entries = read_layout_index((copy / "index.json").read_bytes())
-    pause = next(e for e in entries if e["annotations"]["io.containerd.image.name"] == "registry.k8s.io/pause:3.10")
+    pause = next(e for e in entries if e["annotations"]["io.containerd.image.name"] == PAUSE)
     for tag in ("B", "a", "Zeta", "_x", "10"):
         reference = f"registry.k8s.io/pause:{tag}"
         entries.append({**pause, "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": reference}})
@@ -406,11 +409,11 @@ def test_tags_are_listed_in_lexical_order_and_paged_with_ns(store, tmp_path):
     try:
         _, _, body = server.request("GET", "/v2/pause/tags/list?ns=registry.k8s.io")
         tags = json.loads(body)["tags"]
-        assert tags == ["10", "3.10", "_x", "a", "B", "Zeta"]
+        assert tags == ["10", PAUSE_TAG, "_x", "a", "B", "Zeta"]
         status, headers, body = server.request("GET", "/v2/pause/tags/list?n=2&ns=registry.k8s.io")
-        assert json.loads(body)["tags"] == ["10", "3.10"]
+        assert json.loads(body)["tags"] == ["10", PAUSE_TAG]
         link = headers["link"]
-        assert link == '</v2/pause/tags/list?n=2&last=3.10&ns=registry.k8s.io>; rel="next"'
+        assert link == f'</v2/pause/tags/list?n=2&last={PAUSE_TAG}&ns=registry.k8s.io>; rel="next"'
         seen = json.loads(body)["tags"]
         while "link" in headers:
             status, headers, body = server.request("GET", headers["link"].split(">")[0][1:])
@@ -427,7 +430,7 @@ def test_containerd_pulls_through_a_prefixed_mirror_host(bundle, served, contain
         text = f'server = "http://127.0.0.1:9"\n\n[host."http://{served.host}/v2/{upstream}"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n'
         containerd.hosts(upstream, text)
     expected = bundle_images(bundle)
-    for reference in ("registry.k8s.io/pause:3.10", "docker.io/library/busybox:1.36"):
+    for reference in (PAUSE, "docker.io/library/busybox:1.36"):
         containerd.pull(reference)
         assert containerd.image_digests()[reference] == expected[reference]
 
@@ -487,13 +490,13 @@ def test_tls_from_systemd_credentials(bundle, store, tmp_path):
         while True:
             try:
                 connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-                connection.request("HEAD", "/v2/registry.k8s.io/pause/manifests/3.10")
+                connection.request("HEAD", f"/v2/registry.k8s.io/pause/manifests/{PAUSE_TAG}")
                 break
             except OSError:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.1)
         response = connection.getresponse()
-        assert response.status == 200 and response.getheader("Docker-Content-Digest") == bundle_images(bundle)["registry.k8s.io/pause:3.10"]
+        assert response.status == 200 and response.getheader("Docker-Content-Digest") == bundle_images(bundle)[PAUSE]
         connection.close()
     finally:
         process.terminate()

@@ -13,6 +13,10 @@ import pytest
 from bundle.errors import BundleError
 from bundle.tarstream import MAX_MEMBER_BYTES, TarReader
 from tests.hostile import with_checksum
+from tests.upstream import COMPONENT_IMAGES
+
+PAUSE_TAG = COMPONENT_IMAGES["pause"]
+PAUSE = f"registry.k8s.io/pause:{PAUSE_TAG}"  # what the test bundles' kubeadm lists
 
 
 class CountingStream(io.RawIOBase):
@@ -84,7 +88,7 @@ def test_a_huge_pax_size_is_refused():
 
 @pytest.fixture
 def hostile_registry(upstream, tmp_path):
-    """A real registry (CNCF distribution) holding every image of the upstream, but a different pause:3.10."""
+    """A real registry (CNCF distribution) holding every image of the upstream, but a different pause image under the same tag."""
     import shutil
 
     from tests.upstream import DockerRegistry
@@ -92,7 +96,7 @@ def hostile_registry(upstream, tmp_path):
     root = tmp_path / "hostile"
     shutil.copytree(upstream.registry.root / "data", root / "data")
     registry = DockerRegistry(root)
-    upstream.factory.push(upstream.factory.make("someone else's pause", ("amd64",)), registry, "pause", "3.10")
+    upstream.factory.push(upstream.factory.make("someone else's pause", ("amd64",)), registry, "pause", PAUSE_TAG)
     yield registry
     registry.close()
 
@@ -116,14 +120,14 @@ def test_an_image_with_another_digest_than_bundle_json_is_refused_and_removed(no
     from tests.test_install import bundle_manifest, install, node_config
 
     expected = {image["reference"]: image["digest"] for image in bundle_manifest(node_bundle)["images"]}
-    hostile = hostile_registry.manifest_digest("pause", "3.10")
+    hostile = hostile_registry.manifest_digest("pause", PAUSE_TAG)
     config = node_config(tmp_path, 1, registry={"mirror": hostile_registry.url})
     result = install("init", node_bundle, keys, tmp_path / "root", config, containerd, tmp_path / "log")
     assert result.returncode == 1, result.stderr
-    want = expected["registry.k8s.io/pause:3.10"]
-    assert f"image registry.k8s.io/pause:3.10: bundle.json names {want} but containerd got {hostile} from {hostile_registry.url}" in result.stderr
+    want = expected[PAUSE]
+    assert f"image {PAUSE}: bundle.json names {want} but containerd got {hostile} from {hostile_registry.url}" in result.stderr
     held = containerd.image_digests()
-    assert "registry.k8s.io/pause:3.10" not in held
+    assert PAUSE not in held
     assert all(expected[name] == digest for name, digest in held.items())
 
 
