@@ -13,13 +13,13 @@ import io
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
 from builder.split import RollingFile, Written
-from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SIGNATURE_NAME, Manifest
+from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import ALIGN, BLOCK, TarWriter
 
@@ -80,9 +80,21 @@ def pack(
     return Packed(manifest_bytes, written)
 
 
+def head_room(manifest: Manifest) -> int:
+    """The bytes kept at the start of a bundle for bundle.json and its signature (a multiple of ALIGN).
+
+    Sized from the manifest with its late members (the SBOM, the vulnerabilities) at the longest size a member
+    can have, so a build that packs before it knows them and one that packs after lay out the same bytes.
+    """
+    late = (SBOM, VULNERABILITIES)
+    widest = [replace(e, sha256="0" * 64, size=10**13 - 1) if e.path in late else e for e in manifest.files]
+    length = len(replace(manifest, files=tuple(widest)).to_json())
+    room = _padded(length) + 4 * BLOCK + _padded(MAX_SIGNATURE) + BLOCK
+    return room + (-room % ALIGN)
+
+
 def _write_members(writer: TarWriter, manifest: Manifest, manifest_bytes: bytes, signature: bytes, store: BlobStore, progress, wait_for_blob) -> None:
-    writer.add_bytes(MANIFEST_NAME, manifest_bytes)
-    writer.add_bytes(SIGNATURE_NAME, signature)
+    writer.add_head(MANIFEST_NAME, manifest_bytes, SIGNATURE_NAME, signature, head_room(manifest))
     for entry in manifest.files:
         if not entry.carried:
             continue
@@ -113,10 +125,7 @@ class DeferredPack:
 
     def __init__(self, output: Path, provisional: Manifest, key: SigningKey, store: BlobStore, progress: Progress, wait_for_blob):
         self._output, self._key, self._store, self._progress, self._wait = output, key, store, progress, wait_for_blob
-        length = len(provisional.to_json())
-        # bundle.json's pax header (at least 3 blocks with room to spare), its data, the signature member.
-        self.room = _padded(length) + 4 * BLOCK + _padded(MAX_SIGNATURE) + BLOCK
-        self.room += -self.room % ALIGN
+        self.room = head_room(provisional)
         output.parent.mkdir(parents=True, exist_ok=True)
         self._temporary = output.with_name(f".{output.name}.partial")
         self._handle = open(self._temporary, "wb", buffering=WRITE_BUFFER)
@@ -150,15 +159,13 @@ class DeferredPack:
         try:
             for entry in manifest.files:
                 if entry.path in REVIEW_MEMBERS and entry.carried:
-                    self._writer.add_bytes(entry.path, review[entry.path], entry.mode)
+                    self._writer.add_stream(entry.path, entry.size, entry.mode, io.BytesIO(review[entry.path]))
             self._writer.close()
             manifest_bytes = manifest.to_json()
             signature = self._key.sign(manifest_bytes)
-            tail = _padded(len(manifest_bytes)) + BLOCK + _padded(len(signature))
-            head = TarWriter(None, mtime=0).header_of_length(MANIFEST_NAME, len(manifest_bytes), 0o644, self.room - tail)
-            head += manifest_bytes + b"\0" * (-len(manifest_bytes) % BLOCK)
-            sig = tarfile_header(SIGNATURE_NAME, len(signature))
-            head += sig + signature + b"\0" * (-len(signature) % BLOCK)
+            buffer = io.BytesIO()
+            TarWriter(buffer, mtime=0).add_head(MANIFEST_NAME, manifest_bytes, SIGNATURE_NAME, signature, self.room)
+            head = buffer.getvalue()
             if len(head) != self.room:
                 raise AssertionError(f"bundle.json's room is {self.room} bytes, its members {len(head)}")
             self._handle.flush()
@@ -176,10 +183,3 @@ class DeferredPack:
         self._thread.join()
         self._handle.close()
         self._temporary.unlink(missing_ok=True)
-
-
-def tarfile_header(path: str, size: int) -> bytes:
-    """The plain header TarWriter.add_bytes writes for a small member."""
-    buffer = io.BytesIO()
-    TarWriter(buffer, mtime=0).header(path, size, 0o644)
-    return buffer.getvalue()

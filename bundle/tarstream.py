@@ -238,6 +238,15 @@ class TarWriter:
             raise ValueError(f"a header of {total} bytes came out {len(encoded)} bytes long")
         return encoded
 
+    def add_head(self, name: str, data: bytes, signature_name: str, signature: bytes, room: int) -> None:
+        """The first two members (bundle.json and its signature) filling exactly `room` bytes: the first header is
+        padded (a pax comment) so that what follows starts where the room ends, whatever the two weigh."""
+        tail = len(data) + (-len(data) % BLOCK) + BLOCK + len(signature) + (-len(signature) % BLOCK)
+        self._write(self.header_of_length(name, len(data), 0o644, room - tail))
+        self._write(data)
+        self._pad(len(data))
+        self.add_bytes(signature_name, signature)
+
     def add_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self.header(path, len(data), mode)
         self._write(data)

@@ -453,7 +453,10 @@ class LocalUpstream:
         # umoci builds one image at a time in the shared layout; skopeo pushes from it (read-only) in parallel.
         from concurrent.futures import ThreadPoolExecutor
 
-        made = [(reference, self.factory.make(reference, arches, self.payload_bytes)) for reference, arches in self.all_images().items()]
+        made = [
+            (reference, self.factory.make(reference, arches, self.payload_bytes, self.image_files.get(reference)))
+            for reference, arches in self.all_images().items()
+        ]
         with ThreadPoolExecutor(4) as pool:
             for future in [pool.submit(self._push_made, reference, tag) for reference, tag in made]:
                 future.result()

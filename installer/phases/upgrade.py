@@ -169,13 +169,13 @@ def run_api_check(context: Context) -> None:
     """Across minors: what the target minor no longer serves that the running cluster serves or a manifest uses."""
     installed, target = parse_version(State.load(context.paths).installed["version"]), parse_version(context.manifest.version)
     if target[:2] <= installed[:2]:
-        context.echo(f"  same minor 1.{target[1]}: no API version changes to check")
+        context.echo(f"{'would skip' if context.host.dry_run else '  skipped'}: same minor 1.{target[1]}, no API version changes to check")
         return
     minor = target[1]
     problems: list[str] = []
     if context.host.dry_run:
-        context.echo(f"would run kubectl api-versions and check it against Kubernetes 1.{minor}")
-        live: list[str] = []
+        context.echo(f"would run kubectl api-versions and check it and the manifests this node applied against Kubernetes 1.{minor}")
+        return
     else:
         result = context.host.run(commands.kubectl_api_versions(kubectl_path(context), read_kubeconfig(context)), check=False, show=False, timeout=60)
         if result.returncode != 0:
@@ -185,7 +185,7 @@ def run_api_check(context: Context) -> None:
     manifests = []
     staging = ensure_staged(context)
     carried = [staging / entry.path for entry in context.manifest.files if entry.path.startswith(("manifests/cni/", "manifests/addons/"))]
-    for path in applied_manifests(context) + ([] if context.host.dry_run else carried):
+    for path in applied_manifests(context) + carried:
         try:
             with open(path, "rb") as handle:
                 manifests.append((str(path), apis.load_documents(handle.read(apis.MAX_MANIFEST_BYTES + 1))))
@@ -199,7 +199,7 @@ def run_api_check(context: Context) -> None:
     ignored = {name.lower() for name in context.ignore_preflight} & {"all", "api-versions"}
     for problem in problems:
         context.echo(f"  [{'WARNING' if ignored else 'ERROR'} api-versions] {problem}")
-    if problems and not ignored and not context.host.dry_run:
+    if problems and not ignored:
         raise NodeError(
             f"upgrading to Kubernetes 1.{minor} would break {len(problems)} thing(s) listed above, first: {problems[0]}; "
             "migrate them first, or pass --ignore-preflight-errors api-versions"
