@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
 
 from builder import addons, artifacts, images, osv, sign
 from builder import versions as versions_table
@@ -22,10 +21,11 @@ from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
-from builder.sidecars import write_sidecars
+from builder.sidecars import NODE_INSTALLER, write_sidecars
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
 from bundle.apis import load_documents
+from bundle.atomic import AtomicFile, write_atomic
 from bundle.manifest import (
     API_FINDINGS,
     NODE_PYZ,
@@ -41,7 +41,7 @@ from bundle.manifest import (
 )
 from bundle.meter import human_size as human
 from bundle.reference import ImageRef
-from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, write_atomic
+from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, copy_verified, layout_index
 
 CNI_CHOICES = ("flannel", "none")
 
@@ -491,9 +491,14 @@ class Builder:
             listing = write_parts_list(output, packed.written, options.split, key)
             small = [listing, listing.with_name(listing.name + ".sig")]
             files = packed.written.paths + tuple(small)
+        # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
+        pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
+        beside = output.with_name(NODE_INSTALLER)
+        with AtomicFile(beside, 0o755) as handle, self.store.open("sha256:" + pyz.sha256) as source:
+            copy_verified(source, handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
         written_sidecars: list[Path] = []
         if options.sidecars:
-            hashed = [(part.name, part.sha256) for part in packed.written.files]
+            hashed = [(part.name, part.sha256) for part in packed.written.files] + [(beside.name, pyz.sha256)]
             from builder.report import Reviewed, render
 
             reviewed = Reviewed.from_members(
@@ -504,10 +509,6 @@ class Builder:
             written_sidecars = write_sidecars(
                 output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities, REPORT: report}
             )
-        # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
-        pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
-        with self.store.open("sha256:" + pyz.sha256) as source:
-            copy_atomic(source, output.with_name("airlock-node.pyz"), 0o755)
         return BuildResult(
             output,
             manifest,
@@ -536,18 +537,6 @@ def read_reviewed(path: Path, keys=None):
         raise BuildError(f"{path}: {error.strerror}") from None
     state = "valid (checked against the given key)" if keys else "not checked (pass --key to check it)"
     return Reviewed.from_members(manifest, hashlib.sha256(data).hexdigest(), state, members)
-
-
-def copy_atomic(source: BinaryIO, path: Path, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with open(temporary, "wb") as handle:
-            shutil.copyfileobj(source, handle, 1 << 20)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _build_time() -> datetime:

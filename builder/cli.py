@@ -472,12 +472,14 @@ def split_command(
         written_sidecars = []
         if key is not None:
             files.append(result.listing.with_name(result.listing.name + ".sig"))
+        small = files[len(result.written.paths) :]
+        if result.node_pyz is not None:
+            files.append(target / result.node_pyz.name)
         if sidecars:
             verified = result.verified
-            hashed = [(part.name, part.sha256) for part in result.written.files]
-            written_sidecars = write_sidecars(
-                target, hashed, files[len(result.written.paths) :], verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key
-            )
+            beside = [result.node_pyz] if result.node_pyz is not None else []
+            hashed = [(part.name, part.sha256) for part in (*result.written.files, *beside)]
+            written_sidecars = write_sidecars(target, hashed, small, verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key)
     except AirlockError as error:
         fail(error)
     _echo_files(files, written_sidecars)

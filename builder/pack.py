@@ -18,7 +18,8 @@ from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
-from builder.split import RollingFile, Written
+from builder.split import BUNDLE_MODE, RollingFile, Written
+from bundle.atomic import AtomicFile
 from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import ALIGN, BLOCK, TarWriter
@@ -57,18 +58,9 @@ def pack(
     `output`; with `hashed` (implied by `split`), also hash what is written, for a parts list or sidecars."""
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
-    output.parent.mkdir(parents=True, exist_ok=True)
     if split is None and not hashed:
-        temporary = output.with_name(f".{output.name}.partial")
-        try:
-            with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
-                _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, output)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle:
+            _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
         return Packed(manifest_bytes, None)
     rolling = RollingFile(output, split)
     try:
@@ -128,7 +120,10 @@ class DeferredPack:
         self.room = head_room(provisional)
         output.parent.mkdir(parents=True, exist_ok=True)
         self._temporary = output.with_name(f".{output.name}.partial")
-        self._handle = open(self._temporary, "wb", buffering=WRITE_BUFFER)
+        self._temporary.unlink(missing_ok=True)
+        # Never through a link someone planted, and with the bundle's own mode from the first byte.
+        descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, BUNDLE_MODE)
+        self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
         self._handle.seek(self.room)
         self._writer = TarWriter(self._handle, mtime=0)
         self._writer.written = self.room

@@ -1,7 +1,9 @@
 """Files written beside a bundle for a reviewer who checks it without airlock.
 
 - `SHA256SUMS`: GNU `sha256sum` format over the bundle (or its parts and
-  parts list) and the other sidecars; `sha256sum -c SHA256SUMS` checks them.
+  parts list), the node installer beside it (`airlock-node.pyz`, which runs
+  as root before it has verified anything) and the other sidecars;
+  `sha256sum -c SHA256SUMS` checks them.
 - `SHA256SUMS.sig`: signed with the bundle's key, raw like bundle.json.sig,
   so `openssl` alone verifies it against airlock.pub.
 - `sbom.spdx.json`: the bundle's SPDX member, byte for byte; likewise
@@ -17,10 +19,12 @@ from pathlib import Path
 
 from builder.errors import BuildError
 from builder.sign import SigningKey
+from bundle.atomic import write_atomic
 from bundle.manifest import IMAGE_BLOBS, FileEntry, ImageEntry, Manifest, format_time
-from bundle.store import write_atomic
 
 SUMS = "SHA256SUMS"
+# The node installer as written beside a bundle or its parts: the same bytes as its signed member bin/airlock-node.pyz.
+NODE_INSTALLER = "airlock-node.pyz"
 SUMS_SIGNATURE = "SHA256SUMS.sig"
 SBOM = "sbom.spdx.json"
 LISTING = "MANIFEST.txt"
@@ -146,8 +150,9 @@ def write_sidecars(
     and SHA256SUMS.sig into `directory`; return their paths.
 
     `hashed` is (file name, sha256) of the bundle or its parts, hashed while
-    they were written; `small_files` (the parts list and its signature) are
-    hashed here.
+    they were written, and of the node installer beside them, by the sha256
+    its signed member has; `small_files` (the parts list and its signature)
+    are hashed here.
     """
     listing, sbom_path = directory / LISTING, directory / SBOM
     write_atomic(listing, manifest_text(manifest, manifest_sha256), 0o644)

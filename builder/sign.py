@@ -6,7 +6,6 @@ Signatures are raw bytes (Ed25519, or DER ECDSA P-256 over SHA-256) so that
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from builder.errors import BuildError
-from bundle.store import write_atomic
+from bundle.atomic import write_atomic
 from bundle.trust import ALGORITHMS, ECDSA_P256, ED25519, algorithm_of, key_id
 
 
@@ -42,8 +41,7 @@ def generate(out_dir: Path, algorithm: str = ED25519, force: bool = False) -> tu
     private_pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     public_pem = private_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     write_atomic(key_path, private_pem, 0o600)
-    pub_path.write_bytes(public_pem)
-    os.chmod(pub_path, 0o644)
+    write_atomic(pub_path, public_pem, 0o644)
     return key_path, pub_path
 
 

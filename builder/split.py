@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.sidecars import NODE_INSTALLER
 from builder.sign import SigningKey
-from bundle.errors import AirlockError
+from bundle.atomic import AtomicFile, create_temporary, identity, make_dirs, rename_into_place, write_atomic
+from bundle.errors import WriteError
+from bundle.manifest import NODE_PYZ
 from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
-from bundle.store import write_atomic
 
 WRITE_BUFFER = 4 << 20
+PART_MODE = BUNDLE_MODE = 0o644
 CHUNK = 1 << 20
 # Let the hashing threads see written bytes at least this often when nothing else flushes.
 PUBLISH_EVERY = 8 << 20
@@ -61,6 +64,7 @@ def parse_size(text: str | int) -> int:
 class _Piece:
     final: Path
     temporary: Path
+    identity: tuple[int, int]  # device and inode of the temporary: the file the followers read and the rename must keep
     size: int = 0
     published: int = 0
     closed: bool = False
@@ -103,7 +107,9 @@ class _Follower(threading.Thread):
                     piece = rolling.pieces[index]
                     end, closed = piece.published, piece.closed
                 if descriptor is None:
-                    descriptor = os.open(piece.temporary, os.O_RDONLY)
+                    descriptor = os.open(piece.temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    if identity(descriptor) != piece.identity:
+                        raise WriteError(f"{piece.temporary}: replaced by another file while airlock wrote it; write into a directory only you can write")
                 while offset < end:
                     data = os.pread(descriptor, min(CHUNK, end - offset), offset)
                     if not data:
@@ -151,10 +157,11 @@ class RollingFile:
             if number > MAX_PARTS:
                 raise BuildError(f"a part size of {self._limit} bytes makes more than {MAX_PARTS} parts; choose a larger size")
             final = self._output.with_name(part_name(self._output.name, number))
-        temporary = final.with_name(f".{final.name}.partial")
-        self._handle = open(temporary, "wb", buffering=WRITE_BUFFER)
+        make_dirs(final.parent)
+        descriptor, temporary = create_temporary(final)
+        self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
         with self.changed:
-            self.pieces.append(_Piece(final, temporary))
+            self.pieces.append(_Piece(final, temporary, identity(descriptor)))
             self.changed.notify_all()
         self._room = self._limit if self._limit is not None else 1 << 62
 
@@ -169,6 +176,7 @@ class RollingFile:
         if self._handle is None:
             return
         self._handle.flush()
+        os.fchmod(self._handle.fileno(), PART_MODE)
         os.fsync(self._handle.fileno())
         self._handle.close()
         self._handle = None
@@ -227,7 +235,7 @@ class RollingFile:
         digests = self._followers[1].digests if self._limit is not None else [whole]
         files = tuple(Part(piece.final.name, piece.size, digest) for piece, digest in zip(self.pieces, digests, strict=True))
         for piece in self.pieces:
-            os.replace(piece.temporary, piece.final)
+            rename_into_place(piece.temporary, piece.final, piece.identity)
         if self._limit is not None:
             # Parts of an earlier, longer split under the same name would be refused as extra parts: remove them.
             pattern = re.compile(re.escape(self._output.name) + r"\.part[0-9]+$")
@@ -285,14 +293,56 @@ class Split:
     listing: Path
     verified: object | None  # bundle.verify.Verified when the bundle was checked under the signing key
     sbom: bytes | None
+    node_pyz: Part | None = None  # the node installer written beside the parts (its signed sha256), when the bundle carries it
+
+
+class _Keep:
+    """Keeps a (small) member in memory."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data.extend(data)
+
+    def done(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _Beside:
+    """Writes a member to a file of its own; it is put in place by `commit` once the whole split has succeeded."""
+
+    def __init__(self, path: Path, mode: int):
+        self._file = AtomicFile(path, mode)
+        self.checked = False
+
+    def write(self, data: bytes) -> None:
+        self._file.handle.write(data)
+
+    def done(self) -> None:
+        self.checked = True  # the member hashed to what the signed bundle.json lists
+
+    def abort(self) -> None:
+        self.discard()
+
+    def commit(self) -> None:
+        self._file.commit()
+
+    def discard(self) -> None:
+        if not self._file.handle.closed:
+            self._file.discard()
 
 
 def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | None, origin: str = "--sign-key") -> Split:
     """Split `bundle` into parts in `out_dir` in one streamed pass.
 
     With `key`, the pass also verifies the bundle under that key's public half
-    (a parts list is only signed for a bundle the same key signed) and keeps
-    the SBOM member for the sidecars.
+    (a parts list is only signed for a bundle the same key signed), keeps
+    the SBOM member for the sidecars and writes the node installer it carries
+    beside the parts as `airlock-node.pyz`, as `airlock build` does.
     """
     from bundle.trust import TrustedKey
     from bundle.verify import verify_stream
@@ -302,11 +352,21 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
         raise BuildError(f"{bundle}: split a .tar bundle; decompress this one first (zstd -d {bundle.name})")
     if not bundle.is_file():
         raise BuildError(f"{bundle}: no such bundle file")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     output = out_dir / bundle.name
     rolling = RollingFile(output, part_size)
     verified = None
-    sbom = bytearray()
+    sbom = _Keep()
+    node_pyz: list[_Beside] = []
+
+    def sink(entry):
+        if entry.path == "sbom.spdx.json":
+            return sbom
+        if entry.path == NODE_PYZ:
+            node_pyz.append(_Beside(out_dir / NODE_INSTALLER, 0o755))
+            return node_pyz[-1]
+        return None
+
     try:
         with open(bundle, "rb", buffering=WRITE_BUFFER) as source:
             if key is None:
@@ -314,23 +374,19 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
                     rolling.write(data)
             else:
                 trusted = TrustedKey(key.key_id, key.algorithm, key.private_key.public_key(), origin)
-
-                class _Keep:
-                    def write(self, data: bytes) -> None:
-                        sbom.extend(data)
-
-                    def done(self) -> None:
-                        pass
-
-                    def abort(self) -> None:
-                        pass
-
-                verified = verify_stream(_Tee(source, rolling), [trusted], sink=lambda entry: _Keep() if entry.path == "sbom.spdx.json" else None)
+                verified = verify_stream(_Tee(source, rolling), [trusted], sink=sink)
         written = rolling.finish()
     except BaseException:
         rolling.abort()
+        for beside in node_pyz:
+            beside.discard()
         raise
-    return Split(written, write_parts_list(output, written, part_size, key), verified, bytes(sbom) if verified else None)
+    beside = None
+    if node_pyz and node_pyz[0].checked:
+        node_pyz[0].commit()
+        entry = next(entry for entry in verified.manifest.files if entry.path == NODE_PYZ)
+        beside = Part(NODE_INSTALLER, entry.size, entry.sha256)
+    return Split(written, write_parts_list(output, written, part_size, key), verified, bytes(sbom.data) if verified else None, beside)
 
 
 def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Written:
@@ -339,23 +395,15 @@ def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Wr
 
     listing = read_parts_list(listing_path, keys)
     check_present(listing, listing_path.parent)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.partial")
     digest = hashlib.sha256()
     reader = PartsReader(listing, listing_path.parent)
     try:
-        with open(temporary, "wb", buffering=WRITE_BUFFER) as handle:
+        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle:
             while data := reader.read(CHUNK):
                 digest.update(data)
                 handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if digest.hexdigest() != listing.sha256:
-            raise BuildError(f"{listing_path.name}: the joined parts hash to {digest.hexdigest()}, not the listed {listing.sha256}")
-        os.replace(temporary, output)
-    except (AirlockError, OSError, KeyboardInterrupt):
-        temporary.unlink(missing_ok=True)
-        raise
+            if digest.hexdigest() != listing.sha256:
+                raise BuildError(f"{listing_path.name}: the joined parts hash to {digest.hexdigest()}, not the listed {listing.sha256}")
     finally:
         reader.close()
     return Written((Part(output.name, listing.size, listing.sha256),), listing.size, listing.sha256, (output,))

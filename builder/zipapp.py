@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -29,6 +28,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from builder.errors import BuildError
+from bundle.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PACKAGES = ("bundle", "installer", "manifests")
@@ -209,11 +209,7 @@ def write_pyz(output: Path, members: dict[str, bytes], natives: list[dict]) -> P
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, members[name], compresslevel=9)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.partial")
-    temporary.write_bytes(buffer.getvalue())
-    os.chmod(temporary, 0o755)
-    os.replace(temporary, output)
+    write_atomic(output, buffer.getvalue(), 0o755)
     return output
 
 

@@ -12,11 +12,30 @@ imported, into a cache directory of the current user:
 
 <id> is the sha256 of `_native/index.json`, the list written at build time of
 every native file with its own sha256, so two archives share a cache exactly
-when they carry the same native files. A cache directory must be a real
-directory owned by the current user and writable by nobody else; every file
-taken from it is hashed against the list before it is loaded, on every run.
+when they carry the same native files.
+
+Another local user must never get their code loaded in place of these files
+(the node installer runs as root). So:
+
+- the cache is opened one directory at a time from `/`, never following a
+  link (links above the cache are resolved once, and the directories they
+  name are what is checked), and used through the descriptors it was checked
+  through: renaming a directory above it afterwards changes nothing;
+- every directory above the cache must belong to root or the current user and
+  be writable by no one else, unless it is sticky like /tmp (where others
+  cannot rename our entries); the cache and what is under it must be the
+  user's own and writable by no one else;
+- every directory the pyz creates is 0700 whatever the umask, and files 0500;
+- the bytes loaded are the bytes hashed: they are copied, hashed on the way,
+  into a sealed memfd that `dlopen` reads as /proc/self/fd/N. Where
+  memfd_create is missing (Linux before 3.17, or a Python built without it)
+  the cache file itself is loaded through the descriptor it was hashed
+  through; the checks above keep other users from changing it, only root
+  and the user could.
 """
 
+import errno
+import fcntl
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -24,13 +43,18 @@ import importlib.util
 import json
 import os
 import platform
+import secrets
 import stat
 import sys
-import tempfile
 import zipfile
 
 INDEX = "_native/index.json"
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+PRIVATE_DIRECTORY = 0o700
+NATIVE_FILE = 0o500
+CHUNK = 1 << 20
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+ELSEWHERE = "set AIRLOCK_PYZ_CACHE to a directory below ones only root and you can write"
 
 
 class NativeError(Exception):
@@ -47,28 +71,113 @@ def cache_base() -> str:
     return os.path.join(base, "airlock", "pyz-cache")
 
 
-def private_directory(path: str) -> str:
-    """Create `path` (mode 0700) if missing; refuse it unless it is a directory of ours that nobody else can write."""
+def _open_or_create(parent, name: str, shown: str) -> int:
+    """The directory `name` under the descriptor `parent` (None: `name` is absolute), made (0700 exactly) when missing; never through a link."""
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
+        return os.open(name, DIRECTORY_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
         pass
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise NativeError(f"{path} is not a directory; remove it or set AIRLOCK_PYZ_CACHE to another place")
+    except OSError as error:
+        if error.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise NativeError(f"{shown} is not a directory; remove it or set AIRLOCK_PYZ_CACHE to another place") from None
+        raise
+    try:
+        os.mkdir(name, PRIVATE_DIRECTORY, dir_fd=parent)
+        created = True
+    except FileExistsError:
+        created = False
+    descriptor = os.open(name, DIRECTORY_FLAGS, dir_fd=parent)
+    if created:
+        os.fchmod(descriptor, PRIVATE_DIRECTORY)  # mkdir's mode passes through the umask: set it exactly
+    return descriptor
+
+
+def _check_ancestor(info: os.stat_result, shown: str) -> None:
+    if info.st_uid not in (0, os.geteuid()):
+        raise NativeError(f"{shown} belongs to uid {info.st_uid}, who could swap what is under it; {ELSEWHERE}")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise NativeError(
+            f"{shown} is writable by others (mode {stat.S_IMODE(info.st_mode):o}), who could swap what is under it; chmod go-w it or {ELSEWHERE}"
+        )
+
+
+def _check_private(descriptor: int, shown: str) -> None:
+    info = os.fstat(descriptor)
     if info.st_uid != os.geteuid():
-        raise NativeError(f"{path} is owned by uid {info.st_uid}, not by this user ({os.geteuid()}); remove it or set AIRLOCK_PYZ_CACHE")
+        raise NativeError(f"{shown} is owned by uid {info.st_uid}, not by this user ({os.geteuid()}); remove it or set AIRLOCK_PYZ_CACHE")
     if info.st_mode & 0o022:
-        raise NativeError(f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); chmod go-w it or remove it")
-    return path
+        raise NativeError(f"{shown} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); chmod go-w it or remove it")
 
 
-def file_sha256(path: str) -> str:
+def private_directory(parent: int, name: str, shown: str) -> int:
+    """A descriptor of the directory `name` under `parent` (created 0700 if missing) that is ours and nobody else can write."""
+    descriptor = _open_or_create(parent, name, shown)
+    try:
+        _check_private(descriptor, shown)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def open_cache(path: str) -> int:
+    """A descriptor of the cache directory `path`, reached from / one checked directory at a time.
+
+    Missing directories are created 0700. Each directory above the cache must
+    belong to root or this user and be writable by no one else (sticky ones
+    excepted); links above the cache are resolved first, so the directories
+    they lead to are the ones checked, and the cache itself must not be a link.
+    """
+    absolute = os.path.abspath(path)
+    parent_path, name = os.path.split(absolute)
+    parent_path = os.path.realpath(parent_path)
+    parts = [p for p in parent_path.split("/") if p]
+    # "/" is checked by path and its first entry opened by absolute name, from there on everything is relative to a
+    # checked descriptor. (Only root can change "/"; and under `qemu-aarch64 -L SYSROOT`, which make check-arm64 uses,
+    # "/" itself is the sysroot while /work/... is the host's, as for any other absolute path.)
+    _check_ancestor(os.stat("/"), "/")
+    descriptor = None if parts else os.open("/", DIRECTORY_FLAGS)
+    try:
+        shown = ""
+        for part in parts:
+            shown = f"{shown}/{part}"
+            child = _open_or_create(descriptor, part if descriptor is not None else shown, shown)
+            if descriptor is not None:
+                os.close(descriptor)
+            descriptor = child
+            _check_ancestor(os.fstat(descriptor), shown)
+        return private_directory(descriptor, name, os.path.join(parent_path, name))
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _pour(read, targets: list) -> str:
+    """Copy everything `read` returns into every descriptor in `targets`; the sha256 of what was copied."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: read(CHUNK), b""):
+        digest.update(chunk)
+        for target in targets:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view) :]
     return digest.hexdigest()
+
+
+def _memfd(name: str):
+    """A new memfd for `name`, or None where the kernel or this Python has none (Linux before 3.17)."""
+    try:
+        return os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (AttributeError, OSError):
+        return None
+
+
+def _seal(descriptor: int) -> None:
+    """No more writes, ever, by anyone; where the kernel (or qemu-user) refuses seals, only this process holds it anyway."""
+    try:
+        fcntl.fcntl(descriptor, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except (AttributeError, OSError):
+        pass
 
 
 class NativeModules(importlib.abc.MetaPathFinder):
@@ -86,6 +195,9 @@ class NativeModules(importlib.abc.MetaPathFinder):
             if entry["arch"] == self.arch and self.usable(entry):
                 self.modules[entry["module"]] = entry
         self.directory = None
+        self.directory_path = ""
+        # dlopen knows a library by its name: a /proc/self/fd/N it loaded stays open, so N never names another one.
+        self.loaded = []
 
     def usable(self, entry: dict) -> bool:
         if entry["abi"] == "abi3":
@@ -101,43 +213,123 @@ class NativeModules(importlib.abc.MetaPathFinder):
                     f"(it has {', '.join(self.arches)}, Python 3.9 to 3.13)"
                 )
             return None
-        location = self.extract(entry)
+        try:
+            location = self.load_path(entry)
+        except OSError as error:
+            raise NativeError(
+                f"cannot use {self.directory_path or cache_base()} for native code: {error.strerror}; set AIRLOCK_PYZ_CACHE to a private directory"
+            ) from None
         loader = importlib.machinery.ExtensionFileLoader(fullname, location)
         return importlib.util.spec_from_file_location(fullname, location, loader=loader)
 
-    def extract(self, entry: dict) -> str:
+    def cache_directory(self) -> int:
         if self.directory is None:
             base = cache_base()
             try:
-                os.makedirs(os.path.dirname(base), exist_ok=True)
-                self.directory = private_directory(os.path.join(private_directory(base), self.cache_id))
+                cache = open_cache(base)
+                try:
+                    self.directory_path = os.path.join(os.path.abspath(base), self.cache_id)
+                    self.directory = private_directory(cache, self.cache_id, self.directory_path)
+                finally:
+                    os.close(cache)
+            except NativeError as error:
+                raise NativeError(f"cannot use {base} for native code: {error}") from None
             except OSError as error:
                 raise NativeError(f"cannot use {base} for native code: {error.strerror}; set AIRLOCK_PYZ_CACHE to a private directory") from None
-        target = self.directory
-        for part in entry["path"].split("/")[1:-1]:
-            target = private_directory(os.path.join(target, part))
-        target = os.path.join(target, entry["path"].rsplit("/", 1)[1])
-        if os.path.isfile(target) and not os.path.islink(target) and file_sha256(target) == entry["sha256"]:
-            return target
-        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".extract-")
+        return self.directory
+
+    def load_path(self, entry: dict) -> str:
+        """/proc/self/fd/N of a descriptor holding exactly the bytes of `entry` that hashed to its recorded sha256."""
+        parts = entry["path"].split("/")[1:]
+        directory = os.dup(self.cache_directory())
+        shown = self.directory_path
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(descriptor, "wb") as out, zipfile.ZipFile(self.archive) as archive, archive.open(entry["path"]) as source:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != entry["sha256"]:
-                raise NativeError(f"{entry['path']} in {self.archive} does not match its recorded sha256; the archive is damaged, copy it again")
-            os.chmod(temporary, 0o500)
-            os.replace(temporary, target)
+            for part in parts[:-1]:
+                shown = os.path.join(shown, part)
+                child = private_directory(directory, part, shown)
+                os.close(directory)
+                directory = child
+            name = parts[-1]
+            cached = self.cached(directory, name)
+            if cached is not None:
+                location = self.from_cache(cached, entry, name)
+                if location is not None:
+                    return location
+            memory = _memfd(name)
+            try:
+                written = self.extract(directory, name, entry, memory, os.path.join(shown, name))
+            except BaseException:
+                if memory is not None:
+                    os.close(memory)
+                raise
+            if memory is None:
+                return self.keep(written)
+            os.close(written)
+            return self.keep(memory, sealed=True)
+        finally:
+            os.close(directory)
+
+    def from_cache(self, cached: int, entry: dict, name: str):
+        """Load what the descriptor `cached` holds if it hashes to the recorded sha256 (through a memfd where there is one); else None."""
+        memory = _memfd(name)
+        descriptors = [cached] + ([memory] if memory is not None else [])
+        try:
+            matches = _pour(lambda size: os.read(cached, size), descriptors[1:]) == entry["sha256"]
         except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+            matches = False
             raise
-        # Hash what is on disk now, the file that will be loaded.
-        if file_sha256(target) != entry["sha256"]:
-            raise NativeError(f"{target} changed while it was being extracted; remove {self.directory} and run again")
-        return target
+        finally:
+            if not matches:
+                for descriptor in descriptors:
+                    os.close(descriptor)
+        if not matches:
+            return None
+        if memory is None:
+            return self.keep(cached)
+        os.close(cached)
+        return self.keep(memory, sealed=True)
+
+    def keep(self, descriptor: int, sealed: bool = False) -> str:
+        if sealed:
+            _seal(descriptor)
+        self.loaded.append(descriptor)
+        return f"/proc/self/fd/{descriptor}"
+
+    @staticmethod
+    def cached(directory: int, name: str):
+        """A descriptor of the cached file `name`, or None when there is none that could be ours (it is then replaced)."""
+        try:
+            descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+        except OSError:
+            return None
+        info = os.fstat(descriptor)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+            return descriptor
+        os.close(descriptor)
+        return None
+
+    def extract(self, directory: int, name: str, entry: dict, memory, shown: str) -> int:
+        """Write the archive's copy of `entry` into the cache (and `memory`), hashed on the way; the new file's descriptor."""
+        temporary = f".extract-{secrets.token_hex(8)}"
+        descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+        try:
+            with zipfile.ZipFile(self.archive) as archive, archive.open(entry["path"]) as source:
+                actual = _pour(source.read, [descriptor] + ([memory] if memory is not None else []))
+            if actual != entry["sha256"]:
+                raise NativeError(f"{entry['path']} in {self.archive} does not match its recorded sha256; the archive is damaged, copy it again")
+            os.fchmod(descriptor, NATIVE_FILE)
+            try:
+                os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+            except OSError as error:
+                raise NativeError(f"cannot put {shown} in place: {error.strerror}; remove it and run again") from None
+        except BaseException:
+            os.close(descriptor)
+            try:
+                os.unlink(temporary, dir_fd=directory)
+            except FileNotFoundError:
+                pass
+            raise
+        return descriptor
 
 
 def archive_path() -> str:

@@ -29,3 +29,7 @@ class StoreError(AirlockError):
 
 class PartsError(BundleError):
     """A part of a split bundle is missing, extra, out of order, truncated or altered; names the part file."""
+
+
+class WriteError(AirlockError):
+    """A file could not be put in place whole and as written (bundle.atomic)."""

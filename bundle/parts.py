@@ -15,10 +15,13 @@ that part is the cause.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import queue
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundle.errors import AirlockError, PartsError, TrustError
-from bundle.manifest import canonical_json, is_hex_digest
+from bundle.manifest import MAX_SIGNATURE_BYTES, canonical_json, is_hex_digest
 
 SCHEMA = "airlock.parts/v1"
 LIST_SUFFIX = ".parts.json"
@@ -133,25 +136,55 @@ def locate(path: Path) -> Path | None:
     if int(match["number"]) != 1:
         raise PartsError(f"is part {int(match['number'])} of a split bundle; pass the first part or {list_name(match['bundle'])}", path.name)
     listing = path.with_name(list_name(match["bundle"]))
-    if not listing.is_file():
+    if not os.path.lexists(listing):  # what is there is read (and judged) by read_parts_list
         raise PartsError(f"is the first part of a split bundle, but its parts list {listing.name} is not beside it; copy it from the media", path.name)
     return listing
 
 
+def read_small_file(path: Path, cap: int, what: str, where: str) -> bytes:
+    """The bytes of `path`, a regular file of at most `cap` bytes; never more than cap + 1 bytes are read.
+
+    A link, FIFO or device is refused before a byte is read (a FIFO is opened
+    without waiting for a writer), and so is a file whose size is over the cap.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise PartsError(f"is a symbolic link; copy the {what} itself beside the parts", where) from None
+        raise PartsError(f"cannot be read: {error.strerror}", where) from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise PartsError(f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts", where)
+        if info.st_size > cap:
+            raise PartsError(f"is {info.st_size} bytes, over the {cap} byte cap of a {what}", where)
+        data = bytearray()
+        while len(data) <= cap:
+            chunk = os.read(descriptor, cap + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > cap:
+            raise PartsError(f"grew over the {cap} byte cap of a {what} while it was read", where)
+        return bytes(data)
+    finally:
+        os.close(descriptor)
+
+
 def read_parts_list(listing: Path, keys: list | None) -> PartsList:
-    """Read `listing`; with `keys`, its signature (`listing.sig`) must verify under one of them first."""
+    """Read `listing`; with `keys`, its signature (`listing.sig`) must verify under one of them first.
+
+    Both are read bounded (read_small_file) before anything is parsed or checked.
+    """
     from bundle.trust import verify_signature
 
-    try:
-        data = listing.read_bytes()
-    except OSError as error:
-        raise PartsError(f"cannot be read: {error.strerror}", str(listing)) from None
+    data = read_small_file(listing, MAX_LIST_BYTES, "parts list", listing.name)
     if keys is not None:
         signature_path = listing.with_name(listing.name + SIGNATURE_SUFFIX)
-        try:
-            signature = signature_path.read_bytes()
-        except OSError:
-            raise TrustError(f"{signature_path.name}: missing; a parts list is only trusted with its signature beside it") from None
+        if not os.path.lexists(signature_path):
+            raise TrustError(f"{signature_path.name}: missing; a parts list is only trusted with its signature beside it")
+        signature = read_small_file(signature_path, MAX_SIGNATURE_BYTES, "signature", signature_path.name)
         try:
             verify_signature(data, signature, keys)
         except TrustError:

@@ -15,10 +15,10 @@ import hashlib
 import json
 import os
 import stat
-import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from bundle.atomic import AtomicFile, make_dirs
 from bundle.errors import StoreError
 from bundle.manifest import canonical_json, is_digest
 
@@ -27,9 +27,8 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 CHUNK = 1 << 20
-# Blobs are data, never executed from the store; directories are readable by the registry's unprivileged user.
+# Blobs are data, never executed from the store.
 BLOB_MODE = 0o644
-DIR_MODE = 0o755
 
 
 class DigestMismatch(StoreError):
@@ -40,25 +39,6 @@ class DigestMismatch(StoreError):
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
-    """Create `path` and missing parents with exactly `mode`, whatever the umask; existing directories are left alone."""
-    path = Path(path)
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        if path.parent == path:
-            break
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, mode)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
-            continue
-        os.chmod(directory, mode)
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -131,18 +111,8 @@ class BlobStore:
 
     def copy_out(self, digest: str, target: Path, mode: int) -> None:
         """Write a blob to `target` with `mode`, re-hashed on the way: a blob someone changed in the store is refused, never used."""
-        make_dirs(target.parent)
-        temporary = target.with_name(f".{target.name}.from-store")
-        temporary.unlink(missing_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as handle, self.open(digest) as source:
-                copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock store check)")
-                os.fchmod(handle.fileno(), mode)
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with AtomicFile(target, mode, durable=False) as handle, self.open(digest) as source:
+            copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock store check)")
 
     def read(self, digest: str, limit: int = 16 << 20) -> bytes:
         """Read a small blob (a manifest, an index) and check its digest."""
@@ -267,25 +237,6 @@ class PartialBlob:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a small file under a temporary name and rename it into place (missing directories get DIR_MODE)."""
-    make_dirs(path.parent)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    temporary.unlink(missing_ok=True)
-    # Created with its final mode from the first byte (O_EXCL: never a stale file with wider rights).
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def layout_index(entries: list[dict]) -> bytes:

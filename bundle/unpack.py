@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from bundle.atomic import write_atomic
 from bundle.errors import BundleError
 from bundle.manifest import FileEntry
-from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, read_layout_index, write_atomic
+from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, layout_index, read_layout_index
 from bundle.trust import TrustedKey
 from bundle.verify import Verified, verify_bundle
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bundle.atomic import write_atomic
 from bundle.errors import AirlockError
-from bundle.store import write_atomic
 
 
 class CertError(AirlockError):
@@ -56,7 +56,7 @@ def _load_or_make_ca(directory: Path, days: int):
         .sign(key, hashes.SHA256())
     )
     _write_private(ca_key_path, key)
-    ca_cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_atomic(ca_cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return certificate, key
 
 
@@ -93,5 +93,5 @@ def issue(directory: Path, names: list[str], days: int = 825, prefix: str = "reg
     )
     cert_path, key_path = directory / f"{prefix}.crt", directory / f"{prefix}.key"
     _write_private(key_path, key)
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return directory / "ca.crt", cert_path, key_path

@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 import yaml
 
+from bundle.atomic import AtomicFile, write_atomic
 from bundle.errors import AirlockError
-from bundle.store import write_atomic
 
 
 class NodeError(AirlockError):
@@ -153,16 +153,12 @@ class Host:
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.airlock-new")
-        with open(temporary, "wb") as handle:
+        with AtomicFile(path, mode, durable=False) as handle:
             if isinstance(source, Path):
                 with open(source, "rb") as reader:
                     shutil.copyfileobj(reader, handle, 1 << 20)
             else:
                 shutil.copyfileobj(source, handle, 1 << 20)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
 
     def run(
         self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None, binary: bool = False

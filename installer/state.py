@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bundle.store import write_atomic
+from bundle.atomic import write_atomic
 from installer.node import NodeError, Paths
 
 

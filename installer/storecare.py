@@ -7,9 +7,10 @@ import json
 import os
 
 from bundle.artifact import REPOSITORY, tag_for
+from bundle.atomic import write_atomic
 from bundle.errors import StoreError
 from bundle.manifest import Manifest
-from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, open_regular, read_layout_index, write_atomic
+from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index, open_regular, read_layout_index
 from installer.node import NodeError, Paths, node_lock
 from installer.state import State
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
@@ -141,6 +143,10 @@ def test_split_an_existing_bundle_and_join_it_back(whole, split_dir, keys, tmp_p
     assert joined(out) == whole.read_bytes()
     assert (out / "k8s.parts.json").read_bytes() == (split_dir / "k8s.parts.json").read_bytes()
     assert (out / "MANIFEST.txt").read_bytes() == (split_dir / "MANIFEST.txt").read_bytes()
+    # The node installer it carries is written beside the parts and listed, as a split build does: the same SHA256SUMS.
+    assert (out / "airlock-node.pyz").read_bytes() == (split_dir / "airlock-node.pyz").read_bytes()
+    assert "  airlock-node.pyz\n" in (out / "SHA256SUMS").read_text()
+    assert (out / "SHA256SUMS").read_bytes() == (split_dir / "SHA256SUMS").read_bytes()
     airlock("verify", out / "k8s.tar.part001", "--key", keys["ed25519"] / "airlock.pub", check=True)
     back = tmp_path / "joined" / "k8s.tar"
     joined_result = airlock("join-parts", out / "k8s.parts.json", "-o", back, "--key", keys["ed25519"] / "airlock.pub", check=True)
@@ -273,12 +279,59 @@ def test_hostile_parts_are_refused_by_name_with_nothing_written_outside_staging(
     assert outside_staging(tree(root)) == set()
 
 
+def _hostile_file(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "/dev/zero":
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # the same device as /dev/zero
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody ever writes to it
+    elif kind == "3 GiB":
+        with open(path, "wb") as handle:
+            handle.truncate(3 << 30)  # sparse: no disk used
+    else:
+        path.symlink_to(path.with_name("k8s.tar.part001"))
+
+
+def _small_memory() -> None:
+    # 2 GiB of address space: a node command that tried to read a 3 GiB file (or /dev/zero) whole would fail.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "3 GiB", "symlink"])
+@pytest.mark.parametrize("which", ["k8s.parts.json", "k8s.parts.json.sig"])
+def test_a_hostile_parts_list_or_signature_is_refused_in_one_line_before_it_is_read(which, kind, split_dir, keys, tmp_path):
+    """Read bounded, before the signature check: regular files only, never through a link, at most the cap + 1 bytes."""
+    from tests.conftest import node_command
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for part in [*parts_of(split_dir), split_dir / "k8s.parts.json", split_dir / "k8s.parts.json.sig"]:
+        shutil.copy(part, media / part.name)
+    _hostile_file(media / which, kind)
+    what = "parts list" if which == "k8s.parts.json" else "signature"
+    expected = {
+        "/dev/zero": f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts",
+        "fifo": f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts",
+        "3 GiB": f"is {3 << 30} bytes, over the {(1 << 20) if what == 'parts list' else 1024} byte cap of a {what}",
+        "symlink": f"is a symbolic link; copy the {what} itself beside the parts",
+    }[kind]
+    for given in (media / "k8s.parts.json", media / "k8s.tar.part001"):
+        result = subprocess.run([*node_command(), "verify", str(given), "--key", str(keys["ed25519"] / "airlock.pub")],
+                                capture_output=True, text=True, timeout=60, preexec_fn=_small_memory)  # fmt: skip
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.splitlines() == [f"airlock: error: {which}: {expected}"], result.stderr
+
+
 def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, upstream, cache, epoch, tmp_path):
     require("openssl")
     sums = (split_dir / "SHA256SUMS").read_text().splitlines()
     named = [line.split("  ", 1)[1] for line in sums]
     assert named[: len(parts_of(split_dir))] == [part.name for part in parts_of(split_dir)]
-    assert {"k8s.parts.json", "k8s.parts.json.sig", "MANIFEST.txt", "sbom.spdx.json"} <= set(named)
+    assert {"k8s.parts.json", "k8s.parts.json.sig", "MANIFEST.txt", "sbom.spdx.json", "airlock-node.pyz"} <= set(named)
+    # The node installer beside the parts runs as root before it verifies anything: it is listed, with its signed member's sha256.
+    with tarfile.open(whole) as archive:
+        signed = {entry["path"]: entry["sha256"] for entry in json.loads(archive.extractfile("bundle.json").read())["files"]}
+    assert f"{signed['bin/airlock-node.pyz']}  airlock-node.pyz" in sums
     assert all(re.fullmatch(r"[0-9a-f]{64}  \S+", line) for line in sums)
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=split_dir, capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.count(": OK") == len(sums), check.stdout + check.stderr
@@ -289,8 +342,9 @@ def test_sidecars_check_out_with_sha256sum_and_openssl(split_dir, whole, keys, u
     altered = tmp_path / "altered"
     shutil.copytree(split_dir, altered)
     flip(altered / "k8s.tar.part002", 7)
+    flip(altered / "airlock-node.pyz", 1000)
     failed = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=altered, capture_output=True, text=True)
-    assert failed.returncode != 0 and "k8s.tar.part002: FAILED" in failed.stdout
+    assert failed.returncode != 0 and "k8s.tar.part002: FAILED" in failed.stdout and "airlock-node.pyz: FAILED" in failed.stdout
     (altered / "SHA256SUMS").write_text((altered / "SHA256SUMS").read_text().replace(sums[1][:8], "00000000"))
     assert subprocess.run(openssl, cwd=altered, capture_output=True).returncode != 0
     # The SBOM is the bundle's member byte for byte; MANIFEST.txt lists every component and image with its licence.
@@ -345,6 +399,28 @@ def test_the_reviewers_commands_in_the_docs_run_as_written(split_dir, upstream, 
     for block in ecdsa_blocks:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ecdsa, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+PYZ_CHECKS = {"one file": "# pyz check, one file", "parts": "# pyz check, parts", "sidecars": "# pyz check, sidecars"}
+
+
+@pytest.mark.parametrize("layout", ["one file", "parts", "parts with sidecars", "one file with sidecars"])
+def test_the_documented_pyz_checks_pass_on_the_signed_pyz_and_fail_on_another(layout, split_dir, upstream, keys, cache, epoch, tmp_path):
+    """Each pyz check in docs/sneakernet.md, as written, where it applies: the pyz runs as root before it verifies anything."""
+    require("openssl", "tar", "sha256sum")
+    media = tmp_path / "media"
+    if layout.startswith("parts"):
+        shutil.copytree(split_dir, media)
+    else:
+        build(upstream, keys, media / "k8s.tar", "stable-1.36", cache, *(["--sidecars"] if "sidecars" in layout else []), env=epoch, check=True)
+    shutil.copy(keys["ed25519"] / "airlock.pub", media / "airlock.pub")
+    (block,) = doc_blocks(PYZ_CHECKS["sidecars" if "sidecars" in layout else layout])
+    checked = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=media, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Signature Verified Successfully" in checked.stdout and "airlock-node.pyz: OK" in checked.stdout
+    flip(media / "airlock-node.pyz", 5000)
+    refused = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=media, capture_output=True, text=True)
+    assert refused.returncode != 0 and "airlock-node.pyz: FAILED" in refused.stdout, refused.stdout + refused.stderr
 
 
 def test_init_from_parts_loads_every_image_into_containerd(split_dir, whole, keys, containerd, tmp_path):

@@ -23,7 +23,7 @@ import pytest
 
 from builder import zipapp_main
 from builder.zipapp import ROOT, build_pyz, project_version
-from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock_node, build, python39, require
+from tests.conftest import NODE_PYTHON, NODE_PYZ, airlock, airlock_node, build, python39, require
 from tests.test_install import IGNORE, node_config
 from tests.upstream import free_port
 
@@ -302,6 +302,39 @@ def test_readme_node_quick_start_runs_as_written(node_bundle, keys, containerd, 
     with tarfile.open(node_bundle) as archive:
         expected = {image["reference"]: image["digest"] for image in json.loads(archive.extractfile("bundle.json").read())["images"]}
     assert containerd.image_digests() == expected
+
+
+def readme_split_block() -> list[str]:
+    """README's block for a split bundle, as lines (comments dropped)."""
+    text = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if b.startswith("# the same check for a split bundle")]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_split_bundle_check_runs_as_written(node_bundle, keys, tmp_path):
+    """The README's pyz check for parts, on what `airlock split` writes; then its init line plans from the parts list."""
+    require("openssl", "tar", "sha256sum")
+    lines = readme_split_block()
+    install = [line for line in lines if " init " in line]
+    checks = [line for line in lines if line not in install]
+    assert install == ["python3 airlock-node.pyz init k8s-1.36.parts.json --key airlock.pub"]
+    node = tmp_path / "node"
+    shutil.copy(node_bundle, tmp_path / "k8s-1.36.tar")
+    airlock("split", tmp_path / "k8s-1.36.tar", "--size", "300K", "--sign-key", keys["ed25519"] / "airlock.key", "--out-dir", node, check=True)
+    shutil.copy(keys["ed25519"] / "airlock.pub", node / "airlock.pub")
+    assert len(list(node.glob("k8s-1.36.tar.part*"))) > 1 and (node / "airlock-node.pyz").exists()
+    trust = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(checks)], cwd=node, capture_output=True, text=True)
+    assert trust.returncode == 0 and "airlock-node.pyz: OK" in trust.stdout, trust.stdout + trust.stderr
+    pyz = node / "airlock-node.pyz"
+    signed = pyz.read_bytes()
+    pyz.write_bytes(signed[:-1] + bytes([signed[-1] ^ 1]))
+    refused = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(checks)], cwd=node, capture_output=True, text=True)
+    assert refused.returncode != 0 and "airlock-node.pyz: FAILED" in refused.stdout
+    pyz.write_bytes(signed)
+    extra = f" --dry-run --root {tmp_path / 'root'} --config {node_config(tmp_path, free_port())} --ignore-preflight-errors {IGNORE}"
+    planned = subprocess.run(["bash", "-c", install[0] + extra], cwd=node, capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr
+    assert "would " in planned.stdout
 
 
 def test_build_without_a_node_installer_says_how_to_make_one(upstream, keys, tmp_path):

@@ -9,11 +9,11 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from installer import address
 from installer.minors import kubelet_flag_problems
 from installer.node import NodeError
+from installer.noproxy import NoProxy, request_target
 from installer.phases import Context, Phase
 from installer.phases.runtime import MODULES, module_loaded
 
@@ -59,39 +59,26 @@ def port_in_use(port: int) -> bool:
 
 
 def proxy_findings(context: Context) -> Iterator[tuple[str, str]]:
+    """What the node's Go programs would send to the proxy, by Go's own NO_PROXY rules (installer.noproxy)."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("HTTP_PROXY") or os.environ.get("http_proxy")
     if not proxy:
         return
-    entries = [e.strip() for e in (os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or "").split(",") if e.strip()]
-    host, _ = registry_host_port(context.config.registry_listen)
-    needed = {"registry address": host, "localhost": "localhost", "service subnet": context.config.service_subnet, "pod subnet": context.config.pod_subnet}
+    no_proxy = NoProxy.parse(os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or "")
+    host, port = registry_host_port(context.config.registry_listen)
+    # (what, shown as, covered): localhost and loopback addresses are never proxied by Go, so they need no entry.
+    needed = [("registry address", host, no_proxy.bypasses(host, str(port)))]
     if context.config.advertise_address:
-        needed["node address"] = context.config.advertise_address
+        address = context.config.advertise_address
+        needed.append(("node address", address, no_proxy.bypasses(address, None)))
+    for what, subnet in (("service subnet", context.config.service_subnet), ("pod subnet", context.config.pod_subnet)):
+        needed.append((what, subnet, no_proxy.bypasses_network(ipaddress.ip_network(subnet, strict=False))))
     if context.config.registry_mirror:
         # Another node's (or the site's) registry: image pulls through a proxy would never reach it.
-        needed["registry mirror"] = urlsplit(context.config.registry_mirror).hostname or context.config.registry_mirror
-    for what, value in needed.items():
-        if not _covered(value, entries):
+        mirror_host, mirror_port = request_target(context.config.registry_mirror)
+        needed.append(("registry mirror", mirror_host, no_proxy.bypasses(mirror_host, mirror_port)))
+    for what, value, covered in needed:
+        if not covered:
             yield "proxy", f"a proxy is set ({proxy}) but NO_PROXY does not cover the {what} {value}; add it so cluster traffic never goes to the proxy"
-
-
-def _covered(value: str, entries: list[str]) -> bool:
-    for entry in entries:
-        if entry == value or entry == "*":
-            return True
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-            target = ipaddress.ip_network(value, strict=False)
-            if target.subnet_of(network):
-                return True
-        except (ValueError, TypeError):
-            # Names as Go's and curl's NO_PROXY read them: "example.com" and ".example.com" cover
-            # example.com and its subdomains, never a name that merely ends in the same letters.
-            domain = entry.lower().lstrip("*").lstrip(".")
-            name = value.lower()
-            if domain and (name == domain or name.endswith("." + domain)):
-                return True
-    return False
 
 
 def check_names() -> list[str]:

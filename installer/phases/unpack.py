@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundle.artifact import store_artifact
+from bundle.atomic import AtomicFile, make_dirs, write_atomic
 from bundle.errors import BundleError
 from bundle.manifest import FileEntry
-from bundle.store import CHUNK, BlobStore, make_dirs, open_regular
+from bundle.store import CHUNK, BlobStore, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
 from bundle.verify import verify_bundle
 from installer.phases import Context, Phase
@@ -40,27 +41,19 @@ PARALLEL_FETCHES = 4
 
 
 class _FileSink:
-    """A staged member: written to a temporary name (0600), given its mode and renamed when its hash checked out."""
+    """A staged member: written under a private temporary name (0600), given its mode and renamed when its hash checked out."""
 
     def __init__(self, target: Path, mode: int):
-        self._target = target
-        self._mode = mode
-        make_dirs(target.parent)
-        self._temporary = target.with_name(f".{target.name}.partial")
-        self._temporary.unlink(missing_ok=True)
-        self._handle = os.fdopen(os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb")
+        self._file = AtomicFile(target, mode, durable=False)
 
     def write(self, data: bytes) -> None:
-        self._handle.write(data)
+        self._file.handle.write(data)
 
     def done(self) -> None:
-        os.fchmod(self._handle.fileno(), self._mode)
-        self._handle.close()
-        os.replace(self._temporary, self._target)
+        self._file.commit()
 
     def abort(self) -> None:
-        self._handle.close()
-        self._temporary.unlink(missing_ok=True)
+        self._file.discard()
 
 
 def staging_dir(context: Context) -> Path:
@@ -80,9 +73,9 @@ def run(context: Context) -> None:
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
     manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
-    (staging / "bundle.json").write_bytes(manifest_bytes)
-    (staging / "bundle.json.sig").write_bytes(context.signature)
-    (staging / COMPLETE).write_text(context.manifest_sha256)
+    write_atomic(staging / "bundle.json", manifest_bytes, 0o644)
+    write_atomic(staging / "bundle.json.sig", context.signature, 0o644)
+    write_atomic(staging / COMPLETE, context.manifest_sha256.encode(), 0o644)
 
 
 def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
