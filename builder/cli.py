@@ -419,7 +419,7 @@ def report_command(
     """
     from builder.build import read_reviewed
     from builder.report import render
-    from bundle.store import write_atomic
+    from bundle.atomic import write_atomic
     from bundle.trust import load_trusted_keys
 
     try:

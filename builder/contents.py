@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from bundle.store import BlobStore, write_atomic
+from bundle.atomic import write_atomic
+from bundle.store import BlobStore
 
 try:  # ISA-L inflates gzip about four times as fast as zlib: most of what reading layers costs is inflating them
     from isal import isal_zlib as inflating
