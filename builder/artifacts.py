@@ -10,14 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bundle.keyless import Expected
+
 ARCHES = ("amd64", "arm64")
 DEFAULT_CNI_VERSION = "v1.5.1"
 DEFAULT_CONTAINERD_VERSION = "1.7.22"
 DEFAULT_RUNC_VERSION = "v1.1.14"
 DEFAULT_FLANNEL_VERSION = "v0.25.7"
 # flannel publishes kube-flannel.yml with no checksum beside it, so its sha256 is pinned here, by version, from a
-# copy someone checked; a version missing here needs --flannel-sha256. Add a line only for a file you verified.
+# copy someone checked; a version missing here is pinned by --flannel-sha256, or recorded `unpinned` (TLS only).
+# Add a line only for a file you verified.
 FLANNEL_SHA256: dict[str, str] = {}
+# Who signs what, as Kubernetes documents it ("Verify Signed Kubernetes Artifacts"): release binaries are signed
+# keyless by krel-staging, images on registry.k8s.io by krel-trust, both through Google's OIDC issuer.
+KUBERNETES_RELEASE = "Kubernetes release engineering"
+KUBERNETES_BINARIES = Expected("krel-staging@k8s-releng-prod.iam.gserviceaccount.com", "https://accounts.google.com", KUBERNETES_RELEASE)
+KUBERNETES_IMAGES = Expected("krel-trust@k8s-releng-prod.iam.gserviceaccount.com", "https://accounts.google.com", KUBERNETES_RELEASE)
+IMAGE_SIGNERS = {"registry.k8s.io": KUBERNETES_IMAGES}
+
+
 def default_crictl_version(minor: int) -> str:
     """crictl follows Kubernetes minors (builder/versions.py); a minor outside the table takes the nearest one."""
     from builder.versions import CRICTL_BY_MINOR
@@ -35,6 +46,7 @@ class Checksum:
     url: str | None
     name: str | None = None  # the file name to pick from a multi-line checksum file
     pinned: str | None = None  # a sha256 known in advance (upstream publishes none): the download must match it
+    pinned_by: str = ""  # who fixed `pinned`, in words for bundle.json's provenance
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Artifact:
     checksum: Checksum
     member: str
     mode: int
+    signer: Expected | None = None  # a keyless signature (`.sig`/`.cert` beside the file) is looked for and must be this signer's
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
         bin_dir = f"bin/linux-{arch}"
         for name in ("kubeadm", "kubelet", "kubectl"):
             url = f"{release}/release/{k8s}/bin/linux/{arch}/{name}"
-            plan.append(Artifact(name, k8s, arch, url, Checksum(url + ".sha256"), f"{bin_dir}/{name}", 0o755))
+            plan.append(Artifact(name, k8s, arch, url, Checksum(url + ".sha256"), f"{bin_dir}/{name}", 0o755, KUBERNETES_BINARIES))
         cni_file = f"cni-plugins-linux-{arch}-{cni}.tgz"
         url = f"{github}/containernetworking/plugins/releases/download/{cni}/{cni_file}"
         plan.append(Artifact("cni", cni, arch, url, Checksum(url + ".sha256", cni_file), f"cni/linux-{arch}/{cni_file}", 0o644))
@@ -89,15 +102,20 @@ def plan_artifacts(release_url: str, github_url: str, versions: Versions, arches
         )
     if versions.flannel:
         url = f"{github}/flannel-io/flannel/releases/download/{versions.flannel}/kube-flannel.yml"
-        pinned = versions.flannel_sha256 or FLANNEL_SHA256.get(versions.flannel)
-        plan.append(Artifact("flannel", versions.flannel, None, url, Checksum(None, pinned=pinned), "manifests/cni/kube-flannel.yml", 0o644))
+        if versions.flannel_sha256:
+            checksum = Checksum(None, pinned=versions.flannel_sha256, pinned_by="--flannel-sha256")
+        elif versions.flannel in FLANNEL_SHA256:
+            checksum = Checksum(None, pinned=FLANNEL_SHA256[versions.flannel], pinned_by=f"airlock's table for flannel {versions.flannel}")
+        else:
+            checksum = Checksum(None)
+        plan.append(Artifact("flannel", versions.flannel, None, url, checksum, "manifests/cni/kube-flannel.yml", 0o644))
     return plan
 
 
 def kubeadm_for(release_url: str, version: str, arch: str) -> Artifact:
     """The kubeadm of an exact version for one architecture (the build host's, to ask it for the image list)."""
     url = f"{release_url.rstrip('/')}/release/{version}/bin/linux/{arch}/kubeadm"
-    return Artifact("kubeadm", version, arch, url, Checksum(url + ".sha256"), f"bin/linux-{arch}/kubeadm", 0o755)
+    return Artifact("kubeadm", version, arch, url, Checksum(url + ".sha256"), f"bin/linux-{arch}/kubeadm", 0o755, KUBERNETES_BINARIES)
 
 
 def parse_checksum_file(text: str, name: str | None) -> str | None:

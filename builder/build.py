@@ -16,16 +16,19 @@ from pathlib import Path
 from builder import addons, artifacts, images, osv, sign
 from builder import versions as versions_table
 from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
-from builder.errors import BuildError, FetchError
+from builder.errors import BuildError, FetchError, HttpStatusError, ResolveError
 from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
 from builder.sidecars import NODE_INSTALLER, write_sidecars
+from builder.signatures import Signatures
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
 from bundle.apis import load_documents
 from bundle.atomic import AtomicFile, write_atomic
+from bundle.errors import NO_SPACE, TrustError, no_space
+from bundle.keyless import TrustRoot
 from bundle.manifest import (
     API_FINDINGS,
     NODE_PYZ,
@@ -40,10 +43,18 @@ from bundle.manifest import (
     member_order,
 )
 from bundle.meter import human_size as human
+from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
 from bundle.reference import ImageRef
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, copy_verified, layout_index
 
 CNI_CHOICES = ("flannel", "none")
+RELEASES_HINT = (
+    f"give a released version (v1.MINOR.PATCH) or a label the release server publishes (stable, stable-1.MINOR, latest-1.MINOR); "
+    f"airlock supports Kubernetes {versions_table.SUPPORTED_RANGE}"
+)
+# The Sigstore trust root shipped with airlock (data, not code: builder/data/README.md says where it comes from).
+DEFAULT_TRUSTED_ROOT = Path(__file__).resolve().parent / "data" / "trusted_root.json"
+MAX_TRUSTED_ROOT_BYTES = 1 << 20
 
 
 @dataclass
@@ -78,6 +89,8 @@ class BuildOptions:
     manifests: list[Path] = field(default_factory=list)  # extra YAML the node applies after init (--manifest)
     osv_url: str | None = osv.DEFAULT_URL  # None: do not ask (--osv-url none)
     fail_on: str | None = None  # refuse a bundle with a known vulnerability at or above this severity
+    require: str = "any"
+    trusted_root: Path | None = None
     allow_unsupported_version: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -101,11 +114,8 @@ class BuildOptions:
             ImageRef.parse(text)
         if self.flannel_sha256 is not None and not artifacts.is_hex64(self.flannel_sha256):
             raise BuildError(f"--flannel-sha256 {self.flannel_sha256!r}: give the 64 lowercase hex digits of kube-flannel.yml's sha256")
-        if self.cni == "flannel" and self.flannel_sha256 is None and self.flannel_version not in artifacts.FLANNEL_SHA256:
-            raise BuildError(
-                f"flannel {self.flannel_version}: kube-flannel.yml is published without a checksum and this airlock pins none for "
-                "that version; pass --flannel-sha256 with the sha256 of the file you checked (or --cni none)"
-            )
+        if self.require not in REQUIRE_LEVELS:
+            raise BuildError(f"--require {self.require!r}: choose {', '.join(REQUIRE_LEVELS)}")
         self.node_pyz = node_pyz_path(self.node_pyz)
 
 
@@ -182,7 +192,7 @@ class Builder:
         self.progress = progress
         self.cache_dir = Path(options.cache_dir or default_cache_dir())
         self.store = BlobStore(self.cache_dir)
-        self.http = Http(progress, options.retry)
+        self.http = Http(progress, options.retry, plain_http_hint="give that server as http:// in --release-url, --github-url or --registry-mirror")
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
         self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
@@ -208,6 +218,19 @@ class Builder:
         write_atomic(memo, digest.encode())
         return digest
 
+    def fetch_optional(self, url: str, limit: int) -> bytes | None:
+        """A small file under a pinned URL that may not exist (a signature): remembered when present, asked again when absent."""
+        memo = self._memo_path(url)
+        if memo.is_file():
+            digest = memo.read_text().strip()
+            if self.store.exists(digest):
+                return self.store.read(digest, limit)
+        fetched = self.http.get_bytes(url, limit, missing_ok=True)
+        if fetched is None:
+            return None
+        write_atomic(memo, self.store.put_bytes(fetched.body).encode())
+        return fetched.body
+
     def checksum_for(self, artifact: artifacts.Artifact) -> str | None:
         if artifact.checksum.pinned is not None:
             return artifact.checksum.pinned
@@ -222,10 +245,14 @@ class Builder:
 
     def fetch_artifact(self, artifact: artifacts.Artifact) -> FileEntry:
         upstream = self.checksum_for(artifact)
+        provenance = file_provenance(artifact)
         if self.base is not None and upstream in self.base.digests:
+            provenance = self.signed(artifact, upstream) or provenance
             # A delta does not carry what its base has: no download either.
             self.progress.log(f"file {artifact.member} (unchanged since the base)")
-            return FileEntry(artifact.member, upstream, self.base.digests[upstream], artifact.mode, artifact.url, upstream, carried=False)
+            return FileEntry(
+                artifact.member, upstream, self.base.digests[upstream], artifact.mode, artifact.url, upstream, carried=False, provenance=provenance
+            )
         cached = upstream is not None and self.store.exists("sha256:" + upstream)
         if upstream is None:
             digest = self.fetch_pinned(artifact.url)
@@ -234,8 +261,25 @@ class Builder:
             with self.contents.scanning("sha256:" + upstream, tap_kind(path=artifact.member), artifact.member) as tap:
                 digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True, tap=tap)
         hexdigest = digest.split(":", 1)[1]
-        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''})")
-        return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream)
+        provenance = self.signed(artifact, hexdigest) or provenance
+        self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''}{', signed' if provenance.kind == 'signed' else ''})")
+        if provenance.kind == UNPINNED:
+            self.progress.log(
+                f"warning: {artifact.member} is UNPINNED: {artifact.url} is published without a checksum and nothing pinned it, so only TLS "
+                f"vouches for it (sha256 {hexdigest}); review the file, then pin it"
+                + (" with --flannel-sha256 " + hexdigest if artifact.component == "flannel" else "")
+                + ", or refuse such builds with --require pinned"
+            )
+        return FileEntry(artifact.member, hexdigest, self.store.size(digest), artifact.mode, artifact.url, upstream, provenance=provenance)
+
+    def signed(self, artifact: artifacts.Artifact, sha256: str, carry: bool = True) -> Provenance | None:
+        """The artifact's verified upstream signature, if its publisher signs and published one; its evidence is carried."""
+        if artifact.signer is None:
+            return None
+        found = self.signatures.file(artifact.member, artifact.url, sha256, artifact.signer)
+        if found is None:
+            return None
+        return self.signatures.keep(found) if carry else found.provenance
 
     def host_kubeadm(self, version: str, in_bundle: Future | None) -> str:
         """The digest, in the cache, of the build host's own kubeadm of exactly `version`.
@@ -258,6 +302,9 @@ class Builder:
             self.http.download(artifact.url, self.store, digest, count_total=False)
             if in_bundle is None:
                 self.progress.log(f"kubeadm {version} linux/{arch} fetched into the cache (not the bundle) to list the control-plane images")
+        if in_bundle is None:
+            # It runs on this host: its signature, when published, must verify too (it is not carried).
+            self.signed(artifact, upstream, carry=False)
         return digest
 
     def control_plane_images(self, version: str, minor: int, in_bundle: Future | None) -> list[str]:
@@ -282,6 +329,31 @@ class Builder:
                     "pass --image-list-from-table to use the built-in table instead"
                 ) from None
 
+    def read_label(self, label: str) -> bytes:
+        url = f"{self.options.release_url.rstrip('/')}/release/{label}.txt"
+        try:
+            return self.http.get_bytes(url, 4096).body
+        except HttpStatusError as error:
+            if error.status not in (403, 404):
+                raise
+            raise ResolveError(f"no such release: {url} does not exist (HTTP {error.status}), so the label {label} names no version there; {RELEASES_HINT}") from None
+
+    def check_release(self, version: str) -> None:
+        """Before any download: the release server has `version` (its kubeadm checksum for the first architecture).
+
+        That file is read by the build anyway (and kept in the cache), so the check costs one small request.
+        """
+        artifact = artifacts.kubeadm_for(self.options.release_url, version, self.options.arches[0])
+        try:
+            self.checksum_for(artifact)
+        except HttpStatusError as error:
+            if error.status not in (403, 404):
+                raise
+            raise ResolveError(
+                f"no such release: Kubernetes {version} is not published at {self.options.release_url} "
+                f"({artifact.checksum.url}: HTTP {error.status}); {RELEASES_HINT}"
+            ) from None
+
     def run(self) -> BuildResult:
         started = time.monotonic()
         options = self.options
@@ -291,17 +363,16 @@ class Builder:
             ImageRef.parse(text)
         extra_manifests = addons.read_extra(options.manifests)
         key = sign.load(options.sign_key)
+        self.root_bytes, root = self.trusted_root()
+        self.signatures = Signatures(self.http, self.store, root, self.cache_dir, self.progress, self.fetch_optional)
 
-        release = options.release_url.rstrip("/")
-        resolution = resolve(
-            options.kubernetes_version,
-            lambda label: self.http.get_bytes(f"{release}/release/{label}.txt", 4096).body,
-        )
+        resolution = resolve(options.kubernetes_version, self.read_label)
         major, minor = resolution.minor
         self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
         self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
         if self.unsupported:
             self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
+        self.check_release(resolution.version)
         versions = artifacts.Versions(
             kubernetes=resolution.version,
             cni=options.cni_version,
@@ -335,7 +406,14 @@ class Builder:
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
         copier = images.ImageCopier(
-            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress, self.contents
+            self.http,
+            self.store,
+            images.RegistryClients(options.registry_mirrors),
+            options.arches,
+            self.pool,
+            self.progress,
+            self.signatures,
+            self.contents,
         )
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
@@ -399,8 +477,46 @@ class Builder:
             digest = part.commit()
         return FileEntry(member, digest.split(":", 1)[1], size, mode)
 
+    def check_required(self, files: list[FileEntry], images: list[ImageEntry]) -> None:
+        """`--require`: refuse, naming each one, files and images whose provenance falls short, before anything is written."""
+        named = [(entry.path, entry.provenance) for entry in files if entry.provenance is not None]
+        named += [(image.reference, image.provenance) for image in images if image.provenance is not None]
+        short = shortfall(named, self.options.require)
+        if not short:
+            return
+        listed = "; ".join(f"{name} ({record.label})" for name, record in short[:12])
+        more = f"; and {len(short) - 12} more" if len(short) > 12 else ""
+        wanted = "a verified upstream signature" if self.options.require == "signed" else "a pin, a published checksum or a signature"
+        raise BuildError(
+            f"--require {self.options.require}: {len(short)} of {len(named)} files and images lack {wanted}: {listed}{more}; "
+            "nothing was written (see `airlock inspect` of an earlier bundle, or lower --require)"
+        )
+
+    def trusted_root(self) -> tuple[bytes, TrustRoot]:
+        """The Sigstore trust root (--trusted-root, else airlock's shipped copy): its bytes, parsed."""
+        path = self.options.trusted_root or DEFAULT_TRUSTED_ROOT
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_TRUSTED_ROOT_BYTES + 1)
+        except OSError as error:
+            raise BuildError(f"--trusted-root {path}: {error.strerror}") from None
+        if len(data) > MAX_TRUSTED_ROOT_BYTES:
+            raise BuildError(f"--trusted-root {path}: larger than {MAX_TRUSTED_ROOT_BYTES} bytes; a Sigstore trusted_root.json is a few KiB")
+        try:
+            return data, TrustRoot.parse(data, f"--trusted-root {path}")
+        except TrustError as error:
+            raise BuildError(str(error)) from None
+
     def _finish(self, resolution, components, files, copied, key, started, wait_for_blob) -> BuildResult:
         options = self.options
+        self.check_required(files, [image.entry for image in copied])
+        trusted_root, trusted_root_sha256 = self.root_bytes, hashlib.sha256(self.root_bytes).hexdigest()
+        if self.signatures.verified:
+            each = self.signatures.seconds / self.signatures.verified
+            self.progress.log(
+                f"verified {self.signatures.verified} upstream signatures in {self.signatures.seconds:.3f}s ({each * 1000:.1f} ms each); "
+                f"finding them took {self.signatures.looking:.3f}s of transfers"
+            )
         created = _build_time()
         serial = options.serial if options.serial is not None else int(created.timestamp())
         blob_sizes: dict[str, int] = {}
@@ -429,12 +545,17 @@ class Builder:
             digest = self.store.put_bytes(data)
             entries.append(FileEntry(path, digest.split(":", 1)[1], len(data), 0o644))
         entries.append(self._put_file(NODE_PYZ, options.node_pyz, 0o755))
+        self.store.put_bytes(trusted_root)
+        entries.append(FileEntry(TRUSTED_ROOT_MEMBER, trusted_root_sha256, len(trusted_root), 0o644))
+        entries += self.signatures.members()
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
         base_ref = None
         if self.base is not None:
             if serial <= self.base.manifest.serial:
                 raise BuildError(f"--serial {serial} must be higher than the base's {self.base.manifest.serial}")
             base_ref = BaseRef(self.base.manifest.serial, self.base.sha256)
+
+        provenance = BundleProvenance(trusted_root_sha256, options.require)
 
         def manifest_of(listed: list[FileEntry]) -> Manifest:
             listed = sorted(listed, key=lambda e: member_order(e.path))
@@ -456,6 +577,7 @@ class Builder:
                 images=tuple(image_entries),
                 signer={"algorithm": key.algorithm, "key_id": key.key_id},
                 base=base_ref,
+                provenance=provenance,
                 unsupported=self.unsupported,
             )
 
@@ -494,8 +616,13 @@ class Builder:
         # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
         pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
         beside = output.with_name(NODE_INSTALLER)
-        with AtomicFile(beside, 0o755) as handle, self.store.open("sha256:" + pyz.sha256) as source:
-            copy_verified(source, handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
+        try:
+            with AtomicFile(beside, 0o755) as handle, self.store.open("sha256:" + pyz.sha256) as source:
+                copy_verified(source, handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise no_space(beside.parent, pyz.size) from None
+            raise
         written_sidecars: list[Path] = []
         if options.sidecars:
             hashed = [(part.name, part.sha256) for part in packed.written.files] + [(beside.name, pyz.sha256)]
@@ -537,6 +664,15 @@ def read_reviewed(path: Path, keys=None):
         raise BuildError(f"{path}: {error.strerror}") from None
     state = "valid (checked against the given key)" if keys else "not checked (pass --key to check it)"
     return Reviewed.from_members(manifest, hashlib.sha256(data).hexdigest(), state, members)
+
+
+def file_provenance(artifact: artifacts.Artifact) -> Provenance:
+    """What vouches for a downloaded file before any signature is looked at: a pin, a published checksum, or nothing."""
+    if artifact.checksum.pinned is not None:
+        return Provenance(PINNED, detail=artifact.checksum.pinned_by)
+    if artifact.checksum.url is not None:
+        return Provenance(PUBLISHED, detail=artifact.checksum.url)
+    return Provenance(UNPINNED, detail=f"TLS only: {artifact.url}")
 
 
 def _build_time() -> datetime:

@@ -38,14 +38,23 @@ def keygen(
     algorithm: Annotated[str, typer.Option("--algorithm", help="ed25519 or ecdsa-p256.")] = "ed25519",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
 ) -> None:
-    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node."""
+    """Make a signing key pair. Keep airlock.key on the build host; copy airlock.pub to every node.
+
+    Prints the key's fingerprint: compare it with the one `airlock inspect` shows, by a second channel.
+
+    Example: airlock keygen --out keys
+    """
     from builder import sign
 
     try:
         key_path, pub_path = sign.generate(out, algorithm, force)
     except AirlockError as error:
         fail(error)
+    from bundle.trust import parse_public_key
+
+    fingerprint = parse_public_key(pub_path.read_bytes(), str(pub_path)).key_id
     typer.echo(f"wrote {key_path} (private, mode 0600) and {pub_path} (give this one to the nodes)")
+    typer.echo(f"fingerprint {fingerprint} (what `airlock inspect` shows as the signer; compare it by a second channel)")
 
 
 # Flags that --config build.yaml may also set, with the BuildOptions field each fills.
@@ -80,6 +89,8 @@ CONFIG_KEYS = {
     "manifest": "manifests",
     "osv-url": "osv_url",
     "fail-on": "fail_on",
+    "require": "require",
+    "trusted-root": "trusted_root",
     "allow-unsupported-version": "allow_unsupported_version",
 }
 
@@ -131,6 +142,10 @@ def check_usage(values: dict) -> None:
         usage_error(f"--arch {','.join(unknown) or repr('')}: choose from {', '.join(artifacts.ARCHES)} (linux only; comma-separated for several)")
     if values.get("cni", "flannel") not in CNI_CHOICES:
         usage_error(f"--cni {values['cni']!r}: choose from {', '.join(CNI_CHOICES)}")
+    from bundle.provenance import REQUIRE_LEVELS
+
+    if values.get("require", "any") not in REQUIRE_LEVELS:
+        usage_error(f"--require {values['require']!r}: choose from {', '.join(REQUIRE_LEVELS)}")
 
 
 @app.command()
@@ -160,7 +175,8 @@ def build(
     runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default=artifacts.DEFAULT_RUNC_VERSION)] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
     flannel_sha256: Annotated[
-        str | None, typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); needed for versions airlock does not pin.")
+        str | None,
+        typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); without it (and no pin in airlock) the file is recorded unpinned."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
     serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
@@ -207,6 +223,23 @@ def build(
             "--no-scan",
             help="Do not read what is inside binaries and image layers: the SBOM then lists files and images only.",
             show_default="False",
+        ),
+    ] = None,
+    require: Annotated[
+        str | None,
+        typer.Option(
+            "--require",
+            help="Refuse to build when any file or image has less than this: signed (a verified upstream signature), "
+            "pinned (a pin, a published checksum or a signature: nothing unpinned) or any.",
+            show_default="any",
+        ),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            help="Sigstore trusted_root.json to verify upstream signatures against (a newer public one, or a private Sigstore's).",
+            show_default="the one shipped with airlock",
         ),
     ] = None,
     allow_unsupported_version: Annotated[
@@ -260,6 +293,8 @@ def build(
             "manifests": manifest or None,
             "osv_url": osv_url,
             "fail_on": fail_on,
+            "require": require,
+            "trusted_root": trusted_root,
             "allow_unsupported_version": allow_unsupported_version,
         }
         values.update({key: value for key, value in flags.items() if value is not None})
@@ -278,7 +313,7 @@ def build(
         if "registry_mirrors" in values:
             raw = values["registry_mirrors"]
             values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz"):
+        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz", "trusted_root"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
         if values.get("osv_url") == "none":
@@ -311,6 +346,9 @@ def build(
             f"({sum(1 for f in manifest.files if f.carried)} of {len(manifest.files)} members)"
         )
     _echo_files(result.files, result.sidecars)
+    from bundle.provenance import records, summary
+
+    typer.echo(f"provenance: {summary(records(manifest))}")
     written = f"{len(result.files) - 2} parts of {result.output}" if options.split is not None else str(result.output)
     typer.echo(
         f"wrote {written} ({human_size(sum(p.stat().st_size for p in result.files))}): kubernetes {manifest.version} "
@@ -336,6 +374,8 @@ def push(
     An upstream index that names platforms the bundle does not carry goes in narrowed
     to the carried ones, under a new digest that is printed. Prints the containerd
     hosts.toml that points nodes at the target.
+
+    Example: airlock push k8s.tar --key keys/airlock.pub --to harbor.corp.example/k8s
     """
     import sys
 
@@ -367,7 +407,10 @@ def push(
     )
     for source, destination in plan.images:
         typer.echo(f"  {source} -> {destination}")
-    typer.echo(f"  bundle artifact -> {plan.artifact} (nodes install from it: airlock join --from {target.origin}{'/' + target.prefix if target.prefix else ''})")
+    source = f"{target.origin}{'/' + target.prefix if target.prefix else ''}"
+    typer.echo(f"  bundle artifact -> {plan.artifact}")
+    typer.echo(f"nodes install from it: airlock-node join --from {source}{' --insecure' if target.insecure else ''} --key airlock.pub --config node.yaml"
+               + ("" if target.insecure else "  (add --ca CA.crt for a site CA)"))
     if plan.narrowed:
         typer.echo(
             f"\n{len(plan.narrowed)} upstream indexes name platforms this bundle does not carry; a registry refuses such an index, "
@@ -387,9 +430,12 @@ def push(
 def diff_command(
     old: Annotated[Path, typer.Argument(help="The older bundle (or its bundle.json).")],
     new: Annotated[Path, typer.Argument(help="The newer bundle (or its bundle.json).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
 ) -> None:
-    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves."""
+    """What changed between two bundles: versions, images added, removed and changed, and the bytes each kind of update moves.
+
+    Example: airlock diff k8s-old.tar k8s.tar --output json
+    """
     import json
 
     from builder.diff import diff, read_manifest, render
@@ -497,6 +543,8 @@ def join_parts_command(
     """Join a split bundle back into one file, checking every part and the whole against the parts list.
 
     Only for tools that need one file: airlock itself reads the parts directly.
+
+    Example: airlock join-parts k8s.parts.json -o k8s.tar --key keys/airlock.pub
     """
     from builder.split import join_parts
     from bundle.parts import locate

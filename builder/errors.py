@@ -13,3 +13,11 @@ class ResolveError(BuildError):
 
 class FetchError(BuildError):
     """A download failed for good (after retries, or on a non-retryable answer)."""
+
+
+class HttpStatusError(FetchError):
+    """A server answered with a status that no retry will change (404, 403, ...); `status` says which."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status

@@ -20,6 +20,7 @@ import oras.container
 import oras.provider
 import requests
 
+from builder.artifacts import IMAGE_SIGNERS
 from builder.contents import Contents, tap_kind
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
@@ -29,6 +30,7 @@ from bundle.apis import ManifestError, load_documents
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
+from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
 
@@ -179,6 +181,9 @@ class RegistryClients:
         def send(method: str, url: str, headers: dict, stream: bool, data=None) -> requests.Response:
             try:
                 return raw(client, url, method, headers=dict(headers), stream=stream, data=data)
+            except RecursionError:
+                # oras-py reads token answers with response.json(): a hostile one nests too deeply for the parser.
+                raise FetchError(f"{url}: the registry's answer nests JSON too deeply to be a registry's; refusing it") from None
             except (ValueError, oras.auth.AuthenticationException) as error:
                 # oras-py raises these when a 401/403 challenge cannot be answered.
                 raise FetchError(
@@ -222,8 +227,10 @@ class ImageCopier:
         arches: list[str],
         pool: ThreadPoolExecutor,
         progress: Progress,
+        signatures=None,
         contents: Contents | None = None,
     ):
+        self.signatures = signatures  # builder.signatures.Signatures: images of registries with a known signer are verified
         self.http = http
         self.contents = contents
         self._kinds: dict[str, str | None] = {}
@@ -270,8 +277,14 @@ class ImageCopier:
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
-        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)))
-        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)})")
+        provenance = image_provenance(ref)
+        signer = IMAGE_SIGNERS.get(ref.registry)
+        if signer is not None and self.signatures is not None:
+            found = self.signatures.image(ref, digest, base, send, signer)
+            provenance = self.signatures.keep(found) if found is not None else provenance
+        copied.entry = ImageEntry(str(ref), digest, media_type, tuple(sorted(set(platforms))), size, tuple(sorted(copied.blobs)), provenance)
+        signed = ", signed" if provenance.kind == "signed" else ""
+        self.progress.log(f"image {ref} {digest[:19]} {','.join(copied.entry.platforms)} ({human(size)}{signed})")
         return copied
 
     def _manifest(self, ref: ImageRef, base: str, send: Send, reference: str, pinned: str | None) -> tuple[str, bytes, str]:
@@ -291,7 +304,7 @@ class ImageCopier:
             digest = self.store.put_bytes(data)
             if expected and expected != digest:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {digest}")
-        return digest, data, media_type_of(_json(data, f"{ref} manifest {digest}"))
+        return digest, data, media_type_of(_json(data, f"{url}: the {ref} manifest {digest}"))
 
     def _select(self, ref: ImageRef, index: dict) -> list[dict]:
         chosen = []
@@ -357,6 +370,13 @@ class ImageCopier:
             future = self._blobs.get(digest)
         if future is not None:
             future.result()
+
+
+def image_provenance(ref: ImageRef) -> Provenance:
+    """Before signatures: an image named by digest is pinned; one named by tag has the digest its registry published for the tag."""
+    if ref.digest:
+        return Provenance(PINNED, detail="the digest in its reference")
+    return Provenance(PUBLISHED, detail=f"the digest {ref.registry} gave for tag {ref.tag}")
 
 
 def _json(data: bytes, what: str) -> dict:

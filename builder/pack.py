@@ -20,6 +20,7 @@ from builder.progress import Progress
 from builder.sign import SigningKey
 from builder.split import BUNDLE_MODE, RollingFile, Written
 from bundle.atomic import AtomicFile
+from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import ALIGN, BLOCK, TarWriter
@@ -56,6 +57,16 @@ def pack(
 ) -> Packed:
     """write_bundle, and: with `split`, write parts of at most that many bytes (`output.part001`, …) instead of
     `output`; with `hashed` (implied by `split`), also hash what is written, for a parts list or sidecars."""
+    try:
+        return _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        # The partial bundle (or its parts) is already removed; say where and how much it needs.
+        raise no_space(output.parent, manifest.carried_size) from None
+
+
+def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) -> Packed:
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     if split is None and not hashed:
@@ -148,10 +159,9 @@ class DeferredPack:
     def finish(self, manifest: Manifest, review: dict[str, bytes]) -> bytes:
         """Append the review members, write bundle.json and its signature into the room, rename into place."""
         self._thread.join()
-        if self._error is not None:
-            self.abort()
-            raise self._error
         try:
+            if self._error is not None:
+                raise self._error
             for entry in manifest.files:
                 if entry.path in REVIEW_MEMBERS and entry.carried:
                     self._writer.add_stream(entry.path, entry.size, entry.mode, io.BytesIO(review[entry.path]))
@@ -169,12 +179,19 @@ class DeferredPack:
             self._handle.close()
             os.replace(self._temporary, self._output)
             return manifest_bytes
-        except BaseException:
+        except BaseException as error:
             self.abort()
+            if isinstance(error, OSError) and error.errno in NO_SPACE:
+                # The partial bundle is already removed; say where and how much it needs.
+                raise no_space(self._output.parent, self.room + manifest.carried_size) from None
             raise
 
     def abort(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._handle.close()
-        self._temporary.unlink(missing_ok=True)
+        try:
+            self._handle.close()  # flushes what is buffered: on a full disk that fails too, and the file goes anyway
+        except OSError:
+            pass
+        finally:
+            self._temporary.unlink(missing_ok=True)

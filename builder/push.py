@@ -148,7 +148,7 @@ class Pusher:
         self.store = store
         self.target = target
         self.progress = progress
-        self.http = Http(progress, policy or RetryPolicy())
+        self.http = Http(progress, policy or RetryPolicy(), plain_http_hint="for a registry that speaks plain HTTP pass --insecure")
         self.clients = RegistryClients({})
         self.credentials = credentials
         self.concurrency = concurrency

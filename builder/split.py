@@ -26,7 +26,7 @@ from builder.errors import BuildError
 from builder.sidecars import NODE_INSTALLER
 from builder.sign import SigningKey
 from bundle.atomic import AtomicFile, create_temporary, identity, make_dirs, rename_into_place, write_atomic
-from bundle.errors import WriteError
+from bundle.errors import NO_SPACE, WriteError, no_space
 from bundle.manifest import NODE_PYZ
 from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
 
@@ -376,10 +376,12 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
                 trusted = TrustedKey(key.key_id, key.algorithm, key.private_key.public_key(), origin)
                 verified = verify_stream(_Tee(source, rolling), [trusted], sink=sink)
         written = rolling.finish()
-    except BaseException:
+    except BaseException as error:
         rolling.abort()
         for beside in node_pyz:
             beside.discard()
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            raise no_space(out_dir, bundle.stat().st_size) from None
         raise
     beside = None
     if node_pyz and node_pyz[0].checked:
@@ -404,6 +406,10 @@ def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Wr
                 handle.write(data)
             if digest.hexdigest() != listing.sha256:
                 raise BuildError(f"{listing_path.name}: the joined parts hash to {digest.hexdigest()}, not the listed {listing.sha256}")
+    except OSError as error:
+        if error.errno in NO_SPACE:
+            raise no_space(output.parent, listing.size) from None
+        raise
     finally:
         reader.close()
     return Written((Part(output.name, listing.size, listing.sha256),), listing.size, listing.sha256, (output,))

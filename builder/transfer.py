@@ -10,15 +10,16 @@ from __future__ import annotations
 import random
 import re
 import socket
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
 
-from builder.errors import FetchError
+from builder.errors import FetchError, HttpStatusError
 from builder.progress import Progress
 from bundle.store import BlobStore, DigestMismatch
 
@@ -78,11 +79,17 @@ class _Retry(Exception):
 _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Retry)
 
 
+# What to do about a server that answers plain HTTP where TLS was asked for; a command names its own flag.
+PLAIN_HTTP_HINT = "give its URL as http://"
+CA_HINT = "trust its CA with REQUESTS_CA_BUNDLE=/path/to/ca.pem (a PEM file holding the CA certificate)"
+
+
 class Http:
     """A small, careful HTTP client; one instance is shared by a build's threads."""
 
-    def __init__(self, progress: Progress, policy: RetryPolicy | None = None, timeout=(15, 60), session=None):
+    def __init__(self, progress: Progress, policy: RetryPolicy | None = None, timeout=(15, 60), session=None, plain_http_hint: str = PLAIN_HTTP_HINT):
         self.progress = progress
+        self.plain_http_hint = plain_http_hint
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.session = session or requests.Session()
@@ -116,6 +123,10 @@ class Http:
         raise AssertionError("unreachable")
 
     def _give_up_or_wait(self, url: str, attempt: int, error: Exception) -> None:
+        refused = tls_failure(error)
+        if refused is not None:
+            # A handshake fails the same way every time: say why, and how to fix it, at once.
+            raise FetchError(f"{url}: {describe_tls(refused, self.plain_http_hint)}") from None
         if unresolvable(error):
             # No answer will come from waiting: this host is offline, or the name only exists on the internet.
             raise FetchError(
@@ -129,16 +140,31 @@ class Http:
         self.progress.log(f"retrying {url} in {delay:.1f}s ({_describe(error)})")
         time.sleep(delay)
 
-    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None) -> Fetched:
-        """GET a small document (label, checksum file, manifest) with retries; the body is read and capped."""
-        return self.fetch_bytes("GET", url, limit, headers, send)
+    def get_bytes(self, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None, missing_ok: bool = False) -> Fetched | None:
+        """GET a small document (label, checksum file, manifest) with retries; the body is read and capped.
 
-    def fetch_bytes(self, method: str, url: str, limit: int = 1 << 20, headers: dict | None = None, send: Send | None = None, body: bytes | None = None) -> Fetched:
+        With `missing_ok`, a 404 answers None (a signature that may or may not be published); without it, a 404 fails.
+        """
+        return self.fetch_bytes("GET", url, limit, headers, send, missing_ok=missing_ok)
+
+    def fetch_bytes(
+        self,
+        method: str,
+        url: str,
+        limit: int = 1 << 20,
+        headers: dict | None = None,
+        send: Send | None = None,
+        body: bytes | None = None,
+        missing_ok: bool = False,
+    ) -> Fetched | None:
         """One request with retries whose answer is a small document (GET, or a POST of `body` to a query API), read and capped."""
         send = send or self.send
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 response = send(method, url, dict(headers or {}), True, data=body)
+                if missing_ok and response.status_code == 404:
+                    response.close()
+                    return None
                 _check_status(url, response)
                 body = bytearray()
                 for chunk in response.iter_content(64 << 10):
@@ -234,22 +260,50 @@ class Http:
                 raise FetchError(f"{url}: checksum mismatch: expected {error.expected}, got {error.actual}") from None
 
 
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and every exception behind it: causes, contexts, urllib3's `reason`, exceptions among the args.
+
+    `reason` is an exception on urllib3's errors but a string on ssl's (`CERTIFICATE_VERIFY_FAILED`):
+    only exceptions are followed.
+    """
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+
+
 def unresolvable(error: BaseException) -> bool:
     """Whether a connection failed because the host name does not resolve (not worth a retry)."""
     from urllib3.exceptions import NameResolutionError
 
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, NameResolutionError | socket.gaierror):
-            return True
-        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
-    return False
+    return any(isinstance(current, NameResolutionError | socket.gaierror) for current in causes(error))
+
+
+def tls_failure(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed connection (a handshake that no retry will change), or None."""
+    return next((current for current in causes(error) if isinstance(current, ssl.SSLError)), None)
+
+
+# OpenSSL's words when the other end answered something that is not TLS at all (a plain HTTP server).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure", "http request", "packet length too long", "unknown protocol")
+
+
+def describe_tls(error: ssl.SSLError, plain_http_hint: str) -> str:
+    """One line: what the TLS failure was and what to do about it."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        detail = error.verify_message or error.reason or "certificate verify failed"
+        return f"TLS: the server's certificate is not trusted ({detail}); {CA_HINT}"
+    text = str(error)
+    if any(words in text for words in _NOT_TLS):
+        return f"TLS handshake failed: the server answered plain HTTP, not HTTPS; {plain_http_hint}"
+    reason = error.reason or text
+    return f"TLS handshake failed ({reason}); check that the address is an HTTPS server, or {CA_HINT}"
 
 
 def _check_status(url: str, response: requests.Response) -> None:
@@ -258,7 +312,7 @@ def _check_status(url: str, response: requests.Response) -> None:
     response.close()
     if retryable_status(response.status_code):
         raise _Retry(f"HTTP {response.status_code}", response)
-    raise FetchError(f"{url}: HTTP {response.status_code} {response.reason}")
+    raise HttpStatusError(f"{url}: HTTP {response.status_code} {response.reason}", response.status_code)
 
 
 def _describe(error: Exception) -> str:

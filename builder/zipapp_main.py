@@ -10,6 +10,10 @@ imported, into a cache directory of the current user:
     otherwise  $XDG_CACHE_HOME/airlock/pyz-cache/<id>   (~/.cache when unset)
     override   $AIRLOCK_PYZ_CACHE/<id>
 
+A command that only reads (verify, inspect, phases, status, trust list) run
+as root uses a private temporary directory instead, removed when it exits: a
+reviewer's `verify` leaves no /var/lib/airlock behind.
+
 <id> is the sha256 of `_native/index.json`, the list written at build time of
 every native file with its own sha256, so two archives share a cache exactly
 when they carry the same native files.
@@ -61,10 +65,30 @@ class NativeError(Exception):
     """The native part of the archive cannot be used here; the message says why and what to do."""
 
 
+READ_ONLY = (("verify",), ("inspect",), ("phases",), ("status",), ("trust", "list"))
+
+
+def read_only(argv: list) -> bool:
+    """Whether the command line runs a command that changes nothing on this machine."""
+    return any(tuple(argv[1 : 1 + len(words)]) == words for words in READ_ONLY)
+
+
+def temporary_cache() -> str:
+    import atexit
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="airlock-pyz-cache-")  # 0700, this user's
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
 def cache_base() -> str:
     override = os.environ.get("AIRLOCK_PYZ_CACHE")
     if override:
         return override
+    if os.geteuid() == 0 and read_only(sys.argv):
+        return temporary_cache()
     if os.geteuid() == 0:
         return "/var/lib/airlock/pyz-cache"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -33,3 +33,30 @@ class PartsError(BundleError):
 
 class WriteError(AirlockError):
     """A file could not be put in place whole and as written (bundle.atomic)."""
+
+
+class NoSpaceError(AirlockError):
+    """A file system filled up (ENOSPC, or a quota): names where, how much was needed and was free, and what to do."""
+
+
+NO_SPACE = (28, 122)  # errno ENOSPC, EDQUOT
+
+
+def no_space(where, needed: int | None = None) -> NoSpaceError:
+    """The one line for a full file system at `where` (a path), with what the work needed there when known."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    probe = Path(where)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free >> 20} MiB free now"
+    except OSError:
+        free = "free space unknown"
+    wanted = f"; it needs about {(needed + (1 << 20) - 1) >> 20} MiB there" if needed else ""
+    return NoSpaceError(
+        f"{os.fspath(where)}: no space left on the device ({free}{wanted}); what was written is removed. "
+        "Free space there, or point it at another file system"
+    )

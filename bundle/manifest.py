@@ -12,8 +12,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from bundle.errors import BundleError
+
+if TYPE_CHECKING:
+    from bundle.provenance import BundleProvenance, Provenance
 
 SCHEMA = "airlock.bundle/v1"
 MANIFEST_NAME = "bundle.json"
@@ -85,6 +89,7 @@ class FileEntry:
     source: str | None = None
     upstream_sha256: str | None = None
     carried: bool = True  # False in a delta bundle: the member is in its base, not in this tar
+    provenance: Provenance | None = None  # upstream files only: how their bytes were vouched for (bundle.provenance)
 
     @property
     def install_mode(self) -> int:
@@ -102,6 +107,8 @@ class FileEntry:
         }
         if not self.carried:
             document["carried"] = False
+        if self.provenance is not None:
+            document["provenance"] = self.provenance.to_dict()
         return document
 
 
@@ -115,9 +122,10 @@ class ImageEntry:
     platforms: tuple[str, ...]
     size: int = 0
     blobs: tuple[str, ...] = ()  # every digest the image needs here: index, manifests, configs, layers
+    provenance: Provenance | None = None
 
     def to_dict(self) -> dict:
-        return {
+        document = {
             "reference": self.reference,
             "digest": self.digest,
             "media_type": self.media_type,
@@ -125,6 +133,9 @@ class ImageEntry:
             "size": self.size,
             "blobs": list(self.blobs),
         }
+        if self.provenance is not None:
+            document["provenance"] = self.provenance.to_dict()
+        return document
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ class Manifest:
     images: tuple[ImageEntry, ...]
     signer: dict[str, str] = field(default_factory=dict)
     base: BaseRef | None = None
+    provenance: BundleProvenance | None = None  # the trust root the build verified signatures against, and --require
     schema: str = SCHEMA
     unsupported: bool = False  # built with --allow-unsupported-version: a minor outside the supported range
 
@@ -168,6 +180,8 @@ class Manifest:
             "signer": dict(self.signer),
             "base": None if self.base is None else {"serial": self.base.serial, "sha256": self.base.sha256},
         }
+        if self.provenance is not None:
+            document["provenance"] = self.provenance.to_dict()
         return canonical_json(document)
 
     def file(self, path: str) -> FileEntry | None:
@@ -263,6 +277,12 @@ def _check_reference(text: str, where: str) -> str:
     return text
 
 
+def _provenance(raw: dict, where: str):
+    from bundle.provenance import Provenance
+
+    return None if raw.get("provenance") is None else Provenance.parse(raw["provenance"], where)
+
+
 def _unsupported(kubernetes: dict) -> bool:
     value = kubernetes.get("unsupported", False)
     if not isinstance(value, bool):
@@ -271,6 +291,8 @@ def _unsupported(kubernetes: dict) -> bool:
 
 
 def _manifest_from_document(document: object) -> Manifest:
+    from bundle.provenance import BundleProvenance
+
     if not isinstance(document, dict):
         raise BundleError("is not a JSON object", MANIFEST_NAME)
     schema = _need(document, "schema", str)
@@ -297,7 +319,7 @@ def _manifest_from_document(document: object) -> Manifest:
         carried = raw.get("carried", True)
         if not isinstance(carried, bool):
             raise BundleError(f"{where}carried must be true or false", MANIFEST_NAME)
-        files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"), carried))
+        files.append(FileEntry(path, sha256, size, mode, raw.get("source"), raw.get("upstream_sha256"), carried, _provenance(raw, where)))
     _refuse_file_under_file(seen)
     images = []
     for index, raw in enumerate(_need(document, "images", list)):
@@ -313,6 +335,7 @@ def _manifest_from_document(document: object) -> Manifest:
                 platforms=tuple(_need(raw, "platforms", list, where)),
                 size=raw.get("size", 0) if isinstance(raw.get("size", 0), int) else 0,
                 blobs=tuple(blob for blob in raw.get("blobs", []) if is_digest(blob)),
+                provenance=_provenance(raw, where),
             )
         )
     base_raw = document.get("base")
@@ -346,4 +369,5 @@ def _manifest_from_document(document: object) -> Manifest:
         images=tuple(images),
         signer=dict(signer),
         base=base,
+        provenance=None if document.get("provenance") is None else BundleProvenance.parse(document["provenance"]),
     )

@@ -208,12 +208,30 @@ def check_present(listing: PartsList, directory: Path) -> None:
                 f"missing; the signed parts list names {len(listing.parts)} parts, copy every one into {directory}", part.name
             ) from None
         if size != part.size:
+            other = _holds_another_part(path, size, listing, part)
+            if other is not None:
+                raise PartsError(f"holds the bytes of {other} (parts swapped or renamed); put each part under its own name", part.name)
             kind = "truncated" if size < part.size else "too long"
             raise PartsError(f"is {size} bytes but the signed parts list says {part.size} ({kind}); copy it again", part.name)
     for found in sorted(directory.iterdir()):
         match = _PART_NAME.match(found.name) or re.match(r"^(?P<bundle>.+)\.part[0-9]+$", found.name)
         if match and match["bundle"] == listing.bundle and found.name not in listed:
             raise PartsError(f"is not in the signed parts list ({len(listing.parts)} parts); remove it, it belongs to another split", found.name)
+
+
+def _holds_another_part(path: Path, size: int, listing: PartsList, part: Part) -> str | None:
+    """The name of the listed part whose bytes `path` holds (a swap with the smaller last part), or None.
+
+    Only on the way to an error, and only when the size is some other part's: then the file is hashed once.
+    """
+    candidates = [other for other in listing.parts if other is not part and other.size == size]
+    if not candidates:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return next((other.name for other in candidates if other.sha256 == digest.hexdigest()), None)
 
 
 class _PartHasher:

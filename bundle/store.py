@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundle.atomic import AtomicFile, make_dirs
-from bundle.errors import StoreError
+from bundle.errors import NO_SPACE, StoreError, no_space
 from bundle.manifest import canonical_json, is_digest
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -51,12 +51,12 @@ def open_regular(path: Path) -> BinaryIO:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.ELOOP:  # the final component is a symbolic link
-            raise StoreError(f"{path} is a symbolic link; the store holds regular files only (run airlock store check)") from None
+            raise StoreError(f"{path} is a symbolic link; the store holds regular files only (run airlock-node store check)") from None
         raise
     info = os.fstat(descriptor)
     if not stat.S_ISREG(info.st_mode):
         os.close(descriptor)
-        raise StoreError(f"{path} is not a regular file; the store holds regular files only (run airlock store check)")
+        raise StoreError(f"{path} is not a regular file; the store holds regular files only (run airlock-node store check)")
     return os.fdopen(descriptor, "rb")
 
 
@@ -112,7 +112,7 @@ class BlobStore:
     def copy_out(self, digest: str, target: Path, mode: int) -> None:
         """Write a blob to `target` with `mode`, re-hashed on the way: a blob someone changed in the store is refused, never used."""
         with AtomicFile(target, mode, durable=False) as handle, self.open(digest) as source:
-            copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock store check)")
+            copy_verified(source, handle, digest, f"store blob {self.path(digest)} (changed since it was stored; run airlock-node store check)")
 
     def read(self, digest: str, limit: int = 16 << 20) -> bytes:
         """Read a small blob (a manifest, an index) and check its digest."""
@@ -207,7 +207,16 @@ class PartialBlob:
             self._tap.reset()
 
     def write(self, data: bytes) -> None:
-        self._handle.write(data)
+        try:
+            self._handle.write(data)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            # A full disk: what this write left would only keep it full. Drop it (a rerun fetches it again).
+            self._handle.close()
+            self._handle = None
+            self.discard()
+            raise no_space(self._store.root) from None
         if self._hashed:
             self._hash.update(data)
         if self._tap is not None:

@@ -15,6 +15,7 @@ them, so packing costs almost nothing there.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -195,6 +196,7 @@ class TarWriter:
         self._stream = stream
         self._mtime = mtime
         self.written = 0
+        self._kernel_copy = True  # until copy_file_range says it cannot copy into this target
 
     def _write(self, data: bytes) -> None:
         self._stream.write(data)
@@ -260,11 +262,19 @@ class TarWriter:
         """
         self.header(path, size, mode, aligned=True)
         remaining = size
-        if size and _kernel_copy_possible(source, self._stream):
+        if size and self._kernel_copy and _kernel_copy_possible(source, self._stream):
             # A target that is not one file (the parts of a split bundle) copies into whichever file the bytes belong in.
             copy = getattr(self._stream, "copy_from", None) or _file_copier(self._stream)
             while remaining:
-                copied = copy(source.fileno(), min(remaining, 1 << 30))
+                try:
+                    copied = copy(source.fileno(), min(remaining, 1 << 30))
+                except OSError as error:
+                    if error.errno not in KERNEL_COPY_UNSUPPORTED:
+                        raise
+                    # Another file system (tmpfs, vfat, exFAT, NFS: a USB stick, a DVD staging area), or a kernel
+                    # without it: the plain copy below does the rest, and every later member too.
+                    self._kernel_copy = False
+                    break
                 if copied == 0:
                     raise BundleError(f"source ended {remaining} bytes early while packing", path)
                 remaining -= copied
@@ -288,6 +298,10 @@ class TarWriter:
     def close(self) -> None:
         self._write(b"\x00" * (2 * BLOCK))
         self._write(b"\x00" * (-self.written % RECORD))
+
+
+# copy_file_range's answers when it cannot copy between these two files (nothing was copied): use read and write.
+KERNEL_COPY_UNSUPPORTED = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL})
 
 
 def _kernel_copy_possible(source, target) -> bool:

@@ -85,11 +85,28 @@ def verify_signature(data: bytes, signature: bytes, keys: list[TrustedKey]) -> T
         except InvalidSignature:
             continue
         return key
-    names = ", ".join(key.origin for key in keys)
+    trusted = ", ".join(f"{key.key_id} ({key.origin})" for key in keys)
+    claimed = claimed_signer(data)
+    if claimed is not None and claimed not in {key.key_id for key in keys}:
+        raise TrustError(
+            f"bundle.json.sig: the bundle says it was signed by key {claimed}, which is not trusted here (trusted: {trusted}); "
+            "compare that fingerprint with the signer's, then trust its public key (--key, or `airlock-node trust add`), or get a bundle signed by a trusted key"
+        )
     raise TrustError(
-        f"bundle.json.sig: the signature does not match bundle.json under any trusted key ({names}); "
+        f"bundle.json.sig: the signature does not match bundle.json under any trusted key ({trusted}); "
         "the bundle was altered or signed by a key you have not trusted"
     )
+
+
+def claimed_signer(data: bytes) -> str | None:
+    """The key id bundle.json says signed it (not trusted: only to name it when no trusted key verifies), or None."""
+    import json
+
+    try:
+        signer = json.loads(data).get("signer", {}).get("key_id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return signer if isinstance(signer, str) and len(signer) < 100 and signer.isprintable() else None
 
 
 def check_dates(manifest: Manifest, now: datetime | None = None) -> None:

@@ -134,7 +134,7 @@ def wait_for(checks: list[Check], timeout: float = DEFAULT_TIMEOUT, interval: fl
             raise NodeError(
                 f"the control plane was not healthy within {timeout:.0f}s ({failing}); "
                 "look at `crictl ps -a` (did etcd and the control-plane containers start?), `crictl logs CONTAINER` and `journalctl -u kubelet`, "
-                "then rerun airlock init to resume"
+                "then rerun airlock-node init to resume"
             )
         sleep(interval)
 

@@ -53,9 +53,26 @@ def usage_error(message: str) -> None:
     raise typer.Exit(2)
 
 KeyOption = Annotated[
-    list[Path],
-    typer.Option("--key", help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable."),
+    Optional[list[Path]],
+    typer.Option(
+        "--key",
+        help="Trusted public key (PEM), or a directory of *.pub/*.pem keys. Repeatable.",
+        show_default="the node's kept keys in /etc/airlock/trusted-keys",
+    ),
 ]
+
+
+def trusted_keys(key: Optional[list[Path]], root: Path):
+    """The keys a command trusts: those given with --key, else the ones this node kept after its first install."""
+    from bundle.trust import load_trusted_keys
+    from installer.trusted import TRUSTED_KEYS, kept_keys
+
+    if key:
+        return load_trusted_keys(key)
+    kept = kept_keys(root)
+    if not kept:
+        usage_error(f"no trusted key: pass --key PUB (after the first install the node keeps it in {TRUSTED_KEYS}, and later commands need none)")
+    return kept
 
 
 # Node commands write system files and directories: none may come out group- or world-writable because of the
@@ -71,23 +88,34 @@ def fail(error: Exception) -> None:
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle (.tar or .tar.zst), or a split bundle's parts list or first part.")],
-    key: KeyOption,
+    key: KeyOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    root: Annotated[Path, typer.Option("--root", help="Read the kept trusted keys of the node installed under this directory instead of /.")] = Path("/"),
+    provenance: Annotated[
+        bool,
+        typer.Option("--provenance", help="Also re-verify every upstream signature the bundle carries, offline, against the trust root it carries."),
+    ] = False,
 ) -> None:
     """Check the signature first, then every member's size and sha256, in one streaming pass.
 
     Exit 0 when everything checks out; exit 1 naming the first bad member otherwise.
+    With --provenance, every upstream signature recorded in bundle.json is re-verified offline
+    (certificate chain, identity, signature, transparency-log entry) from the evidence the bundle carries.
+
+    Example: airlock-node verify k8s.tar --key airlock.pub
     """
-    from bundle.trust import load_trusted_keys
+    from bundle.provenance import EvidenceCollector, recheck
     from bundle.verify import verify_bundle
     from installer.progress import ProgressLines
 
+    collector = EvidenceCollector()
     try:
-        keys = load_trusted_keys(key)
+        keys = trusted_keys(key, root)
         from bundle.parts import total_size
 
         with ProgressLines(total_size(bundle), "verify", quiet=quiet) as advance:
-            verified = verify_bundle(bundle, keys, on_bytes=advance)
+            verified = verify_bundle(bundle, keys, on_bytes=advance, sink=collector.sink if provenance else None)
+        rechecked = recheck(verified.manifest, collector.members.get) if provenance else None
     except AirlockError as error:
         fail(error)
     if not quiet:
@@ -100,20 +128,31 @@ def verify(
             f"OK {bundle}: {manifest.name} serial {manifest.serial}, kubernetes {manifest.version}, "
             f"{members}, {len(manifest.images)} images, signed by {verified.signer.key_id} ({verified.signer.origin})"
         )
+        if rechecked is not None:
+            from bundle.provenance import records, summary
+
+            base = f"; {rechecked.in_base} more need the base bundle's members (re-verified when a node installs this delta on it)" if rechecked.in_base else ""
+            typer.echo(
+                f"provenance: {rechecked.signatures} upstream signatures re-verified offline against the carried Sigstore trust root "
+                f"(sha256 {rechecked.trusted_root_sha256[:16]}…){base}; {summary(records(manifest))}"
+            )
 
 
 @app.command()
 def inspect(
     bundle: Annotated[Path, typer.Argument(help="The bundle to describe.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
     key: Annotated[Optional[list[Path]], typer.Option("--key", help="Also check the signature against this key.")] = None,
     vulnerabilities: Annotated[bool, typer.Option("--vulnerabilities", help="List every known vulnerability recorded at build (vulnerabilities.json).")] = False,
 ) -> None:
-    """Show what a bundle holds: versions, platforms, files, images, sizes, signer, API-version findings and vulnerabilities.
+    """Show what a bundle holds: versions, platforms, files, images, sizes, signer, each file's and image's provenance,
+    API-version findings and vulnerabilities.
 
     Reads only the start of the bundle: bundle.json, its signature and the review members
     (api-versions.json, sbom.spdx.json, vulnerabilities.json), each checked against bundle.json;
-    run `airlock verify` to check every member.
+    run `verify` to check every member.
+
+    Example: airlock-node inspect k8s.tar --key airlock.pub
     """
     from bundle.manifest import API_FINDINGS, VULNERABILITIES
     from bundle.parts import total_size
@@ -130,20 +169,31 @@ def inspect(
             signature_state = f"valid, {signer.key_id} ({signer.origin})"
     except AirlockError as error:
         fail(error)
+    from bundle.provenance import counts, named_records, summary
+
     found = json.loads(review[VULNERABILITIES]) if VULNERABILITIES in review else None
     apis = json.loads(review[API_FINDINGS]) if API_FINDINGS in review else None
+    named = named_records(manifest)
     if output == "json":
         document = json.loads(manifest_bytes)
         document["signature"] = signature_state
         if vulnerabilities:
             document = {"signature": signature_state, "vulnerabilities": found}
         else:
+            document["provenance_summary"] = counts([record for _, record in named]) if manifest.provenance is not None else None
             document["review"] = {"api_versions": apis, "vulnerabilities": found}
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
     if vulnerabilities:
         typer.echo("\n".join(vulnerability_lines(found, full=True)))
         return
+    if manifest.provenance is None:
+        provenance = "not recorded (built before airlock recorded provenance)"
+    else:
+        provenance = (
+            f"{summary([record for _, record in named])}; required: {manifest.provenance.require}; "
+            f"Sigstore trust root sha256 {manifest.provenance.trusted_root_sha256[:16]}… ({manifest.provenance.trusted_root})"
+        )
     lines = [
         f"bundle      {bundle} ({human_size(total_size(bundle))})",
         f"name        {manifest.name}  serial {manifest.serial}",
@@ -154,16 +204,31 @@ def inspect(
         f"signer      {manifest.signer.get('algorithm', '?')} {manifest.signer.get('key_id', '?')}; signature {signature_state}",
         f"base        {'none (full bundle)' if manifest.base is None else f'serial {manifest.base.serial} bundle.json sha256 {manifest.base.sha256}'}",
         "components  " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.components.items())),
+        f"provenance  {provenance}",
         "",
         f"images ({len(manifest.images)}):",
     ]
     for image in manifest.images:
-        lines.append(f"  {image.reference:<64} {image.digest[:19]}  {','.join(image.platforms):<24} {human_size(image.size)}")
+        label = image.provenance.label if image.provenance else "-"
+        lines.append(f"  {image.reference:<64} {image.digest[:19]}  {','.join(image.platforms):<24} {human_size(image.size):>9}  {label}")
     files = [entry for entry in manifest.files if not entry.path.startswith("images/blobs/")]
     blobs = [entry for entry in manifest.files if entry.path.startswith("images/blobs/")]
     lines += ["", f"files ({len(files)}, plus {len(blobs)} image blobs, {human_size(sum(b.size for b in blobs))}):"]
     for entry in files:
-        lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}")
+        label = entry.provenance.label if entry.provenance else "written by the build"
+        lines.append(f"  {entry.path:<64} {human_size(entry.size):>9}  sha256:{entry.sha256[:12]}  {label}")
+    signers: dict[tuple[str, str, str], int] = {}
+    for _, record in named:
+        if record.kind == "signed":
+            who = (record.signer, record.identity, record.issuer)
+            signers[who] = signers.get(who, 0) + 1
+    if signers:
+        lines += ["", "signed by:"]
+        for (who, identity, issuer), count in sorted(signers.items()):
+            lines.append(f"  {count:>3}  {who}: {identity} (OIDC issuer {issuer})")
+    weak = [(name, record) for name, record in named if record.kind == "unpinned"]
+    if weak:
+        lines += ["", "unpinned (only TLS vouched for these):"] + [f"  {name}: {record.detail}" for name, record in weak]
     lines.append(f"\ntotal       {human_size(manifest.total_size)} in {len(manifest.files)} members")
     if manifest.base is not None:
         carried = [entry for entry in manifest.files if entry.carried]
@@ -241,12 +306,11 @@ def _remote(source: Source, config):
     return RegistrySource(origin, ca, source.tag), config
 
 
-def _install(command: str, source: Source, key: list[Path], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
+def _install(command: str, source: Source, key: Optional[list[Path]], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
              containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
              kubeconfig: Optional[Path] = None) -> None:
     import platform
 
-    from bundle.trust import load_trusted_keys
     from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context, phases_for
     from installer.phases.preflight import check_name_known, check_names
@@ -258,7 +322,7 @@ def _install(command: str, source: Source, key: list[Path], root: Path, dry_run:
     known_phases = [phase.name for phase in phases_for(command)]
     unknown = sorted(skip - set(known_phases))
     if unknown:
-        usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock {command}`; its phases: {', '.join(known_phases)}")
+        usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock-node {command}`; its phases: {', '.join(known_phases)}")
     if "verify" in skip:
         usage_error("the verify phase cannot be skipped")
     ignored = [name.strip() for name in ignore_preflight_errors.split(",") if name.strip()]
@@ -277,7 +341,7 @@ def _install(command: str, source: Source, key: list[Path], root: Path, dry_run:
             command=command,
             bundle=source.bundle,
             remote=remote,
-            keys=load_trusted_keys(key),
+            keys=trusted_keys(key, root),
             paths=paths,
             host=host,
             config=node_config,
@@ -303,8 +367,10 @@ def dry_run_host(paths):
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="Write everything under this directory instead of / (services enabled, not started).")]
+# Commands on a node that is already installed: --root names where it was installed.
+NodeRootOption = Annotated[Path, typer.Option("--root", help="The node installed under this directory instead of / (one installed with --root).")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show every file it would write and every command it would run.")]
-SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock phases`).")]
+SkipOption = Annotated[str, typer.Option("--skip-phases", help="Comma-separated phases to skip (see `airlock-node phases`).")]
 NodeConfigOption = Annotated[Optional[Path], typer.Option("--config", help="node.yaml: addresses, subnets, registry, kubelet overrides.")]
 ContainerdOption = Annotated[str, typer.Option("--containerd-address", help="containerd socket the images phase loads into.")]
 DowngradeOption = Annotated[bool, typer.Option("--allow-downgrade", help="Accept a bundle with a lower serial than the installed one.")]
@@ -321,8 +387,8 @@ TagOption = Annotated[Optional[str], typer.Option("--tag", help="With --from: th
 
 @app.command()
 def init(
-    key: KeyOption,
     bundle: BundleArgument = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -341,14 +407,17 @@ def init(
     pull only from the node registry, loads every image, then runs kubeadm's
     init phases with the bundle's exact version. Rerun after a failure to resume.
     With --from, the bundle comes from a registry (the site's) and so do the images.
+    The first install keeps the --key keys in /etc/airlock/trusted-keys: later commands need none.
+
+    Example: python3 airlock-node.pyz init k8s.tar --key airlock.pub --config node.yaml
     """
     _install("init", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
 
 
 @app.command()
 def join(
-    key: KeyOption,
     bundle: BundleArgument = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -364,17 +433,19 @@ def join(
 ) -> None:
     """Join a worker (or, with --control-plane, another control-plane node) to a cluster, offline.
 
-    node.yaml gives controlPlaneEndpoint, token and caCertHashes (printed by `airlock init`);
-    registry.mirror may point at the first control plane's registry instead of this node's own.
-    With --from, the bundle comes from a registry (no file on this node) and so do the images.
+    node.yaml gives controlPlaneEndpoint, token and caCertHashes (`airlock-node token create` on a control
+    plane prints them); registry.mirror may point at the first control plane's registry instead of this
+    node's own. With --from, the bundle comes from a registry (no file on this node) and so do the images.
+
+    Example: python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml
     """
     _install("join", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
 
 
 @app.command()
 def upgrade(
-    key: KeyOption,
     bundle: Annotated[Optional[Path], typer.Argument(help="A full or delta bundle newer than the installed one (or use --from).")] = None,
+    key: KeyOption = None,
     from_: FromOption = None,
     ca: CaOption = None,
     insecure: InsecureOption = False,
@@ -396,7 +467,9 @@ def upgrade(
 
     A delta bundle is accepted only on the bundle it was built against. The control plane moves
     one minor at a time and never down; a node's kubelet never gets ahead of the API server.
-    Journaled: rerun to resume after a failure.
+    Journaled: rerun to resume after a failure. The bundle already installed: nothing to do (exit 0).
+
+    Example: airlock-node upgrade k8s-1.36.5.tar --drain
     """
     _install("upgrade", Source(bundle, from_, ca, insecure, tag), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
              ignore_preflight_errors, False, drain, kubeconfig)
@@ -404,19 +477,21 @@ def upgrade(
 
 @app.command()
 def phases() -> None:
-    """List the installer's phases in the order they run."""
-    from installer.phases import init_phases, join_phases, phases_for
+    """List the phases of init, join and upgrade, each in the order it runs them.
 
-    for phase in init_phases():
-        typer.echo(f"{phase.name:<16} {phase.description}")
-        for step in phase.steps:
-            typer.echo(f"  {step}")
-    known = {p.name for p in init_phases()}
-    for command, listed in (("join", join_phases()), ("upgrade", phases_for("upgrade"))):
+    Example: airlock-node phases
+    """
+    from installer.phases import phases_for
+
+    for command in ("init", "join", "upgrade"):
+        listed = phases_for(command)
+        typer.echo(f"{command}: {' -> '.join(phase.name for phase in listed)}")
         for phase in listed:
-            if phase.name not in known:
-                known.add(phase.name)
-                typer.echo(f"{phase.name:<16} ({command}) {phase.description}")
+            typer.echo(f"  {phase.name:<16} {phase.description}")
+            for step in phase.steps:
+                typer.echo(f"    {step}")
+        if command != "upgrade":
+            typer.echo("")
 
 
 @app.command()
@@ -425,7 +500,11 @@ def reset(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the image store and installed bundle records.")] = False,
     dry_run: DryRunOption = False,
 ) -> None:
-    """Undo what init/join wrote: kubeadm reset, units, configuration, binaries. The image store stays unless --purge."""
+    """Undo what init, join and upgrade installed: kubeadm reset, then every file airlock made is removed and every file
+    it replaced (an operator's containerd config.toml) put back. The image store and trusted keys stay unless --purge.
+
+    Example: airlock-node reset
+    """
     from installer.node import Host, Paths
     from installer.reset import reset_node
 
@@ -437,13 +516,142 @@ def reset(
         fail(error)
 
 
+@app.command()
+def status(
+    output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
+    root: NodeRootOption = Path("/"),
+    containerd_address: Annotated[str, typer.Option("--containerd-address", help="containerd socket to ask which images it holds.")] = "/run/containerd/containerd.sock",
+) -> None:
+    """Show what this node runs and whether it is in order: the installed bundle (name, serial, version, signer, expiry),
+    a run in progress, the registry's health, the bundle's images in containerd (pinned), and whether it is a control plane.
+
+    Reads only; changes nothing. Exit 0 when it could read the node, whatever it found.
+
+    Example: airlock-node status --output json
+    """
+    from installer.node import Paths
+    from installer.status import ctr_command, gather, render, to_json
+
+    if output not in ("text", "json"):
+        usage_error(f"--output {output!r}: choose text or json")
+    paths = Paths(root)
+    try:
+        found = gather(paths, ctr_command(containerd_address))
+    except AirlockError as error:
+        fail(error)
+    typer.echo(to_json(found) if output == "json" else render(found, paths))
+
+
+token_app = typer.Typer(help="Bootstrap tokens: a fresh way in for another node.", no_args_is_help=True, **PLAIN)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    control_plane: Annotated[
+        bool, typer.Option("--control-plane", help="Also upload the control-plane certificates again and print the certificate key a joining control plane needs.")
+    ] = False,
+    root: NodeRootOption = Path("/"),
+) -> None:
+    """Print what a node needs to join this cluster now: a new bootstrap token (valid 24 h), the CA hash and the endpoint,
+    as node.yaml fields and as kubeadm's own join command. Run it on a control plane.
+
+    With --control-plane (on the first control plane) the certificates are uploaded again under a fresh
+    certificate key (valid 2 h), which is printed as certificateKey.
+
+    Example: airlock-node token create --control-plane
+    """
+    from installer.jointoken import create
+    from installer.node import Host, Paths
+
+    os.umask(NODE_UMASK)
+    paths = Paths(root)
+    try:
+        join = create(paths, Host(paths), control_plane)
+    except AirlockError as error:
+        fail(error)
+    typer.echo("# node.yaml of the joining node (add its nodeName and anything else it needs):")
+    typer.echo(join.node_yaml(), nl=False)
+    typer.echo(f"# then on that node: airlock-node join k8s.tar --key airlock.pub --config node.yaml{' --control-plane' if control_plane else ''}")
+    typer.echo(f"# the token is valid for 24 h{'; the certificate key for 2 h' if control_plane else ''}. kubeadm's own form:")
+    typer.echo(f"# {join.kubeadm()}")
+
+
+trust_app = typer.Typer(help="The keys this node trusts (/etc/airlock/trusted-keys), so commands here need no --key.", no_args_is_help=True, **PLAIN)
+app.add_typer(trust_app, name="trust")
+
+
+@trust_app.command("list")
+def trust_list(root: NodeRootOption = Path("/")) -> None:
+    """List the trusted keys: fingerprint, algorithm and file.
+
+    Example: airlock-node trust list
+    """
+    from installer.trusted import TRUSTED_KEYS, kept_keys
+
+    try:
+        keys = kept_keys(root)
+    except AirlockError as error:
+        fail(error)
+    if not keys:
+        typer.echo(f"no trusted keys in {TRUSTED_KEYS}; the first install with --key keeps its keys there", err=True)
+    for key in keys:
+        typer.echo(f"{key.key_id}  {key.algorithm:<10}  {key.origin}")
+
+
+@trust_app.command("add")
+def trust_add(
+    key: Annotated[list[Path], typer.Argument(help="Public key file(s) (PEM), e.g. a new signing key's airlock.pub.")],
+    root: NodeRootOption = Path("/"),
+) -> None:
+    """Trust another key (e.g. before bundles signed by a new key arrive). Compare its fingerprint with the signer's first.
+
+    Example: airlock-node trust add airlock-2027.pub
+    """
+    from bundle.trust import load_trusted_keys
+    from installer.trusted import TRUSTED_KEYS, keep
+
+    os.umask(NODE_UMASK)
+    try:
+        given = load_trusted_keys(key)
+        added = keep(root, given)
+    except AirlockError as error:
+        fail(error)
+    for item in given:
+        typer.echo(f"{'now trusting' if item in added else 'already trusted'} {item.key_id} ({item.origin}) in {TRUSTED_KEYS}")
+
+
+@trust_app.command("remove")
+def trust_remove(
+    fingerprint: Annotated[str, typer.Argument(help="The key's fingerprint, sha256:HEX as `trust list` shows it (a unique prefix of 8 digits or more will do).")],
+    root: NodeRootOption = Path("/"),
+) -> None:
+    """Stop trusting a key (e.g. the old one, once every node runs a bundle signed by the new one).
+
+    Example: airlock-node trust remove sha256:3f9a0c12
+    """
+    from installer.trusted import kept_keys, remove
+
+    try:
+        removed = remove(root, fingerprint)
+        left = kept_keys(root)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"no longer trusting {removed.key_id} ({removed.algorithm})")
+    if not left:
+        typer.echo("no trusted key is left: the next install here needs --key", err=True)
+
+
 store_app = typer.Typer(help="The node's content store under /var/lib/airlock/store.", no_args_is_help=True, **PLAIN)
 app.add_typer(store_app, name="store")
 
 
 @store_app.command("check")
-def store_check(root: RootOption = Path("/")) -> None:
-    """Re-hash every blob of the store; exit 1 naming each one that is corrupt."""
+def store_check(root: NodeRootOption = Path("/")) -> None:
+    """Re-hash every blob of the store; exit 1 naming each one that is corrupt.
+
+    Example: airlock-node store check
+    """
     from installer.node import Paths
     from installer.storecare import check_store
 
@@ -461,10 +669,13 @@ def store_check(root: RootOption = Path("/")) -> None:
 
 @store_app.command("prune")
 def store_prune(
-    root: RootOption = Path("/"),
+    root: NodeRootOption = Path("/"),
     dry_run: DryRunOption = False,
 ) -> None:
-    """Drop images and blobs that the installed bundle no longer references (after an upgrade)."""
+    """Drop images and blobs that the installed bundle no longer references (after an upgrade).
+
+    Example: airlock-node store prune --dry-run
+    """
     from installer.node import Paths
     from installer.storecare import prune_store
 
@@ -486,7 +697,7 @@ def registry_serve(
         "/var/lib/airlock/store"
     ),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = "127.0.0.1:5000",
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock registry cert`.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="Serving certificate (PEM), e.g. from `airlock-node registry cert`.")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="Its private key (PEM).")] = None,
     tls_credentials: Annotated[
         bool, typer.Option("--tls-credentials", help="Read tls.crt and tls.key from systemd's $CREDENTIALS_DIRECTORY (LoadCredential=).")
@@ -501,6 +712,8 @@ def registry_serve(
 
     containerd reaches it as a mirror (`/v2/{repo}/...?ns={host}`); other clients
     can name images in full (`/v2/registry.k8s.io/pause/manifests/3.10`).
+
+    Example: airlock-node registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000
     """
     from installer.connections import Limits
     from installer.registry import RegistryError, credential_paths, make_server, serve_until_stopped
@@ -529,7 +742,10 @@ def registry_cert(
     name: Annotated[list[str], typer.Option("--name", help="A host name or IP address the registry answers on (repeatable).")],
     days: Annotated[int, typer.Option("--days", help="Validity of the serving certificate.")] = 825,
 ) -> None:
-    """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses."""
+    """Make (or reuse) a small CA and issue a serving certificate for the node's names and addresses.
+
+    Example: airlock-node registry cert --ca-out /etc/airlock/pki --name cp1.corp.example --name 10.0.0.10
+    """
     from installer.certs import issue
 
     os.umask(NODE_UMASK)  # keys are written 0600 explicitly; the certificates are for others to read
@@ -541,4 +757,4 @@ def registry_cert(
 
 
 def main() -> None:
-    app()
+    app(prog_name="airlock-node")

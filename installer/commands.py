@@ -14,6 +14,7 @@ from __future__ import annotations
 # whole `kubeadm init` runs its wait-control-plane phase.
 WAIT = ("(airlock waits for the control plane)",)
 PREFLIGHT = ("preflight",)
+UPLOAD_CERTS = ("upload-certs", "--upload-certs")
 INIT_STEPS: tuple[tuple[str, ...], ...] = (
     PREFLIGHT,
     ("certs", "all"),
@@ -23,7 +24,7 @@ INIT_STEPS: tuple[tuple[str, ...], ...] = (
     ("kubelet-start",),
     WAIT,
     ("upload-config", "all"),
-    ("upload-certs", "--upload-certs"),
+    UPLOAD_CERTS,
     ("mark-control-plane",),
     ("bootstrap-token",),
     ("kubelet-finalize", "all"),
@@ -54,6 +55,11 @@ def kubeadm_upgrade_apply(kubeadm: str, version: str) -> list[str]:
 
 def kubeadm_upgrade_node(kubeadm: str) -> list[str]:
     return [kubeadm, "upgrade", "node"]
+
+
+def kubeadm_token_create(kubeadm: str, kubeconfig: str, certificate_key: str = "") -> list[str]:
+    """A new bootstrap token and the join command that uses it; with the key of freshly uploaded certificates, a control plane's."""
+    return [kubeadm, "token", "create", "--print-join-command", "--kubeconfig", kubeconfig, *(["--certificate-key", certificate_key] if certificate_key else [])]
 
 
 def kubeadm_reset(kubeadm: str) -> list[str]:
@@ -98,6 +104,8 @@ def catalogue(kubeadm: str = "kubeadm", kubectl_path: str = "kubectl", config: s
             kubeadm_upgrade_apply(kubeadm, version),
             kubeadm_upgrade_node(kubeadm),
             kubeadm_reset(kubeadm),
+            kubeadm_token_create(kubeadm, kubeconfig),
+            kubeadm_token_create(kubeadm, kubeconfig, "0" * 64),
         ],
         "kubectl": [
             kubectl_server_version(kubectl_path, kubeconfig),

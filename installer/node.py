@@ -23,11 +23,15 @@ from typing import BinaryIO
 import yaml
 
 from bundle.atomic import AtomicFile, write_atomic
-from bundle.errors import AirlockError
+from bundle.errors import NO_SPACE, AirlockError, no_space
 
 
 class NodeError(AirlockError):
     """A node step failed; the message says which and what to do."""
+
+
+class NothingToDo(Exception):
+    """The node already is where the command would take it: the message says so, and the command exits 0."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class NodeConfig:
     registry_ca: str = ""
     registry_tls_cert: str = ""
     registry_tls_key: str = ""
+    registry_lockdown: bool = False  # every other registry too is pulled from the node registry only (certs.d/_default)
     kubelet: KubeletSettings = field(default_factory=KubeletSettings)
     token: str = ""
     certificate_key: str = ""
@@ -140,25 +145,41 @@ class Host:
     dry_run = False
 
     def __init__(self, paths: Paths, echo=None):
+        from installer.ledger import Ledger
+
         self.paths = paths
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        # Every path made or replaced outside the state directory is noted first, for `reset`.
+        self.ledger = Ledger(paths.root, paths.state_dir)
 
     def write(self, path: Path, data: bytes | str, mode: int = 0o644) -> bool:
         """Write a small file atomically; False when it already held exactly this (nothing changed)."""
         data = data.encode() if isinstance(data, str) else data
         if path.is_file() and path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
             return False
-        write_atomic(path, data, mode)
+        self.ledger.note(path)
+        try:
+            write_atomic(path, data, mode)
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise no_space(path.parent, len(data)) from None
+            raise
         return True
 
     def install(self, path: Path, source: Path | BinaryIO, mode: int = 0o755) -> None:
         """Stream `source` (a file or an open stream) into `path` under a temporary name, then rename it into place."""
-        with AtomicFile(path, mode, durable=False) as handle:
-            if isinstance(source, Path):
-                with open(source, "rb") as reader:
-                    shutil.copyfileobj(reader, handle, 1 << 20)
-            else:
-                shutil.copyfileobj(source, handle, 1 << 20)
+        self.ledger.note(path)
+        try:
+            with AtomicFile(path, mode, durable=False) as handle:
+                if isinstance(source, Path):
+                    with open(source, "rb") as reader:
+                        shutil.copyfileobj(reader, handle, 1 << 20)
+                else:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise no_space(path.parent) from None
+            raise
 
     def run(
         self, argv: list[str], env: dict | None = None, check: bool = True, show: bool = True, timeout: float | None = None, binary: bool = False
@@ -183,8 +204,9 @@ class Host:
     def enable_service(self, name: str, start: bool) -> None:
         """Enable a systemd unit (a wants/ link, so it works under --root too); start it when asked."""
         link = self.paths(f"/etc/systemd/system/multi-user.target.wants/{name}")
-        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
+            self.ledger.note(link)
+            link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(f"/etc/systemd/system/{name}")
         if start:
             self.run(["systemctl", "daemon-reload"])

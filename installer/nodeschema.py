@@ -185,6 +185,13 @@ def choice(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
+def boolean(value: Any) -> bool:
+    """true or false, as YAML writes them; "yes", 1 or "true" in quotes are refused (a typo must not flip a guard)."""
+    if not isinstance(value, bool):
+        raise FieldError(f"{value!r} is not true or false")
+    return value
+
+
 def integer(low: int, high: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool):
@@ -241,7 +248,7 @@ NODE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "clusterName": ("cluster_name", dns_name),
     "criSocket": ("cri_socket", unix_socket),
     "token": ("token", pattern(TOKEN, "a bootstrap token like abcdef.0123456789abcdef")),
-    "certificateKey": ("certificate_key", pattern(CERTIFICATE_KEY, "64 lower-case hex digits (printed by airlock init)")),
+    "certificateKey": ("certificate_key", pattern(CERTIFICATE_KEY, "64 lower-case hex digits (printed by airlock-node init)")),
     "caCertHashes": ("ca_cert_hashes", list_of(pattern(CA_CERT_HASH, "sha256: followed by 64 lower-case hex digits"))),
 }
 REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -250,6 +257,7 @@ REGISTRY_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ca": ("registry_ca", absolute_path),
     "tlsCert": ("registry_tls_cert", absolute_path),
     "tlsKey": ("registry_tls_key", absolute_path),
+    "lockdown": ("registry_lockdown", boolean),
 }
 KUBELET_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cgroupDriver": ("cgroup_driver", choice("systemd", "cgroupfs")),

@@ -200,7 +200,7 @@ class Client:
             handler = urllib.request.HTTPSHandler(context=self._context)
             with urllib.request.build_opener(handler).open(request, timeout=self.timeout) as answer:
                 document = json.loads(answer.read(64 << 10))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return False
         self._token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None
         return bool(self._token)
@@ -294,7 +294,7 @@ class RegistrySource:
         data = self.client.read_small(f"/v2/{quote(self.origin.repository)}/tags/list", 4 << 20, "application/json")
         try:
             tags = json.loads(data).get("tags") or []
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise RemoteError(f"{self.client.url('/v2/' + self.origin.repository + '/tags/list')}: not a tag list") from None
         found = [(parse_tag(tag), tag) for tag in tags if isinstance(tag, str) and parse_tag(tag)]
         if not found:
@@ -317,7 +317,7 @@ class RegistrySource:
             layers = document["layers"]
             kind = document.get("artifactType") or document["config"]["mediaType"]
             head = [(layer["annotations"][TITLE], layer["digest"], layer["size"]) for layer in layers[:2]]
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             raise RemoteError(f"{self.client.url(path)}: not an airlock bundle artifact") from None
         if kind != ARTIFACT_TYPE or [title for title, _, _ in head] != [MANIFEST_NAME, SIGNATURE_NAME]:
             raise RemoteError(f"{self.client.url(path)}: not an airlock bundle artifact (type {kind!r})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from bundle.errors import AirlockError
-from installer.node import NodeError, node_lock
+from installer.node import NodeError, NothingToDo, node_lock
 from installer.phases import Context, Phase
 from installer.state import State
 
@@ -14,7 +14,7 @@ def select(phases: list[Phase], skip: set[str]) -> list[Phase]:
     names = {phase.name for phase in phases}
     unknown = sorted(skip - names)
     if unknown:
-        raise NodeError(f"--skip-phases: unknown phase {', '.join(unknown)}; `airlock phases` lists them")
+        raise NodeError(f"--skip-phases: unknown phase {', '.join(unknown)}; `airlock-node phases` lists them")
     return phases
 
 
@@ -44,6 +44,9 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
         started = time.monotonic()
         try:
             phase.run(context)
+        except NothingToDo as done:
+            context.echo(str(done))
+            return
         except AirlockError as error:
             raise NodeError(f"phase {phase.name}: {error}") from None
         if context.host.dry_run:
@@ -55,6 +58,8 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
             state.run["done"].append(phase.name)
         if phase is phases[-1]:
             manifest = context.manifest
+            from installer.phases.runtime import mirror_url
+
             state.installed = {
                 "serial": manifest.serial,
                 "sha256": context.manifest_sha256,
@@ -62,6 +67,9 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
                 "name": manifest.name,
                 "command": context.command,
                 "role": context.role,
+                # Where this node's containerd pulls from, for `airlock-node status`.
+                "registry": mirror_url(context),
+                "registry_ca": context.config.registry_ca,
             }
             state.run = None
         state.save(context.paths)

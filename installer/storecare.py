@@ -1,4 +1,4 @@
-"""`airlock store check` and `airlock store prune`."""
+"""`airlock-node store check` and `airlock-node store prune`."""
 
 from __future__ import annotations
 

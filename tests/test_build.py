@@ -110,8 +110,11 @@ def test_warm_rebuild_downloads_nothing_and_is_reproducible(upstream, keys, tmp_
     airlock("build", "-o", tmp_path / "a.tar", *flags, env=env, check=True)
     upstream.server.clear()
     second = airlock("build", "-o", tmp_path / "b.tar", *flags, env=env, check=True)
-    # Only the label is asked again: a label can move, release files cannot.
-    assert [r.path for r in upstream.server.requests] == ["/release-server/release/stable-1.36.txt"]
+    # Only the label is asked again (a label can move, release files cannot), and the signatures this upstream does not
+    # publish: an absent signature is looked for on every build, a present one is remembered like the file.
+    asked = [r.path for r in upstream.server.requests]
+    assert asked[0] == "/release-server/release/stable-1.36.txt"
+    assert sorted(asked[1:]) == [f"/release-server/release/v1.36.4/bin/linux/amd64/{name}.sig" for name in ("kubeadm", "kubectl", "kubelet")]
     assert "downloaded 8 B" in second.stdout
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert not list((cache / ".partial").iterdir())

@@ -234,9 +234,13 @@ def test_help_and_verify_start_without_the_network_stack(bundle, keys):
     assert {"requests"} <= loaded_modules("build", "--kubernetes-version", "1.36.4", "-o", "/nonexistent/x.tar", "--sign-key", "/nonexistent/k")
 
 
-def test_key_fingerprint_from_openssl_matches_what_inspect_and_verify_show(bundle, keys):
+def test_key_fingerprint_from_openssl_matches_what_keygen_inspect_and_verify_show(bundle, keys, tmp_path):
     require("openssl", "sha256sum")
     for algorithm in ("ed25519", "ecdsa-p256"):
+        made = airlock("keygen", "--out", tmp_path / algorithm, "--algorithm", algorithm, check=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-in", tmp_path / algorithm / "airlock.pub", "-outform", "DER"], capture_output=True, check=True).stdout
+        printed = subprocess.run(["sha256sum"], input=der, capture_output=True, check=True).stdout.split()[0].decode()
+        assert f"fingerprint sha256:{printed} " in made, made
         pub = keys[algorithm] / "airlock.pub"
         der = subprocess.run(["openssl", "pkey", "-pubin", "-in", pub, "-outform", "DER"], capture_output=True, check=True).stdout
         fingerprint = subprocess.run(["sha256sum"], input=der, capture_output=True, check=True).stdout.split()[0].decode()

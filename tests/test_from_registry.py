@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bundle.artifact import ARTIFACT_TYPE, EMPTY_DIGEST, REPOSITORY, TITLE
-from tests.conftest import AIRLOCK, airlock, require
+from tests.conftest import AIRLOCK, airlock, airlock_node, node_command, require
 from tests.containerd import Containerd
 from tests.test_install import IGNORE
 from tests.test_two_nodes import SUBNET, netns, network  # noqa: F401  (the fixture)
@@ -63,6 +64,8 @@ def test_push_makes_one_artifact_that_oras_and_skopeo_read(bundle, keys, distrib
     tag = f"{document['name']}-{document['serial']}"
     first = push(bundle, keys, f"{distribution.host}/site", tmp_path / "work")
     assert f"{distribution.host}/site/{REPOSITORY}:{tag}" in first.stdout
+    # The node command it prints works on plain HTTP only with --insecure, so it says --insecure.
+    assert f"nodes install from it: airlock-node join --from http://{distribution.host}/site --insecure --key airlock.pub --config node.yaml\n" in first.stdout
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{distribution.host}/site/{REPOSITORY}:{tag}"],
                          capture_output=True, check=True).stdout
     artifact = json.loads(raw)
@@ -219,13 +222,20 @@ def test_a_node_joins_from_a_distribution_registry_after_push(which, request, ke
     pub = keys["ed25519"] / "airlock.pub"
     env = {"AIRLOCK_STANDIN_LOG": str(tmp_path / "standin.log"), "REQUESTS_CA_BUNDLE": str(pki / "ca.crt")}
     try:
-        airlock("push", bundle, "--to", f"{site.host}/site", "--key", pub, "--work-dir", tmp_path / "work", env=env, check=True)
+        pushed = airlock("push", bundle, "--to", f"{site.host}/site", "--key", pub, "--work-dir", tmp_path / "work", env=env, check=True)
         config = tmp_path / "worker.yaml"
         config.write_text(json.dumps({"nodeName": "worker1", "controlPlaneEndpoint": "127.0.0.1:6443", "token": "abcdef.0123456789abcdef",
                                       "caCertHashes": ["sha256:" + "1" * 64]}))
         root = tmp_path / "node"
-        join = airlock("join", "--from", f"https://{site.host}/site", "--ca", pki / "ca.crt", "--key", pub, "--root", root, "--config", config,
-                       "--ignore-preflight-errors", IGNORE, "--containerd-address", containerd.socket, env=env)
+        # The join command push printed, as written: the key and node.yaml where it says, plus the site CA it says to add.
+        (hint,) = [line.split(": ", 1)[1].split("  (")[0] for line in pushed.stdout.splitlines() if line.startswith("nodes install from it: ")]
+        argv = hint.split()
+        assert argv[:2] == ["airlock-node", "join"] and "--insecure" not in argv
+        shutil.copy(pub, tmp_path / "airlock.pub")
+        shutil.copy(config, tmp_path / "node.yaml")
+        join = subprocess.run([*node_command(), *argv[1:], "--ca", str(pki / "ca.crt"), "--root", str(root), "--ignore-preflight-errors", IGNORE,
+                               "--containerd-address", str(containerd.socket)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, **env})
         assert join.returncode == 0, join.stderr
         _, _, document = bundle_json(bundle)
         held = containerd.image_digests()
@@ -242,8 +252,8 @@ def test_a_node_joins_from_a_distribution_registry_after_push(which, request, ke
         assert f'[host."https://{site.host}/v2/site"]' in hosts and "override_path = true" in hosts
         # The same binaries as a node installed from the file (its images are not the point here).
         reference = tmp_path / "reference"
-        from_file = airlock("join", bundle, "--key", pub, "--root", reference, "--config", config, "--ignore-preflight-errors", IGNORE,
-                            "--skip-phases", "images,kubeadm-join", env=env)
+        from_file = airlock_node("join", bundle, "--key", pub, "--root", reference, "--config", config, "--ignore-preflight-errors", IGNORE,
+                                 "--skip-phases", "images,kubeadm-join", env=env)
         assert from_file.returncode == 0, from_file.stderr
         assert installed_files(root) == installed_files(reference) and installed_files(root)
         # Only amd64 members came over: the arm64 binaries and every image blob stayed on the registry.
@@ -279,6 +289,7 @@ class HostileRegistry:
         self.breaks: dict[str, int] = {}
         self.failures: dict[str, int] = {}
         self.slow: str | None = None
+        self.answers: dict[str, bytes] = {}  # "tags/list" or "manifests" -> the body served instead
         self.redirect = False  # blobs answered with 307 to /storage/<digest>, which refuses any Authorization
         self.log: list[tuple[str, str]] = []
         self.sent: dict[str, int] = {}
@@ -294,9 +305,10 @@ class HostileRegistry:
                 registry.log.append((self.path, self.headers.get("Range") or ""))
                 prefix = f"/v2/{REPOSITORY}/"
                 if self.path == prefix + "tags/list":
-                    return self.answer(200, json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode())
+                    tags = json.dumps({"name": REPOSITORY, "tags": [registry.artifact.tag]}).encode()
+                    return self.answer(200, registry.answers.get("tags/list", tags))
                 if self.path == prefix + f"manifests/{registry.artifact.tag}":
-                    return self.answer(200, registry.artifact.data, "application/vnd.oci.image.manifest.v1+json")
+                    return self.answer(200, registry.answers.get("manifests", registry.artifact.data), "application/vnd.oci.image.manifest.v1+json")
                 digest = self.path[len(prefix + "blobs/"):] if self.path.startswith(prefix + "blobs/") else ""
                 if registry.redirect and digest:
                     self.send_response(307)
@@ -397,6 +409,18 @@ def test_plain_http_needs_insecure(hostile, keys, tmp_path):
     registry = hostile()
     result = join_from(registry.url, keys, tmp_path / "root", tmp_path)
     assert result.returncode == 1 and "--insecure" in result.stderr and not registry.log
+
+
+@pytest.mark.parametrize("answer, words", [("tags/list", "not a tag list"), ("manifests", "not an airlock bundle artifact")])
+def test_a_registry_answering_deeply_nested_json_is_refused_in_one_line(answer, words, hostile, keys, tmp_path):
+    registry = hostile()
+    registry.answers[answer] = b"[" * 100000 + b"]" * 100000  # past the JSON parser's recursion limit, under the size caps
+    root = tmp_path / "root"
+    result = join_from(registry.url, keys, root, tmp_path, "--insecure")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("airlock: error:")]
+    assert f"{registry.url}/v2/{REPOSITORY}/" in line and words in line
+    assert nothing_outside_staging(root)
 
 
 @pytest.mark.parametrize("change", ["signature", "bundle.json"])

@@ -57,13 +57,18 @@ def test_refused(case, corpus, keys, tmp_path):
         assert result.returncode == 1, result.stdout
         assert case.expect in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+    # upgrade on a node that has serial 3; init on a fresh node (on an initialised one it refuses before reading further).
     for command in ("init", "upgrade"):
-        root = installed_root(tmp_path / command)
+        installed = command == "upgrade" or case.node_only
+        root = installed_root(tmp_path / command) if installed else tmp_path / command / "root"
         result = airlock(command, bundle, "--key", pub, "--root", root, "--ignore-preflight-errors", "all", "--skip-phases", "images")
         assert result.returncode == 1, (command, result.stderr)
-        expect = "than the installed" if case.node_only else case.expect
+        expect = ("than the installed" if command == "upgrade" else "already initialised at serial 3") if case.node_only else case.expect
         assert expect in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr
         assert outside_staging(root) == set(), command
-        assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 3
+        if installed:
+            assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 3
+        else:
+            assert json.loads((root / "var/lib/airlock/state.json").read_text() if (root / "var/lib/airlock/state.json").exists() else "{}").get("installed") is None
         shutil.rmtree(root)

@@ -96,9 +96,12 @@ def test_init_installs_a_node_whose_images_all_come_from_the_bundle(node_bundle,
     (exec_start,) = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
     # systemd's quoting of these plain words reads the same as the shell's.
     assert shlex.split(exec_start)[:6] == ["/usr/bin/python3", "-I", "/usr/local/lib/airlock/airlock-node.pyz", "registry", "serve", "--store"]
-    # Resuming a finished install changes nothing; running it again is idempotent.
+    # init on an initialised node refuses before it changes anything (kubeadm init would fail half way through).
+    before = {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
     again = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), containerd, log, python=python)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1 and f"already initialised at serial {manifest['serial']}" in again.stderr, again.stderr
+    assert "use airlock-node upgrade, or airlock-node reset first" in again.stderr
+    assert {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
 def tree(root: Path) -> set[str]:
@@ -136,15 +139,18 @@ def test_refused_bundles_write_nothing_outside_staging(node_bundle, upstream, ke
     result = install("init", expired, keys, root, config, None, log, *FAST)
     assert result.returncode == 1 and "expired" in result.stderr
     assert outside_staging(tree(root)) == set()
-    # A downgrade: serial 20 installed, serial 10 refused.
+    # A downgrade: serial 20 installed, serial 10 refused; serial 20 again is nothing to do (exit 0, and says so).
     new, old = tmp_path / "new.tar", tmp_path / "old.tar"
     for out, serial in ((new, "20"), (old, "10")):
         airlock("build", "-o", out, "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--serial", serial,
                 "--cache-dir", tmp_path / "cache", *upstream.build_flags(), check=True)
     assert install("init", new, keys, root, config, None, log, *FAST).returncode == 0
     before = {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()}
-    result = install("init", old, keys, root, config, None, log, *FAST)
+    result = install("upgrade", old, keys, root, config, None, log, "--skip-phases", "images,kubeadm-upgrade,kubelet-upgrade")
     assert result.returncode == 1 and "lower than the installed 20" in result.stderr and "--allow-downgrade" in result.stderr
+    assert {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()} == before
+    same = install("upgrade", new, keys, root, config, None, log, "--skip-phases", "images,kubeadm-upgrade,kubelet-upgrade")
+    assert same.returncode == 0 and "already runs airlock serial 20 (kubernetes v1.36.4); nothing to upgrade" in same.stderr, same.stderr
     assert {p: (root / p).stat().st_mtime_ns for p in tree(root) if (root / p).is_file()} == before
 
 
@@ -184,7 +190,12 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
 def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     root, log = tmp_path / "root", tmp_path / "standin.log"
     missing = install("join", node_bundle, keys, root, node_config(tmp_path, free_port()), None, log, "--skip-phases", "images")
-    assert missing.returncode == 1 and "join needs controlPlaneEndpoint, token and caCertHashes" in missing.stderr
+    # Checked in preflight, before a single file is written: kubeadm join would fail only after eight phases of them.
+    assert missing.returncode == 1 and "phase preflight: join needs controlPlaneEndpoint, token, caCertHashes in --config node.yaml" in missing.stderr
+    assert "airlock-node token create" in missing.stderr and outside_staging(tree(root)) == set()
+    cp_config = node_config(tmp_path, free_port(), controlPlaneEndpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef", caCertHashes=["sha256:" + "1" * 64])
+    no_key = install("join", node_bundle, keys, root, cp_config, None, log, "--control-plane", "--skip-phases", "images")
+    assert no_key.returncode == 1 and "join needs certificateKey (a control-plane join)" in no_key.stderr and outside_staging(tree(root)) == set()
     config = node_config(tmp_path, free_port(), controlPlaneEndpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef", caCertHashes=["sha256:" + "1" * 64])
     joined = install("join", node_bundle, keys, root, config, None, log, "--skip-phases", "images")
     assert joined.returncode == 0, joined.stderr
@@ -202,10 +213,36 @@ def test_worker_join_and_reset(node_bundle, keys, tmp_path):
     assert not (root / "var/lib/airlock").exists()
 
 
+def phases_by_command(text: str) -> dict[str, list[str]]:
+    """`airlock phases` read back: each command's section, its phases in the order listed (two-space indented names)."""
+    found: dict[str, list[str]] = {}
+    command = None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            command = line.split(":", 1)[0]
+            found[command] = []
+        elif line.startswith("  ") and not line.startswith("    "):
+            found[command].append(line.split()[0])
+    return found
+
+
+def test_phases_shows_the_init_join_and_upgrade_orders_each_as_it_runs():
+    from installer.phases import phases_for
+
+    text = airlock_node("phases", check=True).stdout
+    listing = phases_by_command(text)
+    assert list(listing) == ["init", "join", "upgrade"]
+    for command, names in listing.items():
+        assert names == [phase.name for phase in phases_for(command)]
+        assert f"{command}: {' -> '.join(names)}" in text
+    assert listing["join"][-2:] == ["kubeadm-join", "done"] and "cni" not in listing["join"]
+    assert listing["upgrade"].index("registry") < listing["upgrade"].index("runtime")
+
+
 def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
-    listing = [line.split()[0] for line in airlock("phases", check=True).stdout.splitlines() if line and not line.startswith(" ")]
+    listing = phases_by_command(airlock("phases", check=True).stdout)
     order = ["verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"]
-    assert listing[: len(order)] == order
+    assert listing["init"] == order
     root = tmp_path / "root"
     dry = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", "--dry-run")
     assert dry.returncode == 0, dry.stderr

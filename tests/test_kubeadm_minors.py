@@ -130,7 +130,11 @@ def test_every_kubeadm_line_in_the_catalogue_exists(tmp_path, minor):
     empty.write_text("")
     join = tmp_path / "join.yaml"
     join.write_text("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n")
-    lines = commands.catalogue(kubeadm=str(kubeadm), config=str(empty), version=version)["kubeadm"]
+    from tests.test_node_day2 import write_admin_conf
+
+    write_admin_conf(tmp_path, "https://192.0.2.10:6443")  # token create reads the cluster's endpoint and CA from it
+    admin = tmp_path / "etc/kubernetes/admin.conf"
+    lines = commands.catalogue(kubeadm=str(kubeadm), config=str(empty), version=version, kubeconfig=str(admin))["kubeadm"]
     for line in lines:
         if line[1] == "join":
             line = [*line[:-1], str(join)]

@@ -203,8 +203,8 @@ def header_offset_of_a_member(whole: Path) -> int:
     return member.offset + 10  # inside the name field of its header block
 
 
-def _swap(directory: Path) -> None:
-    a, b = directory / "k8s.tar.part002", directory / "k8s.tar.part003"
+def _swap(directory: Path, last: bool = False) -> None:
+    a, b = directory / "k8s.tar.part002", (parts_of(directory)[-1] if last else directory / "k8s.tar.part003")
     a.rename(directory / "swap")
     b.rename(a)
     (directory / "swap").rename(b)
@@ -227,6 +227,8 @@ HOSTILE = {
     # case: (change, the part or file named, words in the message)
     "missing": (lambda d, w, k: (d / "k8s.tar.part003").unlink(), "k8s.tar.part003", "missing"),
     "swapped": (lambda d, w, k: _swap(d), "k8s.tar.part002", "holds the bytes of k8s.tar.part003"),
+    # The last part is shorter: a swap with it changes both sizes, and is still called a swap.
+    "swapped with the last": (lambda d, w, k: _swap(d, last=True), "k8s.tar.part002", "(parts swapped or renamed)"),
     "truncated": (lambda d, w, k: os.truncate(d / "k8s.tar.part004", ODD - 100), "k8s.tar.part004", "truncated"),
     "altered in a member": (
         lambda d, w, k: flip(d / f"k8s.tar.part{member_inside_one_part(w)[1] // ODD + 1:03d}", member_inside_one_part(w)[1] % ODD),

@@ -83,8 +83,12 @@ def test_thousands_of_idle_connections(server, layout):
         assert len(sockets) >= MAX_CONNECTIONS  # the flood did reach past the cap
         legitimate_pull_succeeds(server.port, layout[1])
         assert rss_kib(server.process.pid) < 256 * 1024
-        # The cap holds: the server keeps at most MAX_CONNECTIONS of them open (plus a few files of its own).
-        assert len(os.listdir(f"/proc/{server.process.pid}/fd")) <= MAX_CONNECTIONS + 32
+        # The cap holds: the server converges to at most MAX_CONNECTIONS of them open (plus a few files of its own).
+        # On a busy machine it may still be accepting the backlog and closing the oldest: wait, bounded, for that.
+        deadline = time.monotonic() + 60
+        while (open_files := len(os.listdir(f"/proc/{server.process.pid}/fd"))) > MAX_CONNECTIONS + 32 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert open_files <= MAX_CONNECTIONS + 32
 
 
 def test_half_open_and_slow_loris_requests(server, layout):

@@ -338,17 +338,40 @@ def test_a_yaml_alias_bomb_in_an_addon_manifest_is_refused_at_once():
     assert images_in_manifest(plain, "kube-flannel.yml") == ["docker.io/flannel/flannel:v0.25.7"]
 
 
-def test_flannel_is_pinned_by_sha256(upstream, keys, tmp_path):
+def test_flannel_without_a_pin_builds_unpinned_and_says_so_and_require_pinned_refuses_it(upstream, keys, tmp_path):
+    import json
+
     from tests.conftest import airlock
+    from tests.test_build import manifest_of
 
     flags = [flag for flag in upstream.build_flags()]
     at = flags.index("--flannel-sha256")
+    pin = flags[at + 1]
     unpinned = flags[:at] + flags[at + 2 :]
     common = ["build", "-o", tmp_path / "b.tar", "--kubernetes-version", "v1.36.4", "--sign-key", keys["ed25519"] / "airlock.key", "--cache-dir", tmp_path / "cache"]
-    refused = airlock(*common, *unpinned)
-    assert refused.returncode == 1 and "published without a checksum" in refused.stderr and "--flannel-sha256" in refused.stderr
+    built = airlock(*common, *unpinned, check=True)
+    # Loud: the warning names the file, says only TLS vouched for it, and gives the flag with the sum it saw.
+    assert "warning: manifests/cni/kube-flannel.yml is UNPINNED" in built.stderr and f"--flannel-sha256 {pin}" in built.stderr
+    assert "provenance: " in built.stdout and ", 1 unpinned" in built.stdout
+    flannel = next(f for f in manifest_of(tmp_path / "b.tar")["files"] if f["path"] == "manifests/cni/kube-flannel.yml")
+    assert flannel["provenance"]["kind"] == "unpinned" and flannel["sha256"] == pin
+    shown = airlock("inspect", tmp_path / "b.tar", check=True).stdout
+    assert "unpinned (only TLS vouched for these):\n  manifests/cni/kube-flannel.yml: TLS only: " in shown
+    # A strict site: --require pinned refuses it by name and writes nothing; with the pin the same build passes.
+    (tmp_path / "b.tar").unlink()
+    refused = airlock(*common, *unpinned, "--require", "pinned")
+    assert refused.returncode == 1 and "--require pinned: 1 of " in refused.stderr and "manifests/cni/kube-flannel.yml (unpinned)" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "b.tar").exists()
+    airlock(*common, *unpinned, "--require", "pinned", "--flannel-sha256", pin, check=True)
+    pinned = next(f for f in manifest_of(tmp_path / "b.tar")["files"] if f["path"] == "manifests/cni/kube-flannel.yml")
+    assert pinned["provenance"] == {"kind": "pinned", "detail": "--flannel-sha256"}
+    assert json.loads(airlock("inspect", tmp_path / "b.tar", "--output", "json", check=True).stdout)["provenance"]["require"] == "pinned"
+    # A pin that the download does not match is still a hard failure, and so is a malformed one.
+    (tmp_path / "b.tar").unlink()
     wrong = airlock(*common, *unpinned, "--flannel-sha256", "0" * 64)
     assert wrong.returncode == 1 and "0" * 64 in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
     assert not (tmp_path / "b.tar").exists()
     bad_flag = airlock(*common, *unpinned, "--flannel-sha256", "xyz")
     assert bad_flag.returncode == 1 and "64 lowercase hex" in bad_flag.stderr
+    bad_level = airlock(*common, *unpinned, "--require", "mostly")
+    assert bad_level.returncode == 2 and "--require 'mostly': choose from signed, pinned, any" in bad_level.stderr

@@ -223,11 +223,14 @@ def test_token_create_prints_the_join_command_in_kubeadms_shape(kubeadm, tmp_pat
         "users": [{"name": "admin", "user": {}}],
     }), "admin.conf")
     pin = "sha256:" + hashlib.sha256(key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+    # token.go prints join.go's template on one line: its "\\" line continuations (and tabs) are removed, their indentation stays.
     worker = call(kubeadm, "token", "create", "abcdef.0123456789abcdef", "--print-join-command", "--kubeconfig", kubeconfig)
-    assert worker.stdout == f"kubeadm join 192.0.2.10:6443 --token abcdef.0123456789abcdef \\\n    --discovery-token-ca-cert-hash {pin} \n"
+    assert worker.stdout == f"kubeadm join 192.0.2.10:6443 --token abcdef.0123456789abcdef     --discovery-token-ca-cert-hash {pin} \n"
     plane = call(kubeadm, "token", "create", "--print-join-command", "--kubeconfig", kubeconfig, "--certificate-key", "b" * 64)
-    lines = plane.stdout.splitlines()
-    assert lines[0].startswith("kubeadm join 192.0.2.10:6443 --token ") and lines[-1] == f"    --control-plane --certificate-key {'b' * 64}"
+    (line,) = plane.stdout.splitlines()
+    assert line.startswith("kubeadm join 192.0.2.10:6443 --token ") and line.endswith(f" {pin}     --control-plane --certificate-key {'b' * 64}")
+    refused = call(kubeadm, "token", "create", "--kubeconfig", kubeconfig, "--certificate-key", "b" * 64)
+    assert refused.returncode == 1 and "cannot use --certificate-key without --print-join-command" in refused.stderr
     assert call(kubeadm, "token", "create").stdout.strip().count(".") == 1
     assert "failed to load admin kubeconfig" in call(kubeadm, "token", "create", "--print-join-command", "--kubeconfig", tmp_path / "none").stderr
     uploaded = call(kubeadm, "init", "phase", "upload-certs", "--upload-certs", "--certificate-key", "c" * 64)

@@ -122,3 +122,38 @@ def test_a_redirect_loop_is_a_clear_error(server, http, tmp_path):
     server.faults["/loop"] = Fault(status=302, times=1000, location="/loop")
     with pytest.raises(FetchError, match="/loop: TooManyRedirects"):
         http.download(f"{server.url}/loop", BlobStore(tmp_path / "cache"), "sha256:" + "3" * 64)
+
+
+def test_without_a_terminal_progress_is_a_line_every_few_seconds_while_bytes_flow():
+    import io
+
+    clock = [100.0]
+    stream = io.StringIO()
+    progress = Progress("build", interactive=False, stream=stream, interval=5.0, clock=lambda: clock[0])
+    progress.add_total(10_000_000)
+    progress.advance(1_000_000)
+    assert stream.getvalue() == ""  # the first seconds: nothing yet
+    clock[0] += 5.0
+    progress.advance(1_000_000)
+    clock[0] += 1.0
+    progress.advance(1_000_000)  # within the interval: no second line
+    assert stream.getvalue() == "build: 2.0 MB of 10.0 MB (20 %), 400.0 KB/s\n"
+    clock[0] += 5.0
+    progress.log("file bin/linux-amd64/kubeadm (3.0 MB)")
+    progress.advance(2_000_000)
+    assert stream.getvalue().splitlines()[1:] == ["file bin/linux-amd64/kubeadm (3.0 MB)", "build: 5.0 MB of 10.0 MB (50 %), 454.5 KB/s"]
+
+
+def test_a_long_download_prints_progress_lines_into_a_log(upstream, keys, tmp_path):
+    """`airlock build 2> build.log` (no terminal): a download that takes a while shows how far it got."""
+    from tests.conftest import build
+
+    kubeadm = "/release-server/release/v1.36.4/bin/linux/amd64/kubeadm"
+    upstream.server.faults[kubeadm] = Fault(stall=6.0, times=1)
+    try:
+        result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", check=True)
+    finally:
+        upstream.server.faults.pop(kubeadm, None)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("build: ")]
+    assert lines, result.stderr
+    assert all(" of " in line and "%)" in line and line.endswith("/s") for line in lines), lines

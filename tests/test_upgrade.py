@@ -332,3 +332,29 @@ def test_a_delta_refuses_a_store_file_someone_changed(bundles, keys, tmp_path):
     assert f"store blob {stored}" in refused.stderr and "changed since it was stored" in refused.stderr
     assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 100
     assert b"owned" not in b"".join(p.read_bytes() for p in (root / "var/lib/airlock/staging").rglob("runc"))
+
+
+def test_upgrade_a_node_and_afterwards_run_as_written(bundles, keys, containerd, tmp_path):
+    """docs/upgrades.md's node blocks on a node that runs the full bundle: no --key (the node kept it), the upgrade,
+    the same command again (nothing to do, exit 0), then store check and prune. The test adds only where the node is."""
+    import shutil
+
+    from tests.test_docs import ROOT, Shell, blocks
+
+    root, log = tmp_path / "root", tmp_path / "standin.log"
+    config = node_config(tmp_path, free_port())
+    assert node("init", bundles["full"], keys, root, config, log, containerd).returncode == 0
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy(bundles["delta"], here / f"k8s-{NEW.lstrip('v')}-delta.tar")
+    upgrade_block, afterwards = blocks(ROOT / "docs" / "upgrades.md", "## Upgrade a node")[:2]
+    shell = Shell(here, env={"AIRLOCK_STANDIN_LOG": str(log)}, extra={
+        "airlock-node upgrade": ["--root", root, "--config", config, "--ignore-preflight-errors", IGNORE, "--containerd-address", containerd.socket],
+        "airlock-node store": ["--root", root],
+    })
+    upgraded, again = (shell.run(line) for line in upgrade_block)
+    assert f"kubeadm upgrade apply {NEW} --yes" in log.read_text()
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]["serial"] == 101
+    assert "already runs" in again and "nothing to upgrade" in again
+    checked, pruned = (shell.run(line) for line in afterwards)
+    assert " 0 corrupt" in checked and "removed " in pruned

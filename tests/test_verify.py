@@ -55,10 +55,25 @@ def test_a_flipped_byte_in_any_member_is_named(bundle, keys, tmp_path, kind):
     assert "Traceback" not in result.stderr
 
 
-def test_untrusted_key_is_refused(bundle, keys):
+def test_untrusted_key_is_refused_naming_the_signers_and_the_trusted_fingerprints(bundle, keys):
+    from bundle.trust import load_trusted_keys
+
+    signer = load_trusted_keys([keys["ed25519"] / "airlock.pub"])[0].key_id
+    trusted = load_trusted_keys([keys["ecdsa-p256"] / "airlock.pub"])[0].key_id
     result = airlock_node("verify", bundle, "--key", keys["ecdsa-p256"] / "airlock.pub")
     assert result.returncode == 1
-    assert "does not match bundle.json under any trusted key" in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("airlock: error:")]
+    assert f"signed by key {signer}, which is not trusted here" in line and f"trusted: {trusted}" in line, line
+
+
+def test_a_signature_that_does_not_verify_under_the_named_trusted_key_says_altered(bundle, keys, tmp_path):
+    copy = tmp_path / "resigned.tar"
+    copy.write_bytes(bundle.read_bytes())
+    offsets = member_offsets(copy)
+    start, size = offsets["bundle.json.sig"]
+    flip(copy, start + size // 2)
+    result = airlock_node("verify", copy, "--key", keys["ed25519"] / "airlock.pub")
+    assert result.returncode == 1 and "does not match bundle.json under any trusted key" in result.stderr and "altered" in result.stderr
 
 
 def test_truncated_and_padded_bundles_are_refused(bundle, keys, tmp_path):

@@ -438,6 +438,9 @@ class LocalUpstream:
     release_binaries: dict[str, Path] = field(default_factory=dict)
     # What the OSV stand-in (tests/osv.py) knows: records that builds from this upstream are checked against.
     osv_records: list[dict] = field(default_factory=list)
+    # Sign as Kubernetes does (tests/standin/sigstore.py): .sig/.cert beside kubeadm, kubelet and kubectl, and a cosign
+    # signature beside every registry.k8s.io image; build_flags() then names the stand-in's trust root.
+    signed: bool = False
 
     def components_of(self, version: str) -> dict[str, str]:
         return {**components_of_version(version), **self.component_overrides.get(version, {})}
@@ -460,11 +463,39 @@ class LocalUpstream:
         with ThreadPoolExecutor(4) as pool:
             for future in [pool.submit(self._push_made, reference, tag) for reference, tag in made]:
                 future.result()
+        self.signing = None
+        if self.signed:
+            self.sign_release()
         return self
 
     def _push_made(self, reference: str, tag: str) -> None:
         name, image_tag = reference.rsplit(":", 1)
         self.factory.push(tag, self.registry, name.split("/", 1)[1], image_tag)
+
+    def sign_release(self) -> None:
+        """Kubernetes' signatures, made by the Sigstore stand-in: every release binary and every registry.k8s.io image."""
+        from tests.standin.sigstore import SigningStandin
+
+        self.signing = SigningStandin(self.root / "sigstore")
+        for version in self.versions:
+            for arch in ("amd64", "arm64"):
+                for name in ("kubeadm", "kubelet", "kubectl"):
+                    self.signing.sign_file(self.release_file(version, arch, name))
+        for reference in self.all_images():
+            if reference.startswith("registry.k8s.io/"):
+                self.sign_image(reference)
+
+    def release_file(self, version: str, arch: str, name: str) -> Path:
+        return self.files_root / f"release-server/release/{version}/bin/linux/{arch}/{name}"
+
+    def sign_image(self, reference: str, **options):
+        """A cosign signature beside `reference`'s image (its digest), as registry.k8s.io serves them; options: see SigningStandin.sign_image."""
+        from tests.standin.sigstore import KUBERNETES_IMAGES
+
+        name = reference.rsplit(":", 1)[0]
+        return self.signing.sign_image(
+            self.registry.url, name.split("/", 1)[1], self.upstream_digest(reference), name, options.pop("identity", KUBERNETES_IMAGES), **options
+        )
 
     @property
     def release_url(self) -> str:
@@ -483,8 +514,10 @@ class LocalUpstream:
     def build_flags(self) -> list[str]:
         # flannel publishes kube-flannel.yml without a checksum: a build pins it (this stand-in's own sum).
         flannel = hashlib.sha256(FLANNEL_MANIFEST.format(version=self.flannel_version).encode()).hexdigest()
+        signing = ["--trusted-root", str(self.signing.trusted_root_path)] if getattr(self, "signing", None) else []
         return [
-            "--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel, "--osv-url", self.osv.url,
+            "--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel,
+            "--osv-url", self.osv.url, *signing,
         ]  # fmt: skip
 
     def all_images(self) -> dict[str, tuple[str, ...]]:
@@ -597,6 +630,8 @@ class LocalUpstream:
         self.server.close()
         self.registry.close()
         self.osv.close()
+        if getattr(self, "signing", None):
+            self.signing.close()
 
 
 def main() -> None:

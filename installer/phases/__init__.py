@@ -1,7 +1,7 @@
 """The installer's phases, modelled on kubeadm's workflow: plain values in an ordered list.
 
 A phase has a name, a one-line description, a `run(context)` and optionally
-`run_if(context)`; the runner walks the list, so `airlock phases`,
+`run_if(context)`; the runner walks the list, so `airlock-node phases`,
 `--skip-phases`, `--dry-run` and resuming an interrupted run all come from
 this one data structure.
 """
@@ -61,7 +61,7 @@ class Phase:
     description: str
     run: Callable[[Context], None]
     run_if: Callable[[Context], bool] | None = None
-    steps: tuple[str, ...] = ()  # sub-steps shown by `airlock phases` (kubeadm's own phases)
+    steps: tuple[str, ...] = ()  # sub-steps shown by `airlock-node phases` (kubeadm's own phases)
     always: bool = False  # runs again on resume (it loads what later phases need)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from installer.unitfiles import containerd_service
 BIN = "/usr/local/bin"
 # The node installer as one file, run by airlock-registry.service with the system Python.
 NODE_PYZ_PATH = "/usr/local/lib/airlock/airlock-node.pyz"
+# The node command the docs name: a launcher that runs the installed pyz.
+LAUNCHER = f"{BIN}/airlock-node"
 # What each upstream archive may put on the node, by name: anything else in it (a `systemctl`, an `iptables`)
 # would shadow the real tool in /usr/local/bin or /opt/cni/bin, so it is left out.
 CRICTL_PROGRAMS = frozenset({"crictl"})
@@ -87,6 +91,7 @@ def run(context: Context) -> None:
         install_from_archive(context, crictl, BIN, CRICTL_PROGRAMS)
     if any(entry.path == NODE_PYZ for entry in manifest.files):
         install_staged(context, NODE_PYZ, context.paths(NODE_PYZ_PATH))
+        context.host.write(context.paths(LAUNCHER), launcher(node_python()), 0o755)
     context.host.write(context.paths("/etc/crictl.yaml"), crictl_config(context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
@@ -103,6 +108,25 @@ def run(context: Context) -> None:
     install_staged(context, f"{bin_dir}/runc", context.paths("/usr/local/sbin/runc"))
     context.host.write(context.paths("/etc/systemd/system/containerd.service"), containerd_service())
     context.host.enable_service("containerd.service", context.start_services)
+
+
+def node_python() -> str:
+    """The Python the launcher runs the pyz with: the one running this install (3.9 or newer, proven by this run),
+    else the system's python3."""
+    running = Path(sys.executable) if sys.executable else None
+    return str(running) if running is not None and running.is_absolute() and running.is_file() else "/usr/bin/python3"
+
+
+def launcher(python: str) -> str:
+    """/usr/local/bin/airlock-node: exec the installed pyz under `python -I` with the caller's arguments, word for word.
+
+    Nothing is interpolated but "$@": the two paths are fixed, quoted for the shell all the same.
+    """
+    return (
+        "#!/bin/sh\n"
+        "# Written by airlock: the node command. It runs the installed node installer with an isolated Python.\n"
+        f"exec {shlex.quote(python)} -I {shlex.quote(NODE_PYZ_PATH)} \"$@\"\n"
+    )
 
 
 def crictl_config(cri_socket: str) -> str:

@@ -6,17 +6,21 @@ import shutil
 
 from installer.phases import Context, Phase
 from installer.phases.unpack import ensure_staged
+from installer.trusted import TRUSTED_KEYS, keep
 
 
 def run(context: Context) -> None:
     staging = ensure_staged(context)
     manifest = context.manifest
     if context.host.dry_run:
-        context.echo(f"would record serial {manifest.serial} as installed")
+        context.echo(f"would record serial {manifest.serial} as installed and keep the trusted keys in {TRUSTED_KEYS}")
         return
     context.host.write(context.paths.bundles / f"{manifest.serial}.json", (staging / "bundle.json").read_bytes())
     shutil.rmtree(staging, ignore_errors=True)
+    # Later commands on this node need no --key: the keys this install trusted are kept (root-only writable).
+    for key in keep(context.paths.root, context.keys):
+        context.echo(f"now trusting {key.key_id} ({key.origin}) in {TRUSTED_KEYS}: later commands here need no --key")
     context.echo(f"installed {manifest.name} serial {manifest.serial} (kubernetes {manifest.version})")
 
 
-PHASE = Phase("done", "record the installed bundle", run)
+PHASE = Phase("done", "record the installed bundle and keep its trusted keys", run)

@@ -142,19 +142,21 @@ def join_hint(context: Context, values: dict[str, str]) -> None:
     context.echo("")
     context.echo("Your control plane is initialised. To use kubectl here:")
     context.echo(f"  export KUBECONFIG={context.paths('/etc/kubernetes/admin.conf')}")
-    context.echo("Join workers with (the same bundle and key on each node):")
-    context.echo(f"  airlock join BUNDLE --key PUB --config node.yaml   # node.yaml: controlPlaneEndpoint: {endpoint}, token: {values['token']}, caCertHashes: [{digest}]")
+    context.echo("Join workers with (the same bundle, airlock-node.pyz and key on each node):")
+    context.echo(f"  python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml   # node.yaml: controlPlaneEndpoint: {endpoint}, token: {values['token']}, caCertHashes: [{digest}]")
     context.echo(f"  (kubeadm join {endpoint} --token {values['token']} --discovery-token-ca-cert-hash {digest})")
     context.echo(f"Extra control planes add --control-plane and certificateKey: {values['certificate_key']}")
+    context.echo("The token lasts 24 h and the certificate key 2 h; `airlock-node token create [--control-plane]` here makes fresh ones.")
 
 
 def run_join(context: Context) -> None:
     ensure_staged(context)
     config = context.config
-    if not config.token or not config.ca_cert_hashes or not config.control_plane_endpoint:
-        raise NodeError("join needs controlPlaneEndpoint, token and caCertHashes in --config node.yaml (printed by airlock init)")
-    if context.control_plane and not config.certificate_key:
-        raise NodeError("a control-plane join needs certificateKey in node.yaml (printed by airlock init)")
+    from installer.phases.preflight import join_fields
+
+    lacking = join_fields(context)  # preflight stopped on this already, unless it was skipped
+    if lacking:
+        raise NodeError(lacking)
     facts = node_facts(context)
     documents = kubeadm_config.join_documents(config, facts, context.control_plane)
     rendered = kubeadm_config.dump(documents, f"Written by airlock for Kubernetes {facts.version}")

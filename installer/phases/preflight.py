@@ -131,7 +131,7 @@ def findings(context: Context) -> Iterator[tuple[str, str]]:
             yield f"port-{port}", f"port {port} is in use on this node"
     kubernetes = paths("/etc/kubernetes")
     if (kubernetes / "admin.conf").exists() or (kubernetes / "kubelet.conf").exists() or any((kubernetes / "manifests").glob("*.yaml")):
-        yield "existing-kubernetes", f"{kubernetes} already holds a cluster's files; run `airlock reset` first"
+        yield "existing-kubernetes", f"{kubernetes} already holds a cluster's files; run `airlock-node reset` first"
     bundled = any(entry.path.startswith(f"bin/linux-{context.arch}/containerd-") for entry in context.manifest.files)
     if not bundled and shutil.which("containerd") is None and not paths("/usr/bin/containerd").exists():
         yield "runtime", "no containerd on this node and none in the bundle"
@@ -151,19 +151,34 @@ def disk_findings(context: Context) -> Iterator[tuple[str, str]]:
     while not target.exists():
         target = target.parent
     free = shutil.disk_usage(target).free
-    if context.remote is not None:
-        from installer.remote import needed_members
+    from installer.phases.unpack import space_needed
 
-        size = sum(entry.size for entry in needed_members(context.manifest, context.arch))
-    else:
-        size = context.bundle.stat().st_size
-    needed = int(size * 1.2) + (512 << 20)
+    needed = space_needed(context)
     if free < needed:
         yield "disk-space", f"{target} has {free >> 20} MiB free; unpacking this bundle needs about {needed >> 20} MiB"
 
 
+def join_fields(context: Context) -> str | None:
+    """What a join's node.yaml lacks for kubeadm join (None when complete): checked before anything changes."""
+    config = context.config
+    missing = [name for name, value in (("controlPlaneEndpoint", config.control_plane_endpoint), ("token", config.token),
+                                        ("caCertHashes", config.ca_cert_hashes)) if not value]
+    if context.control_plane and not config.certificate_key:
+        missing.append("certificateKey (a control-plane join)")
+    if not missing:
+        return None
+    return (f"join needs {', '.join(missing)} in --config node.yaml; `airlock-node token create` on a control plane prints them "
+            "(add --control-plane for a certificate key)")
+
+
 def run(context: Context) -> None:
     dry_run = context.host.dry_run
+    if context.command == "join":
+        lacking = join_fields(context)
+        if lacking and not dry_run:
+            raise NodeError(lacking)
+        if lacking:
+            context.echo(f"would stop here: {lacking}")
     if context.command == "upgrade":
         from installer.phases.upgrade import check_drain_credentials
 

@@ -112,8 +112,9 @@ def run(context: Context) -> None:
             host.write(backup, existing, mode)
     changed = host.write(config_path, merged.config, mode)
     ours = set(registries(context))
+    lockdown = context.config.registry_lockdown
     for registry, moved in sorted(merged.hosts.items()):
-        if registry in ours:
+        if registry in ours or (lockdown and registry == "_default"):
             context.echo(f"  containerd config: the settings for {registry} moved out of config.toml are superseded: its pulls go to the node registry")
             continue
         target = paths(hosts_file(registry))
@@ -130,6 +131,15 @@ def run(context: Context) -> None:
         text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, {mirror: settings})
         host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
     context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {mirror} only")
+    if lockdown:
+        # containerd reads _default for every registry without a directory of its own: with the node registry as its
+        # server and only host, an image from any other registry can be pulled from nowhere else (and is not there).
+        text = hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirror, {mirror: settings})
+        target = paths(hosts_file("_default"))
+        if target.exists() and target.read_text() != text and "registry.lockdown" not in target.read_text():
+            context.echo(f"  containerd config: {'would replace' if host.dry_run else 'replaced'} the operator's certs.d/_default/hosts.toml (registry.lockdown)")
+        host.write(target, text)
+        context.echo(f"{'would lock' if host.dry_run else 'locked'} containerd to {mirror}: images of registries the bundle does not carry cannot be pulled")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 

@@ -26,8 +26,9 @@ from typing import BinaryIO
 
 from bundle.artifact import store_artifact
 from bundle.atomic import AtomicFile, make_dirs, write_atomic
-from bundle.errors import BundleError
+from bundle.errors import NO_SPACE, BundleError, NoSpaceError, no_space
 from bundle.manifest import FileEntry
+from bundle.provenance import EvidenceCollector, recheck
 from bundle.store import CHUNK, BlobStore, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
 from bundle.verify import verify_bundle
@@ -36,6 +37,7 @@ from installer.progress import ProgressLines
 from installer.remote import needed_members
 
 COMPLETE = ".complete"
+EVIDENCE_LIMIT = EvidenceCollector.LIMIT
 STAGING_MODE = 0o700
 PARALLEL_FETCHES = 4
 
@@ -72,10 +74,31 @@ def run(context: Context) -> None:
     make_dirs(staging)
     (staging / COMPLETE).unlink(missing_ok=True)
     store = BlobStore(context.paths.store)
-    manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
-    write_atomic(staging / "bundle.json", manifest_bytes, 0o644)
-    write_atomic(staging / "bundle.json.sig", context.signature, 0o644)
-    write_atomic(staging / COMPLETE, context.manifest_sha256.encode(), 0o644)
+    try:
+        manifest_bytes = fetch_from_registry(context, staging, store) if context.remote is not None else unpack_file(context, staging, store)
+        write_atomic(staging / "bundle.json", manifest_bytes, 0o644)
+        write_atomic(staging / "bundle.json.sig", context.signature, 0o644)
+        write_atomic(staging / COMPLETE, context.manifest_sha256.encode(), 0o644)
+    except (NoSpaceError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in NO_SPACE:
+            raise
+        # A full disk: nothing installed has changed yet (the store gains only unreferenced blobs); drop what this
+        # run staged, so the node is not left with a full disk, and say how much the bundle needs.
+        shutil.rmtree(staging, ignore_errors=True)
+        for partial in store.partials.iterdir() if store.partials.is_dir() else ():
+            partial.unlink(missing_ok=True)
+        raise no_space(context.paths.state_dir, space_needed(context)) from None
+
+
+def space_needed(context: Context) -> int:
+    """About what unpacking needs in /var/lib/airlock: the members this node takes, staged and then kept, and some room."""
+    if context.remote is not None:
+        size = sum(entry.size for entry in needed_members(context.manifest, context.arch))
+    else:
+        from bundle.parts import total_size
+
+        size = total_size(context.bundle)
+    return int(size * 1.2) + (512 << 20)
 
 
 def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
@@ -96,6 +119,7 @@ def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
         verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink, on_bytes=advance)
     if verified.manifest_sha256 != context.manifest_sha256:
         raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
+    recheck_provenance(context, verified.manifest, staging, store)
     make_dirs(store.blobs)
     moved = 0
     for blob in staged_blobs.blobs.iterdir() if staged_blobs.blobs.exists() else ():
@@ -151,6 +175,7 @@ def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> by
             else:
                 # Taken from the store: re-hashed on the way, so a blob someone changed there is refused.
                 store.copy_out("sha256:" + sha256, target, entry.install_mode)
+    recheck_provenance(context, context.manifest, staging, store)
     # Everything checked out: only now does anything leave staging (copies, re-hashed, never links).
     for sha256 in fetched:
         store.put_file(fetches / sha256, "sha256:" + sha256)
@@ -158,6 +183,30 @@ def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> by
     moved = sum(entry.size for entry in missing)
     context.echo(f"fetched {len(missing)} of {len(wanted)} members ({moved >> 20} MiB) from {context.source}, each verified; the rest were in the store")
     return manifest_bytes
+
+
+def recheck_provenance(context: Context, manifest, staging: Path, store: BlobStore) -> None:
+    """Re-verify, offline, every upstream signature the bundle records, before anything leaves staging.
+
+    The evidence is read from staging (a delta's unchanged members from the store); `recheck` holds each
+    member to bundle.json's sha256 again. A bundle that records no provenance (an older airlock's) has nothing to check.
+    """
+    if manifest.provenance is None:
+        return
+
+    def read(path: str) -> bytes | None:
+        entry = manifest.file(path)
+        staged = staging / path
+        if (entry is not None and entry.carried) or staged.exists():
+            with open_regular(staged) as handle:
+                return handle.read(EVIDENCE_LIMIT + 1)
+        digest = f"sha256:{entry.sha256}" if entry is not None else ""
+        return store.read(digest, EVIDENCE_LIMIT) if digest and store.exists(digest) else None
+
+    rechecked = recheck(manifest, read)
+    context.echo(
+        f"re-verified {rechecked.signatures} upstream signatures offline against the carried Sigstore trust root (sha256 {rechecked.trusted_root_sha256[:16]}…)"
+    )
 
 
 def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore, keep_images: bool = True) -> None:

@@ -43,7 +43,7 @@ def check_skew(installed: str, new: str, role: str, api_server: str | None) -> N
     if role != "first-control-plane" and api_server is not None and new_v > parse_version(api_server):
         raise NodeError(
             f"this node's kubelet would become {new}, newer than the API server ({api_server}); "
-            "upgrade the first control plane first (airlock upgrade there), then this node"
+            "upgrade the first control plane first (airlock-node upgrade there), then this node"
         )
     if api_server is not None and parse_version(api_server)[1] - new_v[1] > KUBELET_MAX_SKEW:
         raise NodeError(

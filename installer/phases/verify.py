@@ -8,7 +8,7 @@ from bundle.manifest import Manifest
 from bundle.tarstream import TarReader
 from bundle.trust import TrustError, check_dates, verify_signature
 from bundle.verify import open_bundle, read_signed_head
-from installer.node import NodeError
+from installer.node import NodeError, NothingToDo
 from installer.phases import Context, Phase
 from installer.state import State
 
@@ -36,20 +36,25 @@ def run(context: Context) -> None:
     current = State.load(context.paths).installed
     if context.command == "upgrade":
         if current is None:
-            raise NodeError("nothing is installed on this node yet; use airlock init or airlock join")
+            raise NodeError("nothing is installed on this node yet; use airlock-node init or airlock-node join")
         context.role = current.get("role", "worker")
-        if manifest.serial <= current["serial"] and not context.allow_downgrade:
-            raise NodeError(f"bundle serial {manifest.serial} is not newer than the installed {current['serial']}; nothing to upgrade")
-    else:
-        context.role = "first-control-plane" if context.command == "init" else ("control-plane" if context.control_plane else "worker")
-    if current and not context.allow_downgrade:
-        if manifest.serial < current["serial"]:
-            raise NodeError(
-                f"bundle serial {manifest.serial} is lower than the installed {current['serial']} ({current['version']}); "
-                "pass --allow-downgrade if you really mean to go back"
-            )
-        if manifest.serial == current["serial"] and sha256 != current["sha256"]:
+        if manifest.serial == current["serial"]:
+            if sha256 == current["sha256"]:
+                raise NothingToDo(f"this node already runs {manifest.name} serial {manifest.serial} (kubernetes {manifest.version}); nothing to upgrade")
             raise NodeError(f"a different bundle with serial {manifest.serial} is already installed; rebuild with a higher serial")
+        if manifest.serial < current["serial"] and not context.allow_downgrade:
+            raise NodeError(
+                f"bundle serial {manifest.serial} is lower than the installed {current['serial']} ({current['version']}); nothing to upgrade. "
+                "Pass --allow-downgrade if you really mean to go back"
+            )
+    else:
+        if current is not None:
+            # kubeadm init/join on a node that runs a cluster would fail half way; say what to do instead, before anything.
+            raise NodeError(
+                f"this node is already initialised at serial {current['serial']} (kubernetes {current.get('version', '?')}, {current.get('role', '?')}); "
+                "use airlock-node upgrade, or airlock-node reset first"
+            )
+        context.role = "first-control-plane" if context.command == "init" else ("control-plane" if context.control_plane else "worker")
     if manifest.base is not None and (current is None or current["sha256"] != manifest.base.sha256):
         have = f"serial {current['serial']}" if current else "nothing"
         raise NodeError(

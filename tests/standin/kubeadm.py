@@ -476,6 +476,8 @@ def token_create(parsed: Parsed) -> None:
     key = parsed.flags.get("certificate-key")
     if key is not None and not CERTIFICATE_KEY.match(str(key)):
         raise Refused("certificate key must be a hex encoded string of 32 bytes")
+    if key and not parsed.flags.get("print-join-command"):
+        raise Refused("cannot use --certificate-key without --print-join-command")
     if not parsed.flags.get("print-join-command"):
         print(token)
         return
@@ -495,7 +497,8 @@ def token_create(parsed: Parsed) -> None:
     line = f"kubeadm join {endpoint} --token {token} \\\n    --discovery-token-ca-cert-hash {pin} "
     if key:
         line += f"\\\n    --control-plane --certificate-key {key}"
-    print(line)
+    # token.go (RunCreateToken) prints the join command on one line: it removes the template's "\\\n" and tabs.
+    print(line.replace("\\\n", "").replace("\t", ""))
 
 
 def upload_certs(parsed: Parsed, documents: list[tuple[str, str, dict]]) -> None:
