@@ -462,6 +462,8 @@ def report_command(
 
     No network, scripts or fonts: the page opens the same inside the closed network. Reads only the start
     of the bundle (bundle.json, its signature and the review members), each checked against bundle.json.
+
+    Example: airlock report k8s.tar -o report.html --base k8s-old.tar --key airlock.pub
     """
     from builder.build import read_reviewed
     from builder.report import render
