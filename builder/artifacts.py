@@ -10,12 +10,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bundle.containerd import SUPPORTED, ContainerdVersionError, minor_of
 from bundle.keyless import Expected
 
 ARCHES = ("amd64", "arm64")
-DEFAULT_CNI_VERSION = "v1.5.1"
-DEFAULT_CONTAINERD_VERSION = "1.7.22"
-DEFAULT_RUNC_VERSION = "v1.1.14"
+# containerd's own pairings, read at each release tag (containerd/containerd): the runc its CI installs
+# (script/setup/runc-version) and the CNI plugins it builds against (containernetworking/plugins in go.mod,
+# which script/setup/install-cni installs). containerd minor -> (newest patch, runc).
+#   v2.3.4 db8809540e1a: runc v1.4.3, plugins v1.9.1   v2.2.7 7835c8dfefce: runc v1.3.6, plugins v1.9.0
+#   v2.1.9 926009266892: runc v1.3.6, plugins v1.9.0   v2.0.11 ea0b49555e46: runc v1.3.6, plugins v1.5.1
+#   v1.7.34 fb9028b920d2: runc v1.3.6, plugins v1.9.0 (script/setup/cni-plugins-version)
+CONTAINERD_RELEASES = {
+    (2, 3): ("2.3.4", "v1.4.3"),
+    (2, 2): ("2.2.7", "v1.3.6"),
+    (2, 1): ("2.1.9", "v1.3.6"),
+    (2, 0): ("2.0.11", "v1.3.6"),
+    (1, 7): ("1.7.34", "v1.3.6"),
+}
+DEFAULT_CONTAINERD_VERSION = CONTAINERD_RELEASES[(2, 3)][0]  # 2.3: containerd's LTS release (supported to 2028-04)
+DEFAULT_RUNC_VERSION = CONTAINERD_RELEASES[(2, 3)][1]
+DEFAULT_CNI_VERSION = "v1.9.1"
 DEFAULT_FLANNEL_VERSION = "v0.25.7"
 # flannel publishes kube-flannel.yml with no checksum beside it, so its sha256 is pinned here, by version, from a
 # copy someone checked; a version missing here is pinned by --flannel-sha256, or recorded `unpinned` (TLS only).
@@ -36,6 +50,28 @@ def default_crictl_version(minor: int) -> str:
     if minor in CRICTL_BY_MINOR:
         return CRICTL_BY_MINOR[minor]
     return CRICTL_BY_MINOR[max(CRICTL_BY_MINOR)] if minor > max(CRICTL_BY_MINOR) else CRICTL_BY_MINOR[min(CRICTL_BY_MINOR)]
+
+
+def containerd_release(requested: str) -> str:
+    """An exact containerd release for `--containerd-version`: `2.1` is its newest patch, `v2.1.5` is `2.1.5`.
+
+    Raises ContainerdVersionError naming the supported minors for anything else.
+    """
+    text = requested.strip().lstrip("v")
+    parts = text.split(".")
+    if len(parts) in (2, 3) and all(part.isdigit() for part in parts):
+        minor = (int(parts[0]), int(parts[1]))
+        if minor in CONTAINERD_RELEASES:
+            return CONTAINERD_RELEASES[minor][0] if len(parts) == 2 else text
+    raise ContainerdVersionError(
+        f"--containerd-version {requested!r}: airlock supports containerd {', '.join(SUPPORTED)} "
+        f"(MAJOR.MINOR for the newest patch, or MAJOR.MINOR.PATCH; default {DEFAULT_CONTAINERD_VERSION})"
+    )
+
+
+def default_runc_version(containerd: str) -> str:
+    """The runc containerd's release at that minor is tested with."""
+    return CONTAINERD_RELEASES.get(minor_of(containerd), CONTAINERD_RELEASES[(2, 3)])[1]
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class BuildOptions:
     cni_version: str = artifacts.DEFAULT_CNI_VERSION
     crictl_version: str | None = None
     containerd_version: str = artifacts.DEFAULT_CONTAINERD_VERSION
-    runc_version: str = artifacts.DEFAULT_RUNC_VERSION
+    runc_version: str | None = None  # None: the runc that containerd release pairs with (artifacts.CONTAINERD_RELEASES)
     flannel_version: str = artifacts.DEFAULT_FLANNEL_VERSION
     flannel_sha256: str | None = None
     name: str = "airlock"
@@ -97,6 +97,7 @@ class BuildOptions:
     def validate(self) -> None:
         """Refuse bad input before anything is downloaded."""
         parse_request(self.kubernetes_version)
+        self.containerd_version = artifacts.containerd_release(str(self.containerd_version))
         if not self.arches or any(arch not in artifacts.ARCHES for arch in self.arches):
             raise BuildError(f"--arch {','.join(self.arches)}: choose from {','.join(artifacts.ARCHES)} (linux only)")
         if self.cni not in CNI_CHOICES:
@@ -378,7 +379,7 @@ class Builder:
             cni=options.cni_version,
             crictl=options.crictl_version or artifacts.default_crictl_version(minor),
             containerd=options.containerd_version,
-            runc=options.runc_version,
+            runc=options.runc_version or artifacts.default_runc_version(options.containerd_version),
             flannel=options.flannel_version if options.cni == "flannel" else None,
             flannel_sha256=options.flannel_sha256,
         )

@@ -14,6 +14,7 @@ import typer
 from builder import artifacts
 from builder.errors import BuildError, ResolveError
 from builder.versions import UnsupportedVersion
+from bundle.containerd import ContainerdVersionError
 from bundle.errors import AirlockError
 from bundle.meter import human_size
 
@@ -142,6 +143,11 @@ def check_usage(values: dict) -> None:
         usage_error(f"--arch {','.join(unknown) or repr('')}: choose from {', '.join(artifacts.ARCHES)} (linux only; comma-separated for several)")
     if values.get("cni", "flannel") not in CNI_CHOICES:
         usage_error(f"--cni {values['cni']!r}: choose from {', '.join(CNI_CHOICES)}")
+    if "containerd_version" in values:
+        try:
+            artifacts.containerd_release(str(values["containerd_version"]))
+        except ContainerdVersionError as error:
+            usage_error(str(error))
     from bundle.provenance import REQUIRE_LEVELS
 
     if values.get("require", "any") not in REQUIRE_LEVELS:
@@ -170,9 +176,9 @@ def build(
     cni_version: Annotated[str | None, typer.Option("--cni-version", help="CNI plugins version.", show_default=artifacts.DEFAULT_CNI_VERSION)] = None,
     crictl_version: Annotated[str | None, typer.Option("--crictl-version", help="crictl version.", show_default="the one for the Kubernetes minor")] = None,
     containerd_version: Annotated[
-        str | None, typer.Option("--containerd-version", help="containerd version.", show_default=artifacts.DEFAULT_CONTAINERD_VERSION)
+        str | None, typer.Option("--containerd-version", help="containerd release: 2.3, 2.2, 2.1, 2.0 or 1.7 (newest patch), or an exact one.", show_default=artifacts.DEFAULT_CONTAINERD_VERSION)
     ] = None,
-    runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default=artifacts.DEFAULT_RUNC_VERSION)] = None,
+    runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default="the one that containerd release pairs with")] = None,
     flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
     flannel_sha256: Annotated[
         str | None,

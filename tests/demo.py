@@ -8,8 +8,14 @@
 4. airlock build again: everything comes from the cache
 5. init into a scratch root from airlock-node.pyz (written beside the bundle) under
    `python3 -I`, as on a node: in a network namespace of its own with one address
-   (192.0.2.10) and no route out, with a private containerd there that pulls every
-   image through the hosts.toml mirror airlock wrote, from the node registry
+   (192.0.2.10) and no route out, and no container runtime. The bundle carries
+   containerd 2.1.9 (`--containerd-version 2.1`; the default is 2.3.4, which cannot
+   be run here): the local upstream's amd64 archive of that release holds real
+   programs, Debian sid's 2.1.9 build (unpacked by `make containerd-sid`). init
+   installs them from the bundle and writes containerd's config as version 3 (what
+   2.1 reads); that containerd starts on exactly that file (its paths moved under a
+   scratch directory), and init resumes to pull every image through the hosts.toml
+   mirror airlock wrote, from the node registry
 """
 
 from __future__ import annotations
@@ -32,15 +38,22 @@ def step(title: str, *argv: str) -> None:
 
 
 def main() -> None:
+    from tests.debian_sid import DEFAULT_ROOT, installed
+
+    if installed(DEFAULT_ROOT) is None:
+        sys.exit(f"containerd 2.1.9 from Debian sid is not in {DEFAULT_ROOT}: run `make containerd-sid` (make demo does)")
     work = Path(os.environ.get("AIRLOCK_DEMO_DIR") or tempfile.mkdtemp(prefix="airlock-demo-"))
     print(f"== airlock demo in {work}")
     upstream = LocalUpstream(work / "upstream").start()
     try:
         print(f"local upstream: releases {upstream.release_url}, registry {upstream.registry.url}")
+        # containerd 2.1.9 for amd64 is real (sid's build of it); every other release and architecture is a stand-in.
+        upstream.serve_containerd("2.1.9", "amd64", DEFAULT_ROOT / "usr/bin")
         keys, out, cache = work / "keys", work / "k8s-stable-1.36.tar", work / "cache"
         step("keys", AIRLOCK, "keygen", "--out", str(keys), "--force")
         build = [
-            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.36", "--arch", "amd64,arm64",
+            # The bundle carries containerd 2.1.9 (the one containerd 2.x this machine can run); without the flag, 2.3.4.
+            AIRLOCK, "build", "-o", str(out), "--kubernetes-version", "stable-1.36", "--arch", "amd64,arm64", "--containerd-version", "2.1",
             "--sign-key", str(keys / "airlock.key"), "--cache-dir", str(cache), *upstream.build_flags(),
         ]
         step("build", *build)
@@ -67,29 +80,40 @@ def main() -> None:
 
 
 def install(work: Path, bundle: Path, keys: Path) -> None:
-    from tests.containerd import Containerd
+    from tests.containerd import Containerd, private_config
     from tests.nodenet import NodeNetwork
     from tests.upstream import free_port
 
-    print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd is real)")
+    root = work / "node-root"
+    # What init installs from the bundle: containerd 2.1.9, its shim and ctr (the images phase's client). runc stays
+    # this machine's (the bundle's runc is a stand-in).
+    programs = root / "usr/local/bin"
+    os.environ["PATH"] = f"{programs}:{os.environ['PATH']}"
+    print("\n== node install into a scratch root (kubeadm, kubelet, kubectl are stand-ins; containerd 2.1.9 and runc are real)")
     with NodeNetwork() as node:
-        print(f"the node: network namespace {node.name}, address {node.address}, no default route; node.yaml names no address")
-        daemon = Containerd(Path(f"/tmp/airlock-demo-ctd-{os.getpid()}"), prefix=node.prefix)
+        print(f"the node: network namespace {node.name}, address {node.address}, no default route, no container runtime; node.yaml names no address")
+        config = work / "node.yaml"
+        config.write_text(f"nodeName: demo\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
+        config_toml = root / "etc/containerd/config.toml"
+        os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
+        # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
+        os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
+        init = [
+            *node.prefix, "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle), "--key", str(keys / "airlock.pub"),
+            "--root", str(root), "--config", str(config), "--ignore-preflight-errors", "all",
+        ]  # fmt: skip
+        step("init, up to the runtime's configuration", *init, "--skip-phases", "images,kubeadm-init,cni,done")
+        step("the containerd init installed from the bundle", str(programs / "containerd"), "--version")
+        step("what airlock wrote for containerd 2.1", "grep", "-n", "-e", "^version", "-e", "sandbox =", "-e", "config_path", "-e", "SystemdCgroup", str(config_toml))
+        scratch = Path(f"/tmp/airlock-demo-ctd-{os.getpid()}")
+        certs_d = root / "etc/containerd/certs.d"
+        daemon = Containerd(scratch, config_text=private_config(config_toml.read_text(), scratch, certs_d), prefix=node.prefix, programs=programs)
         try:
-            config = work / "node.yaml"
-            config.write_text(f"nodeName: demo\nregistry:\n  listen: 127.0.0.1:{free_port()}\n")
-            root = work / "node-root"
-            os.environ["AIRLOCK_STANDIN_LOG"] = str(work / "standin-calls.log")
-            # The pyz's native code goes to a cache of this demo, not to the host's /var/lib/airlock.
-            os.environ["AIRLOCK_PYZ_CACHE"] = str(work / "pyz-cache")
-            step(
-                "init", *node.prefix, "/usr/bin/python3", "-I", str(bundle.with_name("airlock-node.pyz")), "init", str(bundle),
-                "--key", str(keys / "airlock.pub"), "--root", str(root), "--config", str(config),
-                "--containerd-address", str(daemon.socket), "--ignore-preflight-errors", "all",
-            )
-            step("images in containerd", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "images", "ls", "-q")
-            step("a container from a bundle image", "ctr", "-a", str(daemon.socket), "-n", "k8s.io", "run", "--rm",
-                 f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
+            ctr = [str(programs / "ctr"), "-a", str(daemon.socket), "-n", "k8s.io"]
+            step("that containerd started on that file: its CRI plugins", "sh", "-c", f"{' '.join(ctr)} plugins ls | grep -e cri.v1 -e grpc.v1.*cri")
+            step("init, resumed: images through the hosts.toml airlock wrote", *init, "--containerd-address", str(daemon.socket))
+            step("images in containerd", *ctr, "images", "ls", "-q")
+            step("a container from a bundle image", *ctr, "run", "--rm", f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}", "demo", "/bin/busybox", "echo", "hello from an air-gapped image")
             print(f"\nkubeadm stand-in calls (exact version, never a label): {work / 'standin-calls.log'}")
             print((work / "standin-calls.log").read_text())
             print(f"kubeadm and kubelet were given the node's address: {root / 'var/lib/airlock/kubeadm/init.yaml'}")

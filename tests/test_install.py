@@ -180,7 +180,7 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     # containerd 2.x layout
     from installer.containerd_config import merge
 
-    v3 = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True)
+    v3 = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True, "2.1.9")
     parsed = tomllib.loads(v3.config)
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"] == "/etc/containerd/certs.d"
     assert parsed["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10"

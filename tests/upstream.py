@@ -16,6 +16,12 @@ answers `config images list` and `version`, and records every call. kubelet
 (tests/standin/kubelet.py) refuses the flags its minor no longer has; kubectl
 is a shell script that records its calls, its command lines checked against
 the real kubectl in tests/test_kubectl.py.
+
+containerd's release archives hold stand-in scripts too, except where a test or
+the demo asks `serve_containerd` for real programs: then that release's archive
+for that architecture carries them (Debian sid's containerd 2.1.9 build, as
+`containerd-2.1.9-linux-amd64.tar.gz`), so a node without a runtime installs and
+runs the containerd its bundle carries.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.artifacts import CONTAINERD_RELEASES, DEFAULT_CNI_VERSION, DEFAULT_CONTAINERD_VERSION, default_runc_version
 from tests.osv import OsvStandIn
 from tests.standin.kubeadm import script as standin_kubeadm
 from tests.standin.kubelet import script as standin_kubelet
@@ -424,10 +431,11 @@ class LocalUpstream:
     labels: dict[str, str] = field(default_factory=lambda: dict(LABELS))
     extra_images: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"docker.io/library/busybox:1.36": ("amd64", "arm64")})
     payload_bytes: int = 64
-    cni_version: str = "v1.5.1"
+    # The builder's containerd, runc and CNI defaults, so that a build with no version flags finds its files here.
+    cni_version: str = DEFAULT_CNI_VERSION
     crictl_version: str = "v1.36.0"  # besides every minor's default (builder/versions.py CRICTL_BY_MINOR), all served
-    containerd_version: str = "1.7.22"
-    runc_version: str = "v1.1.14"
+    containerd_version: str = DEFAULT_CONTAINERD_VERSION  # served beside the newest patch of every supported minor
+    runc_version: str | None = None  # None: the runc each served containerd release pairs with
     flannel_version: str = "v0.25.7"
     # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
     component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -557,12 +565,30 @@ class LocalUpstream:
             Path(f"{path}.sha256sum").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
         return path
 
+    def serve_containerd(self, release: str, arch: str, programs: Path | None = None, replaced: dict[str, Path] | None = None) -> None:
+        """containerd-RELEASE-linux-ARCH.tar.gz and its .sha256sum, laid out as containerd's release archives are
+        (bin/containerd, bin/containerd-shim-runc-v2, bin/ctr): stand-in scripts, or the real programs in `programs`.
+        Real programs must be that release (`containerd --version` and `ctr --version` are asked). `replaced`: single
+        programs put in instead, of any release (what is read is their build info, not their version)."""
+        names = ("containerd", "containerd-shim-runc-v2", "ctr")
+        if programs is None:
+            files = {f"bin/{name}": f"#!/bin/sh\n# stand-in {name} {arch}\n".encode() for name in names}
+        else:
+            for name in ("containerd", "ctr"):
+                answer = subprocess.run([str(programs / name), "--version"], capture_output=True, text=True, check=True, timeout=30).stdout.split()
+                if len(answer) < 3 or answer[2].lstrip("v").split("+")[0].split("~")[0] != release:
+                    raise ValueError(f"{programs / name} is not containerd {release}: {' '.join(answer)}")
+            files = {f"bin/{name}": (programs / name).read_bytes() for name in names}
+        files.update({f"bin/{name}": path.read_bytes() for name, path in (replaced or {}).items()})
+        archive = f"containerd-{release}-linux-{arch}.tar.gz"
+        self._write(f"github/containerd/containerd/releases/download/v{release}/{archive}", self._tarball(files, level=1), "sha256sum")
+
     @staticmethod
-    def _tarball(files: dict[str, bytes], gz: bool = True) -> bytes:
+    def _tarball(files: dict[str, bytes], gz: bool = True, level: int = 9) -> bytes:
         import io
 
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as archive:
+        with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w", **({"compresslevel": level} if gz else {})) as archive:
             for name, data in files.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -584,6 +610,9 @@ class LocalUpstream:
                 kubectl = self.release_binaries["kubectl"].read_bytes() if "kubectl" in self.release_binaries else None
                 self._write(f"{base}/kubectl", kubectl or STANDIN_TOOL.format(name="kubectl", version=version, arch=arch, api_versions=api_versions(version)).encode(), "bare")
         github = "github"
+        # containerd: the given release and the newest patch of every supported minor, each with the runc it pairs with.
+        containerd_versions = sorted({self.containerd_version, *(patch for patch, _ in CONTAINERD_RELEASES.values())})
+        runc_versions = {self.runc_version} if self.runc_version else {default_runc_version(version) for version in containerd_versions}
         runc_sums = []
         for arch in ("amd64", "arm64"):
             cni = f"cni-plugins-linux-{arch}-{self.cni_version}.tgz"
@@ -606,21 +635,16 @@ class LocalUpstream:
                     self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {crictl_version} {arch}\n".encode()}),
                     "bare",
                 )
-            containerd = f"containerd-{self.containerd_version}-linux-{arch}.tar.gz"
-            self._write(
-                f"{github}/containerd/containerd/releases/download/v{self.containerd_version}/{containerd}",
-                self._tarball(
-                    {
-                        f"bin/{b}": self.release_binaries[b].read_bytes() if b in self.release_binaries else f"#!/bin/sh\n# stand-in {b} {arch}\n".encode()
-                        for b in ("containerd", "containerd-shim-runc-v2", "ctr")
-                    }
-                ),
-                "sha256sum",
-            )
+            # Real programs named in release_binaries stand in whatever the release (the contents tests read their Go build info).
+            replaced = {name: path for name, path in self.release_binaries.items() if name in ("containerd", "containerd-shim-runc-v2", "ctr")}
+            for containerd_version in containerd_versions:
+                self.serve_containerd(containerd_version, arch, replaced=replaced)
             runc = self.release_binaries["runc"].read_bytes() if "runc" in self.release_binaries else f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
-            self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.{arch}", runc)
+            for runc_version in runc_versions:
+                self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.{arch}", runc)
             runc_sums.append(f"{hashlib.sha256(runc).hexdigest()}  runc.{arch}")
-        self._write(f"{github}/opencontainers/runc/releases/download/{self.runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
+        for runc_version in runc_versions:
+            self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.sha256sum", ("\n".join(runc_sums) + "\n").encode())
         self._write(
             f"{github}/flannel-io/flannel/releases/download/{self.flannel_version}/kube-flannel.yml",
             FLANNEL_MANIFEST.format(version=self.flannel_version).encode(),

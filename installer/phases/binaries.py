@@ -104,8 +104,11 @@ def run(context: Context) -> None:
     containerd = member(manifest, arch, "bin/linux-{arch}/containerd-")
     if containerd is None:
         raise BundleError("the node has no containerd and the bundle carries none for this architecture")
-    install_from_archive(context, containerd, BIN, CONTAINERD_PROGRAMS)
+    programs = install_from_archive(context, containerd, BIN, CONTAINERD_PROGRAMS)
     install_staged(context, f"{bin_dir}/runc", context.paths("/usr/local/sbin/runc"))
+    if programs:
+        release = manifest.components.get("containerd", "?")
+        context.echo(f"containerd {release} from the bundle in {context.paths(BIN)}: {', '.join(sorted(programs))}; runc in {context.paths('/usr/local/sbin')}")
     context.host.write(context.paths("/etc/systemd/system/containerd.service"), containerd_service())
     context.host.enable_service("containerd.service", context.start_services)
 

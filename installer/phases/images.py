@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from bundle.containerd import minor_of
 from bundle.oci import INDEX_TYPES, MAX_MANIFEST_BYTES
+from installer.containerd_release import ask
 from installer.listeners import Listener, listeners_on, parent_pids
 from installer.node import NodeError
 from installer.phases import Context, Phase
@@ -109,6 +111,13 @@ def ctr_program(context: Context) -> str:
     raise NodeError("ctr (containerd's client) was not found; install containerd or let airlock install the bundled one")
 
 
+def pull_flags(ctr: str) -> list[str]:
+    """containerd 2.x's ctr pulls through the daemon's transfer service and, unless told `--skip-metadata`, fetches
+    the manifest of every platform in an index (cmd/ctr/commands/images/pull.go, v2.0.0 to v2.3.4); a bundle carries
+    only its platforms' blobs, so 2.x is told. 1.x's ctr fetches the node's platform only and has no such flag."""
+    return ["--skip-metadata"] if minor_of(ask(ctr)) >= (2, 0) else []
+
+
 def run(context: Context) -> None:
     address = context.containerd_address
     if not context.host.dry_run:
@@ -120,12 +129,14 @@ def run(context: Context) -> None:
                     f"containerd is not answering on {address}; start it (systemctl start containerd) "
                     "or pass --containerd-address, or skip this phase"
                 ) from None
-    ctr = [ctr_program(context) if not context.host.dry_run else "ctr", "--address", address, "--namespace", "k8s.io"]
+    program = ctr_program(context) if not context.host.dry_run else shutil.which("ctr")
+    ctr = [program or "ctr", "--address", address, "--namespace", "k8s.io"]
+    flags = pull_flags(program) if program else []
     hosts_dir = str(context.paths(CERTS_DIR))
     platform = f"linux/{context.arch}"
     def pull(image) -> None:
         reference = image.reference
-        context.host.run([*ctr, "images", "pull", "--hosts-dir", hosts_dir, "--platform", platform, reference], show=False, timeout=1800)
+        context.host.run([*ctr, "images", "pull", *flags, "--hosts-dir", hosts_dir, "--platform", platform, reference], show=False, timeout=1800)
         if not context.host.dry_run:
             check_digest(context, ctr, image, platform)
         # Pinned images are never removed by kubelet's image garbage collection.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import glob
+import posixpath
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
 from bundle.reference import ImageRef
-from installer.containerd_config import hosts_toml, merge
+from installer.containerd_config import check_dropin, hosts_toml, imports_of, merge
+from installer.containerd_release import ask
 from installer.node import NodeError
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
@@ -95,13 +100,100 @@ def apply_kernel_settings(host) -> None:
             raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
 
 
+def runtime_release(context: Context) -> tuple[str, str]:
+    """The containerd release that will read config.toml, and where that was learnt.
+
+    On a node (no --root) the containerd on PATH is asked: the one the node had, or the
+    bundle's that the binaries phase just installed. Under --root nothing in the root is
+    run: a containerd package the root's dpkg database lists as installed (a golden
+    image's own, which the binaries phase keeps) is read from there, else the bundle's
+    release is assumed.
+    """
+    if context.paths.root == Path("/"):
+        program = shutil.which("containerd")
+        if program:
+            # Asked in --dry-run as well: the plan must name the layout it would write.
+            return ask(program), program
+    else:
+        status = context.paths("/var/lib/dpkg/status")
+        packaged = dpkg_containerd(status.read_text(errors="replace")) if status.is_file() else None
+        if packaged:
+            return packaged, str(status)
+    bundled = context.manifest.components.get("containerd")
+    if not bundled:
+        raise NodeError("bundle.json names no containerd release and the node has none to ask; rebuild the bundle with this airlock")
+    if context.paths.root != Path("/") and context.paths("/usr/bin/containerd").exists():
+        context.echo(
+            f"  WARNING {context.paths('/usr/bin/containerd')} is the root's own containerd, which is not run under --root and no dpkg "
+            f"database names; config.toml is written for the bundle's containerd {bundled}"
+        )
+    return bundled, "bundle.json"
+
+
+# Debian's and Ubuntu's package, and Docker's for those distributions.
+CONTAINERD_PACKAGES = ("containerd", "containerd.io")
+
+
+def dpkg_containerd(status: str) -> str | None:
+    """The version of an installed containerd package in a dpkg status file (epoch dropped: `1.7.24~ds1-3`), or None."""
+    for stanza in status.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.strip()
+        if fields.get("package") in CONTAINERD_PACKAGES and fields.get("status", "").split()[-1:] == ["installed"]:
+            version = fields.get("version", "").split(":", 1)[-1]
+            try:
+                minor_of(version)
+            except ContainerdVersionError:
+                continue  # not a version airlock can read: the bundle's is assumed
+            return version
+    return None
+
+
+def dropins(context: Context, config_file: str, text: str) -> list[tuple[str, str]]:
+    """(node path, text) of every file `text` imports, and theirs in turn, as containerd resolves them: a relative path
+    against the importing file's directory, a glob expanded in lexical order, each file once."""
+    found: list[tuple[str, str]] = []
+    seen = {config_file}
+    pending = [(config_file, text)]
+    while pending:
+        parent, content = pending.pop(0)
+        for pattern in imports_of(content):
+            absolute = posixpath.normpath(pattern if posixpath.isabs(pattern) else posixpath.join(posixpath.dirname(parent), pattern))
+            if "*" in absolute:
+                prefix = str(context.paths("/")).rstrip("/")
+                names = sorted("/" + str(Path(match).relative_to(context.paths("/"))) for match in glob.glob(prefix + absolute))
+            else:
+                names = [absolute]
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                path = context.paths(name)
+                if not path.is_file():
+                    raise NodeError(f"{parent} imports {name}, which is not a file; containerd would not start: fix imports or create it")
+                content_of = path.read_text()
+                found.append((name, content_of))
+                pending.append((name, content_of))
+    return found
+
+
 def run(context: Context) -> None:
     paths, host = context.paths, context.host
     kernel(context)
     config_path = paths("/etc/containerd/config.toml")
     existing = config_path.read_text() if config_path.exists() else None
     pause = f"registry.k8s.io/pause:{context.manifest.components.get('pause', '3.10')}"
-    merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd")
+    release, source = runtime_release(context)
+    if not is_supported(release):
+        context.echo(f"  WARNING containerd {release} ({source}) is not a release airlock supports ({', '.join(SUPPORTED)}); config.toml is written in the layout it reads")
+    merged = merge(existing, CERTS_DIR, pause, context.config.kubelet.cgroup_driver == "systemd", release)
+    context.echo(f"  {'would write' if host.dry_run else 'writing'} containerd config.toml version {merged.version} for containerd {release} ({source})")
+    for name, text in dropins(context, "/etc/containerd/config.toml", merged.config):
+        # A drop-in containerd merges over config.toml must not undo airlock's settings (checked before anything is written).
+        merged.notes.extend(check_dropin(name, text, CERTS_DIR, pause, merged.version))
     for note in merged.notes:
         context.echo(f"  {'would note: ' if host.dry_run else ''}containerd config: {note}")
     mode = (config_path.stat().st_mode & 0o777) if existing is not None else 0o644
