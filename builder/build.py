@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from builder import artifacts, images, sign
+from builder import addons, artifacts, images, osv, sign
 from builder import versions as versions_table
+from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
 from builder.errors import BuildError, FetchError, HttpStatusError, ResolveError
-from builder.pack import pack
+from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
@@ -24,10 +25,23 @@ from builder.sidecars import NODE_INSTALLER, write_sidecars
 from builder.signatures import Signatures
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
+from bundle.apis import load_documents
 from bundle.atomic import AtomicFile, write_atomic
 from bundle.errors import NO_SPACE, TrustError, no_space
 from bundle.keyless import TrustRoot
-from bundle.manifest import NODE_PYZ, BaseRef, FileEntry, ImageEntry, Manifest, format_time
+from bundle.manifest import (
+    API_FINDINGS,
+    NODE_PYZ,
+    REVIEW_MEMBERS,
+    SBOM,
+    VULNERABILITIES,
+    BaseRef,
+    FileEntry,
+    ImageEntry,
+    Manifest,
+    format_time,
+    member_order,
+)
 from bundle.meter import human_size as human
 from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
 from bundle.reference import ImageRef
@@ -71,6 +85,10 @@ class BuildOptions:
     split: int | None = None  # bytes per part (builder.split.parse_size), or one file
     sidecars: bool = False
     image_list_from_table: bool = False
+    no_scan: bool = False  # no contents scan: the SBOM lists files and images only
+    manifests: list[Path] = field(default_factory=list)  # extra YAML the node applies after init (--manifest)
+    osv_url: str | None = osv.DEFAULT_URL  # None: do not ask (--osv-url none)
+    fail_on: str | None = None  # refuse a bundle with a known vulnerability at or above this severity
     require: str = "any"
     trusted_root: Path | None = None
     allow_unsupported_version: bool = False
@@ -88,9 +106,11 @@ class BuildOptions:
             raise BuildError("--concurrency must be between 1 and 64")
         if self.expires_days < 1:
             raise BuildError("--expires-days must be at least 1")
-        for url in (self.release_url, self.github_url):
+        for url in (self.release_url, self.github_url, *([self.osv_url] if self.osv_url else [])):
             if not url.startswith(("http://", "https://")):
                 raise BuildError(f"{url!r} is not an http(s) URL")
+        if self.fail_on is not None and self.fail_on not in osv.FAIL_ON_CHOICES:
+            raise BuildError(f"--fail-on {self.fail_on!r}: choose {', '.join(osv.FAIL_ON_CHOICES)}")
         for text in self.images:
             ImageRef.parse(text)
         if self.flannel_sha256 is not None and not artifacts.is_hex64(self.flannel_sha256):
@@ -178,6 +198,7 @@ class Builder:
         self.base = read_base(options.base) if options.base else None
         self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
         self.image_pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="image")
+        self.contents = Contents(self.store, self.cache_dir, enabled=not options.no_scan)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -237,7 +258,9 @@ class Builder:
         if upstream is None:
             digest = self.fetch_pinned(artifact.url)
         else:
-            digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True)
+            # Binaries and archives are read for Go build info while they download (nothing when already known).
+            with self.contents.scanning("sha256:" + upstream, tap_kind(path=artifact.member), artifact.member) as tap:
+                digest = self.http.download(artifact.url, self.store, "sha256:" + upstream, count_total=True, tap=tap)
         hexdigest = digest.split(":", 1)[1]
         provenance = self.signed(artifact, hexdigest) or provenance
         self.progress.log(f"file {artifact.member} ({human(self.store.size(digest))}{', cached' if cached else ''}{', signed' if provenance.kind == 'signed' else ''})")
@@ -339,6 +362,7 @@ class Builder:
         extra_images = list(options.images) + (read_images_file(options.images_file) if options.images_file else [])
         for text in extra_images:
             ImageRef.parse(text)
+        extra_manifests = addons.read_extra(options.manifests)
         key = sign.load(options.sign_key)
         self.root_bytes, root = self.trusted_root()
         self.signatures = Signatures(self.http, self.store, root, self.cache_dir, self.progress, self.fetch_optional)
@@ -364,14 +388,33 @@ class Builder:
 
         wanted = self.control_plane_images(resolution.version, minor, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
         components = images.component_versions(wanted)
+        carried = list(extra_manifests)
         if versions.flannel:
             flannel = file_futures["manifests/cni/kube-flannel.yml"].result()
-            wanted += images.images_in_manifest(self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES), flannel.source)
+            data = self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES)
+            wanted += images.images_in_manifest(data, flannel.source)
+            carried.insert(0, addons.Carried(flannel.path, flannel.source or flannel.path, data, load_documents(data)))
+        for item in extra_manifests:
+            wanted += images.images_in_documents(item.documents)
+        # Before any image is copied: a manifest the target Kubernetes would refuse stops the build here.
+        checked = addons.check(carried, minor)
+        for finding in checked.findings:
+            self.progress.log(f"warning: {finding.describe()}")
+        extra_entries = [self._put_bytes(item.member, item.data) for item in extra_manifests]
+        self.api_document = addons.findings_document(carried, checked, resolution.version)
+        extra_entries.append(self._put_bytes(API_FINDINGS, self.api_document))
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
         copier = images.ImageCopier(
-            self.http, self.store, images.RegistryClients(options.registry_mirrors), options.arches, self.pool, self.progress, self.signatures
+            self.http,
+            self.store,
+            images.RegistryClients(options.registry_mirrors),
+            options.arches,
+            self.pool,
+            self.progress,
+            self.signatures,
+            self.contents,
         )
         image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
         copied = [future.result() for future in image_futures]
@@ -379,7 +422,7 @@ class Builder:
         base_digests = self.base.digests if self.base else {}
         blob_order = sorted({digest for image in copied for digest in image.blobs if digest.split(":", 1)[1] not in base_digests})
         copier.schedule(blob_order)
-        files = [future.result() for future in file_futures.values()]
+        files = [future.result() for future in file_futures.values()] + extra_entries
 
         components.update(
             {
@@ -393,6 +436,37 @@ class Builder:
         if versions.flannel:
             components["flannel"] = versions.flannel
         return self._finish(resolution, components, files, copied, key, started, copier.wait)
+
+    def _inventories(self, entries: list[FileEntry], copied, wait_for_blob) -> list[Inventory]:
+        """What every file and image holds. The SBOM is signed in bundle.json, so it waits for every blob to
+        be downloaded (and read on the way in); packing then starts."""
+        if not self.contents.enabled:
+            return []
+        for entry in entries:
+            if entry.path.startswith("images/blobs/"):
+                wait_for_blob("sha256:" + entry.sha256)
+        found = []
+        for entry in entries:
+            if tap_kind(path=entry.path) is not None:
+                inventory = inventory_of_file(entry.path, self.contents.result("sha256:" + entry.sha256))
+                if inventory.binaries or inventory.unscanned:
+                    found.append(inventory)
+        for image in sorted(copied, key=lambda c: c.entry.reference):
+            for where, layers in image.layers:
+                found.append(inventory_of_image(image.entry.reference, where, [(d, self.contents.result(d)) for d in layers]))
+        packages = {p.purl for inventory in found for p in inventory.packages} | {
+            m.purl for inventory in found for binary in inventory.binaries for m in binary.modules
+        }
+        binaries = sum(len(inventory.binaries) for inventory in found)
+        self.progress.log(
+            f"contents: {len(packages)} packages, {binaries} Go programs; {human(self.contents.scanned_bytes)} read for them as they arrived"
+            + (f" ({human(self.contents.reread_bytes)} of it re-read from the cache: no earlier scan result)" if self.contents.reread_bytes else "")
+        )
+        return found
+
+    def _put_bytes(self, member: str, data: bytes) -> FileEntry:
+        digest = self.store.put_bytes(data)
+        return FileEntry(member, digest.split(":", 1)[1], len(data), 0o644)
 
     def _put_file(self, member: str, source: Path, mode: int) -> FileEntry:
         """A local file as a bundle member, streamed into the store and hashed on the way."""
@@ -476,36 +550,63 @@ class Builder:
         entries.append(FileEntry(TRUSTED_ROOT_MEMBER, trusted_root_sha256, len(trusted_root), 0o644))
         entries += self.signatures.members()
         image_entries: list[ImageEntry] = sorted((c.entry for c in copied), key=lambda e: e.reference)
-        sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components)
-        sbom_digest = self.store.put_bytes(sbom)
-        entries.append(FileEntry("sbom.spdx.json", sbom_digest.split(":", 1)[1], len(sbom), 0o644))
-        entries.sort(key=lambda e: e.path)
         base_ref = None
         if self.base is not None:
             if serial <= self.base.manifest.serial:
                 raise BuildError(f"--serial {serial} must be higher than the base's {self.base.manifest.serial}")
             base_ref = BaseRef(self.base.manifest.serial, self.base.sha256)
-            entries = [replace(e, carried=False) if e.carried and e.sha256 in self.base.digests else e for e in entries]
 
-        manifest = Manifest(
-            name=options.name,
-            serial=serial,
-            created=created,
-            expires=created + timedelta(days=options.expires_days),
-            requested=resolution.requested,
-            version=resolution.version,
-            platforms=tuple(f"linux/{arch}" for arch in options.arches),
-            components=dict(sorted(components.items())),
-            files=tuple(entries),
-            images=tuple(image_entries),
-            signer={"algorithm": key.algorithm, "key_id": key.key_id},
-            base=base_ref,
-            provenance=BundleProvenance(trusted_root_sha256, options.require),
-            unsupported=self.unsupported,
-        )
-        self.progress.add_total(manifest.carried_size)
+        provenance = BundleProvenance(trusted_root_sha256, options.require)
+
+        def manifest_of(listed: list[FileEntry]) -> Manifest:
+            listed = sorted(listed, key=lambda e: member_order(e.path))
+            if self.base is not None:
+                # What the base holds is not carried again; what a reviewer reads always is.
+                listed = [
+                    replace(e, carried=False) if e.carried and e.sha256 in self.base.digests and e.path not in REVIEW_MEMBERS else e for e in listed
+                ]
+            return Manifest(
+                name=options.name,
+                serial=serial,
+                created=created,
+                expires=created + timedelta(days=options.expires_days),
+                requested=resolution.requested,
+                version=resolution.version,
+                platforms=tuple(f"linux/{arch}" for arch in options.arches),
+                components=dict(sorted(components.items())),
+                files=tuple(listed),
+                images=tuple(image_entries),
+                signer={"algorithm": key.algorithm, "key_id": key.key_id},
+                base=base_ref,
+                provenance=provenance,
+                unsupported=self.unsupported,
+            )
+
         output = Path(options.output)
-        packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
+        self.progress.add_total(manifest_of(entries).carried_size)
+        deferred = None
+        if options.split is None and not options.sidecars and self.contents.enabled:
+            # The SBOM and the vulnerabilities depend on every blob: pack the rest while they are read.
+            placeholders = [FileEntry(path, "0" * 64, 10**13 - 1, 0o644) for path in (SBOM, VULNERABILITIES)]
+            deferred = DeferredPack(output, manifest_of(entries + placeholders), key, self.store, self.progress, wait_for_blob)
+        try:
+            inventories = self._inventories(entries, copied, wait_for_blob)
+            sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components, inventories)
+            vulnerabilities, checked = osv.check(
+                self.http, options.osv_url, inventories, format_time(created), self.progress.log, "--no-scan: contents not read" if options.no_scan else ""
+            )
+            osv.refuse_above(checked, options.fail_on)
+        except BaseException:
+            if deferred is not None:
+                deferred.abort()
+            raise
+        entries += [self._put_bytes(SBOM, sbom), self._put_bytes(VULNERABILITIES, vulnerabilities)]
+        manifest = manifest_of(entries)
+        self.progress.add_total(len(sbom) + len(vulnerabilities))
+        if deferred is not None:
+            packed = Packed(deferred.finish(manifest, {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities}), None)
+        else:
+            packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
         manifest_sha256 = hashlib.sha256(packed.manifest_bytes).hexdigest()
         files: tuple[Path, ...] = (output,)
         small: list[Path] = []
@@ -526,7 +627,16 @@ class Builder:
         written_sidecars: list[Path] = []
         if options.sidecars:
             hashed = [(part.name, part.sha256) for part in packed.written.files] + [(beside.name, pyz.sha256)]
-            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key)
+            from builder.report import Reviewed, render
+
+            reviewed = Reviewed.from_members(
+                manifest, manifest_sha256, f"made by this build ({key.algorithm}, {key.key_id})",
+                {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities},
+            )  # fmt: skip
+            report = render(reviewed, read_reviewed(options.base) if options.base else None)
+            written_sidecars = write_sidecars(
+                output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities, REPORT: report}
+            )
         return BuildResult(
             output,
             manifest,
@@ -536,6 +646,25 @@ class Builder:
             files,
             tuple(written_sidecars),
         )
+
+
+REPORT = "report.html"
+
+
+def read_reviewed(path: Path, keys=None):
+    """A bundle (or a bundle.json alone) as the report reads it; the signature is checked when `keys` are given."""
+    from builder.report import Reviewed
+    from bundle.verify import read_review
+
+    try:
+        if path.suffix == ".json" and not path.name.endswith(".parts.json"):
+            data = path.read_bytes()
+            return Reviewed.from_members(Manifest.parse(data), hashlib.sha256(data).hexdigest(), "not checked (a bundle.json alone)", {})
+        manifest, data, _, members = read_review(path, keys)
+    except OSError as error:
+        raise BuildError(f"{path}: {error.strerror}") from None
+    state = "valid (checked against the given key)" if keys else "not checked (pass --key to check it)"
+    return Reviewed.from_members(manifest, hashlib.sha256(data).hexdigest(), state, members)
 
 
 def file_provenance(artifact: artifacts.Artifact) -> Provenance:

@@ -121,6 +121,10 @@ CONFIG_KEYS = {
     "split": "split",
     "sidecars": "sidecars",
     "image-list-from-table": "image_list_from_table",
+    "no-scan": "no_scan",
+    "manifest": "manifests",
+    "osv-url": "osv_url",
+    "fail-on": "fail_on",
     "require": "require",
     "trusted-root": "trusted_root",
     "allow-unsupported-version": "allow_unsupported_version",
@@ -232,13 +236,33 @@ def build(
         ),
     ] = None,
     sidecars: Annotated[
-        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json and MANIFEST.txt beside the bundle.", show_default="False")
+        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json, vulnerabilities.json, report.html and MANIFEST.txt beside the bundle.", show_default="False")
     ] = None,
     image_list_from_table: Annotated[
         bool | None,
         typer.Option(
             "--image-list-from-table",
             help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
+            show_default="False",
+        ),
+    ] = None,
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option("--manifest", help="Extra Kubernetes YAML the node applies after init, after the CNI (repeatable; checked against the API versions of the target minor)."),
+    ] = None,
+    osv_url: Annotated[
+        str | None,
+        typer.Option("--osv-url", help="OSV API to check the packages found against (an internal mirror), or none.", show_default="https://api.osv.dev"),
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option("--fail-on", help="Refuse the bundle when a known vulnerability is at or above low, medium, high or critical.", show_default="report only"),
+    ] = None,
+    no_scan: Annotated[
+        bool | None,
+        typer.Option(
+            "--no-scan",
+            help="Do not read what is inside binaries and image layers: the SBOM then lists files and images only.",
             show_default="False",
         ),
     ] = None,
@@ -306,6 +330,10 @@ def build(
             "split": split,
             "sidecars": sidecars,
             "image_list_from_table": image_list_from_table,
+            "no_scan": no_scan,
+            "manifests": manifest or None,
+            "osv_url": osv_url,
+            "fail_on": fail_on,
             "require": require,
             "trusted_root": trusted_root,
             "allow_unsupported_version": allow_unsupported_version,
@@ -329,6 +357,15 @@ def build(
         for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz", "trusted_root"):
             if values.get(path_field) is not None:
                 values[path_field] = Path(values[path_field])
+        if values.get("osv_url") == "none":
+            values["osv_url"] = None
+        if values.get("fail_on") is not None:
+            values["fail_on"] = str(values["fail_on"]).lower()
+            if values["fail_on"] not in ("low", "medium", "high", "critical"):
+                usage_error(f"--fail-on {values['fail_on']!r}: choose low, medium, high or critical")
+        if "manifests" in values:
+            raw = values["manifests"]
+            values["manifests"] = [Path(item) for item in ([raw] if isinstance(raw, str) else raw)]
         if values.get("split") is not None:
             from builder.split import parse_size
 
@@ -452,6 +489,35 @@ def diff_command(
         fail(error)
     typer.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else render(result, human_size))
 
+
+
+@app.command("report")
+def report_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle (or its parts list) to describe.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    base: Annotated[Path | None, typer.Option("--base", help="An earlier bundle (or its bundle.json) to show the changes against.")] = None,
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Check the signature against this key first.")] = None,
+) -> None:
+    """Write one self-contained HTML page for a reviewer: versions, components, images with digests and platforms,
+    provenance, packages, vulnerabilities by severity, API-version findings, and changes against --base.
+
+    No network, scripts or fonts: the page opens the same inside the closed network. Reads only the start
+    of the bundle (bundle.json, its signature and the review members), each checked against bundle.json.
+
+    Example: airlock report k8s.tar -o report.html --base k8s-old.tar --key airlock.pub
+    """
+    from builder.build import read_reviewed
+    from builder.report import render
+    from bundle.atomic import write_atomic
+    from bundle.trust import load_trusted_keys
+
+    try:
+        keys = load_trusted_keys(key) if key else None
+        page = render(read_reviewed(bundle, keys), read_reviewed(base) if base else None)
+        write_atomic(output, page, 0o644)
+    except AirlockError as error:
+        fail(error)
+    typer.echo(f"wrote {output} ({human_size(len(page))})")
 
 
 def _echo_files(files, sidecars) -> None:

@@ -19,12 +19,14 @@ import oras.auth
 import oras.container
 import oras.provider
 import requests
-import yaml
 
 from builder.artifacts import IMAGE_SIGNERS
+from builder.contents import Contents, tap_kind
 from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http, PolicySession, Send
+from bundle import apis
+from bundle.apis import ManifestError, load_documents
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
@@ -93,34 +95,20 @@ def component_versions(images: list[str]) -> dict[str, str]:
     return found
 
 
-# An addon manifest is a few KiB of YAML; these bounds keep a hostile one from costing more than that.
-MAX_ADDON_MANIFEST_BYTES = 4 << 20
-MAX_ADDON_MANIFEST_NODES = 200_000
-
-
-class _PlainYamlLoader(yaml.SafeLoader):
-    """SafeLoader without aliases (a few hundred bytes of them expand into billions of nodes) and with a node budget."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"uses the alias *{event.anchor}; addon manifests may not", event.start_mark)
-        self.node_count = getattr(self, "node_count", 0) + 1
-        if self.node_count > MAX_ADDON_MANIFEST_NODES:
-            raise yaml.composer.ComposerError(None, None, f"has more than {MAX_ADDON_MANIFEST_NODES} YAML nodes", self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+# An addon manifest is a few KiB of YAML; bundle.apis.load_documents bounds what a hostile one may cost.
+MAX_ADDON_MANIFEST_BYTES = apis.MAX_MANIFEST_BYTES
 
 
 def images_in_manifest(data: bytes, where: str) -> list[str]:
     """Every container image named in a multi-document Kubernetes YAML (parsed with limits: no aliases, bounded size)."""
-    if len(data) > MAX_ADDON_MANIFEST_BYTES:
-        raise BuildError(f"{where}: {len(data)} bytes is more than an addon manifest may be ({MAX_ADDON_MANIFEST_BYTES})")
     try:
-        documents = list(yaml.load_all(data, Loader=_PlainYamlLoader))
-    except yaml.YAMLError as error:
-        raise BuildError(f"{where}: not valid YAML for an addon manifest: {error}") from None
-    except RecursionError:
-        raise BuildError(f"{where}: nests YAML too deeply for an addon manifest") from None
+        documents = load_documents(data)
+    except ManifestError as error:
+        raise BuildError(f"{where}: {error}") from None
+    return images_in_documents(documents)
+
+
+def images_in_documents(documents: list) -> list[str]:
     found: list[str] = []
 
     def walk(node):
@@ -209,6 +197,7 @@ def repository_url(base: str, repository: str) -> str:
 class CopiedImage:
     entry: ImageEntry
     blobs: dict[str, int] = field(default_factory=dict)  # every digest it needs (index, manifests, configs, layers)
+    layers: list[tuple[str, list[str]]] = field(default_factory=list)  # (linux/ARCH, its layer digests bottom first)
 
 
 def _platform(descriptor: dict) -> tuple[str, str, str | None]:
@@ -218,10 +207,20 @@ def _platform(descriptor: dict) -> tuple[str, str, str | None]:
 
 class ImageCopier:
     def __init__(
-        self, http: Http, store: BlobStore, clients: RegistryClients, arches: list[str], pool: ThreadPoolExecutor, progress: Progress, signatures=None
+        self,
+        http: Http,
+        store: BlobStore,
+        clients: RegistryClients,
+        arches: list[str],
+        pool: ThreadPoolExecutor,
+        progress: Progress,
+        signatures=None,
+        contents: Contents | None = None,
     ):
         self.signatures = signatures  # builder.signatures.Signatures: images of registries with a known signer are verified
         self.http = http
+        self.contents = contents
+        self._kinds: dict[str, str | None] = {}
         self.store = store
         self.clients = clients
         self.arches = arches
@@ -249,10 +248,11 @@ class ImageCopier:
             for child in self._select(ref, document):
                 child_digest, child_data, _ = self._manifest(ref, base, send, child["digest"], child["digest"])
                 copied.blobs[child_digest] = len(child_data)
-                self._register_blobs(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied)
-                platforms.append("linux/" + child["platform"]["architecture"])
+                platform = "linux/" + child["platform"]["architecture"]
+                self._register_blobs(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied, platform)
+                platforms.append(platform)
         elif media_type in MANIFEST_TYPES:
-            self._register_blobs(ref, base, send, document, copied)
+            self._register_blobs(ref, base, send, document, copied, "")
             config = document["config"]["digest"]
             self.schedule([config]).wait(config)
             info = _json(self.store.read(config), f"{ref} config")
@@ -260,6 +260,7 @@ class ImageCopier:
             if info.get("architecture") not in self.arches:
                 raise BuildError(f"{ref} is a single-platform image for {platform}, not one of linux/{','.join(self.arches)}")
             platforms.append(platform)
+            copied.layers = [(platform, layers) for _, layers in copied.layers]
         else:
             raise BuildError(f"{ref}: unsupported manifest media type {media_type!r} (schema 1 images cannot be bundled)")
         size = sum(copied.blobs.values())
@@ -308,14 +309,20 @@ class ImageCopier:
             chosen.append(candidates[0])
         return chosen
 
-    def _register_blobs(self, ref: ImageRef, base: str, send: Send, manifest: dict, copied: CopiedImage) -> None:
-        for descriptor in [manifest.get("config") or {}, *(manifest.get("layers") or [])]:
+    def _register_blobs(self, ref: ImageRef, base: str, send: Send, manifest: dict, copied: CopiedImage, platform: str) -> None:
+        layers = []
+        for number, descriptor in enumerate([manifest.get("config") or {}, *(manifest.get("layers") or [])]):
             digest, size = descriptor.get("digest"), descriptor.get("size")
             if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
                 raise BuildError(f"{ref}: a manifest descriptor has no valid digest or size")
             copied.blobs[digest] = size
+            if number:
+                layers.append(digest)
             with self._lock:
                 self._sources.setdefault(digest, (f"{base}/blobs/{digest}", size, send))
+                if number:
+                    self._kinds.setdefault(digest, tap_kind(str(descriptor.get("mediaType") or "")))
+        copied.layers.append((platform, layers))
 
     def schedule(self, digests: list[str]) -> ImageCopier:
         """Start downloading these registered blobs, in this order; each digest is fetched once per build."""
@@ -324,14 +331,25 @@ class ImageCopier:
                 if digest in self._blobs or digest not in self._sources:
                     continue
                 url, size, send = self._sources[digest]
-                if self.store.exists(digest):
+                kind = self._kinds.get(digest)
+                if self.store.exists(digest) and (self.contents is None or kind is None or self.contents.known(digest)):
                     future: Future = Future()
                     future.set_result(digest)
                 else:
-                    self.progress.add_total(size)
-                    future = self.pool.submit(self.http.download, url, self.store, digest, None, send, size=size)
+                    if not self.store.exists(digest):
+                        self.progress.add_total(size)
+                    future = self.pool.submit(self._fetch, url, digest, send, kind, size)
                 self._blobs[digest] = future
         return self
+
+    def _fetch(self, url: str, digest: str, send: Send, kind: str | None, size: int) -> str:
+        """Download a blob of at most its descriptor's `size` (nothing when it is cached); a layer is read for its contents on the way in."""
+        if self.contents is None:
+            self.http.download(url, self.store, digest, None, send, size=size)
+            return digest
+        with self.contents.scanning(digest, kind) as tap:
+            self.http.download(url, self.store, digest, None, send, size=size, tap=tap)
+        return digest
 
     def wait(self, digest: str) -> None:
         """Block until a scheduled blob is in the store; re-raise its download error."""

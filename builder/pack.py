@@ -9,8 +9,11 @@ instead (builder/split.py), hashed while they are written.
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder.progress import Progress
@@ -18,9 +21,9 @@ from builder.sign import SigningKey
 from builder.split import BUNDLE_MODE, RollingFile, Written
 from bundle.atomic import AtomicFile
 from bundle.errors import NO_SPACE, no_space
-from bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
 from bundle.store import BlobStore
-from bundle.tarstream import TarWriter
+from bundle.tarstream import ALIGN, BLOCK, TarWriter
 
 WRITE_BUFFER = 4 << 20
 
@@ -80,9 +83,21 @@ def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) 
     return Packed(manifest_bytes, written)
 
 
+def head_room(manifest: Manifest) -> int:
+    """The bytes kept at the start of a bundle for bundle.json and its signature (a multiple of ALIGN).
+
+    Sized from the manifest with its late members (the SBOM, the vulnerabilities) at the longest size a member
+    can have, so a build that packs before it knows them and one that packs after lay out the same bytes.
+    """
+    late = (SBOM, VULNERABILITIES)
+    widest = [replace(e, sha256="0" * 64, size=10**13 - 1) if e.path in late else e for e in manifest.files]
+    length = len(replace(manifest, files=tuple(widest)).to_json())
+    room = _padded(length) + 4 * BLOCK + _padded(MAX_SIGNATURE) + BLOCK
+    return room + (-room % ALIGN)
+
+
 def _write_members(writer: TarWriter, manifest: Manifest, manifest_bytes: bytes, signature: bytes, store: BlobStore, progress, wait_for_blob) -> None:
-    writer.add_bytes(MANIFEST_NAME, manifest_bytes)
-    writer.add_bytes(SIGNATURE_NAME, signature)
+    writer.add_head(MANIFEST_NAME, manifest_bytes, SIGNATURE_NAME, signature, head_room(manifest))
     for entry in manifest.files:
         if not entry.carried:
             continue
@@ -91,3 +106,92 @@ def _write_members(writer: TarWriter, manifest: Manifest, manifest_bytes: bytes,
         with store.open("sha256:" + entry.sha256) as source:
             writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: progress.advance(n, network=False))
     writer.close()
+
+
+# Room for bundle.json's signature: Ed25519 is 64 bytes, ECDSA P-256 in DER at most 72.
+MAX_SIGNATURE = 72
+
+
+def _padded(size: int) -> int:
+    return size + (-size % BLOCK)
+
+
+class DeferredPack:
+    """A bundle whose last members (the review members: what is inside the images, the vulnerabilities found)
+    are known only after every blob has arrived: everything else is packed while downloads go on.
+
+    The body is written from `room` on, where `room` holds bundle.json and its signature: bundle.json is
+    written last, into exactly that room (its first header padded with a pax comment, as aligned members
+    are). The room is sized from a provisional manifest whose review entries have the longest sizes a
+    member can have, so the final bundle.json (same entries, real sizes and digests) always fits.
+    """
+
+    def __init__(self, output: Path, provisional: Manifest, key: SigningKey, store: BlobStore, progress: Progress, wait_for_blob):
+        self._output, self._key, self._store, self._progress, self._wait = output, key, store, progress, wait_for_blob
+        self.room = head_room(provisional)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self._temporary = output.with_name(f".{output.name}.partial")
+        self._temporary.unlink(missing_ok=True)
+        # Never through a link someone planted, and with the bundle's own mode from the first byte.
+        descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, BUNDLE_MODE)
+        self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
+        self._handle.seek(self.room)
+        self._writer = TarWriter(self._handle, mtime=0)
+        self._writer.written = self.room
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        body = [entry for entry in provisional.files if entry.carried and entry.path not in REVIEW_MEMBERS]
+        self._thread = threading.Thread(target=self._body, args=(body,), name="pack", daemon=True)
+        self._thread.start()
+
+    def _body(self, entries: list) -> None:
+        try:
+            for entry in entries:
+                if self._stop.is_set():
+                    return
+                if self._wait:
+                    self._wait("sha256:" + entry.sha256)
+                with self._store.open("sha256:" + entry.sha256) as source:
+                    self._writer.add_stream(entry.path, entry.size, entry.mode, source, on_chunk=lambda n: self._progress.advance(n, network=False))
+        except BaseException as error:  # handed to finish()
+            self._error = error
+
+    def finish(self, manifest: Manifest, review: dict[str, bytes]) -> bytes:
+        """Append the review members, write bundle.json and its signature into the room, rename into place."""
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise self._error
+            for entry in manifest.files:
+                if entry.path in REVIEW_MEMBERS and entry.carried:
+                    self._writer.add_stream(entry.path, entry.size, entry.mode, io.BytesIO(review[entry.path]))
+            self._writer.close()
+            manifest_bytes = manifest.to_json()
+            signature = self._key.sign(manifest_bytes)
+            buffer = io.BytesIO()
+            TarWriter(buffer, mtime=0).add_head(MANIFEST_NAME, manifest_bytes, SIGNATURE_NAME, signature, self.room)
+            head = buffer.getvalue()
+            if len(head) != self.room:
+                raise AssertionError(f"bundle.json's room is {self.room} bytes, its members {len(head)}")
+            self._handle.flush()
+            os.pwrite(self._handle.fileno(), head, 0)
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self._temporary, self._output)
+            return manifest_bytes
+        except BaseException as error:
+            self.abort()
+            if isinstance(error, OSError) and error.errno in NO_SPACE:
+                # The partial bundle is already removed; say where and how much it needs.
+                raise no_space(self._output.parent, self.room + manifest.carried_size) from None
+            raise
+
+    def abort(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._handle.close()  # flushes what is buffered: on a full disk that fails too, and the file goes anyway
+        except OSError:
+            pass
+        finally:
+            self._temporary.unlink(missing_ok=True)

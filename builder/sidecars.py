@@ -6,7 +6,8 @@
   `sha256sum -c SHA256SUMS` checks them.
 - `SHA256SUMS.sig`: signed with the bundle's key, raw like bundle.json.sig,
   so `openssl` alone verifies it against airlock.pub.
-- `sbom.spdx.json`: the bundle's SPDX member, byte for byte.
+- `sbom.spdx.json`: the bundle's SPDX member, byte for byte; likewise
+  `vulnerabilities.json` (what OSV knew at build, or "not-scanned").
 - `MANIFEST.txt`: every component and image, one line each, with version,
   architecture, sha256, size, source and licence.
 """
@@ -136,9 +137,17 @@ def _sha256_of(path: Path) -> str:
 
 
 def write_sidecars(
-    directory: Path, hashed: list[tuple[str, str]], small_files: list[Path], manifest: Manifest, manifest_sha256: str, sbom: bytes, key: SigningKey
+    directory: Path,
+    hashed: list[tuple[str, str]],
+    small_files: list[Path],
+    manifest: Manifest,
+    manifest_sha256: str,
+    sbom: bytes,
+    key: SigningKey,
+    more: dict[str, bytes] | None = None,
 ) -> list[Path]:
-    """Write MANIFEST.txt, sbom.spdx.json, SHA256SUMS and SHA256SUMS.sig into `directory`; return their paths.
+    """Write MANIFEST.txt, sbom.spdx.json, `more` ({name: bytes}: vulnerabilities.json, report.html), SHA256SUMS
+    and SHA256SUMS.sig into `directory`; return their paths.
 
     `hashed` is (file name, sha256) of the bundle or its parts, hashed while
     they were written, and of the node installer beside them, by the sha256
@@ -148,11 +157,15 @@ def write_sidecars(
     listing, sbom_path = directory / LISTING, directory / SBOM
     write_atomic(listing, manifest_text(manifest, manifest_sha256), 0o644)
     write_atomic(sbom_path, sbom, 0o644)
-    entries = list(hashed) + [(path.name, _sha256_of(path)) for path in small_files + [listing, sbom_path]]
+    written = [listing, sbom_path]
+    for name, data in (more or {}).items():
+        write_atomic(directory / name, data, 0o644)
+        written.append(directory / name)
+    entries = list(hashed) + [(path.name, _sha256_of(path)) for path in small_files + written]
     for name, _ in entries:
         if "\n" in name or "\\" in name or "/" in name:
             raise BuildError(f"{name!r}: a file name with a newline, backslash or slash cannot be listed in {SUMS}; rename it")
     sums = "".join(f"{digest}  {name}\n" for name, digest in entries).encode("utf-8")
     write_atomic(directory / SUMS, sums, 0o644)
     write_atomic(directory / SUMS_SIGNATURE, key.sign(sums), 0o644)
-    return [listing, sbom_path, directory / SUMS, directory / SUMS_SIGNATURE]
+    return [*written, directory / SUMS, directory / SUMS_SIGNATURE]

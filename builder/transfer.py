@@ -213,22 +213,35 @@ class Http:
 
         With `missing_ok`, a 404 answers None (a signature that may or may not be published); without it, a 404 fails.
         """
+        return self.fetch_bytes("GET", url, limit, headers, send, missing_ok=missing_ok)
+
+    def fetch_bytes(
+        self,
+        method: str,
+        url: str,
+        limit: int = 1 << 20,
+        headers: dict | None = None,
+        send: Send | None = None,
+        body: bytes | None = None,
+        missing_ok: bool = False,
+    ) -> Fetched | None:
+        """One request with retries whose answer is a small document (GET, or a POST of `body` to a query API), read and capped."""
         send = send or self.send
 
         def once() -> Fetched | None:
-            response = send("GET", url, dict(headers or {}), True)
+            response = send(method, url, dict(headers or {}), True, data=body)
             if missing_ok and response.status_code == 404:
                 response.close()
                 return None
             _check_status(url, response)
-            body = bytearray()
+            content = bytearray()
             for chunk in response.iter_content(64 << 10):
-                body += chunk
-                if len(body) > limit:
+                content += chunk
+                if len(content) > limit:
                     response.close()
                     raise FetchError(f"{url}: answer is larger than {limit} bytes; refusing it")
-            self.progress.advance(len(body))
-            return Fetched(bytes(body), response.headers)
+            self.progress.advance(len(content))
+            return Fetched(bytes(content), response.headers)
 
         return self._retrying(url, once)
 
@@ -252,17 +265,19 @@ class Http:
         send: Send | None = None,
         count_total: bool = False,
         size: int | None = None,
+        tap=None,
     ) -> str:
         """Download `url` into `store`, resuming a partial download; return its digest.
 
         With `expected`, a cached blob means no request at all, and a mismatch
         fails naming the URL, the expected and the actual digest. With `size`
-        (a descriptor's), not one byte more is accepted.
+        (a descriptor's), not one byte more is accepted. `tap` sees the blob's
+        bytes as they are stored (builder.contents reads what is inside).
         """
         if expected and store.exists(expected):
             return expected
         send = send or self.send
-        with store.partial(expected or f"url:{url}") as part:
+        with store.partial(expected or f"url:{url}", tap=tap) as part:
             if expected and store.exists(expected):
                 return expected  # another build sharing this cache fetched it while we waited
             self.progress.advance(part.size, network=False)

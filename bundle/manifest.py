@@ -29,6 +29,18 @@ IMAGE_BLOBS = "images/blobs/sha256/"
 IMAGE_INDEX = "images/index.json"
 # The node installer as one file (make dist); any architecture, Python 3.9+.
 NODE_PYZ = "bin/airlock-node.pyz"
+# What a reviewer reads (`inspect`, `report`) comes last, in this order: it depends on every byte before it
+# (what is inside the images), so the build writes everything else while it is still reading them. Readers
+# of a bundle file reach it by seeking past the members before it; verify and unpack do not depend on order.
+API_FINDINGS = "api-versions.json"
+SBOM = "sbom.spdx.json"
+VULNERABILITIES = "vulnerabilities.json"
+REVIEW_MEMBERS = (API_FINDINGS, SBOM, VULNERABILITIES)
+
+
+def member_order(path: str) -> tuple[int, str]:
+    """Sort key for bundle members: by path, then the review members last."""
+    return (1, str(REVIEW_MEMBERS.index(path))) if path in REVIEW_MEMBERS else (0, path)
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

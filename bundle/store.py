@@ -136,16 +136,18 @@ class BlobStore:
                     part.commit(digest)
         return digest
 
-    def partial(self, key: str, hashed: bool = True) -> PartialBlob:
+    def partial(self, key: str, hashed: bool = True, tap=None) -> PartialBlob:
         """A resumable write named by `key` (the expected digest, or any stable name).
 
         `hashed=False` is for a caller that hashes the same bytes itself and commits only what it verified
-        (the bundle reader): every byte is then hashed once, not twice.
+        (the bundle reader): every byte is then hashed once, not twice. `tap` (with `write(bytes)` and
+        `reset()`) sees every byte the blob is made of, in order, the resumed ones included, while they
+        are hashed: a reader of the blob's contents needs no second pass.
         """
         make_dirs(self.partials)
         make_dirs(self.blobs)
         safe = hashlib.sha256(key.encode()).hexdigest()
-        return PartialBlob(self, self.partials / safe, hashed)
+        return PartialBlob(self, self.partials / safe, hashed, tap)
 
 
 class PartialBlob:
@@ -155,10 +157,11 @@ class PartialBlob:
     same partial file at once.
     """
 
-    def __init__(self, store: BlobStore, path: Path, hashed: bool = True):
+    def __init__(self, store: BlobStore, path: Path, hashed: bool = True, tap=None):
         self._store = store
         self.path = path
         self._hashed = hashed
+        self._tap = tap
         self._handle: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self.size = 0
@@ -186,6 +189,8 @@ class PartialBlob:
         while chunk := self._handle.read(CHUNK):
             self._hash.update(chunk)
             self.size += len(chunk)
+            if self._tap is not None:
+                self._tap.write(chunk)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -198,6 +203,8 @@ class PartialBlob:
         self._handle.truncate()
         self._hash = hashlib.sha256()
         self.size = 0
+        if self._tap is not None:
+            self._tap.reset()
 
     def write(self, data: bytes) -> None:
         try:
@@ -212,6 +219,8 @@ class PartialBlob:
             raise no_space(self._store.root) from None
         if self._hashed:
             self._hash.update(data)
+        if self._tap is not None:
+            self._tap.write(data)
         self.size += len(data)
 
     @property

@@ -70,11 +70,12 @@ class TarReader:
     Content not read by the caller is skipped before the next header.
     """
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: BinaryIO, seek: bool = False):
         self._stream = stream
         self._remaining = 0
         self._padding = 0
         self.offset = 0
+        self._seek = seek  # skip unread content by seeking (a bundle file read for a few members, not verified whole)
 
     def _read_exact(self, count: int, what: str) -> bytes:
         data = self._stream.read(count)
@@ -123,6 +124,10 @@ class TarReader:
             yield data
 
     def _skip_rest(self) -> None:
+        if self._seek and self._remaining:
+            self._stream.seek(self._remaining, os.SEEK_CUR)
+            self.offset += self._remaining
+            self._remaining = 0
         for _ in self.content():
             pass
         if self._padding:
@@ -214,6 +219,35 @@ class TarWriter:
             info.pax_headers = {"comment": "." * filler}
             encoded = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
         self._write(encoded)
+
+    def header_of_length(self, path: str, size: int, mode: int, total: int) -> bytes:
+        """A member header (pax header with a `comment` filler, then ustar) exactly `total` bytes long, not written.
+
+        `total` is a multiple of BLOCK with room for the filler (at least 3 blocks, at most MAX_PAX_BYTES more):
+        the builder reserves room for bundle.json and fills it last.
+        """
+        info = tarfile.TarInfo(path)
+        info.size, info.mode, info.mtime = size, mode, self._mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        record = total - 2 * BLOCK  # the pax data, whole blocks: one `LEN comment=...` record
+        if total % BLOCK or not 32 <= record <= MAX_PAX_BYTES:
+            raise ValueError(f"a header of {total} bytes cannot be made")
+        # `LEN comment=VALUE\n` where LEN counts the whole record, its own digits included.
+        info.pax_headers = {"comment": "." * (record - len(str(record)) - len(" comment=\n"))}
+        encoded = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+        if len(encoded) != total:
+            raise ValueError(f"a header of {total} bytes came out {len(encoded)} bytes long")
+        return encoded
+
+    def add_head(self, name: str, data: bytes, signature_name: str, signature: bytes, room: int) -> None:
+        """The first two members (bundle.json and its signature) filling exactly `room` bytes: the first header is
+        padded (a pax comment) so that what follows starts where the room ends, whatever the two weigh."""
+        tail = len(data) + (-len(data) % BLOCK) + BLOCK + len(signature) + (-len(signature) % BLOCK)
+        self._write(self.header_of_length(name, len(data), 0o644, room - tail))
+        self._write(data)
+        self._pad(len(data))
+        self.add_bytes(signature_name, signature)
 
     def add_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self.header(path, len(data), mode)

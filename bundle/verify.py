@@ -25,6 +25,7 @@ from bundle.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
+    REVIEW_MEMBERS,
     SIGNATURE_NAME,
     FileEntry,
     Manifest,
@@ -179,6 +180,43 @@ def check_index(data: bytes, manifest: Manifest) -> None:
 def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = None, sink=None, on_bytes=None) -> Verified:
     with open_bundle(path, keys) as stream:
         return verify_stream(stream, keys, now=now, sink=sink, on_bytes=on_bytes)
+
+
+def read_review(path: Path, keys: list[TrustedKey] | None = None) -> tuple[Manifest, bytes, bytes, dict[str, bytes]]:
+    """bundle.json, its signature and the review members (api-versions.json, sbom.spdx.json, vulnerabilities.json),
+    each checked against the sha256 bundle.json lists. A bundle file is read by seeking past the other members (their
+    headers only); parts and .tar.zst are read through.
+
+    With `keys`, the signature is checked first; without, the caller says the bundle is unverified.
+    """
+    found: dict[str, bytes] = {}
+    with open_bundle(path, keys) as stream:
+        reader = TarReader(stream, seek=_seekable(stream))
+        manifest_bytes, signature = read_signed_head(reader)
+        if keys:
+            verify_signature(manifest_bytes, signature, keys)
+        manifest = Manifest.parse(manifest_bytes)
+        wanted = {entry.path: entry for entry in manifest.files if entry.path in REVIEW_MEMBERS and entry.carried}
+        for header in reader.members() if wanted else ():
+            entry = wanted.get(header.path)
+            if entry is None:
+                continue
+            if header.size != entry.size or header.size > MAX_MANIFEST_BYTES:
+                raise BundleError(f"is {header.size} bytes but bundle.json lists {entry.size}", header.path)
+            data = b"".join(reader.content())
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                raise BundleError(f"sha256 is {hashlib.sha256(data).hexdigest()} but bundle.json lists {entry.sha256}", header.path)
+            found[header.path] = data
+            if len(found) == len(wanted):
+                break
+    return manifest, manifest_bytes, signature, found
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def read_manifest_unverified(path: Path) -> tuple[Manifest, bytes, bytes]:

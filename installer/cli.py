@@ -143,21 +143,26 @@ def inspect(
     bundle: Annotated[Path, typer.Argument(help="The bundle to describe.")],
     output: Annotated[str, typer.Option("--output", help="text or json.")] = "text",
     key: Annotated[Optional[list[Path]], typer.Option("--key", help="Also check the signature against this key.")] = None,
+    vulnerabilities: Annotated[bool, typer.Option("--vulnerabilities", help="List every known vulnerability recorded at build (vulnerabilities.json).")] = False,
 ) -> None:
-    """Show what a bundle holds: versions, platforms, files, images, sizes, signer, and each file's and image's provenance.
+    """Show what a bundle holds: versions, platforms, files, images, sizes, signer, each file's and image's provenance,
+    API-version findings and vulnerabilities.
 
-    Reads only bundle.json and its signature; run `verify` to check every member.
+    Reads only the start of the bundle: bundle.json, its signature and the review members
+    (api-versions.json, sbom.spdx.json, vulnerabilities.json), each checked against bundle.json;
+    run `verify` to check every member.
 
     Example: airlock-node inspect k8s.tar --key airlock.pub
     """
+    from bundle.manifest import API_FINDINGS, VULNERABILITIES
     from bundle.parts import total_size
     from bundle.trust import load_trusted_keys, verify_signature
-    from bundle.verify import read_manifest_unverified
+    from bundle.verify import read_review
 
     if output not in ("text", "json"):
         usage_error(f"--output {output!r}: choose text or json")
     try:
-        manifest, manifest_bytes, signature = read_manifest_unverified(bundle)
+        manifest, manifest_bytes, signature, review = read_review(bundle)
         signature_state = "not checked (pass --key to check it)"
         if key:
             signer = verify_signature(manifest_bytes, signature, load_trusted_keys(key))
@@ -166,12 +171,21 @@ def inspect(
         fail(error)
     from bundle.provenance import counts, named_records, summary
 
+    found = json.loads(review[VULNERABILITIES]) if VULNERABILITIES in review else None
+    apis = json.loads(review[API_FINDINGS]) if API_FINDINGS in review else None
     named = named_records(manifest)
     if output == "json":
         document = json.loads(manifest_bytes)
         document["signature"] = signature_state
-        document["provenance_summary"] = counts([record for _, record in named]) if manifest.provenance is not None else None
+        if vulnerabilities:
+            document = {"signature": signature_state, "vulnerabilities": found}
+        else:
+            document["provenance_summary"] = counts([record for _, record in named]) if manifest.provenance is not None else None
+            document["review"] = {"api_versions": apis, "vulnerabilities": found}
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    if vulnerabilities:
+        typer.echo("\n".join(vulnerability_lines(found, full=True)))
         return
     if manifest.provenance is None:
         provenance = "not recorded (built before airlock recorded provenance)"
@@ -219,7 +233,47 @@ def inspect(
     if manifest.base is not None:
         carried = [entry for entry in manifest.files if entry.carried]
         lines.append(f"carried     {human_size(manifest.carried_size)} in {len(carried)} members (the rest comes from serial {manifest.base.serial})")
+    lines += ["", *api_lines(apis), *vulnerability_lines(found, full=False)]
     typer.echo("\n".join(lines))
+
+
+def api_lines(apis: Optional[dict]) -> list[str]:
+    if apis is None:
+        return ["api versions     not recorded (built by an airlock that did not check them)"]
+    findings = apis.get("findings") or []
+    table = apis.get("table") or {}
+    lines = [
+        f"api versions     {len(apis.get('manifests') or [])} manifests checked against Kubernetes {apis.get('minor')} "
+        f"({table.get('source')}, read {table.get('read')}): {len(findings)} findings"
+    ]
+    for finding in findings:
+        lines.append(
+            f"  {finding['level'].upper():<10} {finding['file']} document {finding['document']}: {finding['apiVersion']} {finding['kind']} {finding['name']} "
+            f"{finding['detail']}" + (f"; use {finding['replacement']}" if finding.get("replacement") else "")
+        )
+    return lines
+
+
+def vulnerability_lines(found: Optional[dict], full: bool) -> list[str]:
+    """vulnerabilities.json as lines: a summary, and with `full` every finding; "not scanned" never reads as clean."""
+    if found is None:
+        return ["vulnerabilities  not recorded (built by an airlock that did not check them): NOT a clean result"]
+    if found.get("status") != "scanned":
+        return [f"vulnerabilities  NOT SCANNED: {found.get('reason') or 'no reason recorded'}; this is not a clean result"]
+    tally = found.get("counts") or {}
+    counts = ", ".join(f"{tally[name]} {name.lower()}" for name in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN") if tally.get(name)) or "none known"
+    lines = [f"vulnerabilities  {found.get('packages')} package versions checked against OSV at {found.get('source')} on {found.get('checked')}: {counts}"]
+    if not full:
+        return lines + (["  (airlock inspect --vulnerabilities lists them)"] if found.get("findings") else [])
+    for finding in found.get("findings") or []:
+        package = finding.get("package") or {}
+        score = f"{finding['score']:.1f}" if isinstance(finding.get("score"), (int, float)) else "-"
+        fixed = f"fixed in {finding['fixed']}" if finding.get("fixed") else "no fix recorded"
+        lines.append(f"  {finding.get('severity', '?'):<8} {score:>4}  {finding.get('id')}  {package.get('name')} {package.get('version')} ({fixed})")
+        lines.append(f"           {finding.get('summary', '')}")
+        for place in finding.get("where") or []:
+            lines.append(f"           in {place}")
+    return lines
 
 
 @dataclass(frozen=True)

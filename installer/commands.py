@@ -87,6 +87,11 @@ def kubectl_apply(kubectl_path: str, kubeconfig: str, manifest: str) -> list[str
     return kubectl(kubectl_path, kubeconfig, "apply", "-f", manifest)
 
 
+def kubectl_api_versions(kubectl_path: str, kubeconfig: str) -> list[str]:
+    # What the running cluster serves, one group/version a line (what an upgrade across minors checks).
+    return kubectl(kubectl_path, kubeconfig, "api-versions")
+
+
 def catalogue(kubeadm: str = "kubeadm", kubectl_path: str = "kubectl", config: str = "CONFIG", kubeconfig: str = "KUBECONFIG",
               version: str = "VERSION", node: str = "NODE", manifest: str = "MANIFEST") -> dict[str, list[list[str]]]:
     """Every command line the installer can run, by program, with the given placeholders filled in."""
@@ -107,5 +112,6 @@ def catalogue(kubeadm: str = "kubeadm", kubectl_path: str = "kubectl", config: s
             kubectl_drain(kubectl_path, kubeconfig, node),
             kubectl_uncordon(kubectl_path, kubeconfig, node),
             kubectl_apply(kubectl_path, kubeconfig, manifest),
+            kubectl_api_versions(kubectl_path, kubeconfig),
         ],
     }

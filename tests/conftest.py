@@ -184,3 +184,54 @@ def containerd():
     daemon = Containerd(Path(f"/tmp/ctd-{os.getpid()}-{time.monotonic_ns() % 10**9}"))
     yield daemon
     daemon.close()
+
+
+CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"  # 9.8
+HIGH = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"  # 7.5
+LOW = "CVSS:3.1/AV:L/AC:H/PR:L/UI:N/S:U/C:L/I:N/A:N"  # 2.5
+
+
+@pytest.fixture(scope="session")
+def scanned_upstream(tmp_path_factory):
+    """A local upstream with a Debian and an Alpine image holding real package databases and a Go program, and an
+    OSV stand-in that knows test records for some of them: (upstream, work directory, the program's Go version)."""
+    import subprocess
+
+    from tests.goprobe import build_probe, go_version_m
+    from tests.imagefiles import ALPINE_IMAGE, ALPINE_OS_RELEASE, APK_INSTALLED, DEBIAN_IMAGE
+    from tests.osv import record
+    from tests.upstream import DEFAULT_VERSION
+
+    require(*TOOLS, "go", "dpkg-query")
+    work = tmp_path_factory.mktemp("vulns")
+    probe = build_probe(work / "probe", ("amd64",))
+    go = go_version_m(probe["amd64"])["go"]
+    shutil.copyfile("/var/lib/dpkg/status", work / "status")
+    zlib = subprocess.run(
+        ["dpkg-query", f"--admindir={work}", "-W", "-f", "${source:Package} ${source:Version}", "zlib1g"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    records = [
+        record("AIRLOCK-TEST-0001", "Go", "stdlib", [go[2:]], "1.99.0", "Go standard library flaw", cvss_v3=CRITICAL),
+        record("AIRLOCK-TEST-0002", "Go", "example.com/greeting", ["1.4.2"], "1.4.3", "greeting flaw", word="MODERATE"),
+        record("AIRLOCK-TEST-0003", "Debian:12", zlib[0], [zlib[1]], zlib[1] + "+fix1", "zlib flaw", cvss_v3=HIGH),
+        record("AIRLOCK-TEST-0004", "Alpine:v3.19", "openssl", ["3.1.4-r5"], "3.1.4-r6", "openssl flaw", cvss_v3=LOW),
+        record("AIRLOCK-TEST-0005", "Go", "stdlib", [go[2:]], "1.99.1", "second stdlib flaw, no severity given"),
+        record("AIRLOCK-TEST-0006", "Go", "stdlib", [go[2:]], "1.99.2", "third stdlib flaw", word="HIGH"),
+        record("AIRLOCK-TEST-0007", "Go", "stdlib", ["0.0.1"], "0.0.2", "a flaw of a version nobody carries", cvss_v3=CRITICAL),
+    ]
+    upstream = LocalUpstream(
+        work / "upstream",
+        versions=(DEFAULT_VERSION,),
+        labels={"stable": DEFAULT_VERSION},
+        extra_images={DEBIAN_IMAGE: ("amd64",), ALPINE_IMAGE: ("amd64",)},
+        image_files={
+            DEBIAN_IMAGE: {"/etc/os-release": Path("/etc/os-release").read_bytes(), "/var/lib/dpkg/status": (work / "status").read_bytes(),
+                           "/usr/local/bin/probe": probe["amd64"]},
+            ALPINE_IMAGE: {"/etc/os-release": ALPINE_OS_RELEASE.encode(), "/lib/apk/db/installed": APK_INSTALLED.encode()},
+        },
+        osv_records=records,
+    ).start()  # fmt: skip
+    yield upstream, work, go
+    upstream.close()
+
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from builder import sign
 from bundle.keyless import Evidence, LogEntry
 from bundle.manifest import Manifest
-from tests.conftest import TOOLS, airlock_node, build, python39, require
+from bundle.provenance import named_records
+from tests.conftest import TOOLS, airlock, airlock_node, build, python39, require
 from tests.standin.sigstore import KUBERNETES_BINARIES, KUBERNETES_IMAGES
 from tests.upstream import LocalUpstream, free_port
 
@@ -275,3 +277,26 @@ def test_a_delta_leaves_its_bases_evidence_to_the_base_and_a_bundle_without_prov
     refused = airlock_node("verify", old, "--key", keys["ed25519"] / "airlock.pub", "--provenance")
     assert refused.returncode == 1 and "bundle.json records no provenance" in refused.stderr
     assert airlock_node("verify", old, "--key", keys["ed25519"] / "airlock.pub").returncode == 0
+
+
+def report_section(html: str, name: str) -> str:
+    return re.search(rf'<section id="{name}">(.*?)</section>', html, re.S).group(1)
+
+
+def test_the_report_shows_who_signed_each_file_and_image(signed_bundle, keys, tmp_path):
+    """`airlock report` of a signed bundle: the provenance section counts each kind and names the signer of every signed file and image."""
+    manifest, _, _ = members_of(signed_bundle)
+    airlock("report", signed_bundle, "-o", tmp_path / "r.html", "--key", keys["ed25519"] / "airlock.pub", check=True)
+    section = report_section((tmp_path / "r.html").read_text(), "provenance")
+    signed = [(name, record) for name, record in named_records(manifest) if record.kind == "signed"]
+    assert len(signed) >= 3, signed
+    assert f"signed<b>{len(signed)}</b>" in section and "the build required <b>any</b>" in section
+    assert manifest.provenance.trusted_root_sha256 in section and "airlock verify BUNDLE --provenance" in section
+    assert "<h3>Signed by</h3>" in section
+    for identity in (KUBERNETES_BINARIES[0], KUBERNETES_IMAGES[0]):
+        assert f"<code>{identity}</code>" in section
+    rows = dict(re.findall(r"<tr><td><code>([^<]+)</code></td><td>(.*?)</td></tr>", section))
+    for name, record in signed:
+        assert rows[name].startswith("signed</td><td>Kubernetes release engineering: "), (name, rows[name])
+        assert f"transparency log index {record.log_index}" in rows[name]
+    assert "Provenance: not recorded" not in section

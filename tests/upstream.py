@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.artifacts import CONTAINERD_RELEASES, DEFAULT_CNI_VERSION, DEFAULT_CONTAINERD_VERSION, default_runc_version
+from tests.osv import OsvStandIn
 from tests.standin.kubeadm import script as standin_kubeadm
 from tests.standin.kubelet import script as standin_kubelet
 
@@ -277,8 +278,11 @@ class ImageFactory:
         if arch != "amd64":
             self._run("umoci", "config", "--image", f"{self.layout}:{tag}", "--architecture", arch)
 
-    def make(self, name: str, arches: tuple[str, ...] = ("amd64", "arm64"), payload_bytes: int = 64) -> str:
-        """Build `name` (an OCI index when more than one arch); return the layout tag."""
+    def make(self, name: str, arches: tuple[str, ...] = ("amd64", "arm64"), payload_bytes: int = 64, files: dict | None = None) -> str:
+        """Build `name` (an OCI index when more than one arch); return the layout tag.
+
+        `files` ({path in the image: bytes, a file to copy, or {arch: either}}) are added to every platform, one layer each.
+        """
         tag = hashlib.sha256(name.encode()).hexdigest()[:16]
         for arch in arches:
             payload = self.work / f"{tag}-{arch}.payload"
@@ -288,6 +292,14 @@ class ImageFactory:
                     handle.write(os.urandom(payload_bytes))
             self._platform_image(f"{tag}-{arch}", arch, payload)
             payload.unlink()
+            for target, source in (files or {}).items():
+                if isinstance(source, dict):  # one file per architecture
+                    source = source[arch]
+                if isinstance(source, bytes):
+                    written = self.work / f"{tag}-{arch}.file"
+                    written.write_bytes(source)
+                    source = written
+                self._run("umoci", "insert", "--image", f"{self.layout}:{tag}-{arch}", str(source), target)
         if len(arches) == 1:
             return f"{tag}-{arches[0]}"
         index_json = json.loads((self.layout / "index.json").read_text())
@@ -321,7 +333,8 @@ class ImageFactory:
 
 STANDIN_TOOL = """#!/bin/sh
 # airlock test STAND-IN for {name} {version} linux/{arch}. Not Kubernetes: it records every call.
-# `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version);
+# `version -o json` reports an API server at $AIRLOCK_STANDIN_SERVER_VERSION (default: its own version); `api-versions`
+# prints what `kubectl api-versions` prints against a default cluster of that version (as of its minor);
 # a verb named in $AIRLOCK_STANDIN_FAIL (e.g. drain) fails.
 if [ -n "$AIRLOCK_STANDIN_LOG" ]; then echo "{name} $*" >> "$AIRLOCK_STANDIN_LOG"; fi
 for word in "$@"; do
@@ -329,6 +342,10 @@ for word in "$@"; do
   case "$word" in
     version|--version)
       echo '{{"clientVersion": {{"gitVersion": "{version}"}}, "serverVersion": {{"gitVersion": "'"${{AIRLOCK_STANDIN_SERVER_VERSION:-{version}}}"'"}}}}'
+      exit 0 ;;
+    api-versions)
+      # What a cluster of this version serves by default ($AIRLOCK_STANDIN_API_VERSIONS, space-separated, instead).
+      printf '%s\n' ${{AIRLOCK_STANDIN_API_VERSIONS:-{api_versions}}}
       exit 0 ;;
   esac
 done
@@ -430,6 +447,25 @@ def components_of_version(version: str) -> dict[str, str]:
 
 COMPONENT_IMAGES = components_of_version(DEFAULT_VERSION)
 
+# `kubectl api-versions` of a kubeadm cluster with default API server flags, by the minor that changed it
+# (flowcontrol v1beta3 is served by default up to 1.31; resource.k8s.io/v1 from 1.34).
+API_VERSIONS_1_31 = (
+    "admissionregistration.k8s.io/v1 apiextensions.k8s.io/v1 apiregistration.k8s.io/v1 apps/v1 authentication.k8s.io/v1 "
+    "authorization.k8s.io/v1 autoscaling/v1 autoscaling/v2 batch/v1 certificates.k8s.io/v1 coordination.k8s.io/v1 discovery.k8s.io/v1 "
+    "events.k8s.io/v1 flowcontrol.apiserver.k8s.io/v1 flowcontrol.apiserver.k8s.io/v1beta3 networking.k8s.io/v1 node.k8s.io/v1 policy/v1 "
+    "rbac.authorization.k8s.io/v1 scheduling.k8s.io/v1 storage.k8s.io/v1 v1"
+)
+
+
+def api_versions(version: str) -> str:
+    minor = int(version.lstrip("v").split(".")[1])
+    served = API_VERSIONS_1_31.split()
+    if minor >= 32:
+        served.remove("flowcontrol.apiserver.k8s.io/v1beta3")
+    if minor >= 34:
+        served.append("resource.k8s.io/v1")
+    return " ".join(sorted(served))
+
 
 @dataclass
 class LocalUpstream:
@@ -448,6 +484,13 @@ class LocalUpstream:
     flannel_version: str = "v0.25.7"
     # Per exact version, what its kubeadm answers instead of COMPONENT_IMAGES (etcd changes within a minor).
     component_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Per image reference, files added to each platform of it, one layer each: {path in the image: bytes or a file}.
+    image_files: dict[str, dict] = field(default_factory=dict)
+    # A real program served instead of a stand-in script, for every arch: "kubectl", "kubelet", "runc", or
+    # "containerd", "ctr", "containerd-shim-runc-v2" inside the containerd tarball.
+    release_binaries: dict[str, Path] = field(default_factory=dict)
+    # What the OSV stand-in (tests/osv.py) knows: records that builds from this upstream are checked against.
+    osv_records: list[dict] = field(default_factory=list)
     # Sign as Kubernetes does (tests/standin/sigstore.py): .sig/.cert beside kubeadm, kubelet and kubectl, and a cosign
     # signature beside every registry.k8s.io image; build_flags() then names the stand-in's trust root.
     signed: bool = False
@@ -460,12 +503,16 @@ class LocalUpstream:
         self.files_root = self.root / "files"
         self._write_release_tree()
         self.server = FileServer(self.files_root)
+        self.osv = OsvStandIn(self.osv_records)
         self.registry = DockerRegistry(self.root / "registry")
         self.factory = ImageFactory(self.root / "images")
         # umoci builds one image at a time in the shared layout; skopeo pushes from it (read-only) in parallel.
         from concurrent.futures import ThreadPoolExecutor
 
-        made = [(reference, self.factory.make(reference, arches, self.payload_bytes)) for reference, arches in self.all_images().items()]
+        made = [
+            (reference, self.factory.make(reference, arches, self.payload_bytes, self.image_files.get(reference)))
+            for reference, arches in self.all_images().items()
+        ]
         with ThreadPoolExecutor(4) as pool:
             for future in [pool.submit(self._push_made, reference, tag) for reference, tag in made]:
                 future.result()
@@ -521,7 +568,10 @@ class LocalUpstream:
         # flannel publishes kube-flannel.yml without a checksum: a build pins it (this stand-in's own sum).
         flannel = hashlib.sha256(FLANNEL_MANIFEST.format(version=self.flannel_version).encode()).hexdigest()
         signing = ["--trusted-root", str(self.signing.trusted_root_path)] if getattr(self, "signing", None) else []
-        return ["--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel, *signing]
+        return [
+            "--release-url", self.release_url, "--github-url", self.github_url, *self.mirror_flags(), "--flannel-sha256", flannel,
+            "--osv-url", self.osv.url, *signing,
+        ]  # fmt: skip
 
     def all_images(self) -> dict[str, tuple[str, ...]]:
         both = ("amd64", "arm64")
@@ -542,7 +592,7 @@ class LocalUpstream:
         """Make an image with umoci and push it as `reference` (its registry host mapped to the local registry)."""
         name, tag = reference.rsplit(":", 1)
         repository = name.split("/", 1)[1]
-        self.factory.push(self.factory.make(reference, arches, self.payload_bytes), self.registry, repository, tag)
+        self.factory.push(self.factory.make(reference, arches, self.payload_bytes, self.image_files.get(reference)), self.registry, repository, tag)
 
     def upstream_digest(self, reference: str) -> str:
         name, tag = reference.rsplit(":", 1)
@@ -560,10 +610,11 @@ class LocalUpstream:
             Path(f"{path}.sha256sum").write_text(f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
         return path
 
-    def serve_containerd(self, release: str, arch: str, programs: Path | None = None) -> None:
+    def serve_containerd(self, release: str, arch: str, programs: Path | None = None, replaced: dict[str, Path] | None = None) -> None:
         """containerd-RELEASE-linux-ARCH.tar.gz and its .sha256sum, laid out as containerd's release archives are
         (bin/containerd, bin/containerd-shim-runc-v2, bin/ctr): stand-in scripts, or the real programs in `programs`.
-        Real programs must be that release (`containerd --version` and `ctr --version` are asked)."""
+        Real programs must be that release (`containerd --version` and `ctr --version` are asked). `replaced`: single
+        programs put in instead, of any release (what is read is their build info, not their version)."""
         names = ("containerd", "containerd-shim-runc-v2", "ctr")
         if programs is None:
             files = {f"bin/{name}": f"#!/bin/sh\n# stand-in {name} {arch}\n".encode() for name in names}
@@ -573,6 +624,7 @@ class LocalUpstream:
                 if len(answer) < 3 or answer[2].lstrip("v").split("+")[0].split("~")[0] != release:
                     raise ValueError(f"{programs / name} is not containerd {release}: {' '.join(answer)}")
             files = {f"bin/{name}": (programs / name).read_bytes() for name in names}
+        files.update({f"bin/{name}": path.read_bytes() for name, path in (replaced or {}).items()})
         archive = f"containerd-{release}-linux-{arch}.tar.gz"
         self._write(f"github/containerd/containerd/releases/download/v{release}/{archive}", self._tarball(files, level=1), "sha256sum")
 
@@ -598,8 +650,10 @@ class LocalUpstream:
             for arch in ("amd64", "arm64"):
                 base = f"{release}/{version}/bin/linux/{arch}"
                 self._write(f"{base}/kubeadm", standin_kubeadm(version, arch, self.components_of(version)).encode(), "bare")
-                self._write(f"{base}/kubelet", standin_kubelet(version, arch).encode(), "bare")
-                self._write(f"{base}/kubectl", STANDIN_TOOL.format(name="kubectl", version=version, arch=arch).encode(), "bare")
+                kubelet = self.release_binaries["kubelet"].read_bytes() if "kubelet" in self.release_binaries else standin_kubelet(version, arch).encode()
+                self._write(f"{base}/kubelet", kubelet, "bare")
+                kubectl = self.release_binaries["kubectl"].read_bytes() if "kubectl" in self.release_binaries else None
+                self._write(f"{base}/kubectl", kubectl or STANDIN_TOOL.format(name="kubectl", version=version, arch=arch, api_versions=api_versions(version)).encode(), "bare")
         github = "github"
         # containerd: the given release and the newest patch of every supported minor, each with the runc it pairs with.
         containerd_versions = sorted({self.containerd_version, *(patch for patch, _ in CONTAINERD_RELEASES.values())})
@@ -626,9 +680,11 @@ class LocalUpstream:
                     self._tarball({"crictl": f"#!/bin/sh\n# stand-in crictl {crictl_version} {arch}\n".encode()}),
                     "bare",
                 )
+            # Real programs named in release_binaries stand in whatever the release (the contents tests read their Go build info).
+            replaced = {name: path for name, path in self.release_binaries.items() if name in ("containerd", "containerd-shim-runc-v2", "ctr")}
             for containerd_version in containerd_versions:
-                self.serve_containerd(containerd_version, arch)
-            runc = f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
+                self.serve_containerd(containerd_version, arch, replaced=replaced)
+            runc = self.release_binaries["runc"].read_bytes() if "runc" in self.release_binaries else f"#!/bin/sh\n# stand-in runc {arch}\n".encode()
             for runc_version in runc_versions:
                 self._write(f"{github}/opencontainers/runc/releases/download/{runc_version}/runc.{arch}", runc)
             runc_sums.append(f"{hashlib.sha256(runc).hexdigest()}  runc.{arch}")
@@ -642,6 +698,7 @@ class LocalUpstream:
     def close(self) -> None:
         self.server.close()
         self.registry.close()
+        self.osv.close()
         if getattr(self, "signing", None):
             self.signing.close()
 
@@ -678,7 +735,7 @@ def main() -> None:
         pass
     finally:
         # Whatever had started when the signal came (it may come while images are still being made).
-        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None)):
+        for part in (getattr(upstream, "server", None), getattr(upstream, "registry", None), getattr(upstream, "osv", None)):
             if part is not None:
                 part.close()
 

@@ -93,6 +93,7 @@ def check_names() -> list[str]:
         "runtime",
         "proxy",
         "disk-space",
+        "api-versions",  # the upgrade's api-versions phase
         "kubelet-flags",
     ]
 

@@ -8,12 +8,16 @@ so a failed upgrade leaves the node's binaries as they were.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
+from bundle import apis
 from installer import commands
+from installer.errors import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
 from installer.phases.unpack import ensure_staged, install_staged
-from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path
+from installer.state import State
+from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path, parse_version, read_kubeconfig
 
 ROLLBACK_DIR = "/var/lib/airlock/rollback"
 
@@ -58,6 +62,61 @@ def run_kubelet_upgrade(context: Context) -> None:
         host.run(commands.kubectl_uncordon(kubectl_path(context), drain_kubeconfig_for_plan(context), node_name(context)), timeout=300)
 
 
+def applied_manifests(context: Context) -> list[Path]:
+    """What this node applied from earlier bundles: the CNI manifest and the extra manifests (the cni phase's copies)."""
+    found = [context.paths("/var/lib/airlock/cni/kube-flannel.yml")]
+    addons = context.paths("/var/lib/airlock/addons")
+    found += sorted(addons.iterdir()) if addons.is_dir() else []
+    return [path for path in found if path.is_file()]
+
+
+def run_api_check(context: Context) -> None:
+    """Across minors: what the target minor no longer serves that the running cluster serves or a manifest uses."""
+    installed, target = parse_version(State.load(context.paths).installed["version"]), parse_version(context.manifest.version)
+    if target[:2] <= installed[:2]:
+        context.echo(f"{'would skip' if context.host.dry_run else '  skipped'}: same minor 1.{target[1]}, no API version changes to check")
+        return
+    minor = target[1]
+    problems: list[str] = []
+    if context.host.dry_run:
+        context.echo(f"would run kubectl api-versions and check it and the manifests this node applied against Kubernetes 1.{minor}")
+        return
+    else:
+        result = context.host.run(commands.kubectl_api_versions(kubectl_path(context), read_kubeconfig(context)), check=False, show=False, timeout=60)
+        if result.returncode != 0:
+            raise NodeError(f"cannot read the cluster's API versions (kubectl api-versions: {result.stderr.strip()[:200]}); is the control plane up?")
+        live = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    problems += apis.live_breaks(live, minor)
+    manifests = []
+    staging = ensure_staged(context)
+    carried = [staging / entry.path for entry in context.manifest.files if entry.path.startswith(("manifests/cni/", "manifests/addons/"))]
+    for path in applied_manifests(context) + carried:
+        try:
+            with open(path, "rb") as handle:
+                manifests.append((str(path), apis.load_documents(handle.read(apis.MAX_MANIFEST_BYTES + 1))))
+        except apis.ManifestError as error:
+            problems.append(f"{path}: {error}")
+    checked = apis.check_documents(manifests, minor)
+    problems += [finding.describe() for finding in checked.removed]
+    for finding in checked.findings:
+        if finding.level != "removed":
+            context.echo(f"  [WARNING api-versions] {finding.describe()}")
+    ignored = {name.lower() for name in context.ignore_preflight} & {"all", "api-versions"}
+    for problem in problems:
+        context.echo(f"  [{'WARNING' if ignored else 'ERROR'} api-versions] {problem}")
+    if problems and not ignored:
+        raise NodeError(
+            f"upgrading to Kubernetes 1.{minor} would break {len(problems)} thing(s) listed above, first: {problems[0]}; "
+            "migrate them first, or pass --ignore-preflight-errors api-versions"
+        )
+    context.echo(f"  checked {len(live)} served API versions and {len(manifests)} manifests against Kubernetes 1.{minor} ({apis.SOURCE}, read {apis.READ_ON})")
+
+
+API_CHECK = Phase(
+    "api-versions",
+    "across minors: stop when the target minor no longer serves an API the cluster serves or a carried or applied manifest uses",
+    run_api_check,
+)
 KUBEADM_UPGRADE = Phase(
     "kubeadm-upgrade",
     "swap in the new kubeadm (old one kept until it succeeds), drain if asked, kubeadm upgrade apply VERSION or node",
