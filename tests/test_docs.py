@@ -212,6 +212,11 @@ RUNBOOK_TESTS = {
     ("keys.md", "## What a node trusts"): "as written: tests/test_docs.py::test_trust_commands_run_as_written",
     ("keys.md", "## Rotating the signing key"): "as written: tests/test_docs.py::test_key_rotation_runbook_runs_as_written",
     ("keys.md", "## RHEL and Rocky 8 (OpenSSL 1.1.1)"): "as written: tests/test_docs.py::test_openssl_111_route_checks_an_ecdsa_bundle_as_written",
+    ("fleet.md", "## Install the collection (on the Ansible controller)"): "as written: tests/test_fleet.py::test_docs_fleet_commands_run_as_written",
+    ("fleet.md", "## Bring the cluster up, and upgrade it"): "story: tests/test_fleet.py::test_the_playbook_brings_up_the_fleet_in_order_in_batches_and_a_rerun_changes_nothing"
+                                                         " (its inventory of network namespaces); tests/test_fleet.py::test_docs_fleet_commands_run_as_written (--syntax-check of both lines)",
+    ("multi-node.md", "## Three control planes behind a virtual IP (kube-vip)"): "story: tests/test_ha.py::test_three_control_planes_share_the_virtual_ip"
+                                                                                " (a bundle built with the kube-vip image, cp1's init, two control-plane joins and a worker with the documented node.yaml)",
     ("multi-node.md", "## First control plane"): "as written: tests/test_docs.py::test_multi_node_runbook_runs_as_written",
     ("multi-node.md", "## Workers and extra control planes"): "as written: tests/test_docs.py::test_multi_node_runbook_runs_as_written",
     ("multi-node.md", "## Where each node gets its images"): "story: tests/test_from_registry.py::test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file",
@@ -219,6 +224,8 @@ RUNBOOK_TESTS = {
         "story: tests/test_from_registry.py::test_second_node_joins_from_the_first_nodes_registry_over_tls_with_no_bundle_file, "
         "tests/test_from_registry.py::test_a_node_joins_from_a_distribution_registry_after_push",
     ("node.md", "## Day two on a node"): "as written: tests/test_docs.py::test_day_two_on_a_node_runs_as_written",
+    ("provenance.md", "### With sigstore-python"): "as written: tests/test_provenance_offline.py::test_the_reviewers_sigstore_python_procedure_verifies_every_signature_as_written_and_fails_on_a_bad_one",
+    ("review.md", "# Signing off a bundle: what is inside, known vulnerabilities, API versions, the report"): "as written: tests/test_report.py::test_the_review_commands_in_the_docs_run_as_written",
     ("provenance.md", "### Re-verified offline on the node"): "story: tests/test_provenance_offline.py::test_verify_provenance_re_verifies_every_carried_signature_offline",
     ("provenance.md", "## A reviewer's procedure with standard tools"):
         "as written: tests/test_provenance_offline.py::test_the_reviewers_openssl_procedure_runs_as_written_and_fails_on_a_bad_signature",
@@ -665,5 +672,5 @@ def test_the_contract_in_docs_names_every_command_and_the_supported_range():
     for needed in ("kernel's modules package", "iptables", "conntrack", "time kept in sync", "swap off"):
         assert needed in prerequisites, needed
     # Where the pyz's native code goes, and the variable the pyz reads to move it.
-    assert 'os.environ.get("AIRLOCK_PYZ_CACHE")' in (ROOT / "builder" / "zipapp_main.py").read_text()
+    assert 'os.environ.get("AIRLOCK_PYZ_CACHE")' in (ROOT / "installer" / "zipapp_main.py").read_text()
     assert "`AIRLOCK_PYZ_CACHE` picks" in readme and "(`AIRLOCK_PYZ_CACHE` overrides)" in design
