@@ -345,6 +345,7 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
     beside the parts as `airlock-node.pyz`, as `airlock build` does.
     """
     from bundle.trust import TrustedKey
+    from bundle.source import TarSource
     from bundle.verify import verify_stream
 
     bundle = Path(bundle)
@@ -374,7 +375,7 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
                     rolling.write(data)
             else:
                 trusted = TrustedKey(key.key_id, key.algorithm, key.private_key.public_key(), origin)
-                verified = verify_stream(_Tee(source, rolling), [trusted], sink=sink)
+                verified = verify_stream(TarSource(_Tee(source, rolling), str(bundle)), [trusted], sink=sink)
         written = rolling.finish()
     except BaseException as error:
         rolling.abort()

@@ -28,10 +28,9 @@ from bundle.manifest import IMAGE_BLOBS, MANIFEST_NAME, SIGNATURE_NAME, FileEntr
 from bundle.oci import OCI_MANIFEST
 from bundle.reference import TAG
 from bundle.store import CONTAINERD_NAME, REF_NAME, BlobStore, layout_index
-from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey
 from bundle.unpack import INDEX_MEMBER, StoreSink, activate_index, blob_sink
-from bundle.verify import Verified, open_bundle, read_signed_head, verify_bundle
+from bundle.verify import Verified, verify_bundle
 
 ARTIFACT_TYPE = "application/vnd.airlock.bundle.v1"
 REPOSITORY = "airlock/bundle"
@@ -158,10 +157,6 @@ def stage_bundle(bundle: Path, keys: list[TrustedKey], store_root: Path) -> tupl
         return StoreSink(store, entry, keep)
 
     verified = verify_bundle(bundle, keys, sink=sink)
-    with open_bundle(bundle) as stream:
-        manifest_bytes, signature = read_signed_head(TarReader(stream))
-    if manifest_bytes != verified.manifest_bytes:
-        raise BundleError("changed while it was being read; the file is being modified", MANIFEST_NAME)
-    artifact = store_artifact(store, manifest_bytes, signature, verified.manifest)
+    artifact = store_artifact(store, verified.manifest_bytes, verified.signature, verified.manifest)
     activate_index(store, layout_index(with_artifact(bytes(index), artifact)))
     return verified, artifact

@@ -1,18 +1,17 @@
-"""Verify a bundle in one streaming pass: signature first, then every member.
+"""Verify a bundle from any source in one pass: the signed head once, then every member hashed once.
 
-`verify_bundle` is used by `airlock verify` and by the unpacker alike: the
-optional `sink` receives each member's bytes as they are hashed, so unpacking
-needs no second read and no temporary copy of the bundle.
+`verify_stream(source, keys, sink)` is the one verifier: `airlock verify`, `airlock-node verify`, `init`, `join`
+and `upgrade` (a file, parts, or `--from` a registry) and push's staging all go through it. The optional `sink`
+gives, per member, where its bytes go as they are hashed (the store, staging), so nothing is read or written
+twice; a sink is told `done()` only when its member matched bundle.json.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,21 +21,17 @@ from bundle.errors import BundleError
 from bundle.manifest import (
     IMAGE_BLOBS,
     IMAGE_INDEX,
-    MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
-    MAX_SIGNATURE_BYTES,
     REVIEW_MEMBERS,
-    SIGNATURE_NAME,
     FileEntry,
     Manifest,
     check_member_path,
 )
-from bundle.parts import locate, open_parts
-from bundle.tarstream import MemberSizeError, TarReader
+from bundle.source import Delivery, Source, open_bundle, open_source, read_signed_head
+from bundle.tarstream import TarReader
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
-READ_BUFFER = 4 << 20
-BLOCK_SIZE = 512
+__all__ = ["MemberSink", "Verified", "open_bundle", "read_signed_head", "verify_bundle", "verify_stream"]
 
 
 class MemberSink(Protocol):
@@ -47,85 +42,92 @@ class MemberSink(Protocol):
 
 @dataclass(frozen=True)
 class Verified:
+    """A signed head whose signature and dates checked out: what the rest of the bundle is held to."""
+
     manifest: Manifest
     manifest_bytes: bytes
     manifest_sha256: str
     signer: TrustedKey
+    signature: bytes = b""
 
 
-@contextmanager
-def open_bundle(path: Path, keys: list[TrustedKey] | None = None) -> Iterator[BinaryIO]:
-    """Open a `.tar` directly, or a `.tar.zst` through the zstd program, as one stream.
+def check_head(manifest_bytes: bytes, signature: bytes, keys: list[TrustedKey], now: datetime | None = None) -> Verified:
+    """Signature, then parse, then dates: the signed-head checks, done once per run."""
+    signer = verify_signature(manifest_bytes, signature, keys)
+    manifest = Manifest.parse(manifest_bytes)
+    check_dates(manifest, now)
+    return Verified(manifest, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest(), signer, signature)
 
-    A split bundle's parts list (or its first part) opens as one stream over
-    the parts; with `keys`, the parts list's signature is checked first.
+
+class _Member:
+    """One member on its way through the verifier: every byte hashed and counted once, then handed to the sink.
+
+    A sink with `held()` (a partial file an interrupted run left) has those bytes hashed first, not written again.
     """
-    path = Path(path)
-    listing = locate(path)
-    if listing is not None:
-        with open_parts(listing, keys) as stream:
-            yield stream
-        return
-    if not path.is_file():
-        raise BundleError(f"{path}: no such bundle file")
-    if path.name.endswith(".zst"):
-        if shutil.which("zstd") is None:
-            raise BundleError(f"{path}: reading .tar.zst needs the zstd program; install it or pass the .tar")
-        process = subprocess.Popen(["zstd", "-dcq", "--", str(path)], stdout=subprocess.PIPE, bufsize=READ_BUFFER)
-        try:
-            yield process.stdout
-        finally:
-            process.stdout.close()
-            process.kill()
-            process.wait()
-    else:
-        with open(path, "rb", buffering=READ_BUFFER) as handle:
-            yield handle
 
+    def __init__(self, entry: FileEntry, target: MemberSink | None, on_bytes: Callable[[int], None] | None):
+        self.entry = entry
+        self._target = target
+        self._on_bytes = on_bytes
+        self.reset(keep=True)
 
-def read_signed_head(reader: TarReader) -> tuple[bytes, bytes]:
-    """Read the first two members, which must be bundle.json and its signature."""
-    members = reader.members()
-    try:
-        first = next(members, None)
-    except BundleError as error:
-        if reader.offset > BLOCK_SIZE or isinstance(error, MemberSizeError):  # a tar, damaged or forged after its first header's checksum
-            raise
-        raise BundleError("not an airlock bundle: it does not start with a tar header; a bundle is the .tar or .tar.zst that `airlock build` wrote") from None
-    if first is None or first.path != MANIFEST_NAME:
-        found = f"its first member is {first.path}" if first else "it holds no members"
-        raise BundleError(f"not an airlock bundle: {found}, and a bundle starts with {MANIFEST_NAME}")
-    if first.size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"is {first.size} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
-    manifest_bytes = b"".join(reader.content())
-    second = next(members, None)
-    if second is None or second.path != SIGNATURE_NAME:
-        raise BundleError(f"the second member must be {SIGNATURE_NAME}, found {second.path if second else 'nothing'}")
-    if second.size > MAX_SIGNATURE_BYTES:
-        raise BundleError(f"is {second.size} bytes, over the {MAX_SIGNATURE_BYTES} byte cap", SIGNATURE_NAME)
-    return manifest_bytes, b"".join(reader.content())
+    def reset(self, keep: bool = False) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.index = bytearray() if self.entry.path == IMAGE_INDEX else None
+        if not keep and self._target is not None:
+            self._target.reset()
+        held = getattr(self._target, "held", None) if keep else None
+        for chunk in held() if held else ():
+            self._take(chunk)
+
+    def _take(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.index is not None and len(self.index) <= MAX_MANIFEST_BYTES:
+            self.index += data
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.entry.size:
+            raise BundleError(f"is more than the {self.entry.size} bytes bundle.json lists", self.entry.path)
+        self._take(data)
+        if self._target is not None:
+            self._target.write(data)
+        if self._on_bytes:
+            self._on_bytes(len(data))
 
 
 def verify_stream(
-    stream: BinaryIO,
+    source: Source,
     keys: list[TrustedKey],
     now: datetime | None = None,
     sink: Callable[[FileEntry], MemberSink | None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    admitted: Verified | None = None,
+    wanted: list[FileEntry] | None = None,
 ) -> Verified:
-    """Check signature, dates and every member of a bundle stream; raise BundleError/TrustError naming the first bad member."""
-    reader = TarReader(stream)
-    manifest_bytes, signature = read_signed_head(reader)
-    signer = verify_signature(manifest_bytes, signature, keys)
-    manifest = Manifest.parse(manifest_bytes)
-    check_dates(manifest, now)
+    """Check the signed head and every member a source delivers; raise BundleError/TrustError naming the first bad one.
 
-    pending = {entry.path: entry for entry in manifest.files if entry.carried}
+    `admitted`: the head an earlier check of this run accepted (the verify phase's trust decision); the source's
+    head must then be byte for byte the same, and is not checked again. `wanted`: the members to take from a
+    source that serves members by digest (default: every member the bundle carries); a stream always yields all.
+    """
+    manifest_bytes, signature = source.signed_head()
+    if admitted is None:
+        verified = check_head(manifest_bytes, signature, keys, now)
+    elif (manifest_bytes, signature) != (admitted.manifest_bytes, admitted.signature):
+        raise BundleError(f"bundle.json changed since it was verified; {source.describe()} is being modified")
+    else:
+        verified = admitted
+    manifest = verified.manifest
+    carried = [entry for entry in manifest.files if entry.carried]
+    expected = carried if wanted is None or source.streamed else list(wanted)
+    pending = {entry.path: entry for entry in expected}
     in_base = {entry.path for entry in manifest.files if not entry.carried}
     seen: set[str] = set()
-    members = reader.members()
-    for header in members:
-        path = check_member_path(header.path)
+
+    def accept(delivery: Delivery) -> FileEntry:
+        path = check_member_path(delivery.path)
         entry = pending.pop(path, None)
         if entry is None:
             problem = "appears twice" if path in seen else "is not listed in bundle.json"
@@ -133,34 +135,46 @@ def verify_stream(
                 problem = "is listed as coming from the base bundle, yet the delta carries it"
             raise BundleError(problem, path)
         seen.add(path)
-        if header.size != entry.size:
-            raise BundleError(f"is {header.size} bytes but bundle.json lists {entry.size}", path)
+        if delivery.size != entry.size:
+            raise BundleError(f"is {delivery.size} bytes but bundle.json lists {entry.size}", path)
+        return entry
+
+    def take(delivery: Delivery, entry: FileEntry) -> None:
         target = sink(entry) if sink else None
-        digest = hashlib.sha256()
-        index = bytearray() if path == IMAGE_INDEX else None
+        member = _Member(entry, target, on_bytes)
         try:
-            for chunk in reader.content():
-                digest.update(chunk)
-                if index is not None and len(index) <= MAX_MANIFEST_BYTES:
-                    index += chunk
-                if target is not None:
-                    target.write(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
-            if digest.hexdigest() != entry.sha256:
-                raise BundleError(f"sha256 is {digest.hexdigest()} but bundle.json lists {entry.sha256}", path)
-            if index is not None:
-                check_index(bytes(index), manifest)
+            delivery.fill(member)
+            if member.size != entry.size:
+                raise BundleError(f"is {member.size} bytes but bundle.json lists {entry.size}", entry.path)
+            if member.digest.hexdigest() != entry.sha256:
+                raise BundleError(f"sha256 is {member.digest.hexdigest()} but bundle.json lists {entry.sha256}{source.mismatch(entry)}", entry.path)
+            if member.index is not None:
+                check_index(bytes(member.index), manifest)
         except BaseException:
             if target is not None:
                 target.abort()
             raise
         if target is not None:
             target.done()
+
+    deliveries = source.deliveries(expected)
+    if source.parallel <= 1:
+        for delivery in deliveries:
+            take(delivery, accept(delivery))
+    else:
+        with ThreadPoolExecutor(source.parallel, thread_name_prefix="member") as pool:
+            futures = [pool.submit(take, delivery, accept(delivery)) for delivery in deliveries]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     if pending:
         missing = sorted(pending)
         raise BundleError(f"listed in bundle.json but missing from the bundle ({len(missing)} in all)", missing[0])
-    return Verified(manifest, manifest_bytes, hashlib.sha256(manifest_bytes).hexdigest(), signer)
+    return verified
 
 
 def check_index(data: bytes, manifest: Manifest) -> None:
@@ -178,8 +192,9 @@ def check_index(data: bytes, manifest: Manifest) -> None:
 
 
 def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = None, sink=None, on_bytes=None) -> Verified:
-    with open_bundle(path, keys) as stream:
-        return verify_stream(stream, keys, now=now, sink=sink, on_bytes=on_bytes)
+    """`verify_stream` over a bundle file or a split bundle (see bundle/source.py `open_source`)."""
+    with open_source(path, keys) as source:
+        return verify_stream(source, keys, now=now, sink=sink, on_bytes=on_bytes)
 
 
 def read_review(path: Path, keys: list[TrustedKey] | None = None) -> tuple[Manifest, bytes, bytes, dict[str, bytes]]:

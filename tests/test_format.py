@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from bundle.errors import BundleError, TrustError
 from bundle.manifest import FileEntry, Manifest
 from bundle.trust import TrustedKey, algorithm_of, key_id
+from bundle.source import TarSource
 from bundle.verify import verify_stream
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -57,7 +58,7 @@ def signed(manifest: Manifest, members: list) -> bytes:
 
 
 def check(data: bytes) -> None:
-    verify_stream(io.BytesIO(data), TRUSTED, now=NOW)
+    verify_stream(TarSource(io.BytesIO(data)), TRUSTED, now=NOW)
 
 
 GOOD = {"bin/a": b"alpha", "images/oci-layout": b"beta"}
