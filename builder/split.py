@@ -344,8 +344,8 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
     the SBOM member for the sidecars and writes the node installer it carries
     beside the parts as `airlock-node.pyz`, as `airlock build` does.
     """
-    from bundle.trust import TrustedKey
     from bundle.source import TarSource
+    from bundle.trust import TrustedKey
     from bundle.verify import verify_stream
 
     bundle = Path(bundle)

@@ -109,6 +109,25 @@ class BlobStore:
             copy_verified(reader, part, expected, f"{source}")
             part.commit(expected)
 
+    def adopt(self, source: Path, digest: str) -> None:
+        """Move in a file whose bytes a verifier already matched to `digest`, by rename: no second write.
+
+        `source` must be private to the caller (a root-only staging directory) and already on disk (fsynced).
+        Across file systems it is copied instead, re-hashed on the way, and removed.
+        """
+        if self.exists(digest):
+            source.unlink()
+            return
+        make_dirs(self.blobs)
+        os.chmod(source, BLOB_MODE, follow_symlinks=False)
+        try:
+            os.replace(source, self.path(digest))
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            self.put_file(source, digest)
+            source.unlink()
+
     def copy_out(self, digest: str, target: Path, mode: int) -> None:
         """Write a blob to `target` with `mode`, re-hashed on the way: a blob someone changed in the store is refused, never used."""
         with AtomicFile(target, mode, durable=False) as handle, self.open(digest) as source:

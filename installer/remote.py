@@ -3,10 +3,12 @@
 `RegistrySource` finds the bundle artifact (`PREFIX/airlock/bundle:NAME-SERIAL`,
 see bundle/artifact.py) on a registry — the first node's, or the site's —
 and hands the verify phase bundle.json and its signature before anything
-else is fetched. The unpack phase then asks it for single members by the
-sha256 the signed bundle.json names: each streams into a partial file in
-staging, hashed as it arrives, never longer than bundle.json says, and a
-rerun after a kill continues the partial file with a Range request.
+else is fetched. It is a bundle source (bundle/source.py) like a bundle file:
+the unpack phase's `verify_stream` asks it for single members by the sha256
+the signed bundle.json names, and each streams into the sink the verifier
+gives (a partial file in staging), hashed once as it arrives, never longer
+than bundle.json says; a rerun after a kill continues the partial file with
+a Range request.
 
 Only http.client and ssl: the node's one-file installer carries no requests
 or oras. What may be followed, where a token may go, the deadlines (per socket
@@ -19,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -36,9 +38,11 @@ from bundle.oci import MAX_MANIFEST_BYTES as MAX_OCI_MANIFEST_BYTES
 from bundle.oci import OCI_MANIFEST
 from bundle.reference import HOST, NAME, TAG
 from bundle.resume import Answer, Attempts, GiveUp, Refused, Transient, fetch_resumable, retrying
+from bundle.source import Delivery, Sink
 
 CHUNK = 1 << 20
 ATTEMPTS = 5
+PARALLEL_FETCHES = 4
 BACKOFF = 0.5
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _REDIRECT_STATUS = {301, 302, 303, 307, 308}
@@ -303,7 +307,10 @@ def needed_members(manifest: Manifest, arch: str) -> list[FileEntry]:
 
 
 class RegistrySource:
-    """A bundle artifact in a registry, read like a bundle file: signed head first, then members by digest."""
+    """A bundle artifact in a registry, a bundle source (bundle/source.py) like a file: signed head first, then members by digest."""
+
+    streamed = False
+    parallel = PARALLEL_FETCHES
 
     def __init__(self, origin: Origin, ca: Path | None = None, tag: str | None = None, deadlines: Deadlines | None = None, attempts: int = ATTEMPTS):
         if tag is not None and not (TAG.match(tag) and parse_tag(tag)):
@@ -388,77 +395,73 @@ class RegistrySource:
             raise BundleError(f"{self.origin.url} served bytes with digest {actual}, not the {digest} its artifact names", what)
         return data
 
-    def fetch(self, entry: FileEntry, partial: Path) -> None:
-        """Stream one member into `partial`, resuming what an earlier run left; return only when its sha256 matched.
+    def deliveries(self, wanted: list[FileEntry]) -> Iterator[Delivery]:
+        """Each member asked for, by the digest bundle.json names, largest first (the long transfers overlap the many small ones)."""
+        for entry in sorted(wanted, key=lambda entry: -entry.size):
+            yield Delivery(entry.path, entry.size, lambda sink, entry=entry: self.fill(entry, sink))
 
-        Never accepts more than the size bundle.json lists; a short or broken answer is resumed with Range
-        a bounded number of times (bundle/resume.py), then refused as truncated; the member and the whole run
-        each have a deadline (bundle/netpolicy.py).
+    def mismatch(self, entry: FileEntry) -> str:
+        return f"; {self.client.url(self._path('blobs', 'sha256:' + entry.sha256))} served a different member"
+
+    def fill(self, entry: FileEntry, sink: Sink) -> None:
+        """Stream one member into `sink`, continuing from what it holds (an earlier attempt's or an earlier run's bytes).
+
+        Never more than the size bundle.json lists; a short or broken answer is resumed with Range a bounded
+        number of times (bundle/resume.py), then refused as truncated; the member and the whole run each have
+        a deadline (bundle/netpolicy.py). The verifier that handed over `sink` hashes and judges the bytes.
         """
         path = self._path("blobs", "sha256:" + entry.sha256)
         url = self.client.url(path)
         client = self.client
         member = Clock(self.deadlines.member, f"fetching {entry.path}")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "a+b", buffering=0) as handle:  # unbuffered: what a kill interrupts is on disk, to resume from
-            sink = _PartialFile(handle, client)
+        counted = _Counted(sink, client)
 
-            def open_at(offset: int) -> Answer:
-                response, sock = client.open_once(path, {"Range": f"bytes={offset}-"} if offset else None, (member,))
-                if response.status not in (200, 206):
-                    response.read(MAX_DISCARDED_BODY)
-                    if response.status == 404:
-                        raise BundleError(f"{url}: the registry does not have this member (HTTP 404); push the whole bundle there", entry.path)
-                    raise BundleError(f"{url}: HTTP {response.status}", entry.path)
+        def open_at(offset: int) -> Answer:
+            response, sock = client.open_once(path, {"Range": f"bytes={offset}-"} if offset else None, (member,))
+            if response.status not in (200, 206):
+                response.read(MAX_DISCARDED_BODY)
+                if response.status == 404:
+                    raise BundleError(f"{url}: the registry does not have this member (HTTP 404); push the whole bundle there", entry.path)
+                raise BundleError(f"{url}: HTTP {response.status}", entry.path)
 
-                def read(amount: int) -> bytes:
-                    try:
-                        sock.settimeout(read_timeout(self.deadlines, self.run, member))
-                        return response.read1(amount)
-                    except (OSError, http.client.HTTPException) as error:
-                        client.close()
-                        raise Transient(f"{type(error).__name__}: {error}") from None
+            def read(amount: int) -> bytes:
+                try:
+                    sock.settimeout(read_timeout(self.deadlines, self.run, member))
+                    return response.read1(amount)
+                except (OSError, http.client.HTTPException) as error:
+                    client.close()
+                    raise Transient(f"{type(error).__name__}: {error}") from None
 
-                return Answer(response.status, response.getheader("Content-Range"), read, lambda: None if response.isclosed() else client.close())
+            return Answer(response.status, response.getheader("Content-Range"), read, lambda: None if response.isclosed() else client.close())
 
-            try:
-                fetch_resumable(url, open_at, sink, entry.size, client.attempts, (self.run, member))
-            except GiveUp as error:
-                client.close()
-                raise BundleError(f"truncated: {url} sent {sink.size} of {entry.size} bytes: {error}; rerun to resume", entry.path) from None
-            except Refused as error:
-                client.close()
-                raise BundleError(str(error), entry.path) from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        if sink.digest.hexdigest() != entry.sha256:
-            partial.unlink(missing_ok=True)
-            raise BundleError(f"sha256 is {sink.digest.hexdigest()} but bundle.json lists {entry.sha256}; {url} served a different member", entry.path)
+        try:
+            fetch_resumable(url, open_at, counted, entry.size, client.attempts, (self.run, member))
+        except GiveUp as error:
+            client.close()
+            raise BundleError(f"truncated: {url} sent {sink.size} of {entry.size} bytes: {error}; rerun to resume", entry.path) from None
+        except Refused as error:
+            client.close()
+            raise BundleError(str(error), entry.path) from None
 
     def close(self) -> None:
         for client in self._clients:
             client.close()
 
 
-class _PartialFile:
-    """A member's partial file as the resume routine's sink: hashed as it grows, its earlier content hashed first."""
+class _Counted:
+    """The verifier's sink for one member, as the resume routine sees it, counting what arrives for the benchmark's "bytes moved"."""
 
-    def __init__(self, handle, client: Client):
-        self._handle = handle
+    def __init__(self, sink: Sink, client: Client):
+        self._sink = sink
         self._client = client
-        self.digest = hashlib.sha256()
-        handle.seek(0)
-        while chunk := handle.read(CHUNK):
-            self.digest.update(chunk)
-        self.size = handle.tell()
+
+    @property
+    def size(self) -> int:
+        return self._sink.size
 
     def write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self.digest.update(data)
-        self.size += len(data)
+        self._sink.write(data)
         self._client.received += len(data)
 
     def reset(self) -> None:
-        self._handle.truncate(0)
-        self._handle.seek(0)
-        self.digest, self.size = hashlib.sha256(), 0
+        self._sink.reset()

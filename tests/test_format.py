@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bundle.errors import BundleError, TrustError
 from bundle.manifest import FileEntry, Manifest
-from bundle.trust import TrustedKey, algorithm_of, key_id
 from bundle.source import TarSource
+from bundle.trust import TrustedKey, algorithm_of, key_id
 from bundle.verify import verify_stream
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -20,6 +20,7 @@ from bundle.trust import TrustedKey
 from installer.node import Host, NodeConfig, Paths
 
 if TYPE_CHECKING:
+    from bundle.verify import Verified
     from installer.remote import RegistrySource
 
 
@@ -47,6 +48,7 @@ class Context:
     manifest_sha256: str = ""
     remote: RegistrySource | None = None  # `--from`: the bundle artifact in a registry
     signature: bytes = b""
+    head: Verified | None = None  # the signed head the verify phase accepted; unpack holds the source to it, unchecked again
 
     @property
     def serves_registry(self) -> bool:

@@ -12,7 +12,7 @@ from installer import commands
 from installer.flannel import configure
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged, install_staged
+from installer.phases.unpack import ensure_staged, install_staged, member_file
 
 FLANNEL = "manifests/cni/kube-flannel.yml"
 ADDONS = "manifests/addons/"
@@ -28,7 +28,7 @@ def run(context: Context) -> None:
     kubectl = str(context.paths(f"{BIN}/kubectl"))
     kubeconfig = str(context.paths("/etc/kubernetes/admin.conf"))
     if any(entry.path == FLANNEL for entry in context.manifest.files):
-        source = staging / FLANNEL
+        source = member_file(context, FLANNEL, staging)
         if source.is_file():
             text = configure(source.read_text(), context.config.pod_subnet, context.config.flannel)
         else:  # a dry run before anything was staged

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 
-from bundle.artifact import build_artifact, with_artifact
 from bundle.manifest import NODE_PYZ
-from bundle.store import BlobStore, layout_index
+from bundle.store import BlobStore, layout_index, read_layout_index
 from bundle.unpack import activate_index
 from installer.errors import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import NODE_PYZ_PATH
-from installer.phases.unpack import ensure_staged
+from installer.phases.unpack import ARTIFACT, ensure_staged
 from installer.unitfiles import registry_service
 
 STORE = "/var/lib/airlock/store"
@@ -43,14 +43,27 @@ def registry_unit(airlock: list[str], listen: str, tls_cert: str, tls_key: str) 
     return registry_service(airlock, STORE, listen, credentials)
 
 
+def artifact_entry(staging: Path) -> dict:
+    """The index entry of the bundle artifact unpack built and stored (staging is root's alone; see ensure_staged)."""
+    try:
+        entry = json.loads((staging / ARTIFACT).read_bytes())
+    except FileNotFoundError:
+        raise NodeError(f"{staging / ARTIFACT} is missing; remove {staging} and rerun without skipping the unpack phase") from None
+    except (ValueError, RecursionError):
+        entry = None
+    if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+        raise NodeError(f"{staging / ARTIFACT} is not an index entry; remove {staging} and rerun without skipping the unpack phase")
+    return entry
+
+
 def run(context: Context) -> None:
     staging = ensure_staged(context)
     paths, host, config = context.paths, context.host, context.config
     if not host.dry_run:
-        # The moment the new images (and the bundle artifact other nodes install from) become visible:
-        # one atomic rename of index.json.
-        artifact = build_artifact((staging / "bundle.json").read_bytes(), (staging / "bundle.json.sig").read_bytes(), context.manifest)
-        activate_index(BlobStore(paths.store), layout_index(with_artifact((staging / "images/index.json").read_bytes(), artifact)))
+        # The moment the new images (and the bundle artifact other nodes install from, which unpack put in the
+        # store) become visible: one atomic rename of index.json. activate_index refuses an entry the store lacks.
+        entries = read_layout_index((staging / "images/index.json").read_bytes()) + [artifact_entry(staging)]
+        activate_index(BlobStore(paths.store), layout_index(entries))
     unit = registry_unit(airlock_program(context), config.registry_listen, config.registry_tls_cert, config.registry_tls_key)
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)
     host.enable_service("airlock-registry.service", context.start_services)

@@ -1,17 +1,22 @@
-"""unpack: one streaming pass over the bundle, every member hashed as it is written to staging.
+"""unpack: one pass of bundle/verify.py `verify_stream` over the bundle's source, every member hashed once as it is written.
 
-Every member goes to a staging directory (image blobs into a content store
-inside it, each renamed into place only after its own digest matched; blobs
-the node store already has are only hashed). Only when the whole bundle has
-verified are the new blobs moved into the node store, where nothing refers
-to them until the registry phase merges the index: a bad or interrupted
-bundle writes nothing outside staging.
+From a bundle file (or parts) every member goes to a staging directory (image blobs into a content store
+inside it, each renamed into place only after its own digest matched; blobs the node store already has are
+only hashed). Only when the whole bundle has verified are the new blobs moved into the node store, where
+nothing refers to them until the registry phase merges the index: a bad or interrupted bundle writes nothing
+outside staging.
 
-Staging is root's alone (0700); files get 0755 or 0644 whatever bundle.json
-says, and the store gets copies (never links) of them. Nothing staged or
-stored is trusted later for having been verified once: later phases read a
-staged file through `open_staged`, which hashes it again while they copy it,
-and a delta's unchanged files are re-hashed on their way out of the store.
+`--from` a registry, each member this node needs is written once: into a partial file in staging (a rerun
+resumes it), hashed by the verifier as it arrives; when every member and the provenance checked out, the
+files are renamed into the node store, and later phases read them from there by digest.
+
+Staging is root's alone (0700); files get 0755 or 0644 whatever bundle.json says, and the store gets copies
+(never links) of staged files. Nothing staged or stored is trusted later for having been verified once: later
+phases read a member through `StagedFile`, which hashes it again while they copy it, from staging or from the
+store, and a delta's unchanged files are re-hashed on their way out of the store.
+
+The signed head is checked once, by the verify phase (bundle/admission.py); unpack holds the source to that
+very head (`Context.head`).
 """
 
 from __future__ import annotations
@@ -20,26 +25,27 @@ import hashlib
 import os
 import shutil
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 from bundle.artifact import store_artifact
 from bundle.atomic import AtomicFile, make_dirs, write_atomic
 from bundle.errors import NO_SPACE, BundleError, NoSpaceError, no_space
-from bundle.manifest import FileEntry
+from bundle.manifest import FileEntry, canonical_json
 from bundle.provenance import EvidenceCollector, recheck
+from bundle.source import open_source
 from bundle.store import CHUNK, BlobStore, open_regular
 from bundle.unpack import BLOB_PREFIX, blob_sink
-from bundle.verify import verify_bundle
+from bundle.verify import verify_stream
 from installer.phases import Context, Phase
 from installer.progress import ProgressLines
 from installer.remote import needed_members
 
 COMPLETE = ".complete"
+ARTIFACT = "artifact.json"  # the descriptor of the bundle artifact unpack put in the store, for the registry phase
+FETCHES = ".fetch"
 EVIDENCE_LIMIT = EvidenceCollector.LIMIT
 STAGING_MODE = 0o700
-PARALLEL_FETCHES = 4
 
 
 class _FileSink:
@@ -115,10 +121,8 @@ def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
             return blob_sink(staged_blobs, entry)
         return _FileSink(staging / entry.path, entry.install_mode)
 
-    with ProgressLines(context.manifest.carried_size, "unpack") as advance:
-        verified = verify_bundle(context.bundle, context.keys, now=context.now, sink=sink, on_bytes=advance)
-    if verified.manifest_sha256 != context.manifest_sha256:
-        raise BundleError("bundle.json changed between the verify and unpack phases; the file is being modified")
+    with ProgressLines(context.manifest.carried_size, "unpack") as advance, open_source(context.bundle, context.keys) as source:
+        verified = verify_stream(source, context.keys, now=context.now, sink=sink, on_bytes=advance, admitted=context.head)
     recheck_provenance(context, verified.manifest, staging, store)
     make_dirs(store.blobs)
     moved = 0
@@ -133,56 +137,99 @@ def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
     keep_and_complete_files(context, verified.manifest, staging, store, keep_images)
     if keep_images:
         # This node's registry can then serve the bundle artifact too: the first node is a source for the others.
-        store_artifact(store, verified.manifest_bytes, context.signature, verified.manifest)
+        artifact = store_artifact(store, verified.manifest_bytes, verified.signature, verified.manifest)
+        write_atomic(staging / ARTIFACT, canonical_json(artifact.index_entry()), 0o644)
     context.echo(f"verified and unpacked {len(verified.manifest.files)} members ({verified.manifest.total_size >> 20} MiB)")
     return verified.manifest_bytes
 
 
-def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> bytes:
-    """This node's members from the registry, each verified while it streams into staging; the store gets them only at the end.
+class _FetchFile:
+    """A member fetched `--from`: its one write, into a partial file in staging that a rerun resumes (`held`).
 
-    Members the store already holds (an installed base) are linked, not fetched; image blobs are never
-    fetched: containerd pulls the images from the same registry through hosts.toml.
+    Kept when the transfer broke off short (to resume); removed when it held the whole listed size and the
+    verifier still refused it (wrong bytes are not resumed from).
+    """
+
+    def __init__(self, path: Path, size: int):
+        self.path = path
+        self._size = size
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._handle = os.fdopen(descriptor, "a+b", buffering=0)  # unbuffered: what a kill interrupts is on disk, to resume from
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            self._handle.close()
+            raise BundleError(f"{path} is not a regular file; remove it and rerun")
+
+    def held(self):
+        self._handle.seek(0)
+        while chunk := self._handle.read(CHUNK):
+            yield chunk
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._handle.write(view) :]
+
+    def reset(self) -> None:
+        self._handle.truncate(0)
+        self._handle.seek(0)
+
+    def done(self) -> None:
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+
+    def abort(self) -> None:
+        whole = os.fstat(self._handle.fileno()).st_size >= self._size
+        self._handle.close()
+        if whole:
+            self.path.unlink(missing_ok=True)
+
+
+def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> bytes:
+    """This node's members from the registry, each verified while it is written (once) into staging; the store gets them by rename at the end.
+
+    Members the store already holds (an installed base) are not fetched: later phases read them from the store,
+    re-hashed. Image blobs are never fetched: containerd pulls the images from the same registry through hosts.toml.
     """
     remote = context.remote
-    manifest_bytes = remote.signed_head()[0]
-    if hashlib.sha256(manifest_bytes).hexdigest() != context.manifest_sha256:
-        raise BundleError("bundle.json changed between the verify and unpack phases", context.source)
     wanted = needed_members(context.manifest, context.arch)
-    by_digest: dict[str, list[FileEntry]] = {}
+    by_digest: dict[str, FileEntry] = {}
     for entry in wanted:
-        by_digest.setdefault(entry.sha256, []).append(entry)
-    fetches = staging / ".fetch"
-    missing = [entries[0] for sha256, entries in by_digest.items() if not store.exists("sha256:" + sha256)]
+        by_digest.setdefault(entry.sha256, entry)
+    missing = [entry for sha256, entry in by_digest.items() if not store.exists("sha256:" + sha256)]
+    fetches = staging / FETCHES
+    make_dirs(fetches)
 
-    def fetch(entry: FileEntry) -> None:
-        remote.fetch(entry, fetches / entry.sha256)
-        if advance:
-            advance(entry.size)
+    def sink(entry: FileEntry) -> _FetchFile:
+        return _FetchFile(fetches / entry.sha256, entry.size)
 
-    with ProgressLines(sum(entry.size for entry in missing), "fetch") as advance, ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="fetch") as pool:
-        # Largest first, so the long transfers overlap the many small ones.
-        for future in [pool.submit(fetch, entry) for entry in sorted(missing, key=lambda entry: -entry.size)]:
-            future.result()
-    fetched = {entry.sha256 for entry in missing}
-    for sha256, entries in by_digest.items():
-        for entry in entries:
-            target = staging / entry.path
-            make_dirs(target.parent)
-            if sha256 in fetched:
-                shutil.copyfile(fetches / sha256, target)  # staging is root's alone (0700) and the fetch was hashed as it streamed
-                os.chmod(target, entry.install_mode)
-            else:
-                # Taken from the store: re-hashed on the way, so a blob someone changed there is refused.
-                store.copy_out("sha256:" + sha256, target, entry.install_mode)
-    recheck_provenance(context, context.manifest, staging, store)
-    # Everything checked out: only now does anything leave staging (copies, re-hashed, never links).
-    for sha256 in fetched:
-        store.put_file(fetches / sha256, "sha256:" + sha256)
+    with ProgressLines(sum(entry.size for entry in missing), "fetch") as advance:
+        verified = verify_stream(remote, context.keys, now=context.now, sink=sink, on_bytes=advance, admitted=context.head, wanted=missing)
+    recheck_provenance(context, verified.manifest, staging, store)
+    # Everything checked out: only now does anything leave staging, each fetched file renamed into the store.
+    for entry in missing:
+        store.adopt(fetches / entry.sha256, "sha256:" + entry.sha256)
     shutil.rmtree(fetches, ignore_errors=True)
     moved = sum(entry.size for entry in missing)
     context.echo(f"fetched {len(missing)} of {len(wanted)} members ({moved >> 20} MiB) from {context.source}, each verified; the rest were in the store")
-    return manifest_bytes
+    return verified.manifest_bytes
+
+
+def member_file(context: Context, member: str, staging: Path | None = None) -> Path:
+    """Where a member of this bundle is read from: its staged copy, a `--from` fetch not yet in the store, or the store's blob by digest.
+
+    Whoever reads it holds it to bundle.json's sha256 again (`StagedFile`, `recheck`).
+    """
+    staging = staging if staging is not None else staging_dir(context)
+    staged = staging / member
+    if os.path.lexists(staged):
+        return staged
+    entry = context.manifest.file(member)
+    if entry is None:
+        raise BundleError("is not listed in bundle.json", member)
+    fetched = staging / FETCHES / entry.sha256
+    if os.path.lexists(fetched):
+        return fetched
+    return BlobStore(context.paths.store).path("sha256:" + entry.sha256)
 
 
 def recheck_provenance(context: Context, manifest, staging: Path, store: BlobStore) -> None:
@@ -195,13 +242,13 @@ def recheck_provenance(context: Context, manifest, staging: Path, store: BlobSto
         return
 
     def read(path: str) -> bytes | None:
-        entry = manifest.file(path)
-        staged = staging / path
-        if (entry is not None and entry.carried) or staged.exists():
-            with open_regular(staged) as handle:
-                return handle.read(EVIDENCE_LIMIT + 1)
-        digest = f"sha256:{entry.sha256}" if entry is not None else ""
-        return store.read(digest, EVIDENCE_LIMIT) if digest and store.exists(digest) else None
+        if manifest.file(path) is None and not (staging / path).exists():
+            return None
+        found = member_file(context, path, staging)
+        if not found.exists():
+            return None
+        with open_regular(found) as handle:
+            return handle.read(EVIDENCE_LIMIT + 1)
 
     rechecked = recheck(manifest, read)
     context.echo(
@@ -293,7 +340,7 @@ class StagedFile:
 
 
 def install_staged(context: Context, member: str, target: Path, mode: int = 0o755) -> None:
-    """Install a staged member at `target`, checked against bundle.json while it is copied (a changed file is never renamed into place)."""
+    """Install a member at `target` (staged, or in the store), checked against bundle.json while it is copied (a changed file is never renamed into place)."""
     staging = ensure_staged(context)
     if context.host.dry_run:
         context.host.install(target, staging / member, mode)
@@ -301,7 +348,7 @@ def install_staged(context: Context, member: str, target: Path, mode: int = 0o75
     entry = context.manifest.file(member)
     if entry is None:
         raise BundleError("is not listed in bundle.json", member)
-    with StagedFile(staging / member, entry) as source:
+    with StagedFile(member_file(context, member, staging), entry) as source:
         try:
             context.host.install(target, source, mode)
         except BundleError:
@@ -314,7 +361,7 @@ def open_staged_archive(context: Context, member: str) -> BinaryIO:
     entry = context.manifest.file(member)
     if entry is None:
         raise BundleError("is not listed in bundle.json", member)
-    return StagedFile(ensure_staged(context) / member, entry).checked_whole()
+    return StagedFile(member_file(context, member, ensure_staged(context)), entry).checked_whole()
 
 
 PHASE = Phase("unpack", "verify every member while streaming it into staging and the image store", run)

@@ -15,7 +15,7 @@ from installer import commands
 from installer.errors import NodeError
 from installer.phases import Context, Phase
 from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged, install_staged
+from installer.phases.unpack import ensure_staged, install_staged, member_file
 from installer.state import State
 from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path, parse_version, read_kubeconfig
 
@@ -89,7 +89,7 @@ def run_api_check(context: Context) -> None:
     problems += apis.live_breaks(live, minor)
     manifests = []
     staging = ensure_staged(context)
-    carried = [staging / entry.path for entry in context.manifest.files if entry.path.startswith(("manifests/cni/", "manifests/addons/"))]
+    carried = [member_file(context, entry.path, staging) for entry in context.manifest.files if entry.path.startswith(("manifests/cni/", "manifests/addons/"))]
     for path in applied_manifests(context) + carried:
         try:
             with open(path, "rb") as handle:

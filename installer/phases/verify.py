@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bundle.admission import Asked, Installed, Refusal, decide
-from bundle.tarstream import TarReader
+from bundle.source import open_source
 from bundle.trust import TrustError
-from bundle.verify import open_bundle, read_signed_head
+from bundle.verify import Verified
 from installer.errors import NodeError, NothingToDo
 from installer.phases import Context, Phase
 from installer.state import State
@@ -16,8 +16,8 @@ def signed_head(context: Context) -> tuple[bytes, bytes]:
     if context.remote is not None:
         return context.remote.signed_head()
     # A parts list's signature is checked here too, and every part's presence and size, before anything is written.
-    with open_bundle(context.bundle, context.keys) as stream:
-        return read_signed_head(TarReader(stream))
+    with open_source(context.bundle, context.keys) as source:
+        return source.signed_head()
 
 
 def run(context: Context) -> None:
@@ -42,6 +42,7 @@ def run(context: Context) -> None:
     context.manifest = manifest
     context.manifest_sha256 = sha256
     context.signature = signature
+    context.head = Verified(manifest, manifest_bytes, sha256, signer, signature)
     if context.command == "upgrade":
         from installer.upgradecheck import check
 
