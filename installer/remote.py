@@ -276,6 +276,9 @@ class Client:
         if len(data) > limit:
             self.close()
             raise RemoteError(f"{self.url(path)}: over the {limit} byte cap")
+        # read1 leaves an answer read to its Content-Length open, and http.client refuses the next request on the
+        # connection (ResponseNotReady): closing it keeps the connection for the next request instead of an attempt lost.
+        response.close()
         self.received += len(data)
         return bytes(data)
 
