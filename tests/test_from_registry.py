@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -418,6 +419,12 @@ def member_digest(bundle: Path, path: str) -> str:
     return "sha256:" + hashlib.sha256(members(bundle)[path]).hexdigest()
 
 
+def stored(root: Path, data: bytes) -> bool:
+    """The node store holds `data` under its digest (where a member fetched --from ends up)."""
+    blob = root / "var/lib/airlock/store/blobs/sha256" / hashlib.sha256(data).hexdigest()
+    return blob.is_file() and blob.read_bytes() == data
+
+
 def nothing_outside_staging(root: Path) -> bool:
     blobs = root / "var/lib/airlock/store/blobs/sha256"
     return not (root / "usr").exists() and not (root / "etc").exists() and not (blobs.is_dir() and any(blobs.iterdir()))
@@ -526,8 +533,7 @@ def test_5xx_answers_and_a_broken_stream_are_retried_and_resumed(hostile, node_b
     assert len([1 for path, _ in registry.log if path.endswith(kubeadm)]) == 3
     resumed = [header for path, header in registry.log if path.endswith(kubelet)]
     assert resumed[0] == "" and resumed[-1].startswith("bytes=") and int(resumed[-1][6:-1]) > 0
-    staged = next((root / "var/lib/airlock/staging").iterdir())
-    assert (staged / "bin/linux-amd64/kubelet").read_bytes() == members(node_bundle)["bin/linux-amd64/kubelet"]
+    assert stored(root, members(node_bundle)["bin/linux-amd64/kubelet"])
 
 
 def test_blobs_redirected_to_storage_are_followed(hostile, node_bundle, keys, tmp_path):
@@ -565,8 +571,67 @@ def test_a_kill_during_the_fetch_resumes_on_rerun(hostile, node_bundle, keys, tm
     assert again.returncode == 0, again.stderr
     headers = [header for path, header in registry.log if path.endswith(digest)]
     assert headers[0] == "" and headers[-1].startswith("bytes=") and int(headers[-1][6:-1]) > 0
-    staged = next((root / "var/lib/airlock/staging").iterdir())
-    assert (staged / biggest).read_bytes() == files[biggest]
+    assert stored(root, files[biggest])
+
+
+WRITES = re.compile(r"^(\d+)\s+(?:write|pwrite64|writev|pwritev|pwritev2|sendfile|sendfile64)\(\d+<([^>]*)>(.*)$")
+COPIES = re.compile(r"^(\d+)\s+copy_file_range\(\d+<[^>]*>, [^,]+, \d+<([^>]*)>(.*)$")
+RESUMED = re.compile(r"^(\d+)\s+<\.\.\. \w+ resumed>(.*)$")
+RESULT = re.compile(r"\)\s+=\s+(\d+)$")
+
+
+def bytes_written(trace: Path) -> dict[str, int]:
+    """Bytes each file was given, from `strace -f -y` of write, pwrite, writev, sendfile and copy_file_range (a rename
+    writes none). With several threads a call is split over an `<unfinished ...>` line and a `<... resumed>` one."""
+    written: dict[str, int] = {}
+    pending: dict[str, str] = {}  # thread id -> the file of its unfinished call
+    for line in trace.read_text(errors="replace").splitlines():
+        if match := WRITES.match(line) or COPIES.match(line):
+            thread, path, rest = match.groups()
+            if rest.endswith("<unfinished ...>"):
+                pending[thread] = path
+                continue
+        elif (match := RESUMED.match(line)) and match.group(1) in pending:
+            thread, rest = match.groups()
+            path = pending.pop(thread)
+        else:
+            continue
+        if result := RESULT.search(rest):
+            written[path] = written.get(path, 0) + int(result.group(1))
+    return written
+
+
+def test_a_member_fetched_from_a_registry_is_written_to_disk_once(hostile, node_bundle, keys, tmp_path):
+    """Measured with strace: every byte `join --from` writes, summed per file, for the files a member's bytes go to
+    (the partial fetch, a staged copy, the store blob). Each member this node needs is written once in all."""
+    require("strace")
+    files = {name: data for name, data in members(node_bundle).items() if name not in ("bundle.json", "bundle.json.sig")}  # the head is no member
+    registry = hostile()
+    root = tmp_path / "root"
+    trace = tmp_path / "trace"
+    config = tmp_path / "worker.yaml"
+    config.write_text(json.dumps({"nodeName": "worker1", "controlPlaneEndpoint": "127.0.0.1:6443", "token": "abcdef.0123456789abcdef",
+                                  "caCertHashes": ["sha256:" + "1" * 64]}))
+    syscalls = "trace=write,pwrite64,writev,pwritev,pwritev2,sendfile,sendfile64,copy_file_range"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-y", "-s", "0", "-e", syscalls, "-o", str(trace), AIRLOCK, "join", "--from", registry.url, "--insecure",
+         "--key", str(keys["ed25519"] / "airlock.pub"), "--root", str(root), "--config", str(config),
+         "--ignore-preflight-errors", IGNORE, "--skip-phases", UNPACK_ONLY],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    written = bytes_written(trace)
+    fetched = {path.rsplit("/", 1)[1] for path, _ in registry.log if "/blobs/sha256:" in path}
+    needed = {hashlib.sha256(data).hexdigest(): data for data in files.values() if "sha256:" + hashlib.sha256(data).hexdigest() in fetched}
+    assert any(len(data) > 1 << 16 for data in needed.values()) and all(stored(root, data) for data in needed.values())
+    # Where member bytes may land: a partial fetch, a staged copy (or its temporary), the store (or its partial).
+    # bundle.json, its signature and the run's own records are not members.
+    records = ("state.json", "bundle.json", ".complete", ".lock", "artifact.json")
+    airlock = str(root / "var/lib/airlock")
+    members_written = {path: count for path, count in written.items() if path.startswith(airlock) and not any(record in path for record in records)}
+    assert sum(members_written.values()) == sum(len(data) for data in needed.values()), members_written
+    for digest, data in needed.items():
+        assert members_written.get(f"{airlock}/staging/{next(iter(os.listdir(airlock + '/staging')))}/.fetch/{digest}") == len(data), digest
 
 
 def test_members_the_store_already_holds_are_not_fetched(hostile, node_bundle, keys, tmp_path):
@@ -584,8 +649,8 @@ def test_members_the_store_already_holds_are_not_fetched(hostile, node_bundle, k
     asked = {path.rsplit("/", 1)[1] for path, _ in registry.log if "/blobs/" in path}
     assert asked and not asked & {member_digest(node_bundle, name) for name in kept}
     staged = next((root / "var/lib/airlock/staging").iterdir())
-    for name in kept:
-        assert (staged / name).read_bytes() == files[name]
+    for name in kept:  # nor are they copied again: the later phases read them from the store, hashed again
+        assert stored(root, files[name]) and not (staged / name).exists()
     assert f"fetched {len(asked) - 2} of " in result.stderr  # bundle.json and its signature came first, in the verify phase
 
 
