@@ -88,8 +88,8 @@ class TarSource:
     streamed = True
     parallel = 1
 
-    def __init__(self, stream: BinaryIO, what: str = "the bundle"):
-        self._reader = TarReader(stream)
+    def __init__(self, stream: BinaryIO, what: str = "the bundle", seek: bool = False):
+        self._reader = TarReader(stream, seek=seek)  # seek: members not filled are skipped by seeking (inspect's partial read)
         self._what = what
         self._head: tuple[bytes, bytes] | None = None
 

@@ -27,8 +27,7 @@ from bundle.manifest import (
     Manifest,
     check_member_path,
 )
-from bundle.source import Delivery, Source, open_bundle, open_source, read_signed_head
-from bundle.tarstream import TarReader
+from bundle.source import Delivery, Source, TarSource, open_bundle, open_source, read_signed_head
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
 __all__ = ["MemberSink", "Verified", "open_bundle", "read_signed_head", "verify_bundle", "verify_stream"]
@@ -199,32 +198,53 @@ def verify_bundle(path: Path, keys: list[TrustedKey], now: datetime | None = Non
 
 def read_review(path: Path, keys: list[TrustedKey] | None = None) -> tuple[Manifest, bytes, bytes, dict[str, bytes]]:
     """bundle.json, its signature and the review members (api-versions.json, sbom.spdx.json, vulnerabilities.json),
-    each checked against the sha256 bundle.json lists. A bundle file is read by seeking past the other members (their
-    headers only); parts and .tar.zst are read through.
+    each checked against the sha256 bundle.json lists: what `inspect` shows. Not `verify_stream`: only these members
+    are read, the rest skipped (a bundle file by seeking past them, headers only; parts and .tar.zst read through).
 
     With `keys`, the signature is checked first; without, the caller says the bundle is unverified.
     """
     found: dict[str, bytes] = {}
     with open_bundle(path, keys) as stream:
-        reader = TarReader(stream, seek=_seekable(stream))
-        manifest_bytes, signature = read_signed_head(reader)
+        source = TarSource(stream, str(path), seek=_seekable(stream))
+        manifest_bytes, signature = source.signed_head()
         if keys:
             verify_signature(manifest_bytes, signature, keys)
         manifest = Manifest.parse(manifest_bytes)
         wanted = {entry.path: entry for entry in manifest.files if entry.path in REVIEW_MEMBERS and entry.carried}
-        for header in reader.members() if wanted else ():
-            entry = wanted.get(header.path)
+        for delivery in source.deliveries([]) if wanted else ():
+            entry = wanted.get(delivery.path)
             if entry is None:
                 continue
-            if header.size != entry.size or header.size > MAX_MANIFEST_BYTES:
-                raise BundleError(f"is {header.size} bytes but bundle.json lists {entry.size}", header.path)
-            data = b"".join(reader.content())
-            if hashlib.sha256(data).hexdigest() != entry.sha256:
-                raise BundleError(f"sha256 is {hashlib.sha256(data).hexdigest()} but bundle.json lists {entry.sha256}", header.path)
-            found[header.path] = data
+            if delivery.size != entry.size or delivery.size > MAX_MANIFEST_BYTES:
+                raise BundleError(f"is {delivery.size} bytes but bundle.json lists {entry.size}", delivery.path)
+            member = _Member(entry, None, None)
+            data = bytearray()
+            delivery.fill(_Kept(member, data))
+            if member.digest.hexdigest() != entry.sha256:
+                raise BundleError(f"sha256 is {member.digest.hexdigest()} but bundle.json lists {entry.sha256}", delivery.path)
+            found[delivery.path] = bytes(data)
             if len(found) == len(wanted):
                 break
     return manifest, manifest_bytes, signature, found
+
+
+class _Kept:
+    """A member's bytes hashed by the verifier's writer and kept in memory (a small review member)."""
+
+    def __init__(self, member: _Member, data: bytearray):
+        self._member, self._data = member, data
+
+    @property
+    def size(self) -> int:
+        return self._member.size
+
+    def write(self, data: bytes) -> None:
+        self._member.write(data)
+        self._data += data
+
+    def reset(self) -> None:
+        self._member.reset()
+        self._data.clear()
 
 
 def _seekable(stream: BinaryIO) -> bool:
@@ -236,6 +256,6 @@ def _seekable(stream: BinaryIO) -> bool:
 
 def read_manifest_unverified(path: Path) -> tuple[Manifest, bytes, bytes]:
     """bundle.json and its signature without checking them (for `inspect` without a key)."""
-    with open_bundle(path) as stream:
-        manifest_bytes, signature = read_signed_head(TarReader(stream))
+    with open_source(path) as source:
+        manifest_bytes, signature = source.signed_head()
     return Manifest.parse(manifest_bytes), manifest_bytes, signature
