@@ -304,7 +304,10 @@ class StagedFile:
 
     def __init__(self, path: Path, entry: FileEntry):
         self._entry = entry
-        self._handle = open_regular(path)
+        try:
+            self._handle = open_regular(path)
+        except FileNotFoundError:
+            raise BundleError(f"{path} is gone since unpack (a store prune, or a removed staging directory); rerun without skipping the unpack phase", entry.path) from None
         self._hash = hashlib.sha256()
         self._size = 0
 
