@@ -8,6 +8,7 @@ can carry (a member bundle.json does not list, a second copy, framing damage) ha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -243,3 +244,27 @@ def test_a_hostile_bundle_gets_the_same_verdict_from_every_source(case, signing,
             through_parts(data, tmp_path / "parts", trusted, private)
     from_registry, registry_messages = through_registry(data, trusted)
     assert from_registry == STREAM_ONLY.get(case.name, from_file), registry_messages
+
+
+def test_the_signed_head_is_checked_once_and_held_to_what_was_admitted(signing, tmp_path):
+    """The verify phase decides on the head (bundle/admission.py); unpack's verify_stream holds the source to that
+    very head and does not check the signature again: with no trusted key at all it still reads the members, and a
+    head that differs from the admitted one is refused."""
+    from bundle.errors import BundleError
+    from bundle.trust import TrustError
+    from bundle.verify import check_head
+
+    private, trusted = signing
+    path = tmp_path / "bundle.tar"
+    path.write_bytes(standard(private))
+    with open_source(path, trusted) as source:
+        admitted = check_head(*source.signed_head(), trusted)
+    assert admitted.signature and admitted.manifest_bytes.startswith(b"{")
+    with open_source(path) as source:
+        assert verify_stream(source, [], admitted=admitted) == admitted
+    with open_source(path) as source, pytest.raises(TrustError):
+        verify_stream(source, [])
+    other = tmp_path / "other.tar"
+    other.write_bytes(standard(private, manifest=dataclasses.replace(admitted.manifest, serial=6)))  # signed too, by the same key
+    with open_source(other) as source, pytest.raises(BundleError, match="changed since it was verified"):
+        verify_stream(source, trusted, admitted=admitted)
