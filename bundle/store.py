@@ -119,7 +119,11 @@ class BlobStore:
             source.unlink()
             return
         make_dirs(self.blobs)
-        os.chmod(source, BLOB_MODE, follow_symlinks=False)
+        descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # never a link's target (and no lchmod on Linux)
+        try:
+            os.fchmod(descriptor, BLOB_MODE)
+        finally:
+            os.close(descriptor)
         try:
             os.replace(source, self.path(digest))
         except OSError as error:
