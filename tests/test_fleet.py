@@ -142,9 +142,9 @@ def test_the_upgrade_playbook_upgrades_control_planes_one_at_a_time_then_workers
     write_admin_conf(fleet.node("cp2").root, "https://192.0.2.10:6443")
     with tarfile.open(node_bundle) as archive:
         serial = json.loads(archive.extractfile("bundle.json").read())["serial"]
-    # A delta onto the bundle every node runs: the next minor, a higher serial.
+    # The next minor, a higher serial.
     newer = tmp_path / "k8s-2.tar"
-    build(upstream, keys, newer, NEXT, tmp_path / "cache", "--serial", str(serial + 1), "--base", node_bundle, check=True)
+    build(upstream, keys, newer, NEXT, tmp_path / "cache", "--serial", str(serial + 1), check=True)
     # There is no API server behind the stand-ins: every node but the first is told the one it would find once the
     # first control plane is upgraded (without it, the node's own skew check refuses: kubelet newer than the API server).
     for node in fleet.nodes[1:]:
