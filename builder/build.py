@@ -21,7 +21,7 @@ from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
 from builder.resolve import parse_request, resolve
 from builder.sbom import spdx_document
-from builder.sidecars import NODE_INSTALLER, write_sidecars
+from builder.sidecars import NODE_INSTALLER, review_sidecars, write_sidecars
 from builder.signatures import Signatures
 from builder.split import write_parts_list
 from builder.transfer import Http, RetryPolicy
@@ -45,6 +45,7 @@ from bundle.manifest import (
 from bundle.meter import human_size as human
 from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
 from bundle.reference import ImageRef
+from bundle.smallfile import SmallFileError, read_small_file
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, copy_verified, layout_index
 
 CNI_CHOICES = ("flannel", "none")
@@ -497,12 +498,9 @@ class Builder:
         """The Sigstore trust root (--trusted-root, else airlock's shipped copy): its bytes, parsed."""
         path = self.options.trusted_root or DEFAULT_TRUSTED_ROOT
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_TRUSTED_ROOT_BYTES + 1)
-        except OSError as error:
-            raise BuildError(f"--trusted-root {path}: {error.strerror}") from None
-        if len(data) > MAX_TRUSTED_ROOT_BYTES:
-            raise BuildError(f"--trusted-root {path}: larger than {MAX_TRUSTED_ROOT_BYTES} bytes; a Sigstore trusted_root.json is a few KiB")
+            data = read_small_file(path, MAX_TRUSTED_ROOT_BYTES, "Sigstore trusted_root.json (a few KiB)")
+        except SmallFileError as error:
+            raise BuildError(f"--trusted-root {path}: {error}") from None
         try:
             return data, TrustRoot.parse(data, f"--trusted-root {path}")
         except TrustError as error:
@@ -627,16 +625,9 @@ class Builder:
         written_sidecars: list[Path] = []
         if options.sidecars:
             hashed = [(part.name, part.sha256) for part in packed.written.files] + [(beside.name, pyz.sha256)]
-            from builder.report import Reviewed, render
-
-            reviewed = Reviewed.from_members(
-                manifest, manifest_sha256, f"made by this build ({key.algorithm}, {key.key_id})",
-                {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities},
-            )  # fmt: skip
-            report = render(reviewed, read_reviewed(options.base) if options.base else None)
-            written_sidecars = write_sidecars(
-                output.parent, hashed, small, manifest, manifest_sha256, sbom, key, {VULNERABILITIES: vulnerabilities, REPORT: report}
-            )
+            members = {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities}
+            more = review_sidecars(manifest, manifest_sha256, key, members, read_reviewed(options.base) if options.base else None)
+            written_sidecars = write_sidecars(output.parent, hashed, small, manifest, manifest_sha256, sbom, key, more)
         return BuildResult(
             output,
             manifest,
@@ -648,7 +639,6 @@ class Builder:
         )
 
 
-REPORT = "report.html"
 
 
 def read_reviewed(path: Path, keys=None):

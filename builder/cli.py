@@ -546,8 +546,9 @@ def split_command(
     import hashlib
 
     from builder import sign
-    from builder.sidecars import write_sidecars
+    from builder.sidecars import review_sidecars, write_sidecars
     from builder.split import parse_size, split_bundle
+    from bundle.manifest import SBOM
 
     if sidecars and sign_key is None:
         typer.echo("airlock: error: --sidecars needs --sign-key (SHA256SUMS.sig is signed with it)", err=True)
@@ -568,7 +569,9 @@ def split_command(
             verified = result.verified
             beside = [result.node_pyz] if result.node_pyz is not None else []
             hashed = [(part.name, part.sha256) for part in (*result.written.files, *beside)]
-            written_sidecars = write_sidecars(target, hashed, small, verified.manifest, hashlib.sha256(verified.manifest_bytes).hexdigest(), result.sbom, key)
+            manifest_sha256 = hashlib.sha256(verified.manifest_bytes).hexdigest()
+            more = review_sidecars(verified.manifest, manifest_sha256, key, result.members)
+            written_sidecars = write_sidecars(target, hashed, small, verified.manifest, manifest_sha256, result.members[SBOM], key, more)
     except AirlockError as error:
         fail(error)
     _echo_files(files, written_sidecars)

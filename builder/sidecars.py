@@ -20,13 +20,13 @@ from pathlib import Path
 from builder.errors import BuildError
 from builder.sign import SigningKey
 from bundle.atomic import write_atomic
-from bundle.manifest import IMAGE_BLOBS, FileEntry, ImageEntry, Manifest, format_time
+from bundle.manifest import IMAGE_BLOBS, SBOM, VULNERABILITIES, FileEntry, ImageEntry, Manifest, format_time
 
 SUMS = "SHA256SUMS"
 # The node installer as written beside a bundle or its parts: the same bytes as its signed member bin/airlock-node.pyz.
 NODE_INSTALLER = "airlock-node.pyz"
 SUMS_SIGNATURE = "SHA256SUMS.sig"
-SBOM = "sbom.spdx.json"
+REPORT = "report.html"
 LISTING = "MANIFEST.txt"
 
 # Licences of the upstream projects a bundle carries; anything else is NOASSERTION (SPDX for "not stated").
@@ -169,3 +169,13 @@ def write_sidecars(
     write_atomic(directory / SUMS, sums, 0o644)
     write_atomic(directory / SUMS_SIGNATURE, key.sign(sums), 0o644)
     return [*written, directory / SUMS, directory / SUMS_SIGNATURE]
+
+
+def review_sidecars(manifest: Manifest, manifest_sha256: str, key: SigningKey, members: dict[str, bytes], base=None) -> dict[str, bytes]:
+    """vulnerabilities.json and report.html for beside the bundle, from its review members (api-versions.json,
+    sbom.spdx.json, vulnerabilities.json): the same bytes whether the build writes them or a later split does."""
+    from builder.report import Reviewed, render
+
+    signature = f"signed with the --sign-key ({key.algorithm}, {key.key_id}), checked when this report was written"
+    reviewed = Reviewed.from_members(manifest, manifest_sha256, signature, members)
+    return {VULNERABILITIES: members[VULNERABILITIES], REPORT: render(reviewed, base)}

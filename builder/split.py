@@ -27,7 +27,7 @@ from builder.sidecars import NODE_INSTALLER
 from builder.sign import SigningKey
 from bundle.atomic import AtomicFile, create_temporary, identity, make_dirs, rename_into_place, write_atomic
 from bundle.errors import NO_SPACE, WriteError, no_space
-from bundle.manifest import NODE_PYZ
+from bundle.manifest import NODE_PYZ, REVIEW_MEMBERS
 from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
 
 WRITE_BUFFER = 4 << 20
@@ -292,7 +292,7 @@ class Split:
     written: Written
     listing: Path
     verified: object | None  # bundle.verify.Verified when the bundle was checked under the signing key
-    sbom: bytes | None
+    members: dict[str, bytes]  # its review members (api-versions.json, sbom.spdx.json, vulnerabilities.json) when verified
     node_pyz: Part | None = None  # the node installer written beside the parts (its signed sha256), when the bundle carries it
 
 
@@ -356,12 +356,12 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
     output = out_dir / bundle.name
     rolling = RollingFile(output, part_size)
     verified = None
-    sbom = _Keep()
+    review = {name: _Keep() for name in REVIEW_MEMBERS}
     node_pyz: list[_Beside] = []
 
     def sink(entry):
-        if entry.path == "sbom.spdx.json":
-            return sbom
+        if entry.path in review:
+            return review[entry.path]
         if entry.path == NODE_PYZ:
             node_pyz.append(_Beside(out_dir / NODE_INSTALLER, 0o755))
             return node_pyz[-1]
@@ -388,7 +388,7 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, key: SigningKey | 
         node_pyz[0].commit()
         entry = next(entry for entry in verified.manifest.files if entry.path == NODE_PYZ)
         beside = Part(NODE_INSTALLER, entry.size, entry.sha256)
-    return Split(written, write_parts_list(output, written, part_size, key), verified, bytes(sbom.data) if verified else None, beside)
+    return Split(written, write_parts_list(output, written, part_size, key), verified, {name: bytes(kept.data) for name, kept in review.items()} if verified else {}, beside)
 
 
 def join_parts(listing_path: Path, output: Path, keys: list | None = None) -> Written:

@@ -26,6 +26,7 @@ from builder.errors import BuildError
 from bundle.atomic import write_atomic
 from bundle.errors import TrustError
 from bundle.keyless import TrustRoot
+from bundle.smallfile import SmallFileError, read_small_file
 
 PUBLIC_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
 PUBLIC_TUF_ROOT = Path(__file__).resolve().parent / "data" / "sigstore-tuf-root.json"
@@ -82,10 +83,7 @@ def _bootstrap(url: str, state: Path, tuf_root: Path | None) -> bytes | None:
             raise BuildError(f"--tuf-url {url}: no TUF root is kept for this repository yet; give --tuf-root FILE (its root.json, from its operators)")
         source = PUBLIC_TUF_ROOT
     try:
-        with open(source, "rb") as handle:
-            data = handle.read(MAX_TUF_ROOT_BYTES + 1)
-    except OSError as error:
-        raise BuildError(f"--tuf-root {source}: {error.strerror}") from None
-    if len(data) > MAX_TUF_ROOT_BYTES:
-        raise BuildError(f"--tuf-root {source}: larger than {MAX_TUF_ROOT_BYTES} bytes; a TUF root.json is a few KiB")
+        data = read_small_file(source, MAX_TUF_ROOT_BYTES, "TUF root.json (a few KiB)")
+    except SmallFileError as error:
+        raise BuildError(f"--tuf-root {source}: {error}") from None
     return data

@@ -15,19 +15,18 @@ that part is the cause.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import queue
 import re
-import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundle import smallfile
 from bundle.errors import AirlockError, PartsError, TrustError
 from bundle.manifest import MAX_SIGNATURE_BYTES, canonical_json, is_hex_digest
 
@@ -142,34 +141,12 @@ def locate(path: Path) -> Path | None:
 
 
 def read_small_file(path: Path, cap: int, what: str, where: str) -> bytes:
-    """The bytes of `path`, a regular file of at most `cap` bytes; never more than cap + 1 bytes are read.
-
-    A link, FIFO or device is refused before a byte is read (a FIFO is opened
-    without waiting for a writer), and so is a file whose size is over the cap.
-    """
+    """bundle.smallfile's bounded read, never through a link; a refusal names the file and says to copy it beside the parts."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise PartsError(f"is a symbolic link; copy the {what} itself beside the parts", where) from None
-        raise PartsError(f"cannot be read: {error.strerror}", where) from None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise PartsError(f"is not a regular file (a FIFO, device or directory); copy the {what} itself beside the parts", where)
-        if info.st_size > cap:
-            raise PartsError(f"is {info.st_size} bytes, over the {cap} byte cap of a {what}", where)
-        data = bytearray()
-        while len(data) <= cap:
-            chunk = os.read(descriptor, cap + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) > cap:
-            raise PartsError(f"grew over the {cap} byte cap of a {what} while it was read", where)
-        return bytes(data)
-    finally:
-        os.close(descriptor)
+        return smallfile.read_small_file(path, cap, what, follow_links=False)
+    except smallfile.SmallFileError as error:
+        hint = f"; copy the {what} itself beside the parts" if error.special else ""
+        raise PartsError(f"{error}{hint}", where) from None
 
 
 def read_parts_list(listing: Path, keys: list | None) -> PartsList:

@@ -24,6 +24,7 @@ import yaml
 
 from bundle.atomic import AtomicFile, write_atomic
 from bundle.errors import NO_SPACE, no_space
+from bundle.smallfile import SmallFileError, read_small_file
 from installer.errors import NodeError, NothingToDo  # noqa: F401  (NothingToDo: still importable from here)
 
 
@@ -82,12 +83,9 @@ class NodeConfig:
         if path is None:
             return cls()
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_CONFIG_BYTES + 1)
-        except OSError as error:
-            raise NodeError(f"--config {path}: {error.strerror}") from None
-        if len(data) > MAX_CONFIG_BYTES:
-            raise NodeError(f"--config {path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; node.yaml holds a few settings")
+            data = read_small_file(path, MAX_CONFIG_BYTES, "node.yaml (a few settings)")
+        except SmallFileError as error:
+            raise NodeError(f"--config {path}: {error}") from None
         try:
             document = yaml.safe_load(data.decode("utf-8")) or {}
         except UnicodeDecodeError:

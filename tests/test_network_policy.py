@@ -459,6 +459,6 @@ def test_image_blobs_are_fetched_with_their_descriptor_size_as_the_cap(tmp_path)
         from bundle.manifest import ImageEntry
 
         copied = CopiedImage(ImageEntry("r.example/a:1", "sha256:" + "3" * 64, "", ()))
-        copier._register_blobs(None, "https://r.example/v2/a", None, manifest, copied)
+        copier._register_blobs(None, "https://r.example/v2/a", None, manifest, copied, "")
         copier.schedule(list(copied.blobs)).wait("sha256:" + "2" * 64)
     assert sorted(asked) == [("sha256:" + "1" * 64, 10), ("sha256:" + "2" * 64, 4096)]

@@ -107,7 +107,7 @@ def test_a_whole_subnet_is_covered_only_by_a_network_that_holds_it():
 
 def config(**changes) -> SimpleNamespace:
     values = dict(registry_listen="127.0.0.1:5000", service_subnet="10.96.0.0/12", pod_subnet="10.244.0.0/16",
-                  advertise_address="10.0.0.10", registry_mirror=None)  # fmt: skip
+                  advertise_address="10.0.0.10", registry_mirror=None, registry_mirrors=())  # fmt: skip
     return SimpleNamespace(config=SimpleNamespace(**{**values, **changes}))
 
 

@@ -7,6 +7,7 @@ field. The second: the file written from a NodeConfig built around the check
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from installer import kubeadm_config, unitfiles
 from installer.containerd_config import hosts_toml
 from installer.node import KubeletSettings, NodeConfig, NodeError
 from installer.units import command, environment, quote
-from tests.conftest import airlock, require
+from tests.conftest import airlock, airlock_node, require
 
 TOKEN = "abcdef.0123456789abcdef"
 HASH = "sha256:" + "a" * 64
@@ -103,6 +104,22 @@ def test_cli_names_the_bad_field_in_one_line(keys, tmp_path):
     result = airlock("init", tmp_path / "missing.tar", "--key", keys["ed25519"] / "airlock.pub", "--root", tmp_path / "root", "--config", config)
     assert result.returncode == 1 and "kubelet.maxPods" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "too large"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused_in_one_line(keys, tmp_path, kind):
+    """--config a FIFO (nobody writes: reading it would wait forever), a directory or a huge file: one line, at once."""
+    config = tmp_path / "node.yaml"
+    if kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "directory":
+        config.mkdir()
+    else:
+        config.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    result = airlock_node("init", tmp_path / "missing.tar", "--key", keys["ed25519"] / "airlock.pub", "--root", tmp_path / "root", "--config", config, timeout=60)
+    expected = {"fifo": "is not a regular file", "directory": "is not a regular file", "too large": "byte cap of a node.yaml"}[kind]
+    assert result.returncode == 1 and f"--config {config}: " in result.stderr and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 # The second wall: values that got past the schema still cannot change a file's structure.

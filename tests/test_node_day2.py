@@ -127,7 +127,7 @@ def test_status_upgrade_to_the_same_bundle_and_keys_the_node_kept(node_bundle, k
     state["run"] = {"command": "upgrade", "bundle_sha256": "ab" * 32, "done": ["verify", "preflight", "unpack"]}
     (root / "var/lib/airlock/state.json").write_text(json.dumps(state))
     journal = json.loads(airlock_node(*status, "--output", "json", check=True).stdout)["journal"]
-    assert journal == {"command": "upgrade", "bundle_sha256": "ab" * 32, "done": ["verify", "preflight", "unpack"], "next": "registry"}
+    assert journal == {"command": "upgrade", "bundle_sha256": "ab" * 32, "done": ["verify", "preflight", "unpack"], "next": "api-versions"}
 
 
 def test_status_of_a_node_with_nothing_installed(tmp_path):

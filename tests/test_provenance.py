@@ -103,5 +103,5 @@ def test_a_trusted_root_that_is_not_one_is_refused_before_any_download(upstream,
     result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--trusted-root", root)
     assert result.returncode == 1 and f"--trusted-root {root}: mediaType" in result.stderr and "not a Sigstore trusted root" in result.stderr
     missing = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--trusted-root", tmp_path / "none.json")
-    assert missing.returncode == 1 and "none.json: No such file or directory" in missing.stderr
+    assert missing.returncode == 1 and "none.json: cannot be read: No such file or directory" in missing.stderr
     assert upstream.server.requests == [] and not (tmp_path / "k8s.tar").exists()
