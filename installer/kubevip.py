@@ -16,7 +16,9 @@ from bundle.reference import ImageRef
 MANIFEST = "/etc/kubernetes/manifests/kube-vip.yaml"
 REPOSITORY = "kube-vip/kube-vip"
 # kubeadm from 1.29 gives admin.conf its rights only after init has bound them; until then only super-admin.conf
-# can take the lease, so the first control plane's kube-vip uses that one (kube-vip's documented kubeadm note).
+# can take the lease, so the first control plane's kube-vip starts with that one (kube-vip issue #684) and is
+# switched to admin.conf once the cluster is up (the kube-vip phase): super-admin.conf bypasses RBAC and is
+# kubeadm's break-glass credential, not one a long-running pod should hold.
 FIRST_KUBECONFIG = "/etc/kubernetes/super-admin.conf"
 KUBECONFIG = "/etc/kubernetes/admin.conf"
 
@@ -66,6 +68,12 @@ def static_pod(image: str, address: str, interface: str, port: int, kubeconfig: 
             "volumes": [{"name": "kubeconfig", "hostPath": {"path": kubeconfig}}],
         },
     }
+
+
+def node_pod(virtual_ip: str, interface: str, control_plane_endpoint: str, references: list[str], kubeconfig: str) -> dict:
+    """This control plane's kube-vip pod: node.yaml's virtual IP and interface, the endpoint's port, the bundle's image."""
+    port = control_plane_endpoint.rsplit(":", 1)[-1]
+    return static_pod(bundle_image(references), virtual_ip, interface, int(port) if port.isdigit() else 6443, kubeconfig)
 
 
 def dump(pod: dict) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from installer.phases import Phase, binaries, cni, done, images, kubeadm, kubelet, preflight, registry, runtime, unpack, upgrade, verify
+from installer.phases import Phase, binaries, cni, done, images, kube_vip, kubeadm, kubelet, preflight, registry, runtime, unpack, upgrade, verify
 
 
 def init_phases() -> list[Phase]:
@@ -17,6 +17,7 @@ def init_phases() -> list[Phase]:
         images.PHASE,
         kubeadm.INIT,
         cni.PHASE,
+        kube_vip.PHASE,
         done.PHASE,
     ]
 
@@ -28,7 +29,8 @@ def phases_for(command: str) -> list[Phase]:
 
 
 def join_phases() -> list[Phase]:
-    return [kubeadm.JOIN if phase.name == "kubeadm-init" else phase for phase in init_phases() if phase.name != "cni"]
+    # A joining control plane's kube-vip uses admin.conf from the start: no kube-vip phase.
+    return [kubeadm.JOIN if phase.name == "kubeadm-init" else phase for phase in init_phases() if phase.name not in ("cni", "kube-vip")]
 
 
 def upgrade_phases() -> list[Phase]:

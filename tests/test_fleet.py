@@ -111,3 +111,77 @@ def test_docs_fleet_commands_run_as_written(tmp_path):
     for group, hosts in (("first", ["cp1"]), ("control_plane", ["cp2", "cp3"]), ("workers", ["worker1", "worker2"])):
         section = graph.split(f"@{group}:", 1)[1].split("@", 1)[0]
         assert all(f"--{host}" in section for host in hosts), graph
+
+
+UPGRADE = "Run airlock-node upgrade"
+DRAIN, UNCORDON = "Drain this worker from the first control plane", "Uncordon this worker from the first control plane"
+NEXT = "v1.37.2"  # the next minor after the node bundle's stable-1.36
+
+
+@pytest.fixture
+def small_fleet(node_bundle, keys, tmp_path):
+    require("nsenter", "ip", ANSIBLE_PLAYBOOK)
+    pyz = tmp_path / "airlock-node.pyz"
+    shutil.copyfile(NODE_PYZ, pyz)
+    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=1, workers=3)
+    # What kubeadm writes on a control plane (init and join --control-plane; the stand-in does not): admin.conf.
+    write_admin_conf(nodes.first.root, "https://192.0.2.10:6443")
+    yield nodes
+    nodes.close()
+
+
+def test_the_upgrade_playbook_upgrades_control_planes_one_at_a_time_then_workers_in_batches(small_fleet, upstream, node_bundle, keys, tmp_path):
+    import json
+    import tarfile
+
+    from tests.conftest import build
+
+    fleet = small_fleet
+    up = fleet.play("cluster.yml", forks=5)
+    assert up.returncode == 0, up.stdout[-3000:]
+    write_admin_conf(fleet.node("cp2").root, "https://192.0.2.10:6443")
+    with tarfile.open(node_bundle) as archive:
+        serial = json.loads(archive.extractfile("bundle.json").read())["serial"]
+    # The next minor, a higher serial.
+    newer = tmp_path / "k8s-2.tar"
+    build(upstream, keys, newer, NEXT, tmp_path / "cache", "--serial", str(serial + 1), check=True)
+    # There is no API server behind the stand-ins: every node but the first is told the one it would find once the
+    # first control plane is upgraded (without it, the node's own skew check refuses: kubelet newer than the API server).
+    for node in fleet.nodes[1:]:
+        node.environment = {"AIRLOCK_STANDIN_SERVER_VERSION": NEXT}
+    extra = ("-e", f"airlock_bundle={newer}", "-e", "airlock_worker_batch=2")
+    run = fleet.play("upgrade.yml", forks=5, extra=extra)
+    assert run.returncode == 0, run.stdout[-4000:]
+    for node in fleet.nodes:
+        assert (node.installed() or {}).get("version") == NEXT and node.installed()["serial"] == serial + 1, node.name
+    # Order: the first control plane, then the other, then the workers two at a time.
+    cp1, cp2 = run.interval("cp1", UPGRADE), run.interval("cp2", UPGRADE)
+    workers = {f"worker{i}": run.interval(f"worker{i}", UPGRADE) for i in (1, 2, 3)}
+    assert cp1[1] <= cp2[0] and cp2[1] <= min(run.interval(name, DRAIN)[0] for name in workers)
+    assert most_at_once([workers["worker1"], workers["worker2"]]) == 2, workers
+    assert max(run.interval(name, UNCORDON)[1] for name in ("worker1", "worker2")) <= run.interval("worker3", DRAIN)[0]
+    first_calls = (fleet.first.home / "standin.log").read_text().splitlines()
+    assert f"kubeadm upgrade apply {NEXT} --yes" in first_calls
+    for name in ("cp2", "worker1", "worker2", "worker3"):
+        assert "kubeadm upgrade node" in (fleet.node(name).home / "standin.log").read_text().splitlines(), name
+    # Each control plane drains itself with its own admin.conf; each worker is drained and uncordoned by the first
+    # control plane, around its upgrade, and never holds admin credentials.
+    cp2_admin = fleet.node("cp2").root / "etc/kubernetes/admin.conf"
+    assert f"kubectl --kubeconfig {cp2_admin} drain cp2 --ignore-daemonsets --delete-emptydir-data --timeout=600s" in (
+        fleet.node("cp2").home / "standin.log").read_text().splitlines()
+    admin = fleet.first.root / "etc/kubernetes/admin.conf"
+    for name in ("cp1", "worker1", "worker2", "worker3"):
+        assert f"kubectl --kubeconfig {admin} drain {name} --ignore-daemonsets --delete-emptydir-data --timeout=600s" in first_calls, name
+        assert f"kubectl --kubeconfig {admin} uncordon {name}" in first_calls, name
+    for name in workers:
+        drain, upgrade, uncordon = run.interval(name, DRAIN), run.interval(name, UPGRADE), run.interval(name, UNCORDON)
+        assert drain[1] <= upgrade[0] and upgrade[1] <= uncordon[0], name
+        assert not (fleet.node(name).root / "etc/kubernetes/admin.conf").exists()
+        assert not [c for c in (fleet.node(name).home / "standin.log").read_text().splitlines() if " drain " in c or " uncordon " in c]
+
+    # The rerun: every node already runs the bundle; nothing is drained, upgraded or changed.
+    again = fleet.play("upgrade.yml", forks=5, extra=extra)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert {host: counts["changed"] for host, counts in again.recap().items()} == {node.name: 0 for node in fleet.nodes}
+    assert not [r for r in again.results if r["task"].endswith((UPGRADE, DRAIN, UNCORDON)) and r["status"] != "skipped"]
+    assert (fleet.first.home / "standin.log").read_text().splitlines() == first_calls

@@ -8,7 +8,7 @@ import yaml
 
 from installer.node import NodeConfig, NodeError
 from tests.conftest import build
-from tests.test_install import install, node_config
+from tests.test_install import IGNORE, install, node_config
 from tests.upstream import free_port
 
 KUBE_VIP = "ghcr.io/kube-vip/kube-vip:v0.8.9"
@@ -39,7 +39,8 @@ def test_three_control_planes_share_the_virtual_ip(ha_bundle, keys, tmp_path):
     env = env_of(pod)
     assert env["address"] == "10.0.0.100" and env["vip_interface"] == "eth0" and env["port"] == "6443"
     assert env["cp_enable"] == "true" and env["vip_arp"] == "true" and env["vip_leaderelection"] == "true"
-    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/super-admin.conf"
+    # Once init is through, kube-vip holds admin.conf, not the RBAC-bypassing super-admin.conf it started with.
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/kubernetes/admin.conf"
     # controlPlaneEndpoint is the virtual IP, and the stand-in kubeadm took the configuration holding it.
     cluster = next(d for d in yaml.safe_load_all((first / "var/lib/airlock/kubeadm/init.yaml").read_text()) if d["kind"] == "ClusterConfiguration")
     assert cluster["controlPlaneEndpoint"] == "10.0.0.100:6443"
@@ -63,6 +64,38 @@ def test_three_control_planes_share_the_virtual_ip(ha_bundle, keys, tmp_path):
     joined = install("join", ha_bundle, keys, worker, node_config(tmp_path, free_port(), nodeName="worker1", highAvailability=HA, **JOIN), None, tmp_path / "w.log", "--skip-phases", "images")
     assert joined.returncode == 0, joined.stderr
     assert not (worker / "etc/kubernetes/manifests/kube-vip.yaml").exists()
+
+
+def test_the_first_kube_vip_starts_with_super_admin_conf_and_drops_it_once_the_cluster_is_up(ha_bundle, keys, tmp_path):
+    """kubeadm from 1.29 binds admin.conf's rights only during init: until then kube-vip needs super-admin.conf
+    (kube-vip issue #684). Kept after init, that break-glass credential would sit in a running pod for good."""
+    from tests.conftest import airlock_node
+
+    root, log = tmp_path / "cp1", tmp_path / "cp1.log"
+    manifest = root / "etc/kubernetes/manifests/kube-vip.yaml"
+    config = node_config(tmp_path, free_port(), highAvailability=HA)
+    args = ["init", ha_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", root, "--config", config, "--ignore-preflight-errors", IGNORE,
+            "--skip-phases", "images"]
+    # The cluster is not up yet (the CNI's kubectl apply fails): kube-vip keeps super-admin.conf.
+    stopped = airlock_node(*args, env={"AIRLOCK_STANDIN_LOG": str(log), "AIRLOCK_STANDIN_FAIL": "apply"})
+    assert stopped.returncode == 1 and "phase cni" in stopped.stderr, stopped.stderr
+    assert yaml.safe_load(manifest.read_text())["spec"]["volumes"] == [{"name": "kubeconfig", "hostPath": {"path": "/etc/kubernetes/super-admin.conf"}}]
+    # The rerun resumes after kubeadm-init, applies the CNI, then points kube-vip at admin.conf, before done.
+    resumed = airlock_node(*args, env={"AIRLOCK_STANDIN_LOG": str(log)})
+    assert resumed.returncode == 0, resumed.stderr
+    pod = yaml.safe_load(manifest.read_text())
+    assert pod["spec"]["volumes"] == [{"name": "kubeconfig", "hostPath": {"path": "/etc/kubernetes/admin.conf"}}]
+    assert pod["spec"]["containers"][0]["volumeMounts"] == [{"name": "kubeconfig", "mountPath": "/etc/kubernetes/admin.conf"}]
+    assert env_of(pod)["address"] == "10.0.0.100" and pod["spec"]["containers"][0]["image"] == KUBE_VIP
+    assert oct(manifest.stat().st_mode & 0o777) == "0o600"
+    lines = resumed.stderr.splitlines()
+    at = {key: next(i for i, line in enumerate(lines) if line.startswith(key)) for key in ("[kubeadm-init] already done", "[cni] done", "[kube-vip] ", "[done] ")}
+    assert at["[kubeadm-init] already done"] < at["[cni] done"] < at["[kube-vip] "] < at["[done] "]
+    assert any("pointed /etc/kubernetes/manifests/kube-vip.yaml at /etc/kubernetes/admin.conf" in line for line in lines), resumed.stderr
+    # A dry run of a node without a virtual IP says the phase is not needed there.
+    plain = airlock_node("init", ha_bundle, "--key", keys["ed25519"] / "airlock.pub", "--root", tmp_path / "plain", "--config",
+                         node_config(tmp_path, free_port()), "--dry-run", check=True)
+    assert "would not run phase kube-vip: not needed here" in plain.stdout
 
 
 def test_a_bundle_without_kube_vip_is_refused_before_anything_changes(node_bundle, keys, tmp_path):

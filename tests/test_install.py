@@ -235,13 +235,13 @@ def test_phases_shows_the_init_join_and_upgrade_orders_each_as_it_runs():
     for command, names in listing.items():
         assert names == [phase.name for phase in phases_for(command)]
         assert f"{command}: {' -> '.join(names)}" in text
-    assert listing["join"][-2:] == ["kubeadm-join", "done"] and "cni" not in listing["join"]
+    assert listing["join"][-2:] == ["kubeadm-join", "done"] and "cni" not in listing["join"] and "kube-vip" not in listing["join"]
     assert listing["upgrade"].index("registry") < listing["upgrade"].index("runtime")
 
 
 def test_phases_list_and_dry_run_changes_nothing(node_bundle, keys, tmp_path):
     listing = phases_by_command(airlock("phases", check=True).stdout)
-    order = ["verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"]
+    order = ["verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "kube-vip", "done"]
     assert listing["init"] == order
     root = tmp_path / "root"
     dry = install("init", node_bundle, keys, root, node_config(tmp_path, free_port()), None, tmp_path / "log", "--dry-run")
@@ -263,6 +263,7 @@ def test_a_dry_run_prints_the_whole_plan_and_claims_nothing(node_bundle, keys, t
     assert any(line.startswith("would fail: [ERROR ") for line in lines) and any(line.startswith("would stop here: ") for line in lines)
     for phase in ("verify", "preflight", "unpack", "binaries", "runtime", "registry", "kubelet", "images", "kubeadm-init", "cni", "done"):
         assert f"would run phase {phase}:" in dry.stdout
+    assert "would not run phase kube-vip: not needed here" in dry.stdout  # no highAvailability in this node.yaml
     # airlock waits for every control-plane component itself; kubeadm's wait-control-plane phase (no --config) never runs.
     assert any(line.startswith("would wait ") and "/readyz" in line and ":10257/healthz" in line and ":10259/livez" in line for line in lines), dry.stdout
     assert "wait-control-plane" not in dry.stdout

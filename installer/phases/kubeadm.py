@@ -178,11 +178,13 @@ def write_kube_vip(context: Context, first: bool) -> None:
     config = context.config
     if not config.virtual_ip:
         return
-    image = kubevip.bundle_image([image.reference for image in context.manifest.images])
-    port = int(config.control_plane_endpoint.rsplit(":", 1)[1]) if config.control_plane_endpoint.rsplit(":", 1)[-1].isdigit() else 6443
-    pod = kubevip.static_pod(image, config.virtual_ip, config.virtual_ip_interface, port, kubevip.FIRST_KUBECONFIG if first else kubevip.KUBECONFIG)
+    kubeconfig = kubevip.FIRST_KUBECONFIG if first else kubevip.KUBECONFIG
+    pod = kubevip.node_pod(config.virtual_ip, config.virtual_ip_interface, config.control_plane_endpoint,
+                           [image.reference for image in context.manifest.images], kubeconfig)
     context.host.write(context.paths(kubevip.MANIFEST), kubevip.dump(pod), 0o600)
-    context.echo(f"{'would write' if context.host.dry_run else 'wrote'} {kubevip.MANIFEST}: kube-vip holds {config.virtual_ip} on {config.virtual_ip_interface} ({image})")
+    image = pod["spec"]["containers"][0]["image"]
+    context.echo(f"{'would write' if context.host.dry_run else 'wrote'} {kubevip.MANIFEST}: kube-vip holds {config.virtual_ip} on {config.virtual_ip_interface} "
+                 f"({image}, {kubeconfig})")
 
 
 INIT = Phase(
