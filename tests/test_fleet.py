@@ -7,6 +7,7 @@ netns connection; kubeadm and kubelet are the bundle's STAND-INS (see tests/flee
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -27,17 +28,23 @@ def most_at_once(intervals) -> int:
     return peak
 
 
-@pytest.fixture
-def fleet(node_bundle, keys, tmp_path):
+def started_fleet(node_bundle, keys, tmp_path, control_planes: int, workers: int) -> Iterator[Fleet]:
     require("nsenter", "ip", ANSIBLE_PLAYBOOK)
     # The controller's own copy: the runs compare what they copy with what a node holds.
     pyz = tmp_path / "airlock-node.pyz"
     shutil.copyfile(NODE_PYZ, pyz)
-    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=2, workers=12)
+    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=control_planes, workers=workers)
     # What `kubeadm init phase kubeconfig` would write on the first node (the stand-in does not); token create reads it.
     write_admin_conf(nodes.first.root, "https://192.0.2.10:6443")
-    yield nodes
-    nodes.close()
+    try:
+        yield nodes
+    finally:
+        nodes.close()
+
+
+@pytest.fixture
+def fleet(node_bundle, keys, tmp_path):
+    yield from started_fleet(node_bundle, keys, tmp_path, control_planes=2, workers=12)
 
 
 def test_the_playbook_brings_up_the_fleet_in_order_in_batches_and_a_rerun_changes_nothing(fleet):
@@ -120,14 +127,7 @@ NEXT = "v1.37.2"  # the next minor after the node bundle's stable-1.36
 
 @pytest.fixture
 def small_fleet(node_bundle, keys, tmp_path):
-    require("nsenter", "ip", ANSIBLE_PLAYBOOK)
-    pyz = tmp_path / "airlock-node.pyz"
-    shutil.copyfile(NODE_PYZ, pyz)
-    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=1, workers=3)
-    # What kubeadm writes on a control plane (init and join --control-plane; the stand-in does not): admin.conf.
-    write_admin_conf(nodes.first.root, "https://192.0.2.10:6443")
-    yield nodes
-    nodes.close()
+    yield from started_fleet(node_bundle, keys, tmp_path, control_planes=1, workers=3)
 
 
 def test_the_upgrade_playbook_upgrades_control_planes_one_at_a_time_then_workers_in_batches(small_fleet, upstream, node_bundle, keys, tmp_path):
