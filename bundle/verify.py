@@ -4,12 +4,20 @@
 and `upgrade` (a file, parts, or `--from` a registry) and push's staging all go through it. The optional `sink`
 gives, per member, where its bytes go as they are hashed (the store, staging), so nothing is read or written
 twice; a sink is told `done()` only when its member matched bundle.json.
+
+A stream (a bundle file, parts) is read on the caller's thread while two lanes, each a thread of its own, hash
+and write what was read: `hashlib` and the write system call release the GIL on large buffers, so reading,
+hashing and writing use both cores. Each lane is at most `LANE_DEPTH` chunks behind the reader (bounded memory).
+A member's digest is compared on the caller's thread once its hash lane caught up; its sink is told `done()`
+(or `abort()`) on the write lane after its last write, so a sink sees its calls in order on one thread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +39,9 @@ from bundle.source import Delivery, Source, TarSource, open_bundle, open_source,
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
 __all__ = ["MemberSink", "Verified", "open_bundle", "read_signed_head", "verify_bundle", "verify_stream"]
+
+# How many chunks (1 MiB from a tar stream) a lane may hold that it has not yet hashed or written.
+LANE_DEPTH = 8
 
 
 class MemberSink(Protocol):
@@ -96,6 +107,83 @@ class _Member:
             self._on_bytes(len(data))
 
 
+class _Lane:
+    """One thread doing its work in the order it was handed, at most `LANE_DEPTH` items behind the caller.
+
+    The first error a piece of work raises is kept; later work is then skipped, and `put` and `drain` raise it.
+    """
+
+    def __init__(self, name: str):
+        self._queue: queue.Queue = queue.Queue(LANE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                if work is None:
+                    return
+                if self._error is None:
+                    work()
+            except BaseException as error:  # handed back on the caller's thread by put/drain
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def put(self, work: Callable[[], object]) -> None:
+        self.check()
+        self._queue.put(work)
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every piece of work handed so far is done; raise the lane's error, if any."""
+        self._queue.join()
+        self.check()
+
+    def settle(self) -> None:
+        """Wait until every piece of work handed so far is done or skipped, whatever the lane's error."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+class _LanedMember(_Member):
+    """A member whose bytes are hashed on one lane and written to its sink on another, while the caller reads on."""
+
+    def __init__(self, entry: FileEntry, target: MemberSink | None, on_bytes, hashing: _Lane, writing: _Lane):
+        self._hashing, self._writing = hashing, writing
+        self.received = 0
+        super().__init__(entry, target, on_bytes)  # nothing of this member is on a lane yet
+
+    def reset(self, keep: bool = False) -> None:
+        if not keep:
+            self._hashing.drain()
+            self._writing.drain()
+        self.received = 0
+        super().reset(keep)
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) > self.entry.size:
+            raise BundleError(f"is more than the {self.entry.size} bytes bundle.json lists", self.entry.path)
+        self.received += len(data)
+        self._hashing.put(lambda: self._take(data))
+        if self._target is not None:
+            self._writing.put(lambda: self._target.write(data))
+        if self._on_bytes:
+            self._on_bytes(len(data))
+
+    def hashed(self) -> None:
+        """Wait until every byte delivered so far is hashed."""
+        self._hashing.drain()
+
+
 def verify_stream(
     source: Source,
     keys: list[TrustedKey],
@@ -138,17 +226,35 @@ def verify_stream(
             raise BundleError(f"is {delivery.size} bytes but bundle.json lists {entry.size}", path)
         return entry
 
+    def check_member(member: _Member, entry: FileEntry) -> None:
+        if member.size != entry.size:
+            raise BundleError(f"is {member.size} bytes but bundle.json lists {entry.size}", entry.path)
+        if member.digest.hexdigest() != entry.sha256:
+            raise BundleError(f"sha256 is {member.digest.hexdigest()} but bundle.json lists {entry.sha256}{source.mismatch(entry)}", entry.path)
+        if member.index is not None:
+            check_index(bytes(member.index), manifest)
+
+    def take_laned(delivery: Delivery, entry: FileEntry, hashing: _Lane, writing: _Lane) -> None:
+        target = sink(entry) if sink else None
+        member = _LanedMember(entry, target, on_bytes, hashing, writing)
+        try:
+            delivery.fill(member)
+            member.hashed()
+            check_member(member, entry)
+        except BaseException:
+            writing.settle()  # the member's last write is behind it, then
+            if target is not None:
+                target.abort()
+            raise
+        if target is not None:
+            writing.put(target.done)  # committed on the write lane while the next member is read
+
     def take(delivery: Delivery, entry: FileEntry) -> None:
         target = sink(entry) if sink else None
         member = _Member(entry, target, on_bytes)
         try:
             delivery.fill(member)
-            if member.size != entry.size:
-                raise BundleError(f"is {member.size} bytes but bundle.json lists {entry.size}", entry.path)
-            if member.digest.hexdigest() != entry.sha256:
-                raise BundleError(f"sha256 is {member.digest.hexdigest()} but bundle.json lists {entry.sha256}{source.mismatch(entry)}", entry.path)
-            if member.index is not None:
-                check_index(bytes(member.index), manifest)
+            check_member(member, entry)
         except BaseException:
             if target is not None:
                 target.abort()
@@ -158,8 +264,14 @@ def verify_stream(
 
     deliveries = source.deliveries(expected)
     if source.parallel <= 1:
-        for delivery in deliveries:
-            take(delivery, accept(delivery))
+        hashing, writing = _Lane("member-hash"), _Lane("member-write")
+        try:
+            for delivery in deliveries:
+                take_laned(delivery, accept(delivery), hashing, writing)
+            writing.drain()
+        finally:
+            hashing.close()
+            writing.close()
     else:
         with ThreadPoolExecutor(source.parallel, thread_name_prefix="member") as pool:
             futures = [pool.submit(take, delivery, accept(delivery)) for delivery in deliveries]
