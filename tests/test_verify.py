@@ -116,3 +116,56 @@ def test_tar_reader_reads_what_python_tarfile_reads(bundle):
     with tarfile.open(bundle) as archive:
         theirs = [(m.name, m.size, m.size) for m in archive.getmembers()]
     assert ours == theirs
+
+
+def test_a_bundle_is_read_on_while_a_member_is_still_being_written_and_no_further_than_the_lanes_hold(bundle, keys):
+    """Both cores: the verifier reads the next chunks while the sink still writes an earlier one, and holds at most
+    LANE_DEPTH chunks per lane that were read and not yet written (bounded memory)."""
+    import threading
+
+    from bundle import verify
+    from bundle.source import TarSource
+    from bundle.tarstream import CHUNK
+    from bundle.trust import load_trusted_keys
+
+    depth = getattr(verify, "LANE_DEPTH", 8)
+    offsets = member_offsets(bundle)
+    biggest = max(offsets, key=lambda name: offsets[name][1])
+    start, size = offsets[biggest]
+    assert size > (depth + 2) * CHUNK, f"the test bundle's largest member {biggest} is too small to show the lanes"
+    ahead = threading.Event()
+    written = []
+    leads = []
+
+    class Watched:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def read(self, count=-1):
+            data = self._handle.read(count)
+            past = self._handle.tell() - start
+            if past > 0:
+                leads.append(past - sum(written))
+            if past > 2 * CHUNK:
+                ahead.set()
+            return data
+
+    class WaitingSink:
+        def write(self, data):
+            # On a verifier that writes on its reading thread this wait cannot end: nothing reads while it waits.
+            if not written and not ahead.wait(60):
+                raise AssertionError("the verifier read nothing further while the sink was writing")
+            written.append(len(data))
+
+        def done(self):
+            pass
+
+        def abort(self):
+            pass
+
+    trusted = load_trusted_keys([keys["ed25519"] / "airlock.pub"])
+    with open(bundle, "rb", buffering=0) as handle:
+        verify.verify_stream(TarSource(Watched(handle)), trusted, sink=lambda entry: WaitingSink() if entry.path == biggest else None)
+    assert sum(written) == size
+    # LANE_DEPTH chunks queued, one in the lane's hands, one just read.
+    assert max(leads) <= (depth + 2) * CHUNK, max(leads) / CHUNK
