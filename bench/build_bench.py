@@ -90,7 +90,9 @@ def bench_on(base: Path | None, total_mb: int, rounds: int) -> dict:
                 sync_disks()
                 skopeo = skopeo_all()
             measured.append({"skopeo": skopeo, **airlock})
-            print(f"  round {number + 1}: skopeo {skopeo:.2f}s cold {airlock['cold']:.2f}s warm {airlock['warm']:.2f}s write floor {airlock['write_floor']:.2f}s")
+            print(
+                f"  round {number + 1}: skopeo {skopeo:.2f}s cold {airlock['cold']:.2f}s warm {airlock['warm']:.2f}s write floor {airlock['write_floor']:.2f}s"
+            )
 
         bundle = work / "bundle.tar"
         size = bundle.stat().st_size

@@ -37,7 +37,11 @@ def bench(rounds: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="airlock-contents-bench-"))
     shutil.copyfile("/var/lib/dpkg/status", work / "status")
     files = {
-        reference: {"/var/lib/dpkg/status": (work / "status").read_bytes(), "/etc/os-release": Path("/etc/os-release").read_bytes(), "/usr/local/bin/program": program}
+        reference: {
+            "/var/lib/dpkg/status": (work / "status").read_bytes(),
+            "/etc/os-release": Path("/etc/os-release").read_bytes(),
+            "/usr/local/bin/program": program,
+        }
         for reference, program in PROGRAMS.items()
     }
     upstream = LocalUpstream(

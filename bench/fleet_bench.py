@@ -71,8 +71,10 @@ def main() -> None:
         pyz = base / "airlock-node.pyz"
         shutil.copyfile(NODE_PYZ, pyz)
         floor = from_floor(bundle)
-        print(f"fleet: bundle {bundle.stat().st_size / 1e6:.1f} MB, {os.cpu_count()} cores; "
-              f"a worker joining --from would fetch {floor / 1e6:.1f} MB of it (bundle.json, signature, members but image blobs)")
+        print(
+            f"fleet: bundle {bundle.stat().st_size / 1e6:.1f} MB, {os.cpu_count()} cores; "
+            f"a worker joining --from would fetch {floor / 1e6:.1f} MB of it (bundle.json, signature, members but image blobs)"
+        )
         rows = []
         for workers in sizes:
             sync_disks()
@@ -80,16 +82,24 @@ def main() -> None:
             sync_disks()
             sequential, _, _ = bring_up(base / f"seq-{workers}", bundle, keys / "airlock.pub", pyz, workers, parallel=False)
             rows.append((workers, parallel, sequential, worker_span))
-            print(f"1+2+{workers:<3} parallel {parallel:7.1f}s  sequential {sequential:7.1f}s  ratio {sequential / parallel:5.2f}x  "
-                  f"workers' span {worker_span:6.1f}s ({worker_span / workers:5.2f}s per worker)  "
-                  f"bytes sent per joining worker {sent / 1e6:.1f} MB ({sent / floor:.1f}x the --from floor)")
+            print(
+                f"1+2+{workers:<3} parallel {parallel:7.1f}s  sequential {sequential:7.1f}s  ratio {sequential / parallel:5.2f}x  "
+                f"workers' span {worker_span:6.1f}s ({worker_span / workers:5.2f}s per worker)  "
+                f"bytes sent per joining worker {sent / 1e6:.1f} MB ({sent / floor:.1f}x the --from floor)"
+            )
         first_workers, _, _, first_span = rows[0]
         for workers, _, _, span in rows[1:]:
             print(f"workers' span grows {span / first_span:.2f}x from N={first_workers} to N={workers} ({workers / first_workers:.1f}x the workers)")
-        print_goals([
-            ("the parallel run beats the sequential one at every N", all(sequential > parallel for _, parallel, sequential, _ in rows)),
-            ("workers' time grows less than the number of workers", all(span / first_span < workers / first_workers for workers, _, _, span in rows[1:])),
-        ], f"{os.cpu_count()} cores")
+        print_goals(
+            [
+                ("the parallel run beats the sequential one at every N", all(sequential > parallel for _, parallel, sequential, _ in rows)),
+                (
+                    "workers' time grows less than the number of workers",
+                    all(span / first_span < workers / first_workers for workers, _, _, span in rows[1:]),
+                ),
+            ],
+            f"{os.cpu_count()} cores",
+        )
     finally:
         upstream.close()
         shutil.rmtree(base, ignore_errors=True)

@@ -88,7 +88,9 @@ def main() -> None:
         listen = f"127.0.0.1:{free_port()}"
         first = work / "first"
         first_yaml = work / "first.yaml"
-        first_yaml.write_text(json.dumps({"nodeName": "cp1", "registry": {"listen": listen, "tlsCert": str(pki / "registry.crt"), "tlsKey": str(pki / "registry.key")}}))
+        first_yaml.write_text(
+            json.dumps({"nodeName": "cp1", "registry": {"listen": listen, "tlsCert": str(pki / "registry.crt"), "tlsKey": str(pki / "registry.key")}})
+        )
         timed([AIRLOCK, "init", str(bundle), "--key", str(keys / "airlock.pub"), "--root", str(first), "--config", str(first_yaml),
                "--skip-phases", "images,kubeadm-init,cni", "--ignore-preflight-errors", "all"])  # fmt: skip
         log = work / "access.log"
@@ -98,7 +100,12 @@ def main() -> None:
             stderr=open(log, "wb"),
         )  # fmt: skip
         time.sleep(1.0)
-        worker = {"nodeName": "worker1", "controlPlaneEndpoint": "127.0.0.1:6443", "token": "abcdef.0123456789abcdef", "caCertHashes": ["sha256:" + "1" * 64]}
+        worker = {
+            "nodeName": "worker1",
+            "controlPlaneEndpoint": "127.0.0.1:6443",
+            "token": "abcdef.0123456789abcdef",
+            "caCertHashes": ["sha256:" + "1" * 64],
+        }
         from_file = {**worker, "registry": {"mirror": f"https://{listen}", "ca": str(pki / "ca.crt")}}
         measured: dict[str, list[dict]] = {"file": [], "registry": []}
         for number in range(rounds):
@@ -129,10 +136,12 @@ def main() -> None:
             "peak_rss_MB_registry": round(max(entry["rss"] for entry in measured["registry"]) / 1024, 1),
         }
         print(json.dumps(results, indent=2))
-        print_goals([
-            ("join --from <= 1.0x join from a local file (median)", results["ratio_registry_over_file_median"] <= 1.0),
-            ("bundle bytes moved per worker < bundle size", moved < bundle.stat().st_size),
-        ])
+        print_goals(
+            [
+                ("join --from <= 1.0x join from a local file (median)", results["ratio_registry_over_file_median"] <= 1.0),
+                ("bundle bytes moved per worker < bundle size", moved < bundle.stat().st_size),
+            ]
+        )
     finally:
         if server is not None:
             server.terminate()

@@ -42,7 +42,9 @@ def main() -> None:
     payload = (total_mb << 20) // (IMAGES * 2)
     print(f"provenance bench in {work}: {IMAGES} images x 2 platforms, {payload >> 20} MiB of random layer each, {rounds} rounds")
     upstreams = {
-        name: LocalUpstream(work / name, versions=(VERSION,), labels={"stable-1.36": VERSION}, extra_images={}, payload_bytes=payload, signed=signed).start()
+        name: LocalUpstream(
+            work / name, versions=(VERSION,), labels={"stable-1.36": VERSION}, extra_images={}, payload_bytes=payload, signed=signed
+        ).start()
         for name, signed in (("verified", True), ("unverified", False))
     }
     try:
@@ -75,7 +77,9 @@ def main() -> None:
         finding = median(finding_seconds) / signatures if signatures else 0.0
         print(f"signatures verified per build: {signatures} (6 binaries, 7 images)")
         print(f"verification itself: {verifying * 1000:.0f} ms per build, {per_signature * 1000:.1f} ms per signature")
-        print(f"finding them on a cold build (signature files and manifests, log lookups; summed over threads): {finding * 1000:.1f} ms per signature")
+        print(
+            f"finding them on a cold build (signature files and manifests, log lookups; summed over threads): {finding * 1000:.1f} ms per signature"
+        )
         for kind, measured in (("cold", cold), ("warm", warm)):
             extra = measured["verified"] - measured["unverified"]
             print(
@@ -84,9 +88,13 @@ def main() -> None:
             )
         node = node_recheck(work / "verified-cold.tar", keys, rounds)
         recheck = node["provenance"] - node["plain"]
-        print(f"node: verify {node['plain']:.2f}s, verify --provenance {node['provenance']:.2f}s ({recheck:+.2f}s for {signatures} signatures, imports included)")
+        print(
+            f"node: verify {node['plain']:.2f}s, verify --provenance {node['provenance']:.2f}s ({recheck:+.2f}s for {signatures} signatures, imports included)"
+        )
         cpu = node["provenance-cpu"] - node["plain-cpu"]
-        print(f"node CPU: verify {node['plain-cpu']:.2f}s, verify --provenance {node['provenance-cpu']:.2f}s ({cpu:+.2f}s for {signatures} signatures)")
+        print(
+            f"node CPU: verify {node['plain-cpu']:.2f}s, verify --provenance {node['provenance-cpu']:.2f}s ({cpu:+.2f}s for {signatures} signatures)"
+        )
         print_goals(
             [
                 ("verifying one signature takes under 50 ms at build", per_signature < 0.05),
@@ -106,7 +114,9 @@ def node_recheck(bundle: Path, keys: Path, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         for kind, extra in (("plain", []), ("provenance", ["--provenance"])):
             started, cpu = time.monotonic(), _children_cpu()
-            subprocess.run([*node_command(), "verify", str(bundle), "--key", str(keys / "airlock.pub"), "--quiet", *extra], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [*node_command(), "verify", str(bundle), "--key", str(keys / "airlock.pub"), "--quiet", *extra], check=True, stdout=subprocess.DEVNULL
+            )
             measured[kind].append(time.monotonic() - started)
             measured[f"{kind}-cpu"].append(_children_cpu() - cpu)
     return {kind: median(values) for kind, values in measured.items()}

@@ -77,7 +77,12 @@ def peak_rss_kib(pid: int) -> int:
 
 def figures(samples: list[float]) -> dict:
     failed = sum(sample >= CLIENT_TIMEOUT for sample in samples)
-    return {"p50_ms": round(flood.percentile(samples, 0.5) * 1000, 1), "p99_ms": round(flood.percentile(samples, 0.99) * 1000, 1), "failed": failed, "of": len(samples)}
+    return {
+        "p50_ms": round(flood.percentile(samples, 0.5) * 1000, 1),
+        "p99_ms": round(flood.percentile(samples, 0.99) * 1000, 1),
+        "failed": failed,
+        "of": len(samples),
+    }
 
 
 def main() -> None:
@@ -86,7 +91,11 @@ def main() -> None:
     args = parser.parse_args()
     prefix = [AIRLOCK]
     if args.source:
-        prefix = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(args.source)!r}); from installer.cli import main; sys.argv[0] = 'airlock'; main()"]
+        prefix = [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(args.source)!r}); from installer.cli import main; sys.argv[0] = 'airlock'; main()",
+        ]
     print(f"open files: {flood.raise_fd_limit()}", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="airlock-floodbench-"))
     results = {}

@@ -30,7 +30,9 @@ def main() -> None:
         old = build(upstream, keys, work / "old.tar", cache, "v1.36.4", "--serial", "1")
         new = build(upstream, keys, work / "new.tar", cache, "v1.36.5", "--serial", "2")
         delta = build(upstream, keys, work / "delta.tar", cache, "v1.36.5", "--serial", "2", "--base", str(old))
-        result = json.loads(subprocess.run([AIRLOCK, "diff", str(old), str(new), "--output", "json"], check=True, capture_output=True, text=True).stdout)
+        result = json.loads(
+            subprocess.run([AIRLOCK, "diff", str(old), str(new), "--output", "json"], check=True, capture_output=True, text=True).stdout
+        )
         figures = {
             "full_bundle_file_bytes": new.stat().st_size,
             "delta_bundle_file_bytes": delta.stat().st_size,
