@@ -40,8 +40,8 @@ from bundle.trust import TrustedKey, check_dates, verify_signature
 
 __all__ = ["MemberSink", "Verified", "open_bundle", "read_signed_head", "verify_bundle", "verify_stream"]
 
-# How many chunks (1 MiB from a tar stream) a lane may hold that it has not yet hashed or written.
-LANE_DEPTH = 8
+# How many chunks (bundle/source.py DELIVERY_CHUNK from a tar stream) a lane may hold that it has not yet hashed or written.
+LANE_DEPTH = 4
 
 
 class MemberSink(Protocol):

@@ -268,3 +268,54 @@ def test_the_signed_head_is_checked_once_and_held_to_what_was_admitted(signing, 
     other.write_bytes(standard(private, manifest=dataclasses.replace(admitted.manifest, serial=6)))  # signed too, by the same key
     with open_source(other) as source, pytest.raises(BundleError, match="changed since it was verified"):
         verify_stream(source, trusted, admitted=admitted)
+
+
+def test_a_member_from_a_bundle_file_is_written_to_disk_once(node_bundle, keys, tmp_path):
+    """Measured with strace, as for `--from` (tests/test_from_registry.py): every byte `init` writes from a bundle file,
+    summed per member over the files its bytes go to (a staged copy or its temporary, a store partial, the store blob).
+    Each member is written once in all; the store then holds it, whole."""
+    import re
+    import subprocess
+
+    from tests.conftest import AIRLOCK, require
+    from tests.test_from_registry import bytes_written
+    from tests.test_install import IGNORE
+
+    require("strace")
+    with tarfile.open(node_bundle) as archive:
+        carried = {item.name: archive.extractfile(item).read() for item in archive if item.isfile() and item.name not in (MANIFEST_NAME, SIGNATURE_NAME)}
+    by_digest = {hashlib.sha256(data).hexdigest(): data for data in carried.values()}
+    root, trace, config = tmp_path / "root", tmp_path / "trace", tmp_path / "node.yaml"
+    config.write_text(json.dumps({"nodeName": "node1"}))
+    syscalls = "trace=write,pwrite64,writev,pwritev,pwritev2,sendfile,sendfile64,copy_file_range"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-y", "-s", "0", "-e", syscalls, "-o", str(trace), AIRLOCK, "init", str(node_bundle),
+         "--key", str(keys["ed25519"] / "airlock.pub"), "--root", str(root), "--config", str(config), "--ignore-preflight-errors", IGNORE,
+         "--skip-phases", "binaries,runtime,registry,kubelet,images,kubeadm-init,cni,kube-vip,done"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    airlock = root / "var/lib/airlock"
+    store = airlock / "store/blobs/sha256"
+    for digest, data in by_digest.items():
+        assert (store / digest).read_bytes() == data, digest
+    # A file's bytes belong to the member it is named after: a blob or a partial by digest, a staged path, or its temporary.
+    partials = {hashlib.sha256(f"sha256:{digest}".encode()).hexdigest(): digest for digest in by_digest}
+    staged = {name: hashlib.sha256(data).hexdigest() for name, data in carried.items()}
+    per_member: dict[str, int] = {}
+    for path, count in bytes_written(trace).items():
+        if not path.startswith(str(airlock)):
+            continue
+        relative = path[len(str(airlock)) + 1 :]
+        name = relative.rsplit("/", 1)[-1]
+        digest = by_digest.keys() & {name} or {partials.get(name)} - {None}
+        if not digest and relative.startswith("staging/"):
+            member = relative.split("/", 2)[-1]
+            if temporary := re.match(r"^\.(.+)\.[0-9a-f]{16}\.partial$", name):  # bundle/atomic.py's temporary names
+                member = str(Path(member).with_name(temporary.group(1)))
+            digest = {staged[member]} if member in staged else set()
+        for found in digest:
+            per_member[found] = per_member.get(found, 0) + count
+    twice = {digest: count for digest, count in per_member.items() if count != len(by_digest[digest])}
+    assert not twice, {digest: (count, len(by_digest[digest])) for digest, count in twice.items()}
+    assert per_member.keys() == by_digest.keys()

@@ -118,7 +118,7 @@ def test_tar_reader_reads_what_python_tarfile_reads(bundle):
     assert ours == theirs
 
 
-def test_a_bundle_is_read_on_while_a_member_is_still_being_written_and_no_further_than_the_lanes_hold(bundle, keys):
+def test_a_bundle_is_read_on_while_a_member_is_still_being_written_and_no_further_than_the_lanes_hold(bundle, keys, monkeypatch):
     """Both cores: the verifier reads the next chunks while the sink still writes an earlier one, and holds at most
     LANE_DEPTH chunks per lane that were read and not yet written (bounded memory)."""
     import threading
@@ -128,7 +128,8 @@ def test_a_bundle_is_read_on_while_a_member_is_still_being_written_and_no_furthe
     from bundle.tarstream import CHUNK
     from bundle.trust import load_trusted_keys
 
-    depth = getattr(verify, "LANE_DEPTH", 8)
+    depth = getattr(verify, "LANE_DEPTH", 4)
+    monkeypatch.setattr("bundle.source.DELIVERY_CHUNK", CHUNK, raising=False)  # 1 MiB chunks: the bound shows on an 11 MB member
     offsets = member_offsets(bundle)
     biggest = max(offsets, key=lambda name: offsets[name][1])
     start, size = offsets[biggest]
