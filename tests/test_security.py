@@ -246,7 +246,8 @@ def test_a_blob_that_is_a_symlink_is_never_followed(tmp_path):
 
 
 def staged_context(tmp_path, members: dict[str, bytes]):
-    """A node context after unpack: `members` staged and listed in a manifest (no bundle, no phases before)."""
+    """A node context after unpack: `members` in the node store and listed in a manifest (no bundle, no phases before)."""
+    from bundle.store import BlobStore
     from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context
     from installer.staging import COMPLETE, staging_dir
@@ -256,9 +257,9 @@ def staged_context(tmp_path, members: dict[str, bytes]):
     context = Context("init", tmp_path / "none.tar", [], paths, Host(paths, echo=lambda line: None), NodeConfig(), arch="amd64")
     context.manifest, context.manifest_sha256 = manifest_for(members), "f" * 64
     staging = staging_dir(context)
-    for path, data in members.items():
-        (staging / path).parent.mkdir(parents=True, exist_ok=True)
-        (staging / path).write_bytes(data)
+    staging.mkdir(parents=True)
+    for data in members.values():
+        BlobStore(paths.store).put_bytes(data)
     for directory in (paths.state_dir, paths.staging, staging):
         directory.chmod(0o700)
     (staging / COMPLETE).write_text(context.manifest_sha256)
@@ -290,17 +291,23 @@ def test_release_archives_only_put_their_own_programs_on_the_node(tmp_path):
     assert installed == {"containerd", "ctr", "bridge", "loopback"}
 
 
-def test_a_staged_file_changed_after_unpack_is_never_installed(tmp_path):
+@pytest.mark.parametrize("opened", ["blob", "blobs directory", "store"])
+def test_a_member_another_user_could_have_changed_since_unpack_is_never_installed(tmp_path, opened):
+    """A blob is trusted by how the store is written (hashed once, while written), so only while no one but root
+    could have changed it: a blob, or a directory above it, that others may write is refused, never installed."""
+    import hashlib
+
     from installer.node import BIN
-    from installer.staging import install_staged, staging_dir
+    from installer.staging import install_staged
 
     members = {"bin/linux-amd64/kubeadm": b"#!/bin/sh\nexit 0\n"}
     context = staged_context(tmp_path, members)
-    (staging_dir(context) / "bin/linux-amd64/kubeadm").write_bytes(b"#!/bin/sh\necho owned\n")
+    blob = context.paths.store / "blobs/sha256" / hashlib.sha256(members["bin/linux-amd64/kubeadm"]).hexdigest()
+    {"blob": blob, "blobs directory": blob.parent, "store": context.paths.store}[opened].chmod(0o666 if opened == "blob" else 0o777)
     target = context.paths(f"{BIN}/kubeadm")
-    with pytest.raises(BundleError, match="changed since it was verified"):
+    with pytest.raises(BundleError, match="could be changed by another user"):
         install_staged(context, "bin/linux-amd64/kubeadm", target)
-    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert not target.exists()
 
 
 # --- The flannel manifest: pinned by sha256, parsed with limits ----------------------------------------------------

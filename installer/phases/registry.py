@@ -9,12 +9,12 @@ from pathlib import Path
 
 from bundle.manifest import NODE_PYZ
 from bundle.store import BlobStore, layout_index, read_layout_index
-from bundle.unpack import activate_index
+from bundle.unpack import INDEX_MEMBER, activate_index
 from installer.errors import NodeError
 from installer.node import NODE_PYZ_PATH
 from installer.phases import Context, Phase
 from installer.render.unitfiles import registry_service
-from installer.staging import ARTIFACT, ensure_staged
+from installer.staging import ARTIFACT, ensure_staged, member_file, trusted_blob
 
 STORE = "/var/lib/airlock/store"
 CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9._+/-]+")
@@ -62,7 +62,8 @@ def run(context: Context) -> None:
     if not host.dry_run:
         # The moment the new images (and the bundle artifact other nodes install from, which unpack put in the
         # store) become visible: one atomic rename of index.json. activate_index refuses an entry the store lacks.
-        entries = read_layout_index((staging / "images/index.json").read_bytes()) + [artifact_entry(staging)]
+        with trusted_blob(member_file(context, INDEX_MEMBER, staging), paths.state_dir) as index:
+            entries = read_layout_index(index.read()) + [artifact_entry(staging)]
         activate_index(BlobStore(paths.store), layout_index(entries))
     unit = registry_unit(airlock_program(context), config.registry_listen, config.registry_tls_cert, config.registry_tls_key)
     host.write(paths("/etc/systemd/system/airlock-registry.service"), unit)

@@ -1,19 +1,22 @@
-"""unpack: one pass of bundle/verify.py `verify_stream` over the bundle's source, every member hashed once as it is written.
+"""unpack: one pass of bundle/verify.py `verify_stream` over the bundle's source, every member hashed once as it is written once.
 
-From a bundle file (or parts) every member goes to a staging directory (image blobs into a content store
-inside it, each renamed into place only after its own digest matched; blobs the node store already has are
-only hashed). Only when the whole bundle has verified are the new blobs moved into the node store, where
-nothing refers to them until the registry phase merges the index: a bad or interrupted bundle writes nothing
-outside staging.
+From a bundle file (or parts) every member, image blob or file, goes by digest into a content store inside the
+staging directory, each renamed into place there only after its own digest matched (members the node store
+already has are only hashed). Only when the whole bundle has verified, provenance included, are the staged
+blobs renamed into the node store, where nothing refers to them until the registry phase merges the index: a
+bad or interrupted bundle writes nothing outside staging.
 
 `--from` a registry, each member this node needs is written once: into a partial file in staging (a rerun
 resumes it), hashed by the verifier as it arrives; when every member and the provenance checked out, the
-files are renamed into the node store, and later phases read them from there by digest.
+files are renamed into the node store. Either way later phases read members from the node store by digest.
 
-Staging is root's alone (0700); files get 0755 or 0644 whatever bundle.json says, and the store gets copies
-(never links) of staged files. Nothing staged or stored is trusted later for having been verified once: later
-phases read a member through `installer.staging.StagedFile`, which hashes it again while they copy it, from staging or from the
-store, and a delta's unchanged files are re-hashed on their way out of the store.
+Hashed once per trust decision: a member is hashed while it is written, and its blob is trusted afterwards by
+how the store is written, not hashed again at each use. That holds because nothing but root can change a
+blob: staging is root's alone (0700), blobs are written under O_EXCL|O_NOFOLLOW partial names and renamed
+into place only after their digest matched, and installer/staging.py `trusted_blob` refuses to read a member unless the blob and
+every directory from the store root down to it are root's (this user's) and writable by no one else, opening
+the blob with O_NOFOLLOW (a planted link is never followed). A byte rot or a root-made change is what
+`airlock-node store check` is for: it re-hashes every blob on demand.
 
 The signed head is checked once, by the verify phase (bundle/admission.py); unpack holds the source to that
 very head (`Context.head`).
@@ -27,36 +30,20 @@ import stat
 from pathlib import Path
 
 from bundle.artifact import store_artifact
-from bundle.atomic import AtomicFile, make_dirs, write_atomic
+from bundle.atomic import make_dirs, write_atomic
 from bundle.errors import NO_SPACE, BundleError, NoSpaceError, no_space
 from bundle.manifest import FileEntry, canonical_json
 from bundle.provenance import EvidenceCollector, recheck
 from bundle.source import open_source
 from bundle.store import CHUNK, BlobStore, open_regular
-from bundle.unpack import BLOB_PREFIX, blob_sink
+from bundle.unpack import BLOB_PREFIX, StoreSink
 from bundle.verify import verify_stream
 from installer.phases import Context, Phase
 from installer.progress import ProgressLines
 from installer.remote import needed_members
-from installer.staging import ARTIFACT, COMPLETE, FETCHES, STAGING_MODE, member_file, space_needed, staging_dir
+from installer.staging import ARTIFACT, COMPLETE, FETCHES, STAGED_STORE, STAGING_MODE, member_file, space_needed, staging_dir
 
 EVIDENCE_LIMIT = EvidenceCollector.LIMIT
-
-
-class _FileSink:
-    """A staged member: written under a private temporary name (0600), given its mode and renamed when its hash checked out."""
-
-    def __init__(self, target: Path, mode: int):
-        self._file = AtomicFile(target, mode, durable=False)
-
-    def write(self, data: bytes) -> None:
-        self._file.handle.write(data)
-
-    def done(self) -> None:
-        self._file.commit()
-
-    def abort(self) -> None:
-        self._file.discard()
 
 
 def run(context: Context) -> None:
@@ -88,33 +75,37 @@ def run(context: Context) -> None:
 
 
 def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
-    """The bundle file in one streaming pass: every member hashed as it is written to staging."""
-    staged_blobs = BlobStore(staging / "images")
+    """The bundle file in one streaming pass: every member hashed as it is written, once, into staging's content store."""
+    staged = BlobStore(staging / STAGED_STORE)
 
     # A node that pulls from another node's registry keeps no copy of the images: they are only verified.
     keep_images = context.serves_registry
+    claimed: set[str] = set()  # digests a member of this stream already writes: a second copy is only hashed
 
     def sink(entry: FileEntry):
-        if entry.path.startswith(BLOB_PREFIX):
-            if not keep_images or store.exists("sha256:" + entry.sha256):
-                return None
-            return blob_sink(staged_blobs, entry)
-        return _FileSink(staging / entry.path, entry.install_mode)
+        digest = "sha256:" + entry.sha256
+        is_blob = entry.path.startswith(BLOB_PREFIX)
+        if is_blob and entry.path[len(BLOB_PREFIX) :] != entry.sha256:
+            raise BundleError("an image blob's name is not its digest", entry.path)
+        if (is_blob and not keep_images) or digest in claimed or store.exists(digest) or staged.exists(digest):
+            return None
+        claimed.add(digest)
+        return StoreSink(staged, entry)
 
     with ProgressLines(context.manifest.carried_size, "unpack") as advance, open_source(context.bundle, context.keys) as source:
         verified = verify_stream(source, context.keys, now=context.now, sink=sink, on_bytes=advance, admitted=context.head)
     recheck_provenance(context, verified.manifest, staging, store)
     make_dirs(store.blobs)
     moved = 0
-    for blob in staged_blobs.blobs.iterdir() if staged_blobs.blobs.exists() else ():
+    for blob in staged.blobs.iterdir() if staged.blobs.exists() else ():
         target = store.blobs / blob.name
         if target.exists():
             blob.unlink()
         else:
             os.replace(blob, target)
             moved += 1
-    context.echo(f"{moved} new image blobs moved into {store.root}")
-    keep_and_complete_files(context, verified.manifest, staging, store, keep_images)
+    context.echo(f"{moved} new blobs (image blobs and files) moved into {store.root}")
+    check_complete(verified.manifest, store, keep_images)
     if keep_images:
         # This node's registry can then serve the bundle artifact too: the first node is a source for the others.
         artifact = store_artifact(store, verified.manifest_bytes, verified.signature, verified.manifest)
@@ -204,7 +195,7 @@ def recheck_provenance(context: Context, manifest, staging: Path, store: BlobSto
         return
 
     def read(path: str) -> bytes | None:
-        if manifest.file(path) is None and not (staging / path).exists():
+        if manifest.file(path) is None:
             return None
         found = member_file(context, path, staging)
         if not found.exists():
@@ -218,27 +209,17 @@ def recheck_provenance(context: Context, manifest, staging: Path, store: BlobSto
     )
 
 
-def keep_and_complete_files(context: Context, manifest, staging: Path, store: BlobStore, keep_images: bool = True) -> None:
-    """Keep every staged file in the store by digest, and fill in what a delta left to its base.
+def check_complete(manifest, store: BlobStore, keep_images: bool = True) -> None:
+    """Every member is in the node store by digest: this bundle's, and what a delta leaves to its base.
 
     The store then holds each installed bundle's files as well as its image
     blobs, so the next delta only needs to carry what changed.
     """
-    missing = []
-    for entry in manifest.files:
-        digest = "sha256:" + entry.sha256
-        if entry.path.startswith(BLOB_PREFIX):
-            if keep_images and not store.exists(digest):
-                missing.append(entry.path)
-            continue
-        staged = staging / entry.path
-        if entry.carried:
-            # A copy with the store's own inode and mode: a link would share the staged file's mode and any later change.
-            store.put_file(staged, digest)
-        elif store.exists(digest):
-            store.copy_out(digest, staged, entry.install_mode)
-        else:
-            missing.append(entry.path)
+    missing = [
+        entry.path
+        for entry in manifest.files
+        if (keep_images or not entry.path.startswith(BLOB_PREFIX)) and not store.exists("sha256:" + entry.sha256)
+    ]
     if missing:
         raise BundleError(f"this delta needs {len(missing)} member(s) of its base that the node store lacks, like {missing[0]}; install the base bundle first")
 
