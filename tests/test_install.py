@@ -370,7 +370,7 @@ def test_kill_during_unpack_then_rerun_completes(upstream, keys, tmp_path):
     staging = root / "var/lib/airlock/staging"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if any(size_of(p) > (8 << 20) for p in staging.glob("*/images/.partial/*")):
+        if any(size_of(p) > (8 << 20) for p in staging.glob("*/store/.partial/*")):
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
