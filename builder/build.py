@@ -177,6 +177,14 @@ def read_base(path: Path) -> Base:
     return Base(manifest, hashlib.sha256(data).hexdigest())
 
 
+def version_line(requested: str, version: str, base: Manifest | None) -> str:
+    """The build's first progress line: a delta goes from its base's version; otherwise a label shows what it resolved to."""
+    asked = f"asked {requested}" if requested != version else ""
+    if base is not None:
+        return f"kubernetes {base.version} -> {version} (delta on serial {base.serial}{', ' + asked if asked else ''})"
+    return f"kubernetes {requested} -> {version}" if asked else f"kubernetes {version}"
+
+
 @dataclass
 class BuildResult:
     output: Path
@@ -370,7 +378,7 @@ class Builder:
 
         resolution = resolve(options.kubernetes_version, self.read_label)
         major, minor = resolution.minor
-        self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.progress.log(version_line(resolution.requested, resolution.version, self.base.manifest if self.base else None))
         self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
         if self.unsupported:
             self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
