@@ -33,6 +33,7 @@ from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_ty
 from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
+from bundle.version import KubernetesVersion
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
@@ -48,12 +49,11 @@ def parse_mirrors(pairs: list[str]) -> dict[str, str]:
     return mirrors
 
 
-def fallback_control_plane_images(version: str, minor: int) -> list[str]:
+def fallback_control_plane_images(version: KubernetesVersion) -> list[str]:
     """The list kubeadm of that minor and patch answers, from builder/versions.py (only with --image-list-from-table)."""
     from builder.versions import IMAGES, images_for
 
-    patch = int(version.lstrip("v").split(".")[2].split("-")[0])
-    row = images_for(minor, patch)
+    row = images_for(version.minor, version.patch)
     if row is None:
         known = sorted({r.minor for r in IMAGES})
         raise BuildError(f"--image-list-from-table has no row for Kubernetes {version} (it knows 1.{known[0]}-1.{known[-1]}); let kubeadm list the images")
@@ -65,10 +65,10 @@ def fallback_control_plane_images(version: str, minor: int) -> list[str]:
     ]
 
 
-def kubeadm_images(kubeadm: Path, version: str) -> list[str]:
+def kubeadm_images(kubeadm: Path, version: KubernetesVersion) -> list[str]:
     """Ask a kubeadm binary for the control-plane image list of an exact version."""
     result = subprocess.run(
-        [str(kubeadm), "config", "images", "list", "--kubernetes-version", version],
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", str(version)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -27,7 +27,6 @@ from builder.transfer import Http
 from bundle.manifest import canonical_json
 
 SCHEMA = "airlock.vulnerabilities/v1"
-DEFAULT_URL = "https://api.osv.dev"
 BATCH = 1000  # the API's limit of queries per request
 MAX_PAGES = 50  # per batch: a runaway paginator is an error, not a loop
 MAX_BATCH_ANSWER = 32 << 20
