@@ -8,7 +8,6 @@ shared between images are fetched once.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from builder.progress import Progress
 from builder.transfer import Http, PolicySession, Send
 from bundle import apis
 from bundle.apis import ManifestError, load_documents
+from bundle.jsonobject import parse_object
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
@@ -34,6 +34,8 @@ from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
 from bundle.version import KubernetesVersion
+
+MAX_CONFIG_BYTES = 16 << 20  # an image config blob (the store's own cap on a small blob)
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
@@ -242,20 +244,20 @@ class ImageCopier:
         digest, data, media_type = self._manifest(ref, base, send, ref.reference, ref.digest)
         copied = CopiedImage(ImageEntry(str(ref), digest, media_type, ()))
         copied.blobs[digest] = len(data)
-        document = _json(data, f"{ref} manifest")
+        document = parse_object(data, f"{ref} manifest", MAX_MANIFEST_BYTES)
         platforms: list[str] = []
         if media_type in INDEX_TYPES:
             for child in self._select(ref, document):
                 child_digest, child_data, _ = self._manifest(ref, base, send, child["digest"], child["digest"])
                 copied.blobs[child_digest] = len(child_data)
                 platform = "linux/" + child["platform"]["architecture"]
-                self._register_blobs(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied, platform)
+                self._register_blobs(ref, base, send, parse_object(child_data, f"{ref} manifest {child_digest}", MAX_MANIFEST_BYTES), copied, platform)
                 platforms.append(platform)
         elif media_type in MANIFEST_TYPES:
             self._register_blobs(ref, base, send, document, copied, "")
             config = document["config"]["digest"]
             self.schedule([config]).wait(config)
-            info = _json(self.store.read(config), f"{ref} config")
+            info = parse_object(self.store.read(config, MAX_CONFIG_BYTES), f"{ref} config", MAX_CONFIG_BYTES)
             platform = f"{info.get('os', 'linux')}/{info.get('architecture', '')}"
             if info.get("architecture") not in self.arches:
                 raise BuildError(f"{ref} is a single-platform image for {platform}, not one of linux/{','.join(self.arches)}")
@@ -291,7 +293,7 @@ class ImageCopier:
             digest = self.store.put_bytes(data)
             if expected and expected != digest:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {digest}")
-        return digest, data, media_type_of(_json(data, f"{url}: the {ref} manifest {digest}"))
+        return digest, data, media_type_of(parse_object(data, f"{url}: the {ref} manifest {digest}", MAX_MANIFEST_BYTES))
 
     def _select(self, ref: ImageRef, index: dict) -> list[dict]:
         chosen = []
@@ -364,13 +366,3 @@ def image_provenance(ref: ImageRef) -> Provenance:
     if ref.digest:
         return Provenance(PINNED, detail="the digest in its reference")
     return Provenance(PUBLISHED, detail=f"the digest {ref.registry} gave for tag {ref.tag}")
-
-
-def _json(data: bytes, what: str) -> dict:
-    try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise BuildError(f"{what} is not JSON (or nests too deeply)") from None
-    if not isinstance(document, dict):
-        raise BuildError(f"{what} is not a JSON object")
-    return document
