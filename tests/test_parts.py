@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuildError
 from builder import split
+from builder.errors import BuildError
 from builder.split import SIZE_NAMES, WriteBehind, parse_size
 from tests.conftest import airlock, assert_blobs_whole, build, require
 from tests.test_install import FAST, IGNORE, install, node_config, outside_staging, tree
