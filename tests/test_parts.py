@@ -126,7 +126,7 @@ def test_the_disk_writes_of_a_bundle_start_while_it_is_still_being_written(tmp_p
     with open(tmp_path / "bundle", "wb", buffering=0) as handle, WriteBehind(handle.fileno()) as behind:
         handle.write(b"x" * (3 << 20))
         deadline = time.monotonic() + 30
-        while not started and time.monotonic() < deadline:
+        while not behind.started and time.monotonic() < deadline:  # counted once the started writes are on disk
             time.sleep(0.01)
         assert started == [handle.fileno()] and behind.started == 1  # nothing more was written: no second start
     assert (tmp_path / "bundle").stat().st_size == 3 << 20
