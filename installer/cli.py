@@ -731,9 +731,9 @@ def registry_serve(
 
     Example: airlock-node registry serve --store /var/lib/airlock/store --listen 0.0.0.0:5000
     """
-    from installer.connections import Limits
-    from installer.registry import RegistryError
-    from installer.serving import credential_paths, make_server, serve_until_stopped
+    from installer.registry.api import RegistryError
+    from installer.registry.connections import Limits
+    from installer.registry.serving import credential_paths, make_server, serve_until_stopped
 
     os.umask(NODE_UMASK)
     if max_connections < 16 or header_timeout <= 0 or idle_timeout <= 0 or not 0 <= workers <= 64:

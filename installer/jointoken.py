@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from installer import commands, kubeadm_config
+from installer import commands
 from installer.errors import NodeError
 from installer.node import Host, Paths
 from installer.nodeschema import CA_CERT_HASH, CERTIFICATE_KEY, TOKEN, FieldError, endpoint
+from installer.render import kubeadm_config
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 INIT_CONFIG = "/var/lib/airlock/kubeadm/init.yaml"

@@ -102,6 +102,8 @@ class NodeConfig:
 
 
 MAX_CONFIG_BYTES = 64 << 10
+BIN = "/usr/local/bin"  # where airlock installs kubeadm, kubelet, kubectl, crictl (and containerd) and the node command
+NODE_PYZ_PATH = "/usr/local/lib/airlock/airlock-node.pyz"  # the installed node installer, run by the node command and the registry unit
 
 
 class Paths:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
 from bundle.atomic import make_dirs, write_atomic
 from bundle.errors import TrustError
 from bundle.trust import TrustedKey, parse_public_key
+
+if TYPE_CHECKING:
+    from installer.node import Host
 
 TRUSTED_KEYS = "/etc/airlock/trusted-keys"
 MAX_KEY_BYTES = 16 << 10
@@ -79,6 +83,16 @@ def keep(root: Path, keys: list[TrustedKey]) -> list[TrustedKey]:
         known.add(key.key_id)
         added.append(key)
     return added
+
+
+def keep_trusted_keys(host: Host, root: Path, keys: list[TrustedKey]) -> None:
+    """Later commands on this node need no --key: the keys this install verified the bundle with are kept (root-only
+    writable). The binaries phase keeps them with the node command it installs, so that a first install that stops
+    later is rerun, or started over after a reset, without --key; done keeps them for an upgrade."""
+    if host.dry_run:
+        return
+    for key in keep(root, keys):
+        host.echo(f"now trusting {key.key_id} ({key.origin}) in {TRUSTED_KEYS}: later commands here need no --key")
 
 
 def remove(root: Path, fingerprint: str) -> TrustedKey:

@@ -13,8 +13,8 @@ from pathlib import Path
 from installer import commands
 from installer.errors import NodeError
 from installer.minors import KUBELET_MAX_SKEW
+from installer.node import BIN
 from installer.phases import Context
-from installer.phases.binaries import BIN
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 

@@ -82,7 +82,7 @@ def test_real_containerd_1_6_applies_only_a_version_2_config(tmp_path, written_f
     word, and its CRI plugin runs on defaults: another pause tag, no config_path. So a 1.x node only ever gets version 2."""
     import re
 
-    from installer.containerd_config import merge
+    from installer.render.containerd_config import merge
     from tests.containerd import Containerd, private_config
 
     require("containerd", "ctr")

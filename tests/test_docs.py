@@ -183,7 +183,7 @@ def test_help_names_the_node_command_as_it_exists_on_a_node():
 
 
 def test_the_registry_unit_in_the_docs_is_the_one_the_registry_phase_writes():
-    from installer.phases.binaries import NODE_PYZ_PATH
+    from installer.node import NODE_PYZ_PATH
     from installer.phases.registry import registry_unit
 
     text = (ROOT / "docs" / "existing-registry.md").read_text()

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from installer.flannel import configure
 from installer.node import FlannelSettings, NodeConfig, NodeError
+from installer.render.flannel import configure
 from tests.conftest import airlock_node
 from tests.test_install import install, node_config
 from tests.upstream import FLANNEL_MANIFEST, free_port

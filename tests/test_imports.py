@@ -115,3 +115,33 @@ def test_the_builder_and_the_node_installer_never_import_each_other():
 def test_the_format_package_imports_neither_half():
     assert sorted(f"{name} imports {target}" for name, targets in graph().items() if name.split(".")[0] == "bundle"
                   for target in targets if target.split(".")[0] in ("builder", "installer")) == []
+
+
+def phase_modules(edges: dict[str, set[str]]) -> set[str]:
+    """The modules under installer/phases that are phases (the package itself defines what a phase is)."""
+    return {name for name in edges if name.startswith("installer.phases.")}
+
+
+def test_no_phase_imports_another_phase():
+    edges = graph()
+    phases = phase_modules(edges)
+    assert len(phases) >= 12
+    assert sorted(f"{name} imports {target}" for name in phases for target in edges[name] if target in phases) == []
+
+
+def test_the_phase_lists_are_in_one_module():
+    """installer.workflow orders the phases of init, join and upgrade; no other module gathers phases."""
+    edges = graph()
+    phases = phase_modules(edges)
+    gatherers = sorted(name for name, targets in edges.items() if len(targets & phases) > 1)
+    assert gatherers == ["installer.workflow"]
+    assert edges["installer.workflow"] >= phases
+
+
+def test_the_phase_rule_sees_a_phase_importing_another(tmp_path):
+    first, second = tmp_path / "preflight.py", tmp_path / "unpack.py"
+    first.write_text("def run(context):\n    from installer.phases.unpack import space_needed\n")
+    second.write_text("")
+    modules = {"installer.phases.preflight": first, "installer.phases.unpack": second, "installer.phases": second}
+    edges = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert edges["installer.phases.preflight"] & phase_modules(edges) == {"installer.phases.unpack"}

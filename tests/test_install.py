@@ -178,7 +178,7 @@ def test_existing_containerd_config_keeps_every_other_setting(node_bundle, keys,
     assert cri["sandbox_image"] == f"registry.k8s.io/pause:{COMPONENT_IMAGES['pause']}"  # the bundle's pause
     assert (root / "etc/containerd/config.toml.airlock-backup").read_text() == original
     # containerd 2.x layout
-    from installer.containerd_config import merge
+    from installer.render.containerd_config import merge
 
     v3 = merge('version = 3\n[plugins."io.containerd.cri.v1.runtime"]\n  enable_selinux = true\n', "/etc/containerd/certs.d", "registry.k8s.io/pause:3.10", True, "2.1.9")
     parsed = tomllib.loads(v3.config)

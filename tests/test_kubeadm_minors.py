@@ -18,7 +18,7 @@ from installer import commands, minors
 from installer.node import Host, NodeConfig, NodeError, Paths
 from installer.phases import Context
 from installer.phases import kubeadm as kubeadm_phase
-from installer.phases.unpack import COMPLETE
+from installer.staging import COMPLETE
 from tests.standin import kubeadm_tables
 from tests.standin.kubeadm import script
 from tests.standin.kubelet import script as kubelet_script

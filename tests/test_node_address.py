@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from installer.address import AmbiguousAddress, choose
+from installer.kernel import MODULES_FILE, SYSCTL_FILE, SYSCTLS
 from installer.node import NodeConfig, NodeError
-from installer.phases.runtime import MODULES_FILE, SYSCTL_FILE, SYSCTLS
 from tests.conftest import AIRLOCK, require
 from tests.nodenet import NodeNetwork
 from tests.test_install import IGNORE
@@ -111,7 +111,7 @@ def test_kernel_settings_are_applied_on_a_real_root(isolated):
     for key in SYSCTLS:
         node.run(["sysctl", "-w", f"{key}=0"])
     before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
-    code = "from installer.node import Host, Paths; from installer.phases.runtime import apply_kernel_settings; apply_kernel_settings(Host(Paths('/')))"
+    code = "from installer.node import Host, Paths; from installer.kernel import apply_kernel_settings; apply_kernel_settings(Host(Paths('/')))"
     result = node.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
     for key, value in SYSCTLS.items():

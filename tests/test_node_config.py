@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from installer import kubeadm_config, unitfiles
-from installer.containerd_config import hosts_toml
 from installer.node import KubeletSettings, NodeConfig, NodeError
-from installer.units import command, environment, quote
+from installer.render import kubeadm_config, unitfiles
+from installer.render.containerd_config import hosts_toml
+from installer.render.units import command, environment, quote
 from tests.conftest import airlock, airlock_node, require
 
 TOKEN = "abcdef.0123456789abcdef"

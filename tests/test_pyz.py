@@ -61,7 +61,7 @@ def test_the_pyz_is_reproducible_within_budget_and_carries_both_architectures(tm
             recorded = next(line.split(",")[1] for line in record.splitlines() if line.startswith(inner + ","))
             assert recorded == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         names = set(archive.namelist())
-    assert {"__main__.py", "installer/cli.py", "bundle/trust.py", "installer/unitfiles.py", "installer/containerd_config.py", "typer/main.py", "click/core.py", "yaml/__init__.py", "tomlkit/api.py"} <= names
+    assert {"__main__.py", "installer/cli.py", "bundle/trust.py", "installer/render/unitfiles.py", "installer/render/containerd_config.py", "typer/main.py", "click/core.py", "yaml/__init__.py", "tomlkit/api.py"} <= names
     # Only the node side: no builder, no builder-only dependencies.
     assert not any(n.startswith(("builder/", "airlock/", "requests/", "oras/", "tqdm/", "rich/", "pydantic")) for n in names)
 
@@ -129,7 +129,7 @@ def test_every_node_module_imports_from_the_pyz(which, tmp_path):
                             env={**os.environ, "AIRLOCK_PYZ_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     imported = set(result.stdout.split())
-    assert {"bundle.trust", "installer.cli", "installer.phases.kubeadm", "installer.registry"} <= imported
+    assert {"bundle.trust", "installer.cli", "installer.phases.kubeadm", "installer.registry.api"} <= imported
     shown = subprocess.run([python, "-I", str(NODE_PYZ), "--version"], capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and shown.stdout.split()[-1] == project_version(), shown.stdout + shown.stderr
     for command in ("init", "join", "upgrade", "verify", "reset", "store", "registry"):

@@ -135,9 +135,9 @@ def test_listeners_are_found_with_their_process(tmp_path):
     import os
     import socket
 
-    from installer.listeners import listeners_on
     from installer.node import NodeError
     from installer.phases.images import check_listeners
+    from installer.registry.listeners import listeners_on
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -249,7 +249,7 @@ def staged_context(tmp_path, members: dict[str, bytes]):
     """A node context after unpack: `members` staged and listed in a manifest (no bundle, no phases before)."""
     from installer.node import Host, NodeConfig, Paths
     from installer.phases import Context
-    from installer.phases.unpack import COMPLETE, staging_dir
+    from installer.staging import COMPLETE, staging_dir
     from tests.hostile import manifest_for
 
     paths = Paths(tmp_path / "root")
@@ -291,8 +291,8 @@ def test_release_archives_only_put_their_own_programs_on_the_node(tmp_path):
 
 
 def test_a_staged_file_changed_after_unpack_is_never_installed(tmp_path):
-    from installer.phases.binaries import BIN
-    from installer.phases.unpack import install_staged, staging_dir
+    from installer.node import BIN
+    from installer.staging import install_staged, staging_dir
 
     members = {"bin/linux-amd64/kubeadm": b"#!/bin/sh\nexit 0\n"}
     context = staged_context(tmp_path, members)

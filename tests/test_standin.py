@@ -259,7 +259,7 @@ def test_images_list_version_log_and_failure_hooks(kubeadm, tmp_path):
 
 
 def test_every_document_airlock_writes_is_a_whole_document_to_kubeadm():
-    from installer import kubeadm_config
+    from installer.render import kubeadm_config
     from tests.standin.kubeadm import split_documents
 
     facts = kubeadm_config.NodeFacts(version="v1.36.2", node_name="cp1", address="192.0.2.10")

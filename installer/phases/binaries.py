@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import sys
 import tarfile
 from pathlib import Path
 
-import yaml
-
 from bundle.errors import BundleError
 from bundle.manifest import NODE_PYZ, Manifest
+from installer.node import BIN, NODE_PYZ_PATH
 from installer.phases import Context, Phase
-from installer.phases.done import keep_trusted_keys
-from installer.phases.unpack import ensure_staged, install_staged, open_staged_archive
-from installer.unitfiles import containerd_service
+from installer.render.crictl import crictl_config
+from installer.render.launcher import launcher
+from installer.render.unitfiles import containerd_service
+from installer.staging import ensure_staged, install_staged, open_staged_archive
+from installer.trusted import keep_trusted_keys
 
-BIN = "/usr/local/bin"
-# The node installer as one file, run by airlock-registry.service with the system Python.
-NODE_PYZ_PATH = "/usr/local/lib/airlock/airlock-node.pyz"
 # The node command the docs name: a launcher that runs the installed pyz.
 LAUNCHER = f"{BIN}/airlock-node"
 # What each upstream archive may put on the node, by name: anything else in it (a `systemctl`, an `iptables`)
@@ -93,7 +90,7 @@ def run(context: Context) -> None:
     if any(entry.path == NODE_PYZ for entry in manifest.files):
         install_staged(context, NODE_PYZ, context.paths(NODE_PYZ_PATH))
         context.host.write(context.paths(LAUNCHER), launcher(node_python()), 0o755)
-    keep_trusted_keys(context)
+    keep_trusted_keys(context.host, context.paths.root, context.keys)
     context.host.write(context.paths("/etc/crictl.yaml"), crictl_config(context.config.cri_socket))
     cni = member(manifest, arch, "cni/linux-{arch}/")
     if cni:
@@ -120,23 +117,6 @@ def node_python() -> str:
     else the system's python3."""
     running = Path(sys.executable) if sys.executable else None
     return str(running) if running is not None and running.is_absolute() and running.is_file() else "/usr/bin/python3"
-
-
-def launcher(python: str) -> str:
-    """/usr/local/bin/airlock-node: exec the installed pyz under `python -I` with the caller's arguments, word for word.
-
-    Nothing is interpolated but "$@": the two paths are fixed, quoted for the shell all the same.
-    """
-    return (
-        "#!/bin/sh\n"
-        "# Written by airlock: the node command. It runs the installed node installer with an isolated Python.\n"
-        f"exec {shlex.quote(python)} -I {shlex.quote(NODE_PYZ_PATH)} \"$@\"\n"
-    )
-
-
-def crictl_config(cri_socket: str) -> str:
-    """/etc/crictl.yaml: crictl talks to the node's CRI socket."""
-    return yaml.safe_dump({"runtime-endpoint": cri_socket, "image-endpoint": cri_socket, "timeout": 10}, sort_keys=False)
 
 
 PHASE = Phase("binaries", "install kubeadm, kubelet, kubectl, crictl, CNI plugins (and containerd, runc if missing)", run)

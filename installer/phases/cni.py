@@ -9,10 +9,10 @@ upgrade later finds what this node applied.
 from __future__ import annotations
 
 from installer import commands
-from installer.flannel import configure
+from installer.node import BIN
 from installer.phases import Context, Phase
-from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged, install_staged, member_file
+from installer.render.flannel import configure
+from installer.staging import ensure_staged, install_staged, member_file
 
 FLANNEL = "manifests/cni/kube-flannel.yml"
 ADDONS = "manifests/addons/"

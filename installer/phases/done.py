@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 from installer.phases import Context, Phase
-from installer.phases.unpack import ensure_staged
-from installer.trusted import TRUSTED_KEYS, keep
+from installer.staging import ensure_staged
+from installer.trusted import TRUSTED_KEYS, keep_trusted_keys
 
 
 def run(context: Context) -> None:
@@ -17,18 +17,8 @@ def run(context: Context) -> None:
         return
     context.host.write(context.paths.bundles / f"{manifest.serial}.json", (staging / "bundle.json").read_bytes())
     shutil.rmtree(staging, ignore_errors=True)
-    keep_trusted_keys(context)
+    keep_trusted_keys(context.host, context.paths.root, context.keys)
     context.echo(f"installed {manifest.name} serial {manifest.serial} (kubernetes {manifest.version})")
-
-
-def keep_trusted_keys(context: Context) -> None:
-    """Later commands on this node need no --key: the keys this install verified the bundle with are kept (root-only
-    writable). The binaries phase keeps them with the node command it installs, so that a first install that stops
-    later is rerun, or started over after a reset, without --key; done keeps them for an upgrade."""
-    if context.host.dry_run:
-        return
-    for key in keep(context.paths.root, context.keys):
-        context.echo(f"now trusting {key.key_id} ({key.origin}) in {TRUSTED_KEYS}: later commands here need no --key")
 
 
 PHASE = Phase("done", "record the installed bundle and keep its trusted keys", run)

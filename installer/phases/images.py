@@ -30,9 +30,9 @@ from bundle.containerd import minor_of
 from bundle.oci import INDEX_TYPES, MAX_MANIFEST_BYTES
 from installer.containerd_release import ask
 from installer.errors import NodeError
-from installer.listeners import Listener, listeners_on, parent_pids
 from installer.phases import Context, Phase
-from installer.phases.runtime import CERTS_DIR
+from installer.registry.listeners import Listener, listeners_on, parent_pids
+from installer.render.containerd_config import CERTS_DIR
 
 PINNED = "io.cri-containerd.pinned=pinned"
 PARALLEL_PULLS = 4
@@ -84,7 +84,7 @@ def node_registry(context: Context):
         context.echo(f"pulling from {SERVICE} on {config.registry_listen}")
         yield
         return
-    from installer.serving import make_server
+    from installer.registry.serving import make_server
 
     try:
         tls = (Path(config.registry_tls_cert), Path(config.registry_tls_key)) if config.registry_tls_cert else (None, None)

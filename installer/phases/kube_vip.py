@@ -9,8 +9,8 @@ kubelet restarting kube-vip (and the address moving for a few seconds) cannot fa
 
 from __future__ import annotations
 
-from installer import kubevip
 from installer.phases import Context, Phase
+from installer.render import kubevip
 
 
 def needed(context: Context) -> bool:

@@ -15,12 +15,13 @@ import json
 import secrets
 import string
 
-from installer import address, commands, kubeadm_config, minors
+from installer import address, commands, minors
 from installer.apiwait import DEFAULT_TIMEOUT, MANIFESTS, control_plane_checks, wait_for
 from installer.errors import NodeError
+from installer.node import BIN
 from installer.phases import Context, Phase
-from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged
+from installer.render import kubeadm_config
+from installer.staging import ensure_staged
 
 CONFIG_FILE = "/var/lib/airlock/kubeadm/{name}.yaml"
 
@@ -154,9 +155,7 @@ def join_hint(context: Context, values: dict[str, str]) -> None:
 def run_join(context: Context) -> None:
     ensure_staged(context)
     config = context.config
-    from installer.phases.preflight import join_fields
-
-    lacking = join_fields(context)  # preflight stopped on this already, unless it was skipped
+    lacking = kubeadm_config.join_fields(config, context.control_plane)  # preflight stopped on this already, unless it was skipped
     if lacking:
         raise NodeError(lacking)
     facts = node_facts(context)
@@ -173,7 +172,7 @@ def run_join(context: Context) -> None:
 
 def write_kube_vip(context: Context, first: bool) -> None:
     """kube-vip's static pod, when node.yaml asks for a virtual IP (highAvailability)."""
-    from installer import kubevip
+    from installer.render import kubevip
 
     config = context.config
     if not config.virtual_ip:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from installer.phases import Context, Phase
-from installer.unitfiles import kubeadm_dropin, kubelet_service
+from installer.render.unitfiles import kubeadm_dropin, kubelet_service
 
 
 def run(context: Context) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from installer import address
 from installer.errors import NodeError
+from installer.kernel import MODULES, module_loaded
 from installer.minors import kubelet_flag_problems
 from installer.noproxy import NoProxy, request_target
 from installer.phases import Context, Phase
-from installer.phases.runtime import MODULES, module_loaded
+from installer.render.kubeadm_config import join_fields
 
 CONTROL_PLANE_PORTS = (6443, 2379, 2380, 10250, 10257, 10259)
 WORKER_PORTS = (10250,)
@@ -151,29 +152,16 @@ def disk_findings(context: Context) -> Iterator[tuple[str, str]]:
     while not target.exists():
         target = target.parent
     free = shutil.disk_usage(target).free
-    from installer.phases.unpack import space_needed
+    from installer.staging import space_needed
 
     needed = space_needed(context)
     if free < needed:
         yield "disk-space", f"{target} has {free >> 20} MiB free; unpacking this bundle needs about {needed >> 20} MiB"
 
 
-def join_fields(context: Context) -> str | None:
-    """What a join's node.yaml lacks for kubeadm join (None when complete): checked before anything changes."""
-    config = context.config
-    missing = [name for name, value in (("controlPlaneEndpoint", config.control_plane_endpoint), ("token", config.token),
-                                        ("caCertHashes", config.ca_cert_hashes)) if not value]
-    if context.control_plane and not config.certificate_key:
-        missing.append("certificateKey (a control-plane join)")
-    if not missing:
-        return None
-    return (f"join needs {', '.join(missing)} in --config node.yaml; `airlock-node token create` on a control plane prints them "
-            "(add --control-plane for a certificate key)")
-
-
 def kube_vip_missing(context: Context) -> str | None:
     """highAvailability on a control plane needs the bundle's kube-vip image (None when it is there, or not needed)."""
-    from installer.kubevip import bundle_image
+    from installer.render.kubevip import bundle_image
 
     if not context.config.virtual_ip or not (context.command == "init" or context.control_plane):
         return None
@@ -189,7 +177,7 @@ def run(context: Context) -> None:
     if missing:
         raise NodeError(missing)
     if context.command == "join":
-        lacking = join_fields(context)
+        lacking = join_fields(context.config, context.control_plane)
         if lacking and not dry_run:
             raise NodeError(lacking)
         if lacking:

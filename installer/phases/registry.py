@@ -11,10 +11,10 @@ from bundle.manifest import NODE_PYZ
 from bundle.store import BlobStore, layout_index, read_layout_index
 from bundle.unpack import activate_index
 from installer.errors import NodeError
+from installer.node import NODE_PYZ_PATH
 from installer.phases import Context, Phase
-from installer.phases.binaries import NODE_PYZ_PATH
-from installer.phases.unpack import ARTIFACT, ensure_staged
-from installer.unitfiles import registry_service
+from installer.render.unitfiles import registry_service
+from installer.staging import ARTIFACT, ensure_staged
 
 STORE = "/var/lib/airlock/store"
 CREDENTIAL_PATH = re.compile(r"/[A-Za-z0-9._+/-]+")

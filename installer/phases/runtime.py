@@ -12,22 +12,12 @@ from urllib.parse import urlsplit
 
 from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
 from bundle.reference import ImageRef
-from installer.containerd_config import check_dropin, hosts_toml, imports_of, merge
 from installer.containerd_release import ask
 from installer.errors import NodeError
+from installer.kernel import MODULES_FILE, SYSCTL_FILE, apply_kernel_settings, modules_file, sysctl_file
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
-
-CERTS_DIR = "/etc/containerd/certs.d"
-MODULES_FILE = "/etc/modules-load.d/airlock.conf"
-SYSCTL_FILE = "/etc/sysctl.d/99-airlock-kubernetes.conf"
-MODULES = ("overlay", "br_netfilter")
-# kubeadm's install guide: bridged traffic seen by iptables, and forwarding on.
-SYSCTLS = {
-    "net.bridge.bridge-nf-call-iptables": "1",
-    "net.bridge.bridge-nf-call-ip6tables": "1",
-    "net.ipv4.ip_forward": "1",
-}
+from installer.render.containerd_config import CERTS_DIR, check_dropin, hosts_toml, imports_of, merge
 
 
 def upstream_server(registry: str) -> str:
@@ -70,26 +60,6 @@ def hosts_file(registry: str) -> str:
     return f"{CERTS_DIR}/{registry}/hosts.toml"
 
 
-def modules_file() -> str:
-    return "# Written by airlock: kernel modules Kubernetes needs (kubeadm's install guide).\n" + "".join(f"{name}\n" for name in MODULES)
-
-
-def sysctl_file() -> str:
-    return "# Written by airlock: kernel settings Kubernetes needs (kubeadm's install guide).\n" + "".join(f"{key} = {value}\n" for key, value in SYSCTLS.items())
-
-
-def module_loaded(name: str) -> bool:
-    """Loaded as a module, or built into the kernel (then /sys/module may lack it, but what it provides is there)."""
-    if Path(f"/sys/module/{name}").exists():
-        return True
-    if name == "br_netfilter":
-        return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
-    if name == "overlay":
-        filesystems = Path("/proc/filesystems")
-        return filesystems.exists() and any(line.split()[-1:] == ["overlay"] for line in filesystems.read_text().splitlines())
-    return False
-
-
 def kernel(context: Context) -> None:
     """Persist the modules and sysctls, and on a real node (not --root) apply them now."""
     paths, host = context.paths, context.host
@@ -97,23 +67,6 @@ def kernel(context: Context) -> None:
     host.write(paths(SYSCTL_FILE), sysctl_file())
     if paths.root == Path("/"):
         apply_kernel_settings(host)
-
-
-def apply_kernel_settings(host) -> None:
-    """Load the modules and set the sysctls now, as the files above will at every boot."""
-    for name in MODULES:
-        if not module_loaded(name):
-            host.run(["modprobe", name])
-    for key, value in SYSCTLS.items():
-        setting = Path("/proc/sys") / key.replace(".", "/")
-        if host.dry_run:
-            host.echo(f"would set {key} = {value}")
-            continue
-        try:
-            if setting.read_text().strip() != value:
-                setting.write_text(value)
-        except OSError as error:
-            raise NodeError(f"cannot set sysctl {key} = {value} ({error.strerror}); set it by hand, it is persisted in {SYSCTL_FILE}") from None
 
 
 def host_settings(context: Context, mirror: str) -> dict:

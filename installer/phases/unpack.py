@@ -12,7 +12,7 @@ files are renamed into the node store, and later phases read them from there by 
 
 Staging is root's alone (0700); files get 0755 or 0644 whatever bundle.json says, and the store gets copies
 (never links) of staged files. Nothing staged or stored is trusted later for having been verified once: later
-phases read a member through `StagedFile`, which hashes it again while they copy it, from staging or from the
+phases read a member through `installer.staging.StagedFile`, which hashes it again while they copy it, from staging or from the
 store, and a delta's unchanged files are re-hashed on their way out of the store.
 
 The signed head is checked once, by the verify phase (bundle/admission.py); unpack holds the source to that
@@ -21,12 +21,10 @@ very head (`Context.head`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 from pathlib import Path
-from typing import BinaryIO
 
 from bundle.artifact import store_artifact
 from bundle.atomic import AtomicFile, make_dirs, write_atomic
@@ -40,12 +38,9 @@ from bundle.verify import verify_stream
 from installer.phases import Context, Phase
 from installer.progress import ProgressLines
 from installer.remote import needed_members
+from installer.staging import ARTIFACT, COMPLETE, FETCHES, STAGING_MODE, member_file, space_needed, staging_dir
 
-COMPLETE = ".complete"
-ARTIFACT = "artifact.json"  # the descriptor of the bundle artifact unpack put in the store, for the registry phase
-FETCHES = ".fetch"
 EVIDENCE_LIMIT = EvidenceCollector.LIMIT
-STAGING_MODE = 0o700
 
 
 class _FileSink:
@@ -62,10 +57,6 @@ class _FileSink:
 
     def abort(self) -> None:
         self._file.discard()
-
-
-def staging_dir(context: Context) -> Path:
-    return context.paths.staging / context.manifest_sha256[:16]
 
 
 def run(context: Context) -> None:
@@ -94,17 +85,6 @@ def run(context: Context) -> None:
         for partial in store.partials.iterdir() if store.partials.is_dir() else ():
             partial.unlink(missing_ok=True)
         raise no_space(context.paths.state_dir, space_needed(context)) from None
-
-
-def space_needed(context: Context) -> int:
-    """About what unpacking needs in /var/lib/airlock: the members this node takes, staged and then kept, and some room."""
-    if context.remote is not None:
-        size = sum(entry.size for entry in needed_members(context.manifest, context.arch))
-    else:
-        from bundle.parts import total_size
-
-        size = total_size(context.bundle)
-    return int(size * 1.2) + (512 << 20)
 
 
 def unpack_file(context: Context, staging: Path, store: BlobStore) -> bytes:
@@ -214,24 +194,6 @@ def fetch_from_registry(context: Context, staging: Path, store: BlobStore) -> by
     return verified.manifest_bytes
 
 
-def member_file(context: Context, member: str, staging: Path | None = None) -> Path:
-    """Where a member of this bundle is read from: its staged copy, a `--from` fetch not yet in the store, or the store's blob by digest.
-
-    Whoever reads it holds it to bundle.json's sha256 again (`StagedFile`, `recheck`).
-    """
-    staging = staging if staging is not None else staging_dir(context)
-    staged = staging / member
-    if os.path.lexists(staged):
-        return staged
-    entry = context.manifest.file(member)
-    if entry is None:
-        raise BundleError("is not listed in bundle.json", member)
-    fetched = staging / FETCHES / entry.sha256
-    if os.path.lexists(fetched):
-        return fetched
-    return BlobStore(context.paths.store).path("sha256:" + entry.sha256)
-
-
 def recheck_provenance(context: Context, manifest, staging: Path, store: BlobStore) -> None:
     """Re-verify, offline, every upstream signature the bundle records, before anything leaves staging.
 
@@ -279,92 +241,6 @@ def keep_and_complete_files(context: Context, manifest, staging: Path, store: Bl
             missing.append(entry.path)
     if missing:
         raise BundleError(f"this delta needs {len(missing)} member(s) of its base that the node store lacks, like {missing[0]}; install the base bundle first")
-
-
-def ensure_staged(context: Context) -> Path:
-    """The staging directory of a completed unpack (phases after unpack call this, also on resume)."""
-    staging = staging_dir(context)
-    if context.host.dry_run:
-        return staging
-    for directory in (context.paths.state_dir, context.paths.staging, staging):
-        info = os.lstat(directory) if directory.exists() else None
-        if info is not None and (not stat.S_ISDIR(info.st_mode) or info.st_mode & 0o022 or info.st_uid != os.geteuid()):
-            raise BundleError(f"{directory} is not a directory only this user can write; staged files cannot be trusted. Remove {staging} and rerun")
-    marker = staging / COMPLETE
-    if not marker.is_file() or marker.read_text() != context.manifest_sha256:
-        raise BundleError(f"{staging} holds no complete unpack of this bundle; run without skipping the unpack phase")
-    return staging
-
-
-class StagedFile:
-    """A staged member opened for reading, hashed as it is read: at its end, bytes other than bundle.json's raise BundleError.
-
-    Hand it to Host.install: the copy fails before it is renamed into place if the staged file changed since unpack.
-    """
-
-    def __init__(self, path: Path, entry: FileEntry):
-        self._entry = entry
-        try:
-            self._handle = open_regular(path)
-        except FileNotFoundError:
-            raise BundleError(f"{path} is gone since unpack (a store prune, or a removed staging directory); rerun without skipping the unpack phase", entry.path) from None
-        self._hash = hashlib.sha256()
-        self._size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size if size and size > 0 else CHUNK)
-        if data:
-            self._hash.update(data)
-            self._size += len(data)
-            return data
-        if self._size != self._entry.size or self._hash.hexdigest() != self._entry.sha256:
-            raise BundleError(
-                f"the staged copy changed since it was verified ({self._size} bytes, sha256 {self._hash.hexdigest()}; "
-                f"bundle.json lists {self._entry.sha256}); remove the staging directory and rerun",
-                self._entry.path,
-            )
-        return data
-
-    def checked_whole(self) -> BinaryIO:
-        """Read to the end (raising on a mismatch), then hand back the underlying file rewound, for a reader that seeks."""
-        while self.read(CHUNK):
-            pass
-        self._handle.seek(0)
-        return self._handle
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> StagedFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def install_staged(context: Context, member: str, target: Path, mode: int = 0o755) -> None:
-    """Install a member at `target` (staged, or in the store), checked against bundle.json while it is copied (a changed file is never renamed into place)."""
-    staging = ensure_staged(context)
-    if context.host.dry_run:
-        context.host.install(target, staging / member, mode)
-        return
-    entry = context.manifest.file(member)
-    if entry is None:
-        raise BundleError("is not listed in bundle.json", member)
-    with StagedFile(member_file(context, member, staging), entry) as source:
-        try:
-            context.host.install(target, source, mode)
-        except BundleError:
-            target.with_name(f".{target.name}.airlock-new").unlink(missing_ok=True)
-            raise
-
-
-def open_staged_archive(context: Context, member: str) -> BinaryIO:
-    """A staged archive, hashed whole and then rewound: the tar reader reads the very handle whose bytes were checked."""
-    entry = context.manifest.file(member)
-    if entry is None:
-        raise BundleError("is not listed in bundle.json", member)
-    return StagedFile(member_file(context, member, ensure_staged(context)), entry).checked_whole()
 
 
 PHASE = Phase("unpack", "verify every member while streaming it into staging and the image store", run)

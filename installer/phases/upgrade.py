@@ -13,9 +13,9 @@ from pathlib import Path
 from bundle import apis
 from installer import commands
 from installer.errors import NodeError
+from installer.node import BIN
 from installer.phases import Context, Phase
-from installer.phases.binaries import BIN
-from installer.phases.unpack import ensure_staged, install_staged, member_file
+from installer.staging import ensure_staged, install_staged, member_file
 from installer.state import State
 from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path, parse_version, read_kubeconfig
 

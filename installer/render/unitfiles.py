@@ -1,10 +1,9 @@
-"""The systemd units airlock writes onto a node, as values (rendered by `installer.units`)."""
+"""The systemd units airlock writes onto a node, as values (rendered by `installer.render.units`)."""
 
 from __future__ import annotations
 
-from installer.units import Variable, command, environment, plain, proxy_environment, render
-
-BIN = "/usr/local/bin"
+from installer.node import BIN
+from installer.render.units import Variable, command, environment, plain, proxy_environment, render
 
 
 def kubelet_service() -> str:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TextIO
 
-from installer.registry import API_HEADER, ApiError, Response, error_response
+from installer.registry.api import API_HEADER, ApiError, Response, error_response
 
 SWEEP_SECONDS = 0.25
 STALLED_SECONDS = 1.0  # a response without progress this long may be dropped to let a new client in at the cap

@@ -1,6 +1,6 @@
 """The registry's serving process: the listening socket, TLS, worker processes and stop signals.
 
-`installer.registry` decides what each request is answered (no sockets); `installer.connections` does the
+`installer.registry.api` decides what each request is answered (no sockets); `installer.registry.connections` does the
 socket work; this module puts the two together and runs them until a stop signal.
 """
 
@@ -11,8 +11,8 @@ import signal
 import ssl
 from pathlib import Path
 
-from installer.connections import Limits, Server, listening_socket
-from installer.registry import Registry, RegistryError
+from installer.registry.api import Registry, RegistryError
+from installer.registry.connections import Limits, Server, listening_socket
 
 
 def parse_listen(address: str) -> tuple[str, int]:

@@ -10,8 +10,8 @@ refused before it touches the filesystem.
 
 This module decides: what the store holds (`StoreView`, one immutable
 reading of `index.json`) and what each request answers (`Registry.handle`,
-a `Response` value). `installer.connections` does the socket work, and
-`installer.serving` binds, forks workers and stops on a signal.
+a `Response` value). `installer.registry.connections` does the socket work, and
+`installer.registry.serving` binds, forks workers and stops on a signal.
 
 A new `index.json` (an upgrade merging into the store) is picked up on the
 next request. An image the store holds but cannot serve safely (a manifest

@@ -134,3 +134,15 @@ def dump(documents: list[dict], comment: str) -> str:
     body = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
     return "---\n" + header + body[len("---\n") :]  # every document is a mapping, so the body opens with "---\n"
+
+
+def join_fields(config: NodeConfig, control_plane: bool) -> str | None:
+    """What a join's node.yaml lacks for kubeadm join (None when complete): checked before anything changes."""
+    missing = [name for name, value in (("controlPlaneEndpoint", config.control_plane_endpoint), ("token", config.token),
+                                        ("caCertHashes", config.ca_cert_hashes)) if not value]
+    if control_plane and not config.certificate_key:
+        missing.append("certificateKey (a control-plane join)")
+    if not missing:
+        return None
+    return (f"join needs {', '.join(missing)} in --config node.yaml; `airlock-node token create` on a control plane prints them "
+            "(add --control-plane for a certificate key)")

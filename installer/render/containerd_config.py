@@ -51,6 +51,7 @@ V1_PLUGIN_NAMES = {
     "tasks-service": "io.containerd.service.v1.tasks-service",
     **{name: f"io.containerd.snapshotter.v1.{name}" for name in ("aufs", "btrfs", "devmapper", "native", "overlayfs", "zfs")},
 }
+CERTS_DIR = "/etc/containerd/certs.d"  # config_path: one HOST/hosts.toml per registry
 TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}
 
 
