@@ -32,8 +32,9 @@ from builder.images import RegistryClients, repository_url
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy, Send
 from bundle.artifact import REPOSITORY, Artifact, stage_bundle
+from bundle.jsonobject import parse_object
 from bundle.manifest import Manifest
-from bundle.oci import OCI_MANIFEST, media_type_of
+from bundle.oci import MAX_MANIFEST_BYTES, OCI_MANIFEST, media_type_of
 from bundle.reference import ImageRef
 from bundle.store import BlobStore, sha256_digest
 from bundle.trust import TrustedKey
@@ -106,8 +107,8 @@ def plan_push(store: BlobStore, references: list[str], target: Target) -> PushPl
 
 def _plan_manifest(store: BlobStore, digest: str, repository: str, reference: str, plan: PushPlan, name: str) -> tuple[str, int]:
     """Plan one manifest (children first); return the digest and size it will have in the target."""
-    data = store.read(digest)
-    document = json.loads(data)
+    data = store.read(digest, MAX_MANIFEST_BYTES)
+    document = parse_object(data, f"{reference}: manifest {digest}", MAX_MANIFEST_BYTES)
     media_type = media_type_of(document)
     children = document.get("manifests")
     if isinstance(children, list):
@@ -263,7 +264,7 @@ def plan_artifact(store: BlobStore, manifest: Manifest, artifact: Artifact, targ
     Its manifest goes last, after every image, so a node that finds the tag finds everything it names.
     """
     repository = f"{target.prefix}/{REPOSITORY}" if target.prefix else REPOSITORY
-    document = json.loads(artifact.data)
+    document = parse_object(artifact.data, "the bundle artifact's manifest", MAX_MANIFEST_BYTES)
     for layer in [document["config"], *document["layers"]]:
         digest = layer["digest"]
         if store.exists(digest):

@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 import typer
 
@@ -114,7 +115,7 @@ def test_dash_o_means_the_file_to_write_in_every_command():
         for path, option in options(program):
             if "-o" in option.opts:
                 short.append(path)
-                assert option.opts == ["--output", "-o"] and option.type_descriptor.annotation is not str, (program, path, option.opts)
+                assert option.opts == ["--output", "-o"] and isinstance(option.type, click.Path), (program, path, option.opts, option.type)
                 assert "write" in (option.help or ""), (program, path, option.help)
             elif "--output" in option.opts:
                 assert option.help == "text or json.", (program, path, option.help)
