@@ -105,9 +105,9 @@ def read_base(path: Path) -> Base:
     return Base(manifest, hashlib.sha256(data).hexdigest())
 
 
-def version_line(requested: str, version: str, base: Manifest | None) -> str:
+def version_line(requested: str, version: object, base: Manifest | None) -> str:
     """The build's first progress line: a delta goes from its base's version; otherwise a label shows what it resolved to."""
-    asked = f"asked {requested}" if requested != version else ""
+    asked = f"asked {requested}" if requested != str(version) else ""
     if base is not None:
         return f"kubernetes {base.version} -> {version} (delta on serial {base.serial}{', ' + asked if asked else ''})"
     return f"kubernetes {requested} -> {version}" if asked else f"kubernetes {version}"
