@@ -15,6 +15,7 @@ from installer.errors import NodeError
 from installer.minors import KUBELET_MAX_SKEW
 from installer.node import BIN
 from installer.phases import Context
+from installer.state import Installed
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
@@ -107,5 +108,5 @@ def api_server_version(context: Context) -> str | None:
         raise NodeError(f"cannot read the API server's version (kubectl version: {result.stderr.strip()[:200]}); is the control plane up?") from None
 
 
-def check(context: Context, installed: dict) -> None:
-    check_skew(installed["version"], context.manifest.version, context.role, api_server_version(context))
+def check(context: Context, installed: Installed) -> None:
+    check_skew(installed.version, context.manifest.version, context.role, api_server_version(context))

@@ -72,7 +72,7 @@ def applied_manifests(context: Context) -> list[Path]:
 
 def run_api_check(context: Context) -> None:
     """Across minors: what the target minor no longer serves that the running cluster serves or a manifest uses."""
-    installed, target = parse_version(State.load(context.paths).installed["version"]), parse_version(context.manifest.version)
+    installed, target = parse_version(State.load(context.paths).installed.version), parse_version(context.manifest.version)
     if target[:2] <= installed[:2]:
         context.echo(f"{'would skip' if context.host.dry_run else '  skipped'}: same minor 1.{target[1]}, no API version changes to check")
         return
