@@ -104,3 +104,23 @@ def test_install_options_are_one_frozen_value_with_the_comma_lists_parsed_once()
         options.dry_run = True  # type: ignore[misc]
     assert InstallOptions.from_flags("init", source, None, "", "", root=Path("/"), dry_run=True, config=None, containerd_address="x",
                                      allow_downgrade=False).keys is None
+
+
+def test_the_node_reads_a_kubernetes_version_label_one_way():
+    """bundle.json's version, state.json's and the API server's go through bundle/version.py's KubernetesVersion: text
+    after the release is refused in one line instead of being cut off, and a release candidate orders before its release."""
+    from bundle.version import VersionError
+    from installer import minors
+    from installer.upgradecheck import check_skew
+
+    assert minors.of("v1.36.4").number == 36 and minors.of("1.37.0-rc.1").number == 37
+    with pytest.raises(VersionError) as refused:
+        minors.of("v1.36.4; rm -rf /")
+    assert str(refused.value) == "the bundle's Kubernetes version: 'v1.36.4; rm -rf /' is not a Kubernetes version like v1.36.4"
+    with pytest.raises(VersionError, match="^the bundle's Kubernetes version: 'v1.37.0junk' is not"):
+        check_skew("v1.36.4", "v1.37.0junk", "worker", None)
+    with pytest.raises(VersionError, match="^state.json's installed version: '1.36' is not"):
+        check_skew("1.36", "v1.37.0", "worker", None)
+    with pytest.raises(NodeError, match="older than the installed v1.37.0"):
+        check_skew("v1.37.0", "v1.37.0-rc.1", "first-control-plane", None)
+    check_skew("v1.36.4", "v1.37.0", "worker", "v1.37.0+k3s1")  # build metadata does not order versions
