@@ -193,6 +193,14 @@ def test_the_registry_unit_in_the_docs_is_the_one_the_registry_phase_writes():
     assert documented and set(documented) <= set(written.splitlines()), set(documented) - set(written.splitlines())
 
 
+def test_the_hosts_toml_in_the_docs_is_the_one_push_prints():
+    from builder.push import Target, hosts_toml
+
+    text = (ROOT / "docs" / "existing-registry.md").read_text()
+    documented = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    assert documented == hosts_toml("registry.k8s.io", Target.parse("harbor.corp.example/k8s", insecure=False))
+
+
 # ---- runbooks run as written -----------------------------------------------------------------------------------------
 # Every ```sh block of README and docs/, by the heading it stands under, and the test that runs it. "as written": the
 # lines themselves run, a test adding only what a scratch node or the local upstream needs (--root, mirror flags).
