@@ -80,7 +80,10 @@ lint: venv
 	$(VERMIN) $(NODE_CODE)
 	$(VERMIN) --eval-annotations --feature union-types installer/cli.py
 
+# An installed airlock has its bytecode compiled (pip does it at install); an editable checkout run with
+# PYTHONDONTWRITEBYTECODE would compile every module on every build it times.
 bench: deps bench-deps venv
+	$(PY) -m compileall -q airlock builder bundle installer
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
 	$(PY) -m bench.registry_flood_bench

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -95,3 +97,42 @@ def print_goals(goals, where: str = "") -> None:
     """One line per (goal, met) pair: met or MISSED, then the goal (and where it was measured)."""
     for goal, met in goals:
         print(f"{'met   ' if met else 'MISSED'} {goal}{f' [{where}]' if where else ''}")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sha256_rate(megabytes: int = 256) -> float:
+    """MB that one core hashes with sha256 per CPU second here (1 MiB updates, as the build and verify hash)."""
+    chunk = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    started = cpu_seconds()
+    for _ in range(megabytes):
+        digest.update(chunk)
+    return megabytes * (1 << 20) / 1e6 / (cpu_seconds() - started)
+
+
+def inflate_cost(paths: list[Path]) -> tuple[float, int, int]:
+    """CPU seconds ISA-L (what the contents scan uses) takes to inflate the gzip files among `paths`; compressed and inflated bytes."""
+    from isal import isal_zlib
+
+    seconds, compressed, inflated = 0.0, 0, 0
+    for path in paths:
+        data = path.read_bytes()
+        if data[:2] != b"\x1f\x8b":
+            continue
+        started = cpu_seconds()
+        inflater = isal_zlib.decompressobj(31)
+        for offset in range(0, len(data), 1 << 20):
+            inflated += len(inflater.decompress(data[offset : offset + (1 << 20)]))
+        seconds += cpu_seconds() - started
+        compressed += len(data)
+    return seconds, compressed, inflated
+
+
+def machine_load() -> str:
+    """The load average beside the core count: other work on this machine slows every run (the ratios compare runs of the same moment)."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"

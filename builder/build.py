@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from builder import addons, artifacts, images, osv, sign
 from builder import versions as versions_table
 from builder.contents import Contents, Inventory, inventory_of_file, inventory_of_image, tap_kind
 from builder.errors import BuildError, FetchError, HttpStatusError, ResolveError
+from builder.options import BuildOptions
 from builder.pack import DeferredPack, Packed, pack
 from builder.progress import Progress
-from builder.resolve import parse_request, resolve
+from builder.resolve import resolve
 from builder.sbom import spdx_document
 from builder.sidecars import NODE_INSTALLER, review_sidecars, write_sidecars
 from builder.signatures import Signatures
@@ -43,12 +44,12 @@ from bundle.manifest import (
     member_order,
 )
 from bundle.meter import human_size as human
-from bundle.provenance import PINNED, PUBLISHED, REQUIRE_LEVELS, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
+from bundle.provenance import PINNED, PUBLISHED, TRUSTED_ROOT_MEMBER, UNPINNED, BundleProvenance, Provenance, shortfall
 from bundle.reference import ImageRef
 from bundle.smallfile import SmallFileError, read_small_file
 from bundle.store import CONTAINERD_NAME, OCI_LAYOUT, REF_NAME, BlobStore, copy_verified, layout_index
+from bundle.version import KubernetesVersion
 
-CNI_CHOICES = ("flannel", "none")
 RELEASES_HINT = (
     f"give a released version (v1.MINOR.PATCH) or a label the release server publishes (stable, stable-1.MINOR, latest-1.MINOR); "
     f"airlock supports Kubernetes {versions_table.SUPPORTED_RANGE}"
@@ -56,79 +57,6 @@ RELEASES_HINT = (
 # The Sigstore trust root shipped with airlock (data, not code: builder/data/README.md says where it comes from).
 DEFAULT_TRUSTED_ROOT = Path(__file__).resolve().parent / "data" / "trusted_root.json"
 MAX_TRUSTED_ROOT_BYTES = 1 << 20
-
-
-@dataclass
-class BuildOptions:
-    output: Path
-    kubernetes_version: str
-    sign_key: Path
-    arches: list[str] = field(default_factory=lambda: ["amd64"])
-    cni: str = "flannel"
-    images: list[str] = field(default_factory=list)
-    images_file: Path | None = None
-    release_url: str = "https://dl.k8s.io"
-    github_url: str = "https://github.com"
-    registry_mirrors: dict[str, str] = field(default_factory=dict)
-    cache_dir: Path | None = None
-    concurrency: int = 8
-    cni_version: str = artifacts.DEFAULT_CNI_VERSION
-    crictl_version: str | None = None
-    containerd_version: str = artifacts.DEFAULT_CONTAINERD_VERSION
-    runc_version: str | None = None  # None: the runc that containerd release pairs with (artifacts.CONTAINERD_RELEASES)
-    flannel_version: str = artifacts.DEFAULT_FLANNEL_VERSION
-    flannel_sha256: str | None = None
-    name: str = "airlock"
-    serial: int | None = None
-    expires_days: int = 365
-    base: Path | None = None
-    node_pyz: Path | None = None
-    split: int | None = None  # bytes per part (builder.split.parse_size), or one file
-    sidecars: bool = False
-    image_list_from_table: bool = False
-    no_scan: bool = False  # no contents scan: the SBOM lists files and images only
-    manifests: list[Path] = field(default_factory=list)  # extra YAML the node applies after init (--manifest)
-    osv_url: str | None = osv.DEFAULT_URL  # None: do not ask (--osv-url none)
-    fail_on: str | None = None  # refuse a bundle with a known vulnerability at or above this severity
-    require: str = "any"
-    trusted_root: Path | None = None
-    allow_unsupported_version: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def validate(self) -> None:
-        """Refuse bad input before anything is downloaded."""
-        parse_request(self.kubernetes_version)
-        self.containerd_version = artifacts.containerd_release(str(self.containerd_version))
-        if not self.arches or any(arch not in artifacts.ARCHES for arch in self.arches):
-            raise BuildError(f"--arch {','.join(self.arches)}: choose from {','.join(artifacts.ARCHES)} (linux only)")
-        if self.cni not in CNI_CHOICES:
-            raise BuildError(f"--cni {self.cni!r}: choose flannel or none")
-        if not 1 <= self.concurrency <= 64:
-            raise BuildError("--concurrency must be between 1 and 64")
-        if self.expires_days < 1:
-            raise BuildError("--expires-days must be at least 1")
-        for url in (self.release_url, self.github_url, *([self.osv_url] if self.osv_url else [])):
-            if not url.startswith(("http://", "https://")):
-                raise BuildError(f"{url!r} is not an http(s) URL")
-        if self.fail_on is not None and self.fail_on not in osv.FAIL_ON_CHOICES:
-            raise BuildError(f"--fail-on {self.fail_on!r}: choose {', '.join(osv.FAIL_ON_CHOICES)}")
-        for text in self.images:
-            ImageRef.parse(text)
-        if self.flannel_sha256 is not None and not artifacts.is_hex64(self.flannel_sha256):
-            raise BuildError(f"--flannel-sha256 {self.flannel_sha256!r}: give the 64 lowercase hex digits of kube-flannel.yml's sha256")
-        if self.require not in REQUIRE_LEVELS:
-            raise BuildError(f"--require {self.require!r}: choose {', '.join(REQUIRE_LEVELS)}")
-        self.node_pyz = node_pyz_path(self.node_pyz)
-
-
-def node_pyz_path(given: Path | None) -> Path:
-    """The node installer to carry: --node-pyz, else $AIRLOCK_NODE_PYZ, else what `make dist` wrote in this checkout."""
-    from builder.zipapp import default_output
-
-    path = given or (Path(os.environ["AIRLOCK_NODE_PYZ"]) if os.environ.get("AIRLOCK_NODE_PYZ") else default_output())
-    if not path.is_file():
-        raise BuildError(f"no node installer at {path}: run `make dist` in the airlock checkout, or pass --node-pyz FILE")
-    return path
 
 
 def default_cache_dir() -> Path:
@@ -177,6 +105,14 @@ def read_base(path: Path) -> Base:
     return Base(manifest, hashlib.sha256(data).hexdigest())
 
 
+def version_line(requested: str, version: object, base: Manifest | None) -> str:
+    """The build's first progress line: a delta goes from its base's version; otherwise a label shows what it resolved to."""
+    asked = f"asked {requested}" if requested != str(version) else ""
+    if base is not None:
+        return f"kubernetes {base.version} -> {version} (delta on serial {base.serial}{', ' + asked if asked else ''})"
+    return f"kubernetes {requested} -> {version}" if asked else f"kubernetes {version}"
+
+
 @dataclass
 class BuildResult:
     output: Path
@@ -194,7 +130,7 @@ class Builder:
         self.progress = progress
         self.cache_dir = Path(options.cache_dir or default_cache_dir())
         self.store = BlobStore(self.cache_dir)
-        self.http = Http(progress, options.retry, plain_http_hint="give that server as http:// in --release-url, --github-url or --registry-mirror")
+        self.http = Http(progress, RetryPolicy(), plain_http_hint="give that server as http:// in --release-url, --github-url or --registry-mirror")
         self.pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fetch")
         self.base = read_base(options.base) if options.base else None
         self.unsupported = False  # set once the version is resolved: outside the supported range but allowed
@@ -283,7 +219,7 @@ class Builder:
             return None
         return self.signatures.keep(found) if carry else found.provenance
 
-    def host_kubeadm(self, version: str, in_bundle: Future | None) -> str:
+    def host_kubeadm(self, version: KubernetesVersion, in_bundle: Future | None) -> str:
         """The digest, in the cache, of the build host's own kubeadm of exactly `version`.
 
         It is the bundle's when the bundle carries the host's architecture; otherwise it is
@@ -297,7 +233,7 @@ class Builder:
             )
         if in_bundle is not None:
             in_bundle.result()  # fetched (or found unchanged in the base) by the bundle's own download
-        artifact = artifacts.kubeadm_for(self.options.release_url, version, arch)
+        artifact = artifacts.kubeadm_for(self.options.release_url, str(version), arch)
         upstream = self.checksum_for(artifact)
         digest = "sha256:" + upstream
         if not self.store.exists(digest):
@@ -309,14 +245,14 @@ class Builder:
             self.signed(artifact, upstream, carry=False)
         return digest
 
-    def control_plane_images(self, version: str, minor: int, in_bundle: Future | None) -> list[str]:
+    def control_plane_images(self, version: KubernetesVersion, in_bundle: Future | None) -> list[str]:
         """Ask a kubeadm of the exact version; the built-in table only when --image-list-from-table says so."""
         if self.options.image_list_from_table:
             self.progress.log(
-                f"warning: --image-list-from-table: control-plane images from the built-in 1.{minor} table, not from kubeadm {version}; "
+                f"warning: --image-list-from-table: control-plane images from the built-in 1.{version.minor} table, not from kubeadm {version}; "
                 "etcd, coredns and pause can change within a minor, and a node then lacks an image kubelet needs"
             )
-            return images.fallback_control_plane_images(version, minor)
+            return images.fallback_control_plane_images(version)
         digest = self.host_kubeadm(version, in_bundle)
         with tempfile.TemporaryDirectory(prefix="airlock-kubeadm-") as scratch:
             runnable = Path(scratch) / "kubeadm"
@@ -340,12 +276,12 @@ class Builder:
                 raise
             raise ResolveError(f"no such release: {url} does not exist (HTTP {error.status}), so the label {label} names no version there; {RELEASES_HINT}") from None
 
-    def check_release(self, version: str) -> None:
+    def check_release(self, version: KubernetesVersion) -> None:
         """Before any download: the release server has `version` (its kubeadm checksum for the first architecture).
 
         That file is read by the build anyway (and kept in the cache), so the check costs one small request.
         """
-        artifact = artifacts.kubeadm_for(self.options.release_url, version, self.options.arches[0])
+        artifact = artifacts.kubeadm_for(self.options.release_url, str(version), self.options.arches[0])
         try:
             self.checksum_for(artifact)
         except HttpStatusError as error:
@@ -358,8 +294,7 @@ class Builder:
 
     def run(self) -> BuildResult:
         started = time.monotonic()
-        options = self.options
-        options.validate()
+        options = self.options = self.options.checked()
         extra_images = list(options.images) + (read_images_file(options.images_file) if options.images_file else [])
         for text in extra_images:
             ImageRef.parse(text)
@@ -369,16 +304,15 @@ class Builder:
         self.signatures = Signatures(self.http, self.store, root, self.cache_dir, self.progress, self.fetch_optional)
 
         resolution = resolve(options.kubernetes_version, self.read_label)
-        major, minor = resolution.minor
-        self.progress.log(f"kubernetes {resolution.requested} -> {resolution.version}")
+        self.progress.log(version_line(resolution.requested, resolution.version, self.base.manifest if self.base else None))
         self.unsupported = versions_table.check_supported(resolution.version, options.allow_unsupported_version)
         if self.unsupported:
             self.progress.log(f"warning: Kubernetes {resolution.version} is outside the supported {versions_table.SUPPORTED_RANGE} (--allow-unsupported-version); bundle.json records it")
         self.check_release(resolution.version)
         versions = artifacts.Versions(
-            kubernetes=resolution.version,
+            kubernetes=str(resolution.version),
             cni=options.cni_version,
-            crictl=options.crictl_version or artifacts.default_crictl_version(minor),
+            crictl=options.crictl_version or artifacts.default_crictl_version(resolution.version.minor),
             containerd=options.containerd_version,
             runc=options.runc_version or artifacts.default_runc_version(options.containerd_version),
             flannel=options.flannel_version if options.cni == "flannel" else None,
@@ -387,7 +321,7 @@ class Builder:
         plan = artifacts.plan_artifacts(options.release_url, options.github_url, versions, options.arches)
         file_futures: dict[str, Future] = {a.member: self.pool.submit(self.fetch_artifact, a) for a in plan}
 
-        wanted = self.control_plane_images(resolution.version, minor, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
+        wanted = self.control_plane_images(resolution.version, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
         components = images.component_versions(wanted)
         carried = list(extra_manifests)
         if versions.flannel:
@@ -398,11 +332,11 @@ class Builder:
         for item in extra_manifests:
             wanted += images.images_in_documents(item.documents)
         # Before any image is copied: a manifest the target Kubernetes would refuse stops the build here.
-        checked = addons.check(carried, minor)
+        checked = addons.check(carried, resolution.version.minor)
         for finding in checked.findings:
             self.progress.log(f"warning: {finding.describe()}")
         extra_entries = [self._put_bytes(item.member, item.data) for item in extra_manifests]
-        self.api_document = addons.findings_document(carried, checked, resolution.version)
+        self.api_document = addons.findings_document(carried, checked, str(resolution.version))
         extra_entries.append(self._put_bytes(API_FINDINGS, self.api_document))
         wanted += extra_images
         references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
@@ -427,7 +361,7 @@ class Builder:
 
         components.update(
             {
-                "kubernetes": resolution.version,
+                "kubernetes": str(resolution.version),
                 "cni": versions.cni,
                 "crictl": versions.crictl,
                 "containerd": versions.containerd.lstrip("v"),
@@ -569,7 +503,7 @@ class Builder:
                 created=created,
                 expires=created + timedelta(days=options.expires_days),
                 requested=resolution.requested,
-                version=resolution.version,
+                version=str(resolution.version),
                 platforms=tuple(f"linux/{arch}" for arch in options.arches),
                 components=dict(sorted(components.items())),
                 files=tuple(listed),
@@ -589,7 +523,7 @@ class Builder:
             deferred = DeferredPack(output, manifest_of(entries + placeholders), key, self.store, self.progress, wait_for_blob)
         try:
             inventories = self._inventories(entries, copied, wait_for_blob)
-            sbom = spdx_document(options.name, serial, format_time(created), resolution.version, entries, image_entries, components, inventories)
+            sbom = spdx_document(options.name, serial, format_time(created), str(resolution.version), entries, image_entries, components, inventories)
             vulnerabilities, checked = osv.check(
                 self.http, options.osv_url, inventories, format_time(created), self.progress.log, "--no-scan: contents not read" if options.no_scan else ""
             )

@@ -6,15 +6,13 @@ commands. Nothing here imports the installer.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from builder import artifacts
-from builder.errors import BuildError, ResolveError
-from builder.versions import UnsupportedVersion
-from bundle.containerd import ContainerdVersionError
+from builder.errors import BuildError, UsageError
 from bundle.errors import AirlockError
 from bundle.meter import human_size
 
@@ -93,46 +91,11 @@ def update_trusted_root_command(
     typer.echo(f"build with: airlock build --trusted-root {updated.output} ...")
 
 
-# Flags that --config build.yaml may also set, with the BuildOptions field each fills.
-CONFIG_KEYS = {
-    "kubernetes-version": "kubernetes_version",
-    "sign-key": "sign_key",
-    "output": "output",
-    "arch": "arches",
-    "cni": "cni",
-    "image": "images",
-    "images-file": "images_file",
-    "release-url": "release_url",
-    "github-url": "github_url",
-    "registry-mirror": "registry_mirrors",
-    "cache-dir": "cache_dir",
-    "concurrency": "concurrency",
-    "cni-version": "cni_version",
-    "crictl-version": "crictl_version",
-    "containerd-version": "containerd_version",
-    "runc-version": "runc_version",
-    "flannel-version": "flannel_version",
-    "flannel-sha256": "flannel_sha256",
-    "name": "name",
-    "serial": "serial",
-    "expires-days": "expires_days",
-    "base": "base",
-    "node-pyz": "node_pyz",
-    "split": "split",
-    "sidecars": "sidecars",
-    "image-list-from-table": "image_list_from_table",
-    "no-scan": "no_scan",
-    "manifest": "manifests",
-    "osv-url": "osv_url",
-    "fail-on": "fail_on",
-    "require": "require",
-    "trusted-root": "trusted_root",
-    "allow-unsupported-version": "allow_unsupported_version",
-}
-
-
 def load_build_config(path: Path) -> dict:
+    """`--config build.yaml`: a mapping of build flag names (without the dashes) to values, by BuildOptions field."""
     import yaml
+
+    from builder.options import CONFIG_KEYS
 
     try:
         document = yaml.safe_load(path.read_text()) or {}
@@ -142,241 +105,31 @@ def load_build_config(path: Path) -> dict:
         raise BuildError(f"--config {path}: not valid YAML: {error}") from None
     if not isinstance(document, dict):
         raise BuildError(f"--config {path}: expected a mapping of flag names to values")
-    unknown = sorted(set(document) - set(CONFIG_KEYS))
+    unknown = sorted(str(key) for key in set(document) - set(CONFIG_KEYS))
     if unknown:
         raise BuildError(f"--config {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
     return {CONFIG_KEYS[key]: value for key, value in document.items()}
 
 
-def _as_list(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(item) for item in value]
-
-
-def check_usage(values: dict) -> None:
-    """Refuse values no build could use (exit 2, listing the valid ones) before anything is read or fetched."""
-    from builder.build import CNI_CHOICES
-    from builder.resolve import ACCEPTED, parse_request
-    from builder.versions import SUPPORTED_MINORS, SUPPORTED_RANGE, minor_of_request
-
-    try:
-        kind, value = parse_request(str(values["kubernetes_version"]))
-    except ResolveError:
-        usage_error(f"--kubernetes-version {values['kubernetes_version']!r} is not a version or label; use {ACCEPTED}")
-    minor = minor_of_request(kind, value)
-    if minor is not None and minor not in SUPPORTED_MINORS and not values.get("allow_unsupported_version"):
-        usage_error(
-            f"--kubernetes-version {values['kubernetes_version']}: Kubernetes 1.{minor} is not supported (airlock builds {SUPPORTED_RANGE}, "
-            "the minors supported upstream); pick a supported version, or pass --allow-unsupported-version for a lab"
-        )
-    arches = values.get("arches", ["amd64"])
-    unknown = [arch for arch in arches if arch not in artifacts.ARCHES]
-    if unknown or not arches:
-        usage_error(f"--arch {','.join(unknown) or repr('')}: choose from {', '.join(artifacts.ARCHES)} (linux only; comma-separated for several)")
-    if values.get("cni", "flannel") not in CNI_CHOICES:
-        usage_error(f"--cni {values['cni']!r}: choose from {', '.join(CNI_CHOICES)}")
-    if "containerd_version" in values:
-        try:
-            artifacts.containerd_release(str(values["containerd_version"]))
-        except ContainerdVersionError as error:
-            usage_error(str(error))
-    from bundle.provenance import REQUIRE_LEVELS
-
-    if values.get("require", "any") not in REQUIRE_LEVELS:
-        usage_error(f"--require {values['require']!r}: choose from {', '.join(REQUIRE_LEVELS)}")
-
-
-@app.command()
-def build(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file to write (.tar).")] = None,
-    kubernetes_version: Annotated[
-        str | None, typer.Option("--kubernetes-version", help="stable, stable-1, stable-1.36, latest, latest-1.36, v1.36.4 or 1.36.4.")
-    ] = None,
-    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Private key from `airlock keygen`.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="build.yaml holding any of these flags (flags win).")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="Comma-separated: amd64,arm64 (linux only).", show_default="amd64")] = None,
-    cni: Annotated[str | None, typer.Option("--cni", help="flannel or none.", show_default="flannel")] = None,
-    image: Annotated[list[str] | None, typer.Option("--image", help="Extra image to carry (repeatable).")] = None,
-    images_file: Annotated[Path | None, typer.Option("--images-file", help="File with one extra image per line (# comments).")] = None,
-    release_url: Annotated[str | None, typer.Option("--release-url", help="Kubernetes release server (or its internal mirror).", show_default="https://dl.k8s.io")] = None,
-    github_url: Annotated[str | None, typer.Option("--github-url", help="GitHub release downloads (or their internal mirror).", show_default="https://github.com")] = None,
-    registry_mirror: Annotated[
-        list[str] | None, typer.Option("--registry-mirror", help="HOST=URL: fetch HOST's images from URL (repeatable).")
-    ] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache.", show_default="$XDG_CACHE_HOME/airlock")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Parallel transfers.", show_default="8")] = None,
-    cni_version: Annotated[str | None, typer.Option("--cni-version", help="CNI plugins version.", show_default=artifacts.DEFAULT_CNI_VERSION)] = None,
-    crictl_version: Annotated[str | None, typer.Option("--crictl-version", help="crictl version.", show_default="the one for the Kubernetes minor")] = None,
-    containerd_version: Annotated[
-        str | None, typer.Option("--containerd-version", help="containerd release: 2.3, 2.2, 2.1, 2.0 or 1.7 (newest patch), or an exact one.", show_default=artifacts.DEFAULT_CONTAINERD_VERSION)
-    ] = None,
-    runc_version: Annotated[str | None, typer.Option("--runc-version", help="runc version.", show_default="the one that containerd release pairs with")] = None,
-    flannel_version: Annotated[str | None, typer.Option("--flannel-version", help="flannel version.", show_default=artifacts.DEFAULT_FLANNEL_VERSION)] = None,
-    flannel_sha256: Annotated[
-        str | None,
-        typer.Option("--flannel-sha256", help="sha256 of kube-flannel.yml (flannel publishes none); without it (and no pin in airlock) the file is recorded unpinned."),
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Bundle name recorded in bundle.json.", show_default="airlock")] = None,
-    serial: Annotated[int | None, typer.Option("--serial", help="Bundle serial (increasing).", show_default="build time in seconds")] = None,
-    expires_days: Annotated[int | None, typer.Option("--expires-days", help="Nodes refuse the bundle after this many days.", show_default="365")] = None,
-    base: Annotated[
-        Path | None, typer.Option("--base", help="Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.")
-    ] = None,
-    node_pyz: Annotated[
-        Path | None,
-        typer.Option("--node-pyz", help="The node installer to carry (make dist builds it).", show_default="$AIRLOCK_NODE_PYZ, else dist/airlock-node-VERSION.pyz"),
-    ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            "--split", help="Write numbered parts of at most SIZE (3900M, 4G, fat32, dvd, bd25) and a signed parts list.", show_default="one file"
-        ),
-    ] = None,
-    sidecars: Annotated[
-        bool | None, typer.Option("--sidecars", help="Also write SHA256SUMS(.sig), sbom.spdx.json, vulnerabilities.json, report.html and MANIFEST.txt beside the bundle.", show_default="False")
-    ] = None,
-    image_list_from_table: Annotated[
-        bool | None,
-        typer.Option(
-            "--image-list-from-table",
-            help="Take the control-plane images from a built-in per-minor table instead of asking kubeadm (not exact: etcd changes within a minor).",
-            show_default="False",
-        ),
-    ] = None,
-    manifest: Annotated[
-        list[Path] | None,
-        typer.Option("--manifest", help="Extra Kubernetes YAML the node applies after init, after the CNI (repeatable; checked against the API versions of the target minor)."),
-    ] = None,
-    osv_url: Annotated[
-        str | None,
-        typer.Option("--osv-url", help="OSV API to check the packages found against (an internal mirror), or none.", show_default="https://api.osv.dev"),
-    ] = None,
-    fail_on: Annotated[
-        str | None,
-        typer.Option("--fail-on", help="Refuse the bundle when a known vulnerability is at or above low, medium, high or critical.", show_default="report only"),
-    ] = None,
-    no_scan: Annotated[
-        bool | None,
-        typer.Option(
-            "--no-scan",
-            help="Do not read what is inside binaries and image layers: the SBOM then lists files and images only.",
-            show_default="False",
-        ),
-    ] = None,
-    require: Annotated[
-        str | None,
-        typer.Option(
-            "--require",
-            help="Refuse to build when any file or image has less than this: signed (a verified upstream signature), "
-            "pinned (a pin, a published checksum or a signature: nothing unpinned) or any.",
-            show_default="any",
-        ),
-    ] = None,
-    trusted_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-root",
-            help="Sigstore trusted_root.json to verify upstream signatures against (a newer public one, or a private Sigstore's).",
-            show_default="the one shipped with airlock",
-        ),
-    ] = None,
-    allow_unsupported_version: Annotated[
-        bool | None,
-        typer.Option(
-            "--allow-unsupported-version",
-            help="Build a Kubernetes minor outside the supported range (labs only; recorded in bundle.json and shown by inspect).",
-            show_default="False",
-        ),
-    ] = None,
-) -> None:
+def build(config: Path | None = None, **flags) -> None:
     """Build one signed bundle with everything a kubeadm cluster needs.
 
     Example: airlock build -o k8s.tar --kubernetes-version stable-1.36 --sign-key keys/airlock.key --arch amd64,arm64
     """
-    from builder.build import BuildOptions
     from builder.build import build as run_build
-    from builder.images import parse_mirrors
+    from builder.options import BuildOptions
     from builder.progress import Progress
 
     try:
         values = load_build_config(config) if config else {}
-        flags = {
-            "output": output,
-            "kubernetes_version": kubernetes_version,
-            "sign_key": sign_key,
-            "arches": arch,
-            "cni": cni,
-            "images": image or None,
-            "images_file": images_file,
-            "release_url": release_url,
-            "github_url": github_url,
-            "registry_mirrors": registry_mirror or None,
-            "cache_dir": cache_dir,
-            "concurrency": concurrency,
-            "cni_version": cni_version,
-            "crictl_version": crictl_version,
-            "containerd_version": containerd_version,
-            "runc_version": runc_version,
-            "flannel_version": flannel_version,
-            "flannel_sha256": flannel_sha256,
-            "name": name,
-            "serial": serial,
-            "expires_days": expires_days,
-            "base": base,
-            "node_pyz": node_pyz,
-            "split": split,
-            "sidecars": sidecars,
-            "image_list_from_table": image_list_from_table,
-            "no_scan": no_scan,
-            "manifests": manifest or None,
-            "osv_url": osv_url,
-            "fail_on": fail_on,
-            "require": require,
-            "trusted_root": trusted_root,
-            "allow_unsupported_version": allow_unsupported_version,
-        }
-        values.update({key: value for key, value in flags.items() if value is not None})
-        missing = [
-            flag
-            for flag, field in (("--output", "output"), ("--kubernetes-version", "kubernetes_version"), ("--sign-key", "sign_key"))
-            if not values.get(field)
-        ]
-        if missing:
-            usage_error(f"build needs {', '.join(missing)} (as flags or in --config)")
-        if "arches" in values:
-            values["arches"] = _as_list(values["arches"])
-        check_usage(values)
-        if "images" in values:
-            values["images"] = _as_list(values["images"]) if isinstance(values["images"], str) else list(values["images"])
-        if "registry_mirrors" in values:
-            raw = values["registry_mirrors"]
-            values["registry_mirrors"] = parse_mirrors([f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else _as_list(raw))
-        for path_field in ("output", "sign_key", "images_file", "cache_dir", "base", "node_pyz", "trusted_root"):
-            if values.get(path_field) is not None:
-                values[path_field] = Path(values[path_field])
-        if values.get("osv_url") == "none":
-            values["osv_url"] = None
-        if values.get("fail_on") is not None:
-            values["fail_on"] = str(values["fail_on"]).lower()
-            if values["fail_on"] not in ("low", "medium", "high", "critical"):
-                usage_error(f"--fail-on {values['fail_on']!r}: choose low, medium, high or critical")
-        if "manifests" in values:
-            raw = values["manifests"]
-            values["manifests"] = [Path(item) for item in ([raw] if isinstance(raw, str) else raw)]
-        if values.get("split") is not None:
-            from builder.split import parse_size
-
-            values["split"] = parse_size(values["split"])
-        options = BuildOptions(**values)
+        values.update({name: value for name, value in flags.items() if value not in (None, [], ())})
+        options = BuildOptions.parse(values)
         progress = Progress("build")
         try:
             result = run_build(options, progress)
         finally:
             progress.close()
-    except UnsupportedVersion as error:
+    except UsageError as error:
         usage_error(str(error))
     except AirlockError as error:
         fail(error)
@@ -396,6 +149,26 @@ def build(
         f"(asked {manifest.requested}), {', '.join(manifest.platforms)}, {len(manifest.images)} images, "
         f"{len(manifest.files)} members, serial {manifest.serial}; downloaded {human_size(result.network_bytes)} in {result.seconds:.1f}s"
     )
+
+
+
+def _build_parameters() -> list[inspect.Parameter]:
+    """`airlock build`'s parameters, one per BuildOptions field (builder/options.py), with --config after the required three."""
+    from builder.options import FLAGS
+
+    config = typer.Option("--config", help="build.yaml holding any of these flags (flags win).")
+    params = []
+    for name, flag in FLAGS.items():
+        cli = flag.cli
+        option = typer.Option(*([flag.name, flag.short] if flag.short else [flag.name]), help=flag.help, show_default=flag.show_default)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[cli | None, option]))
+        if name == "sign_key":
+            params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, config]))
+    return params
+
+
+build.__signature__ = inspect.Signature(_build_parameters())
+app.command("build")(build)
 
 
 @app.command()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from bundle.atomic import write_atomic
+from bundle.atomic import AtomicFile
 from bundle.store import BlobStore
 
 try:  # ISA-L inflates gzip about four times as fast as zlib: most of what reading layers costs is inflating them
@@ -623,7 +623,10 @@ class Contents:
     def _remember(self, digest: str, found: BlobContents) -> None:
         with self._lock:
             self._results[digest] = found
-        write_atomic(self._path(digest), json.dumps(found.to_dict(), sort_keys=True).encode(), 0o644)
+        # Not synced to disk: a result a crash damaged (empty, NULs, cut short) does not parse, so `known` reads the
+        # blob again; a sync per blob would make every layer of a cold build wait for the disk's journal.
+        with AtomicFile(self._path(digest), 0o644, durable=False) as handle:
+            handle.write(json.dumps(found.to_dict(), sort_keys=True).encode())
 
     def result(self, digest: str) -> BlobContents:
         found = self.known(digest)

@@ -7,6 +7,10 @@ class BuildError(AirlockError):
     """The build cannot go on; the message says what to change."""
 
 
+class UsageError(BuildError):
+    """A value no build could use, refused before anything is read or fetched: the CLI exits 2 (failures exit 1)."""
+
+
 class ResolveError(BuildError):
     """A version label is malformed or did not resolve."""
 

@@ -8,7 +8,6 @@ shared between images are fetched once.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,12 +26,16 @@ from builder.progress import Progress
 from builder.transfer import Http, PolicySession, Send
 from bundle import apis
 from bundle.apis import ManifestError, load_documents
+from bundle.jsonobject import parse_object
 from bundle.manifest import ImageEntry
 from bundle.meter import human_size as human
 from bundle.oci import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, media_type_of
 from bundle.provenance import PINNED, PUBLISHED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
+from bundle.version import KubernetesVersion
+
+MAX_CONFIG_BYTES = 16 << 20  # an image config blob (the store's own cap on a small blob)
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
@@ -48,12 +51,11 @@ def parse_mirrors(pairs: list[str]) -> dict[str, str]:
     return mirrors
 
 
-def fallback_control_plane_images(version: str, minor: int) -> list[str]:
+def fallback_control_plane_images(version: KubernetesVersion) -> list[str]:
     """The list kubeadm of that minor and patch answers, from builder/versions.py (only with --image-list-from-table)."""
     from builder.versions import IMAGES, images_for
 
-    patch = int(version.lstrip("v").split(".")[2].split("-")[0])
-    row = images_for(minor, patch)
+    row = images_for(version.minor, version.patch)
     if row is None:
         known = sorted({r.minor for r in IMAGES})
         raise BuildError(f"--image-list-from-table has no row for Kubernetes {version} (it knows 1.{known[0]}-1.{known[-1]}); let kubeadm list the images")
@@ -65,10 +67,10 @@ def fallback_control_plane_images(version: str, minor: int) -> list[str]:
     ]
 
 
-def kubeadm_images(kubeadm: Path, version: str) -> list[str]:
+def kubeadm_images(kubeadm: Path, version: KubernetesVersion) -> list[str]:
     """Ask a kubeadm binary for the control-plane image list of an exact version."""
     result = subprocess.run(
-        [str(kubeadm), "config", "images", "list", "--kubernetes-version", version],
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", str(version)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -242,20 +244,20 @@ class ImageCopier:
         digest, data, media_type = self._manifest(ref, base, send, ref.reference, ref.digest)
         copied = CopiedImage(ImageEntry(str(ref), digest, media_type, ()))
         copied.blobs[digest] = len(data)
-        document = _json(data, f"{ref} manifest")
+        document = parse_object(data, f"{ref} manifest", MAX_MANIFEST_BYTES)
         platforms: list[str] = []
         if media_type in INDEX_TYPES:
             for child in self._select(ref, document):
                 child_digest, child_data, _ = self._manifest(ref, base, send, child["digest"], child["digest"])
                 copied.blobs[child_digest] = len(child_data)
                 platform = "linux/" + child["platform"]["architecture"]
-                self._register_blobs(ref, base, send, _json(child_data, f"{ref} manifest {child_digest}"), copied, platform)
+                self._register_blobs(ref, base, send, parse_object(child_data, f"{ref} manifest {child_digest}", MAX_MANIFEST_BYTES), copied, platform)
                 platforms.append(platform)
         elif media_type in MANIFEST_TYPES:
             self._register_blobs(ref, base, send, document, copied, "")
             config = document["config"]["digest"]
             self.schedule([config]).wait(config)
-            info = _json(self.store.read(config), f"{ref} config")
+            info = parse_object(self.store.read(config, MAX_CONFIG_BYTES), f"{ref} config", MAX_CONFIG_BYTES)
             platform = f"{info.get('os', 'linux')}/{info.get('architecture', '')}"
             if info.get("architecture") not in self.arches:
                 raise BuildError(f"{ref} is a single-platform image for {platform}, not one of linux/{','.join(self.arches)}")
@@ -291,7 +293,7 @@ class ImageCopier:
             digest = self.store.put_bytes(data)
             if expected and expected != digest:
                 raise FetchError(f"{url}: checksum mismatch: expected {expected}, got {digest}")
-        return digest, data, media_type_of(_json(data, f"{url}: the {ref} manifest {digest}"))
+        return digest, data, media_type_of(parse_object(data, f"{url}: the {ref} manifest {digest}", MAX_MANIFEST_BYTES))
 
     def _select(self, ref: ImageRef, index: dict) -> list[dict]:
         chosen = []
@@ -364,13 +366,3 @@ def image_provenance(ref: ImageRef) -> Provenance:
     if ref.digest:
         return Provenance(PINNED, detail="the digest in its reference")
     return Provenance(PUBLISHED, detail=f"the digest {ref.registry} gave for tag {ref.tag}")
-
-
-def _json(data: bytes, what: str) -> dict:
-    try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise BuildError(f"{what} is not JSON (or nests too deeply)") from None
-    if not isinstance(document, dict):
-        raise BuildError(f"{what} is not a JSON object")
-    return document

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from builder.contents import Inventory, Package
 from builder.errors import BuildError
 from builder.transfer import Http
+from bundle.errors import JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.manifest import canonical_json
 
 SCHEMA = "airlock.vulnerabilities/v1"
-DEFAULT_URL = "https://api.osv.dev"
 BATCH = 1000  # the API's limit of queries per request
 MAX_PAGES = 50  # per batch: a runaway paginator is an error, not a loop
 MAX_BATCH_ANSWER = 32 << 20
@@ -159,15 +160,6 @@ class OsvClient:
         self.base = base_url.rstrip("/")
         self.threads = threads
 
-    def _json(self, data: bytes, what: str) -> dict:
-        try:
-            document = json.loads(data)
-        except (ValueError, RecursionError):
-            raise OsvError(f"{what}: OSV answered something that is not JSON") from None
-        if not isinstance(document, dict):
-            raise OsvError(f"{what}: OSV answered something that is not a JSON object")
-        return document
-
     def affected(self, targets: list[Target]) -> list[set[str]]:
         """For each target, the ids of the vulnerabilities OSV lists for it (querybatch, every page followed)."""
         found: list[set[str]] = [set() for _ in targets]
@@ -180,7 +172,7 @@ class OsvClient:
                 order = sorted(pending)
                 queries = [dict(targets[index].query(), **({"page_token": pending[index]} if pending[index] else {})) for index in order]
                 answer = self.http.fetch_bytes("POST", url, MAX_BATCH_ANSWER, {"Content-Type": "application/json"}, body=json.dumps({"queries": queries}).encode())
-                results = self._json(answer.body, url).get("results")
+                results = parse_object(answer.body, f"{url} (OSV's answer)", MAX_BATCH_ANSWER).get("results")
                 if not isinstance(results, list) or len(results) != len(order):
                     raise OsvError(f"{url}: answered {len(results) if isinstance(results, list) else 'no'} results for {len(order)} queries")
                 pending = {}
@@ -197,7 +189,7 @@ class OsvClient:
 
     def record(self, vuln_id: str) -> dict:
         url = f"{self.base}/v1/vulns/{vuln_id}"
-        document = self._json(self.http.get_bytes(url, MAX_RECORD).body, url)
+        document = parse_object(self.http.get_bytes(url, MAX_RECORD).body, f"{url} (OSV's answer)", MAX_RECORD)
         if document.get("id") != vuln_id:
             raise OsvError(f"{url}: answered the record of {document.get('id')!r}")
         return document
@@ -248,7 +240,7 @@ def check(
         return data, json.loads(data)
     try:
         findings = OsvClient(http, osv_url).scan(targets)
-    except BuildError as error:
+    except (BuildError, JsonObjectError) as error:
         reason = f"OSV at {osv_url} could not be reached or answered wrongly: {error}"
         log(f"warning: vulnerabilities NOT SCANNED: {reason}; the bundle records 'not-scanned', not 'clean'")
         data = document("not-scanned", osv_url, when, len(targets), [], reason)

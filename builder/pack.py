@@ -18,7 +18,7 @@ from pathlib import Path
 
 from builder.progress import Progress
 from builder.sign import SigningKey
-from builder.split import BUNDLE_MODE, RollingFile, Written
+from builder.split import BUNDLE_MODE, RollingFile, WriteBehind, Written
 from bundle.atomic import AtomicFile
 from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
@@ -70,7 +70,7 @@ def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) 
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     if split is None and not hashed:
-        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle:
+        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle, WriteBehind(handle.fileno()):
             _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
         return Packed(manifest_bytes, None)
     rolling = RollingFile(output, split)
@@ -138,6 +138,7 @@ class DeferredPack:
         self._handle.seek(self.room)
         self._writer = TarWriter(self._handle, mtime=0)
         self._writer.written = self.room
+        self._behind = WriteBehind(descriptor).__enter__()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         body = [entry for entry in provisional.files if entry.carried and entry.path not in REVIEW_MEMBERS]
@@ -174,6 +175,7 @@ class DeferredPack:
             if len(head) != self.room:
                 raise AssertionError(f"bundle.json's room is {self.room} bytes, its members {len(head)}")
             self._handle.flush()
+            self._behind.stop()
             os.pwrite(self._handle.fileno(), head, 0)
             os.fsync(self._handle.fileno())
             self._handle.close()
@@ -189,6 +191,7 @@ class DeferredPack:
     def abort(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._behind.stop()
         try:
             self._handle.close()  # flushes what is buffered: on a full disk that fails too, and the file goes anyway
         except OSError:

@@ -32,8 +32,10 @@ from builder.images import RegistryClients, repository_url
 from builder.progress import Progress
 from builder.transfer import Http, RetryPolicy, Send
 from bundle.artifact import REPOSITORY, Artifact, stage_bundle
+from bundle.containerd import mirrors_hosts_toml
+from bundle.jsonobject import parse_object
 from bundle.manifest import Manifest
-from bundle.oci import OCI_MANIFEST, media_type_of
+from bundle.oci import MAX_MANIFEST_BYTES, OCI_MANIFEST, media_type_of
 from bundle.reference import ImageRef
 from bundle.store import BlobStore, sha256_digest
 from bundle.trust import TrustedKey
@@ -106,8 +108,8 @@ def plan_push(store: BlobStore, references: list[str], target: Target) -> PushPl
 
 def _plan_manifest(store: BlobStore, digest: str, repository: str, reference: str, plan: PushPlan, name: str) -> tuple[str, int]:
     """Plan one manifest (children first); return the digest and size it will have in the target."""
-    data = store.read(digest)
-    document = json.loads(data)
+    data = store.read(digest, MAX_MANIFEST_BYTES)
+    document = parse_object(data, f"{reference}: manifest {digest}", MAX_MANIFEST_BYTES)
     media_type = media_type_of(document)
     children = document.get("manifests")
     if isinstance(children, list):
@@ -263,7 +265,7 @@ def plan_artifact(store: BlobStore, manifest: Manifest, artifact: Artifact, targ
     Its manifest goes last, after every image, so a node that finds the tag finds everything it names.
     """
     repository = f"{target.prefix}/{REPOSITORY}" if target.prefix else REPOSITORY
-    document = json.loads(artifact.data)
+    document = parse_object(artifact.data, "the bundle artifact's manifest", MAX_MANIFEST_BYTES)
     for layer in [document["config"], *document["layers"]]:
         digest = layer["digest"]
         if store.exists(digest):
@@ -281,20 +283,8 @@ def hosts_toml(upstream: str, target: Target, ca_file: str | None = None) -> str
 
     The target is the mirror and the fallback `server` alike, so a node never reaches for the internet.
     """
-    url = f"{target.origin}/v2/{target.prefix}" if target.prefix else target.origin
-    settings = ['capabilities = ["pull", "resolve"]']
-    if target.prefix:
-        settings.append("override_path = true")  # the URL holds the API root: /v2/PREFIX/{repository}/...
-    if ca_file:
-        settings.append(f"ca = {_toml_string(ca_file)}")
-    lines = [f"# pulls of {upstream} images go to the site registry only", f"server = {_toml_string(url)}", *settings, ""]
-    lines += [f"[host.{_toml_string(url)}]", *(f"  {setting}" for setting in settings)]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_string(text: str) -> str:
-    # A JSON string is a valid TOML basic string: quotes, backslashes and control characters escaped.
-    return json.dumps(text)
+    url = f"{target.origin}/v2/{target.prefix}" if target.prefix else target.origin  # with a prefix the URL holds the API root
+    return mirrors_hosts_toml(f"pulls of {upstream} images go to the site registry only", [url], ca_file or "")
 
 
 def run_push(

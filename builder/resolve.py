@@ -1,7 +1,7 @@
-"""Version labels: `stable-1.36` -> `v1.36.4`, read from `{release-url}/release/{label}.txt`.
+"""Version requests: `--kubernetes-version` parsed once into a `VersionRequest`, and labels resolved.
 
-An exact version is never looked up; anything else is refused before a byte
-is downloaded.
+`stable-1.36` -> `v1.36.4`, read from `{release-url}/release/{label}.txt`. An exact version is never
+looked up; anything else is refused before a byte is downloaded.
 """
 
 from __future__ import annotations
@@ -11,47 +11,61 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from builder.errors import ResolveError
+from bundle.version import KubernetesVersion, VersionError
 
 _LABEL = re.compile(r"^(stable|latest)(?:-(\d+)(?:\.(\d+))?)?$")
-_EXACT = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.]+(?:\.[0-9A-Za-z]+)*)?$")
 ACCEPTED = "stable, stable-1, stable-1.36, latest, latest-1.36, v1.36.4 or 1.36.4"
+
+
+@dataclass(frozen=True)
+class VersionRequest:
+    """What `--kubernetes-version` asked for: an exact version, or a label (with the major and minor it names, if any)."""
+
+    text: str
+    exact: KubernetesVersion | None = None
+    label: str | None = None
+    label_major: int | None = None
+    label_minor: int | None = None
+
+    @classmethod
+    def parse(cls, text: object) -> VersionRequest:
+        """An exact version or a label; ResolveError (listing what is accepted) on anything else."""
+        text = str(text or "").strip()
+        try:
+            return cls(text, exact=KubernetesVersion.parse(text))
+        except VersionError:
+            pass
+        label = _LABEL.match(text)
+        if label is None:
+            raise ResolveError(f"--kubernetes-version {text!r} is not a version or label; use {ACCEPTED}")
+        major, minor = (int(group) if group is not None else None for group in label.group(2, 3))
+        return cls(text, label=text, label_major=major, label_minor=minor)
+
+    @property
+    def minor(self) -> int | None:
+        """The minor the request names before anything is downloaded (v1.36.4, stable-1.36), else None."""
+        return self.exact.minor if self.exact is not None else self.label_minor
 
 
 @dataclass(frozen=True)
 class Resolution:
     requested: str
-    version: str  # always "v1.36.4"
-
-    @property
-    def minor(self) -> tuple[int, int]:
-        match = _EXACT.match(self.version)
-        return int(match.group(1)), int(match.group(2))
+    version: KubernetesVersion
 
 
-def parse_request(text: str) -> tuple[str, str]:
-    """Classify `text` as ("exact", "v1.36.4") or ("label", "stable-1.36"); raise on anything else."""
-    text = (text or "").strip()
-    exact = _EXACT.match(text)
-    if exact:
-        return "exact", "v" + text.lstrip("v")
-    if _LABEL.match(text):
-        return "label", text
-    raise ResolveError(f"--kubernetes-version {text!r} is not a version or label; use {ACCEPTED}")
-
-
-def resolve(text: str, read_label: Callable[[str], bytes]) -> Resolution:
+def resolve(request: VersionRequest, read_label: Callable[[str], bytes]) -> Resolution:
     """Resolve a request, calling `read_label(label)` for the label file's bytes if needed."""
-    kind, value = parse_request(text)
-    if kind == "exact":
-        return Resolution(text.strip(), value)
-    raw = read_label(value)
-    found = raw.decode("utf-8", "replace").strip()
-    match = _EXACT.match(found)
-    if not match or not found.startswith("v"):
-        raise ResolveError(f"label {value}: the label file holds {found[:60]!r}, not a version like v1.36.4")
-    label = _LABEL.match(value)
-    if label.group(2) is not None and int(match.group(1)) != int(label.group(2)):
-        raise ResolveError(f"label {value} resolved to {found}, which is not in that major version")
-    if label.group(3) is not None and int(match.group(2)) != int(label.group(3)):
-        raise ResolveError(f"label {value} resolved to {found}, which is not in that minor version")
-    return Resolution(value, found)
+    if request.exact is not None:
+        return Resolution(request.text, request.exact)
+    found = read_label(request.label).decode("utf-8", "replace").strip()
+    try:
+        if not found.startswith("v"):
+            raise VersionError(found)
+        version = KubernetesVersion.parse(found)
+    except VersionError:
+        raise ResolveError(f"label {request.label}: the label file holds {found[:60]!r}, not a version like v1.36.4") from None
+    if request.label_major is not None and version.major != request.label_major:
+        raise ResolveError(f"label {request.label} resolved to {found}, which is not in that major version")
+    if request.label_minor is not None and version.minor != request.label_minor:
+        raise ResolveError(f"label {request.label} resolved to {found}, which is not in that minor version")
+    return Resolution(request.label, version)

@@ -38,9 +38,11 @@ from builder.errors import BuildError, FetchError
 from builder.progress import Progress
 from builder.transfer import Http
 from bundle.atomic import write_atomic
-from bundle.errors import TrustError
-from bundle.keyless import Evidence, Expected, LogEntry, SignatureError, TrustRoot, Verified, signed_image, verify
+from bundle.errors import JsonObjectError, TrustError
+from bundle.jsonobject import parse_array, parse_object
+from bundle.keyless import MAX_REKOR_BODY, Evidence, Expected, LogEntry, SignatureError, TrustRoot, Verified, signed_image, verify
 from bundle.manifest import FileEntry, format_time
+from bundle.oci import MAX_MANIFEST_BYTES
 from bundle.provenance import SIGNED, Provenance
 from bundle.reference import ImageRef
 from bundle.store import BlobStore
@@ -164,7 +166,7 @@ class Signatures:
         if fetched is None:
             return None
         try:
-            manifest = json.loads(fetched.body)
+            manifest = parse_object(fetched.body, f"{reference}: {where}", MAX_MANIFEST_BYTES)
             layers = [layer for layer in manifest["layers"][:MAX_SIGNATURE_LAYERS] if layer.get("mediaType") == SIMPLE_SIGNING]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BuildError(f"{reference}: {where} is not a cosign signature manifest (stopped)") from None
@@ -218,7 +220,7 @@ class Signatures:
         if memo.is_file():
             digest = memo.read_text().strip()
             if self.store.exists(digest):
-                return LogEntry.from_rekor(json.loads(self.store.read(digest, MAX_REKOR_ANSWER)), f"{self.rekor} (cached)")
+                return LogEntry.from_rekor(parse_object(self.store.read(digest, MAX_REKOR_ANSWER), f"{self.rekor} (cached)", MAX_REKOR_ANSWER), f"{self.rekor} (cached)")
         search = f"{self.rekor}/api/v1/index/retrieve"
         response = self.http.call(
             "POST", search, self.http.send, {"Content-Type": "application/json", "Accept": "application/json"}, json.dumps({"hash": f"sha256:{sha256}"}).encode()
@@ -226,18 +228,16 @@ class Signatures:
         if response.status_code != 200 or len(response.content) > MAX_REKOR_ANSWER:
             raise FetchError(f"{search}: HTTP {response.status_code}; the transparency log must answer to verify a signature")
         try:
-            uuids = json.loads(response.content)
-        except ValueError:
-            raise FetchError(f"{search}: the answer is not JSON") from None
-        if not isinstance(uuids, list):
-            raise FetchError(f"{search}: the answer is not a list of entry UUIDs")
+            uuids = parse_array(response.content, f"{search}: the answer", MAX_REKOR_ANSWER)
+        except JsonObjectError as error:
+            raise FetchError(f"{error}; it must be a list of entry UUIDs") from None
         for uuid in uuids[:MAX_LOG_CANDIDATES]:
             if not isinstance(uuid, str) or not _UUID.match(uuid):
                 raise FetchError(f"{search}: {str(uuid)[:100]!r} is not a Rekor entry UUID")
             url = f"{self.rekor}/api/v1/log/entries/{uuid}"
             answer = self.http.get_bytes(url, MAX_REKOR_ANSWER, {"Accept": "application/json"})
             try:
-                values = list(json.loads(answer.body).values())
+                values = list(parse_object(answer.body, url, MAX_REKOR_ANSWER).values())
             except (ValueError, AttributeError):
                 raise FetchError(f"{url}: the answer is not a Rekor entry") from None
             if len(values) != 1:
@@ -266,7 +266,7 @@ def signed_provenance(verified: Verified, expected: Expected, where: str, eviden
 def _records(entry: LogEntry, signature: bytes, certificate: x509.Certificate) -> bool:
     """Whether a log entry is this signature's (the full check is keyless.verify's; this only picks among candidates)."""
     try:
-        spec = json.loads(entry.body)["spec"]["signature"]
+        spec = parse_object(entry.body, "the transparency-log entry's body", MAX_REKOR_BODY)["spec"]["signature"]
         logged = base64.b64decode(spec["content"], validate=True)
         key = base64.b64decode(spec["publicKey"]["content"], validate=True)
         return logged == signature and x509.load_pem_x509_certificate(key) == certificate

@@ -8,15 +8,21 @@ member that crosses a boundary is cut there. Part offsets are offsets in the
 whole stream minus a multiple of the part size, so with a part size that is
 a multiple of 4 KiB the 4 KiB alignment of member data holds in every part.
 
-Two threads read back what has been written (from the page cache) and hash
-it, one per part and one for the whole, so the parts list costs no second
-read of the bundle and no memory that grows with it.
+One thread reads back what has been written (from the page cache, once) and
+hashes it per part; a second hashes the same chunks as one stream for the
+whole (sha256 releases the GIL, so the two use both cores). The parts list
+costs no second read of the bundle and no memory that grows with it.
+
+`WriteBehind` starts the disk writes of a file while it is still being
+written, so the sync before the rename waits for the last few MiB rather
+than for the whole bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import threading
 from dataclasses import dataclass, field
@@ -35,6 +41,11 @@ PART_MODE = BUNDLE_MODE = 0o644
 CHUNK = 1 << 20
 # Let the hashing threads see written bytes at least this often when nothing else flushes.
 PUBLISH_EVERY = 8 << 20
+# Chunks read back for the part digest that wait for the whole digest's thread (bounded memory: 4 MiB).
+WHOLE_QUEUE = 4
+# WriteBehind: how much written data may wait in the page cache before its disk write is started, and how often to look.
+WRITE_BEHIND_BYTES = 32 << 20
+WRITE_BEHIND_POLL = 0.05
 
 # Named sizes. fat32: a file must stay under 4 GiB; 4095 MiB (not 4 GiB - 1 byte) keeps parts a multiple of 4 KiB.
 # dvd: single-layer DVD+R (2,295,104 sectors of 2048 bytes), the smaller of DVD+R and DVD-R. bd25: single-layer BD-R.
@@ -81,12 +92,14 @@ class Written:
 
 
 class _Follower(threading.Thread):
-    """Reads back the pieces in order as they are published and hashes them: per piece, or as one stream."""
+    """Reads back the pieces in order as they are published, once: hashes each piece, and hands the same
+    chunks to `_WholeHash` for the sha256 of the whole stream (a bundle that is one file needs only that)."""
 
     def __init__(self, rolling: RollingFile, per_piece: bool):
-        super().__init__(name="part-hash" if per_piece else "bundle-hash", daemon=True)
+        super().__init__(name="part-hash", daemon=True)
         self._rolling = rolling
         self._per_piece = per_piece
+        self._whole = _WholeHash() if per_piece else None
         self.digests: list[str] = []
         self.whole = ""
         self.error: BaseException | None = None
@@ -101,7 +114,7 @@ class _Follower(threading.Thread):
                 with rolling.changed:
                     while not (index < len(rolling.pieces) and (rolling.pieces[index].published > offset or rolling.pieces[index].closed)):
                         if rolling.stopped or (rolling.finished and index >= len(rolling.pieces)):
-                            self.whole = digest.hexdigest()
+                            self.whole = self._whole.finish() if self._whole is not None else digest.hexdigest()
                             return
                         rolling.changed.wait()
                     piece = rolling.pieces[index]
@@ -114,6 +127,8 @@ class _Follower(threading.Thread):
                     data = os.pread(descriptor, min(CHUNK, end - offset), offset)
                     if not data:
                         raise BuildError(f"{piece.temporary}: shorter than what was written to it")
+                    if self._whole is not None:
+                        self._whole.update(data)
                     digest.update(data)
                     offset += len(data)
                 if closed:
@@ -128,6 +143,74 @@ class _Follower(threading.Thread):
         finally:
             if descriptor is not None:
                 os.close(descriptor)
+            if self._whole is not None:
+                self._whole.close()
+
+
+class _WholeHash:
+    """The sha256 of the whole stream, on a thread of its own, from the chunks the part hasher already read."""
+
+    def __init__(self):
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(WHOLE_QUEUE)
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="bundle-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def finish(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+
+class WriteBehind:
+    """Starts the disk writes of a file being written, on a thread of its own, whenever another
+    WRITE_BEHIND_BYTES have been added to it: the writer never waits for them, and the sync before the
+    file is renamed into place waits only for what came last, not for the whole file at the end.
+
+    Use as a context manager around the writing; the file must stay open until it has ended. Errors are left
+    to the final sync, which sees them too.
+    """
+
+    def __init__(self, descriptor: int):
+        self._descriptor = descriptor
+        self._stop = threading.Event()
+        self.started = 0  # how many times writes were started (tests)
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+
+    def __enter__(self) -> WriteBehind:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        synced = 0
+        while not self._stop.wait(WRITE_BEHIND_POLL):
+            try:
+                size = os.fstat(self._descriptor).st_size
+                if size - synced >= WRITE_BEHIND_BYTES:
+                    os.fdatasync(self._descriptor)
+                    synced = size
+                    self.started += 1
+            except OSError:
+                return  # the final sync reports it
 
 
 class RollingFile:
@@ -142,11 +225,9 @@ class RollingFile:
         self._handle = None
         self._room = 0
         self._unpublished = 0
-        self._followers = [_Follower(self, per_piece=False)]
-        if limit is not None:
-            self._followers.append(_Follower(self, per_piece=True))
-        for follower in self._followers:
-            follower.start()
+        self._behind: WriteBehind | None = None
+        self._follower = _Follower(self, per_piece=limit is not None)
+        self._follower.start()
 
     def _next_piece(self) -> None:
         self._close_piece()
@@ -160,6 +241,7 @@ class RollingFile:
         make_dirs(final.parent)
         descriptor, temporary = create_temporary(final)
         self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
+        self._behind = WriteBehind(descriptor).__enter__()
         with self.changed:
             self.pieces.append(_Piece(final, temporary, identity(descriptor)))
             self.changed.notify_all()
@@ -176,6 +258,7 @@ class RollingFile:
         if self._handle is None:
             return
         self._handle.flush()
+        self._behind.stop()
         os.fchmod(self._handle.fileno(), PART_MODE)
         os.fsync(self._handle.fileno())
         self._handle.close()
@@ -221,18 +304,16 @@ class RollingFile:
         with self.changed:
             self.finished = True
             self.changed.notify_all()
-        for follower in self._followers:
-            follower.join()
+        self._follower.join()
 
     def finish(self) -> Written:
         """Close the last part, wait for the hashes, and rename every part into place."""
         self._close_piece()
         self._stop()
-        for follower in self._followers:
-            if follower.error is not None:
-                raise BuildError(f"hashing {self._output.name} while writing it failed: {follower.error}")
-        whole = self._followers[0].whole
-        digests = self._followers[1].digests if self._limit is not None else [whole]
+        if self._follower.error is not None:
+            raise BuildError(f"hashing {self._output.name} while writing it failed: {self._follower.error}")
+        whole = self._follower.whole
+        digests = self._follower.digests if self._limit is not None else [whole]
         files = tuple(Part(piece.final.name, piece.size, digest) for piece, digest in zip(self.pieces, digests, strict=True))
         for piece in self.pieces:
             rename_into_place(piece.temporary, piece.final, piece.identity)
@@ -248,6 +329,7 @@ class RollingFile:
     def abort(self) -> None:
         """Drop every part written so far (nothing appears under a final name)."""
         if self._handle is not None:
+            self._behind.stop()
             self._handle.close()
             self._handle = None
         with self.changed:

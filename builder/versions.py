@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.errors import BuildError
+from builder.errors import UsageError
+from bundle.version import KubernetesVersion
 
 SUPPORTED_MINORS = (34, 35, 36, 37, 38)
 SUPPORTED_RANGE = f"1.{SUPPORTED_MINORS[0]}-1.{SUPPORTED_MINORS[-1]}"
@@ -21,7 +22,7 @@ SUPPORTED_RANGE = f"1.{SUPPORTED_MINORS[0]}-1.{SUPPORTED_MINORS[-1]}"
 CRICTL_BY_MINOR = {33: "v1.33.0", 34: "v1.34.0", 35: "v1.35.0", 36: "v1.36.0", 37: "v1.37.0", 38: "v1.38.0"}
 
 
-class UnsupportedVersion(BuildError):
+class UnsupportedVersion(UsageError):
     """A Kubernetes minor outside SUPPORTED_MINORS without --allow-unsupported-version: a usage error (exit 2)."""
 
 
@@ -54,10 +55,9 @@ def images_for(minor: int, patch: int) -> ImageRow | None:
     return rows[-1] if rows else None
 
 
-def check_supported(version: str, allow_unsupported: bool) -> bool:
-    """True when `version` ("v1.36.4") is outside the supported range but allowed; raise when it is not allowed."""
-    minor = int(version.lstrip("v").split(".")[1])
-    if minor in SUPPORTED_MINORS:
+def check_supported(version: KubernetesVersion, allow_unsupported: bool) -> bool:
+    """True when `version` is outside the supported range but allowed; raise when it is not allowed."""
+    if version.minor in SUPPORTED_MINORS:
         return False
     if allow_unsupported:
         return True
@@ -65,14 +65,3 @@ def check_supported(version: str, allow_unsupported: bool) -> bool:
         f"Kubernetes {version} is not supported (airlock builds {SUPPORTED_RANGE}, the minors supported upstream); "
         "pick a supported version, or pass --allow-unsupported-version for a lab"
     )
-
-
-def minor_of_request(kind: str, value: str) -> int | None:
-    """The minor a request names before anything is downloaded: an exact version or a label like stable-1.36; else None."""
-    text = value.lstrip("v")
-    if kind == "exact":
-        return int(text.split(".")[1])
-    parts = value.split("-", 1)
-    if len(parts) == 2 and "." in parts[1]:
-        return int(parts[1].split(".")[1])
-    return None

@@ -60,3 +60,15 @@ def no_space(where, needed: int | None = None) -> NoSpaceError:
         f"{os.fspath(where)}: no space left on the device ({free}{wanted}); what was written is removed. "
         "Free space there, or point it at another file system"
     )
+
+
+class JsonObjectError(AirlockError, ValueError):
+    """Bytes from outside that are not a JSON object (bundle.jsonobject.parse_object); names the source and why.
+
+    A ValueError too, so a caller that already turns ValueError into its own one line keeps doing so.
+    """
+
+    def __init__(self, where: str, reason: str):
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")

@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509 import ObjectIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from bundle.errors import TrustError
+from bundle.errors import JsonObjectError, TrustError
+from bundle.jsonobject import parse_object
 
 BUNDLE_V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -51,6 +52,7 @@ OIDC_ISSUER = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # the issuer URL as raw
 OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # the same, DER-encoded as a UTF8String
 MAX_EVIDENCE_BYTES = 256 << 10
 MAX_PROOF_HASHES = 64
+MAX_REKOR_BODY = MAX_EVIDENCE_BYTES  # a log entry's body or cosign's bundle annotation lies inside evidence of that size
 _SIGNATURE_LINE = re.compile("\u2014 (\\S+) (\\S+)\n")
 
 
@@ -147,7 +149,7 @@ class LogEntry:
         """One value of Rekor's `GET /api/v1/log/entries/{uuid}` answer."""
         try:
             body = base64.b64decode(entry["body"], validate=True)
-            kind = json.loads(body)
+            kind = parse_object(body, where, MAX_REKOR_BODY)
             verification = entry.get("verification") or {}
             raw_proof = verification.get("inclusionProof")
             proof = None
@@ -170,14 +172,14 @@ class LogEntry:
                 signed_entry_timestamp=base64.b64decode(set_b64, validate=True) if set_b64 else None,
                 proof=proof,
             )
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error, RecursionError):
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
             raise TrustError(f"{where}: not a Rekor log entry (body, logIndex, logID, integratedTime, verification)") from None
 
     @classmethod
     def from_cosign_bundle(cls, annotation: str, where: str) -> LogEntry:
         """cosign's `dev.sigstore.cosign/bundle` annotation: {"SignedEntryTimestamp", "Payload": {body, integratedTime, logIndex, logID}}."""
         try:
-            document = json.loads(annotation)
+            document = parse_object(annotation, where, MAX_REKOR_BODY)
             payload = document["Payload"]
             return cls.from_rekor(
                 {
@@ -189,7 +191,7 @@ class LogEntry:
                 },
                 where,
             )
-        except (KeyError, TypeError, ValueError, RecursionError):
+        except (KeyError, TypeError, ValueError):
             raise TrustError(f"{where}: the dev.sigstore.cosign/bundle annotation is not cosign's Rekor bundle") from None
 
     def set_payload(self) -> bytes:
@@ -379,12 +381,12 @@ def _check_body(entry: LogEntry, evidence: Evidence, sha256: str) -> None:
     if (entry.kind, entry.version) != ("hashedrekord", "0.0.1"):
         raise SignatureError(f"the transparency-log entry is a {entry.kind} {entry.version}, not a hashedrekord 0.0.1 of this signature")
     try:
-        body = json.loads(entry.body)
+        body = parse_object(entry.body, "the transparency-log entry's body", MAX_REKOR_BODY)
         spec = body["spec"]
         logged_hash = spec["data"]["hash"]
         logged_signature = base64.b64decode(spec["signature"]["content"], validate=True)
         logged_key = base64.b64decode(spec["signature"]["publicKey"]["content"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error, RecursionError):
+    except (KeyError, TypeError, ValueError, binascii.Error):
         raise SignatureError("the transparency-log entry's body is not a hashedrekord") from None
     if logged_hash.get("algorithm") != "sha256" or logged_hash.get("value") != sha256:
         raise SignatureError(f"the transparency-log entry {entry.log_index} is for another artifact (sha256 {logged_hash.get('value')}, not {sha256})")
@@ -533,15 +535,11 @@ def _utc(moment: datetime) -> str:
 
 
 def _json_object(data: bytes, where: str, limit: int) -> dict:
-    if len(data) > limit:
-        raise TrustError(f"{where}: {len(data)} bytes is more than {limit}")
+    """parse_object, failing as a TrustError: evidence that does not parse is evidence that does not verify."""
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
-        raise TrustError(f"{where}: not JSON") from None
-    if not isinstance(document, dict):
-        raise TrustError(f"{where}: not a JSON object")
-    return document
+        return parse_object(data, where, limit)
+    except JsonObjectError as error:
+        raise TrustError(str(error)) from None
 
 
 def _object(parent: object, key: str, where: str) -> dict:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from bundle.errors import BundleError
+from bundle.errors import BundleError, JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.members import MANIFEST_NAME, check_member_path, is_hex_digest  # noqa: F401  (named here for the rest of the code)
 
 if TYPE_CHECKING:
@@ -192,20 +193,12 @@ class Manifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise BundleError(f"is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} byte cap", MANIFEST_NAME)
         try:
-            document = load_json(data.decode("utf-8"), MANIFEST_NAME, object_pairs_hook=_refuse_duplicate_keys)
+            document = parse_object(data.decode("utf-8"), MANIFEST_NAME, MAX_MANIFEST_BYTES, object_pairs_hook=_refuse_duplicate_keys)
         except UnicodeDecodeError:
             raise BundleError("is not UTF-8", MANIFEST_NAME) from None
+        except JsonObjectError as error:
+            raise BundleError(error.reason, MANIFEST_NAME) from None
         return _manifest_from_document(document)
-
-
-def load_json(text: str | bytes, where: str, **options) -> object:
-    """json.loads with every failure as a BundleError naming `where` (nesting too deep for the parser included)."""
-    try:
-        return json.loads(text, **options)
-    except json.JSONDecodeError as error:
-        raise BundleError(f"is not valid JSON: {error}", where) from None
-    except RecursionError:
-        raise BundleError("nests JSON arrays or objects too deeply to be a bundle's", where) from None
 
 
 def canonical_json(document: object) -> bytes:

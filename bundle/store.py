@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import stat
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import BinaryIO
 
 from bundle.atomic import AtomicFile, make_dirs
 from bundle.errors import NO_SPACE, StoreError, no_space
+from bundle.jsonobject import parse_object
 from bundle.manifest import canonical_json, is_digest
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -27,6 +27,7 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 CHUNK = 1 << 20
+MAX_LAYOUT_INDEX_BYTES = 32 << 20  # an OCI layout's index.json: a descriptor per image, like bundle.json's cap
 # Blobs are data, never executed from the store.
 BLOB_MODE = 0o644
 
@@ -277,13 +278,8 @@ def layout_index(entries: list[dict]) -> bytes:
 
 
 def read_layout_index(data: bytes) -> list[dict]:
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as error:
-        raise StoreError(f"index.json is not JSON: {error}") from None
-    except RecursionError:
-        raise StoreError("index.json nests too deeply to be an image index") from None
-    manifests = document.get("manifests") if isinstance(document, dict) else None
+    """The descriptors an OCI layout's index.json lists; JsonObjectError or StoreError naming index.json otherwise."""
+    manifests = parse_object(data, "index.json", MAX_LAYOUT_INDEX_BYTES).get("manifests")
     if not isinstance(manifests, list):
         raise StoreError("index.json has no manifests list")
     return manifests

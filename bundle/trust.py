@@ -100,11 +100,12 @@ def verify_signature(data: bytes, signature: bytes, keys: list[TrustedKey]) -> T
 
 def claimed_signer(data: bytes) -> str | None:
     """The key id bundle.json says signed it (not trusted: only to name it when no trusted key verifies), or None."""
-    import json
+    from bundle.jsonobject import parse_object
+    from bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES
 
     try:
-        signer = json.loads(data).get("signer", {}).get("key_id")
-    except (ValueError, AttributeError, RecursionError):
+        signer = parse_object(data, MANIFEST_NAME, MAX_MANIFEST_BYTES).get("signer", {}).get("key_id")
+    except (ValueError, AttributeError):
         return None
     return signer if isinstance(signer, str) and len(signer) < 100 and signer.isprintable() else None
 

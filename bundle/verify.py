@@ -15,7 +15,6 @@ A member's digest is compared on the caller's thread once its hash lane caught u
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from bundle.errors import BundleError
+from bundle.errors import BundleError, JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.manifest import (
     IMAGE_BLOBS,
     IMAGE_INDEX,
@@ -36,6 +36,7 @@ from bundle.manifest import (
     check_member_path,
 )
 from bundle.source import Delivery, Source, TarSource, open_bundle, open_source, read_signed_head
+from bundle.store import MAX_LAYOUT_INDEX_BYTES
 from bundle.trust import TrustedKey, check_dates, verify_signature
 
 __all__ = ["MemberSink", "Verified", "open_bundle", "read_signed_head", "verify_bundle", "verify_stream"]
@@ -292,10 +293,9 @@ def check_index(data: bytes, manifest: Manifest) -> None:
     """The image index may only name blobs the bundle lists (carried, or in its base)."""
     listed = {entry.path[len(IMAGE_BLOBS) :] for entry in manifest.files if entry.path.startswith(IMAGE_BLOBS)}
     try:
-        document = json.loads(data)
-        descriptors = document["manifests"]
+        descriptors = parse_object(data, IMAGE_INDEX, MAX_LAYOUT_INDEX_BYTES)["manifests"]
         digests = [descriptor["digest"] for descriptor in descriptors]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (JsonObjectError, KeyError, TypeError):
         raise BundleError("is not an OCI image index", IMAGE_INDEX) from None
     for digest in digests:
         if not isinstance(digest, str) or not digest.startswith("sha256:") or digest[len("sha256:") :] not in listed:

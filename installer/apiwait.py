@@ -111,10 +111,17 @@ def readyz_once(address: str, port: int, ca_file: Path, timeout: float = 5.0) ->
     return probe(Check("kube-apiserver", address, port, "/readyz", ca_file), timeout)
 
 
+INIT_REMEDY = ("look at `crictl ps -a` (did etcd and the control-plane containers start?), `crictl logs CONTAINER` and `journalctl -u kubelet`, "
+               "then rerun airlock-node init to resume")
+VIRTUAL_IP_REMEDY = ("kube-vip holds that address: look at `crictl ps -a --name kube-vip`, `crictl logs CONTAINER` of it, the address on its "
+                     "interface (`ip address show`) and `journalctl -u kubelet`, then rerun airlock-node {command} to resume")
+
+
 def wait_for(checks: list[Check], timeout: float = DEFAULT_TIMEOUT, interval: float = 2.0, echo: Callable[[str], None] = lambda line: None,
-             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+             subject: str = "the control plane", remedy: str = INIT_REMEDY) -> None:
     """Poll every check until each has answered 200 once; on time-out name the ones that did not and what to look at."""
-    echo(f"waiting up to {timeout:.0f}s for the control plane (kubelet starts it from {MANIFESTS}): " + ", ".join(c.url for c in checks))
+    echo(f"waiting up to {timeout:.0f}s for {subject} (kubelet starts it from {MANIFESTS}): " + ", ".join(c.url for c in checks))
     started = clock()
     pending = {check.component: check for check in checks}
     last = {check.component: "no answer yet" for check in checks}
@@ -131,11 +138,7 @@ def wait_for(checks: list[Check], timeout: float = DEFAULT_TIMEOUT, interval: fl
             return
         if clock() - started >= timeout:
             failing = "; ".join(f"{name} at {check.url}: {last[name]}" for name, check in pending.items())
-            raise NodeError(
-                f"the control plane was not healthy within {timeout:.0f}s ({failing}); "
-                "look at `crictl ps -a` (did etcd and the control-plane containers start?), `crictl logs CONTAINER` and `journalctl -u kubelet`, "
-                "then rerun airlock-node init to resume"
-            )
+            raise NodeError(f"{subject} was not healthy within {timeout:.0f}s ({failing}); {remedy}")
         sleep(interval)
 
 
@@ -144,3 +147,12 @@ def wait_for_api_server(address: str, ca_file: Path, port: int = API_PORT, timeo
                         sleep: Callable[[float], None] = time.sleep) -> None:
     """Poll https://ADDRESS:PORT/readyz until it answers 200 (the API server alone)."""
     wait_for([Check("kube-apiserver", address, port, "/readyz", ca_file)], timeout, interval, echo, clock, sleep)
+
+
+def wait_for_virtual_ip(address: str, port: int, ca_file: Path, command: str, timeout: float = DEFAULT_TIMEOUT, interval: float = 2.0,
+                        echo: Callable[[str], None] = lambda line: None, clock: Callable[[], float] = time.monotonic,
+                        sleep: Callable[[float], None] = time.sleep) -> None:
+    """Poll the API server's /readyz through the virtual IP kube-vip holds until it answers 200: after kube-vip's static
+    pod was rewritten (the kubelet restarts it) or the API server behind the address restarted (kubeadm upgrade)."""
+    wait_for([Check("kube-vip", address, port, "/readyz", ca_file)], timeout, interval, echo, clock, sleep,
+             subject=f"the API server at the virtual IP {address}", remedy=VIRTUAL_IP_REMEDY.format(command=command))

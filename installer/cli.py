@@ -294,6 +294,34 @@ class Source:
             usage_error("--ca, --insecure, --tag and --deadlines go with --from")
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """`a, b,,c` -> ("a", "b", "c"): the names of a comma-separated option, blanks dropped, in the order given."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    """What `init`, `join` or `upgrade` was asked to do: one value, built from the command line once."""
+
+    command: str  # init, join or upgrade
+    source: Source
+    keys: Optional[tuple[Path, ...]]  # --key; None: the keys this node kept
+    root: Path
+    dry_run: bool
+    skip_phases: tuple[str, ...]
+    config: Optional[Path]
+    containerd_address: str
+    allow_downgrade: bool
+    ignore_preflight_errors: tuple[str, ...]
+    control_plane: bool = False
+    drain: bool = False
+    kubeconfig: Optional[Path] = None
+
+    @classmethod
+    def from_flags(cls, command: str, source: Source, key: Optional[list[Path]], skip_phases: str, ignore_preflight_errors: str, **flags) -> "InstallOptions":
+        return cls(command, source, tuple(key) if key else None, skip_phases=comma_list(skip_phases), ignore_preflight_errors=comma_list(ignore_preflight_errors), **flags)
+
+
 def _remote(source: Source, config):
     """The registry source for `--from`, and node.yaml with the images pulled from that same registry unless it names another."""
     import dataclasses
@@ -314,9 +342,7 @@ def _remote(source: Source, config):
     return RegistrySource(origin, ca, source.tag, deadlines), config
 
 
-def _install(command: str, source: Source, key: Optional[list[Path]], root: Path, dry_run: bool, skip_phases: str, config: Optional[Path],
-             containerd_address: str, allow_downgrade: bool, ignore_preflight_errors: str, control_plane: bool, drain: bool = False,
-             kubeconfig: Optional[Path] = None) -> None:
+def _install(options: InstallOptions) -> None:
     import platform
 
     from installer.node import Host, NodeConfig, Paths
@@ -326,23 +352,24 @@ def _install(command: str, source: Source, key: Optional[list[Path]], root: Path
     from installer.workflow import phases_for
 
     os.umask(NODE_UMASK)
+    command, source, root = options.command, options.source, options.root
     source.check()
-    skip = {name.strip() for name in skip_phases.split(",") if name.strip()}
+    skip = set(options.skip_phases)
     known_phases = [phase.name for phase in phases_for(command)]
     unknown = sorted(skip - set(known_phases))
     if unknown:
         usage_error(f"--skip-phases: no phase {', '.join(unknown)} in `airlock-node {command}`; its phases: {', '.join(known_phases)}")
     if "verify" in skip:
         usage_error("the verify phase cannot be skipped")
-    ignored = [name.strip() for name in ignore_preflight_errors.split(",") if name.strip()]
+    ignored = options.ignore_preflight_errors
     unknown = [name for name in ignored if not check_name_known(name)]
     if unknown:
         usage_error(f"--ignore-preflight-errors: no check named {', '.join(unknown)}; checks: {', '.join(check_names())} (or all)")
     try:
         paths = Paths(root)
-        host = dry_run_host(paths) if dry_run else Host(paths)
+        host = dry_run_host(paths) if options.dry_run else Host(paths)
         machine = platform.machine().lower()
-        node_config = NodeConfig.load(config)
+        node_config = NodeConfig.load(options.config)
         remote = None
         if source.url is not None:
             remote, node_config = _remote(source, node_config)
@@ -350,17 +377,17 @@ def _install(command: str, source: Source, key: Optional[list[Path]], root: Path
             command=command,
             bundle=source.bundle,
             remote=remote,
-            keys=trusted_keys(key, root),
+            keys=trusted_keys(list(options.keys) if options.keys else None, root),
             paths=paths,
             host=host,
             config=node_config,
-            containerd_address=containerd_address,
-            allow_downgrade=allow_downgrade,
+            containerd_address=options.containerd_address,
+            allow_downgrade=options.allow_downgrade,
             ignore_preflight=frozenset(ignored),
-            control_plane=control_plane,
-            drain=drain,
-            kubeconfig=kubeconfig,
-            start_services=root == Path("/") and not dry_run,
+            control_plane=options.control_plane,
+            drain=options.drain,
+            kubeconfig=options.kubeconfig,
+            start_services=root == Path("/") and not options.dry_run,
             arch={"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
         )
         run_phases(context, phases_for(command), skip)
@@ -425,7 +452,7 @@ def init(
 
     Example: python3 airlock-node.pyz init k8s.tar --key airlock.pub --config node.yaml
     """
-    _install("init", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, False)
+    _install(InstallOptions.from_flags("init", Source(bundle, from_, ca, insecure, tag, deadlines), key, skip_phases, ignore_preflight_errors, root=root, dry_run=dry_run, config=config, containerd_address=containerd_address, allow_downgrade=allow_downgrade))
 
 
 @app.command()
@@ -454,7 +481,11 @@ def join(
 
     Example: python3 airlock-node.pyz join k8s.tar --key airlock.pub --config node.yaml
     """
-    _install("join", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade, ignore_preflight_errors, control_plane)
+    _install(
+        InstallOptions.from_flags(
+            "join", Source(bundle, from_, ca, insecure, tag, deadlines), key, skip_phases, ignore_preflight_errors, root=root, dry_run=dry_run, config=config, containerd_address=containerd_address, allow_downgrade=allow_downgrade, control_plane=control_plane
+        )
+    )
 
 
 @app.command()
@@ -487,8 +518,11 @@ def upgrade(
 
     Example: airlock-node upgrade k8s-1.36.5.tar --drain
     """
-    _install("upgrade", Source(bundle, from_, ca, insecure, tag, deadlines), key, root, dry_run, skip_phases, config, containerd_address, allow_downgrade,
-             ignore_preflight_errors, False, drain, kubeconfig)
+    _install(
+        InstallOptions.from_flags(
+            "upgrade", Source(bundle, from_, ca, insecure, tag, deadlines), key, skip_phases, ignore_preflight_errors, root=root, dry_run=dry_run, config=config, containerd_address=containerd_address, allow_downgrade=allow_downgrade, drain=drain, kubeconfig=kubeconfig
+        )
+    )
 
 
 @app.command()

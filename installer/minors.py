@@ -8,12 +8,9 @@ compares version numbers itself.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from installer.errors import NodeError
-
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+from bundle.version import KubernetesVersion
 
 # kubelet flags removed, with the first minor without them (kubelet exits with "unknown flag" there) and what to do instead.
 REMOVED_KUBELET_FLAGS = {
@@ -51,16 +48,9 @@ class Minor:
         return None
 
 
-def parse(version: str) -> tuple[int, int, int]:
-    match = _VERSION.match(version or "")
-    if not match:
-        raise NodeError(f"{version!r} is not a Kubernetes version")
-    major, minor, patch = (int(part) for part in match.groups())
-    return major, minor, patch
-
-
 def of(version: str) -> Minor:
-    return Minor(parse(version)[1])
+    """The minor of bundle.json's version label (VersionError, one line, when it is not one)."""
+    return Minor(KubernetesVersion.parse(version, "the bundle's Kubernetes version").minor)
 
 
 def kubelet_flag_problems(version: str, flags: dict[str, str]) -> list[str]:

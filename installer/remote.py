@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import socket
 import ssl
 import threading
@@ -31,7 +30,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from bundle import netpolicy
 from bundle.artifact import ARTIFACT_TYPE, REPOSITORY, TITLE, parse_tag
-from bundle.errors import AirlockError, BundleError
+from bundle.errors import AirlockError, BundleError, JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.manifest import IMAGE_BLOBS, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, FileEntry, Manifest
 from bundle.netpolicy import MAX_DISCARDED_BODY, MAX_TAG_LIST, MAX_TOKEN_ANSWER, Clock, CredentialScope, Deadlines, read_timeout
 from bundle.oci import MAX_MANIFEST_BYTES as MAX_OCI_MANIFEST_BYTES
@@ -239,10 +239,10 @@ class Client:
             finally:
                 connection.close()
             try:
-                document = json.loads(data) if len(data) <= MAX_TOKEN_ANSWER else None
-            except (ValueError, RecursionError):
-                return False
-            self._token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None
+                document = parse_object(data, f"the token realm {realm}", MAX_TOKEN_ANSWER)
+            except JsonObjectError:
+                document = {}  # no token in it
+            self._token = document.get("token") or document.get("access_token")
             if self._token is not None and not isinstance(self._token, str):
                 self._token = None
             return bool(self._token)
@@ -354,8 +354,8 @@ class RegistrySource:
         """The NAME-SERIAL tag with the highest serial; refused when two bundle names tie."""
         data = self.client.read_small(f"/v2/{quote(self.origin.repository)}/tags/list", MAX_TAG_LIST, "application/json")
         try:
-            tags = json.loads(data).get("tags") or []
-        except (ValueError, AttributeError, RecursionError):
+            tags = parse_object(data, "tags/list", MAX_TAG_LIST).get("tags") or []
+        except JsonObjectError:
             raise RemoteError(f"{self.client.url('/v2/' + self.origin.repository + '/tags/list')}: not a tag list") from None
         found = [(parse_tag(tag), tag) for tag in tags if isinstance(tag, str) and parse_tag(tag)]
         if not found:
@@ -375,11 +375,11 @@ class RegistrySource:
         path = self._path("manifests", self.tag)
         data = self.client.read_small(path, MAX_OCI_MANIFEST_BYTES, OCI_MANIFEST)
         try:
-            document = json.loads(data)
+            document = parse_object(data, path, MAX_OCI_MANIFEST_BYTES)
             layers = document["layers"]
             kind = document.get("artifactType") or document["config"]["mediaType"]
             head = [(layer["annotations"][TITLE], layer["digest"], layer["size"]) for layer in layers[:2]]
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        except (ValueError, KeyError, TypeError, IndexError):
             raise RemoteError(f"{self.client.url(path)}: not an airlock bundle artifact") from None
         if kind != ARTIFACT_TYPE or [title for title, _, _ in head] != [MANIFEST_NAME, SIGNATURE_NAME]:
             raise RemoteError(f"{self.client.url(path)}: not an airlock bundle artifact (type {kind!r})")

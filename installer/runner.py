@@ -8,7 +8,7 @@ from bundle.errors import AirlockError
 from installer.errors import NodeError, NothingToDo
 from installer.node import node_lock
 from installer.phases import Context, Phase
-from installer.state import State
+from installer.state import Installed, State
 
 
 def select(phases: list[Phase], skip: set[str]) -> list[Phase]:
@@ -61,18 +61,18 @@ def _run(context: Context, phases: list[Phase], skip: set[str]) -> None:
             manifest = context.manifest
             from installer.phases.runtime import mirror_url, mirror_urls
 
-            state.installed = {
-                "serial": manifest.serial,
-                "sha256": context.manifest_sha256,
-                "version": manifest.version,
-                "name": manifest.name,
-                "command": context.command,
-                "role": context.role,
+            state.installed = Installed(
+                serial=manifest.serial,
+                sha256=context.manifest_sha256,
+                version=manifest.version,
+                name=manifest.name,
+                command=context.command,
+                role=context.role,
                 # Where this node's containerd pulls from, for `airlock-node status`.
-                "registry": mirror_url(context) if context.serves_registry else mirror_urls(context)[0],
-                "registries": mirror_urls(context),
-                "registry_ca": context.config.registry_ca,
-            }
+                registry=mirror_url(context) if context.serves_registry else mirror_urls(context)[0],
+                registries=tuple(mirror_urls(context)),
+                registry_ca=context.config.registry_ca,
+            )
             state.run = None
         state.save(context.paths)
         context.echo(f"[{phase.name}] done in {time.monotonic() - started:.1f}s")

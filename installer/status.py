@@ -99,20 +99,20 @@ def gather(paths: Paths, ctr: list[str] | None) -> Status:
     installed = state.installed
     manifest = None
     if installed:
-        manifest = installed_manifest(paths, installed.get("serial", -1))
+        manifest = installed_manifest(paths, installed.serial)
         status.installed = {
-            "name": installed.get("name"),
-            "serial": installed.get("serial"),
-            "version": installed.get("version"),
-            "role": installed.get("role"),
-            "sha256": installed.get("sha256"),
+            "name": installed.name,
+            "serial": installed.serial,
+            "version": installed.version,
+            "role": installed.role,
+            "sha256": installed.sha256,
             "signer": manifest.signer.get("key_id") if manifest else None,
             "algorithm": manifest.signer.get("algorithm") if manifest else None,
             "created": format_time(manifest.created) if manifest else None,
             "expires": format_time(manifest.expires) if manifest else None,
         }
-        status.control_plane = installed.get("role") in ("first-control-plane", "control-plane")
-        status.registry = registry_health(installed.get("registry", ""), installed.get("registry_ca", ""))
+        status.control_plane = installed.control_plane
+        status.registry = registry_health(installed.registry, installed.registry_ca)
     if state.run:
         from installer.workflow import phases_for
 

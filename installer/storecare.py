@@ -45,7 +45,7 @@ def installed_manifest(paths: Paths) -> Manifest:
         raise NodeError("nothing is installed on this node; nothing to prune against")
     if not installed:
         raise NodeError("an install or upgrade is in progress (see state.json); finish it before pruning")
-    return Manifest.parse((paths.bundles / f"{installed['serial']}.json").read_bytes())
+    return Manifest.parse((paths.bundles / f"{installed.serial}.json").read_bytes())
 
 
 def prune_store(paths: Paths, dry_run: bool = False) -> tuple[int, int]:

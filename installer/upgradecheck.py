@@ -7,39 +7,38 @@ the upgrade phases use the kubeconfig and kubectl paths found here.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from bundle.version import KubernetesVersion
 from installer import commands
 from installer.errors import NodeError
 from installer.minors import KUBELET_MAX_SKEW
 from installer.node import BIN
 from installer.phases import Context
+from installer.state import Installed
 
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    match = _VERSION.match(text or "")
-    if not match:
-        raise NodeError(f"{text!r} is not a Kubernetes version")
-    return tuple(int(part) for part in match.groups())
+def server_version(text: str) -> KubernetesVersion:
+    """What `kubectl version` reports as the API server's gitVersion; build metadata (`+k3s1`) does not order versions."""
+    return KubernetesVersion.parse(text.split("+", 1)[0], "the API server's version")
 
 
 def check_skew(installed: str, new: str, role: str, api_server: str | None) -> None:
     """Refuse what Kubernetes' version-skew policy forbids, saying what to do instead."""
-    old_v, new_v = parse_version(installed), parse_version(new)
+    old_v = KubernetesVersion.parse(installed, "state.json's installed version")
+    new_v = KubernetesVersion.parse(new, "the bundle's Kubernetes version")
+    server = server_version(api_server) if api_server is not None else None
     if new_v < old_v:
         raise NodeError(f"{new} is older than the installed {installed}; Kubernetes is never downgraded in place (reset and reinstall instead)")
-    if new_v[:2] > (old_v[0], old_v[1] + 1):
-        step = f"v{old_v[0]}.{old_v[1] + 1}"
+    if (new_v.major, new_v.minor) > (old_v.major, old_v.minor + 1):
+        step = f"v{old_v.major}.{old_v.minor + 1}"
         raise NodeError(f"{installed} -> {new} skips a minor version; upgrade to the newest {step}.x bundle first, then to {new}")
-    if role != "first-control-plane" and api_server is not None and new_v > parse_version(api_server):
+    if role != "first-control-plane" and server is not None and new_v > server:
         raise NodeError(
             f"this node's kubelet would become {new}, newer than the API server ({api_server}); "
             "upgrade the first control plane first (airlock-node upgrade there), then this node"
         )
-    if api_server is not None and parse_version(api_server)[1] - new_v[1] > KUBELET_MAX_SKEW:
+    if server is not None and server.minor - new_v.minor > KUBELET_MAX_SKEW:
         raise NodeError(
             f"this node's kubelet would be {new}, more than three minors behind the API server ({api_server}); "
             "Kubernetes does not support that skew: upgrade this node minor by minor with a bundle of each minor"
@@ -107,5 +106,5 @@ def api_server_version(context: Context) -> str | None:
         raise NodeError(f"cannot read the API server's version (kubectl version: {result.stderr.strip()[:200]}); is the control plane up?") from None
 
 
-def check(context: Context, installed: dict) -> None:
-    check_skew(installed["version"], context.manifest.version, context.role, api_server_version(context))
+def check(context: Context, installed: Installed) -> None:
+    check_skew(installed.version, context.manifest.version, context.role, api_server_version(context))

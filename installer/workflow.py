@@ -34,4 +34,4 @@ def join_phases() -> list[Phase]:
 
 
 def upgrade_phases() -> list[Phase]:
-    return [verify.PHASE, preflight.PHASE, unpack.PHASE, upgrade.API_CHECK, registry.PHASE, runtime.PHASE, images.PHASE, upgrade.KUBEADM_UPGRADE, upgrade.KUBELET_UPGRADE, done.PHASE]
+    return [verify.PHASE, preflight.PHASE, unpack.PHASE, upgrade.API_CHECK, registry.PHASE, runtime.PHASE, images.PHASE, upgrade.KUBEADM_UPGRADE, kube_vip.UPGRADE, upgrade.KUBELET_UPGRADE, done.PHASE]

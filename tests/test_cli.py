@@ -76,24 +76,123 @@ def test_every_command_and_subcommand_has_help_that_shows_each_default():
 
 
 def test_build_help_shows_the_defaults_a_build_really_uses():
-    from builder.build import BuildOptions
-    from builder.cli import CONFIG_KEYS
+    from builder.options import FLAGS, BuildOptions
 
     app = compose()
     build = typer.main.get_command(app).commands["build"]
     text = CliRunner().invoke(app, ["build", "--help"], terminal_width=100).output
     fields = {field.name: field for field in dataclasses.fields(BuildOptions)}
     checked = 0
-    for flag, name in CONFIG_KEYS.items():
+    for name, flag in FLAGS.items():
         field = fields[name]
         value = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        if value in (None, dataclasses.MISSING, [], {}):
+        if value in (None, dataclasses.MISSING, [], (), {}):
             continue
-        option = next(p for p in build.params if f"--{flag}" in p.opts)
-        shown = ",".join(value) if isinstance(value, list) else str(value)
-        assert f"[default: ({shown})]" in option_help(text, option), f"--{flag}"
+        option = next(p for p in build.params if flag.name in p.opts)
+        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        assert f"[default: ({shown})]" in option_help(text, option), flag.name
         checked += 1
     assert checked >= 10
+
+
+# One value per build option, as build.yaml gives it; the same values as flags must make the same BuildOptions.
+EVERY_BUILD_OPTION = {
+    "output": "out.tar",
+    "kubernetes-version": "v1.36.4",
+    "sign-key": "k.key",
+    "arch": "arm64,amd64",
+    "cni": "none",
+    "image": ["docker.io/library/busybox:1.36", "quay.io/x/y:1"],
+    "images-file": "images.txt",
+    "release-url": "http://127.0.0.1:1",
+    "github-url": "http://127.0.0.1:2",
+    "registry-mirror": ["registry.k8s.io=http://127.0.0.1:5001", "quay.io=http://127.0.0.1:5002"],
+    "cache-dir": "cache",
+    "concurrency": 3,
+    "cni-version": "v1.9.0",
+    "crictl-version": "v1.36.0",
+    "containerd-version": "2.2",
+    "runc-version": "v1.3.0",
+    "flannel-version": "v0.25.6",
+    "flannel-sha256": "a" * 64,
+    "name": "lab",
+    "serial": 7,
+    "expires-days": 30,
+    "base": "old.tar",
+    "node-pyz": "n.pyz",
+    "split": "4G",
+    "sidecars": True,
+    "image-list-from-table": True,
+    "manifest": ["extra.yaml", "more.yaml"],
+    "osv-url": "none",
+    "fail-on": "HIGH",
+    "no-scan": True,
+    "require": "pinned",
+    "trusted-root": "root.json",
+    "allow-unsupported-version": True,
+}
+
+
+def built_options(monkeypatch, *args) -> object:
+    """The BuildOptions `airlock build ARGS` hands to the build (a test double stands in for the build itself)."""
+    import builder.build
+    from builder.errors import BuildError
+
+    seen = []
+
+    def build_double(options, progress):
+        seen.append(options)
+        raise BuildError("stopped by the test before anything is fetched")
+
+    monkeypatch.setattr(builder.build, "build", build_double)
+    result = CliRunner().invoke(compose(), ["build", *map(str, args)])
+    assert result.exit_code == 1 and "stopped by the test" in result.output, result.output
+    return seen[0]
+
+
+def test_build_options_are_listed_once_and_read_by_flags_config_and_build(monkeypatch, tmp_path):
+    """BuildOptions (builder/options.py) is the one list: each field is a flag and a build.yaml key, and the build reads it."""
+    import ast
+
+    import yaml
+
+    from builder.options import CONFIG_KEYS, FLAGS, BuildOptions
+
+    fields = [field.name for field in dataclasses.fields(BuildOptions)]
+    assert list(FLAGS) == fields and sorted(CONFIG_KEYS.values()) == sorted(fields)
+    params = [p for p in typer.main.get_command(compose()).commands["build"].params if p.name not in ("config", "help")]
+    assert [p.name for p in params] == fields and [p.opts[0] for p in params] == [FLAGS[name].name for name in fields]
+    assert set(EVERY_BUILD_OPTION) == set(CONFIG_KEYS), "give the new option a value in EVERY_BUILD_OPTION"
+
+    config = tmp_path / "build.yaml"
+    config.write_text(yaml.safe_dump(EVERY_BUILD_OPTION))
+    from_config = built_options(monkeypatch, "--config", config)
+    flags = []
+    for key, value in EVERY_BUILD_OPTION.items():
+        if value is True:
+            flags.append(f"--{key}")
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                flags += [f"--{key}", item]
+    from_flags = built_options(monkeypatch, *flags)
+    assert from_config == from_flags
+    defaults = BuildOptions(output=Path("x"), kubernetes_version=from_flags.kubernetes_version, sign_key=Path("k"))
+    assert [name for name in fields if name != "kubernetes_version" and getattr(from_flags, name) == getattr(defaults, name)] == []
+    assert from_flags.arches == ("arm64", "amd64") and from_flags.registry_mirrors["quay.io"] == "http://127.0.0.1:5002"
+    assert from_flags.osv_url is None and from_flags.fail_on == "high" and from_flags.split == 4 << 30
+
+    # An option nothing reads is a flag that does nothing: the build reads every field.
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "builder" / "build.py").read_text())
+    read = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and (
+            (isinstance(node.value, ast.Name) and node.value.id == "options")
+            or (isinstance(node.value, ast.Attribute) and node.value.attr == "options")
+        )
+    }
+    assert set(fields) - read == set(), "options the build never reads"
 
 
 def test_help_and_version_as_programs():

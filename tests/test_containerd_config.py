@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from bundle.containerd import config_version
+from bundle.containerd import config_version, hosts_toml
 from installer.node import NodeError
-from installer.render.containerd_config import V2_CRI, V3_IMAGES, V3_RUNTIME, check_dropin, hosts_toml, merge
+from installer.render.containerd_config import V2_CRI, V3_IMAGES, V3_RUNTIME, check_dropin, merge
 from tests.conftest import require
 from tests.containerd import Containerd, private_config, sid_programs
 

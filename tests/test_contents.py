@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.contents import BARE, BlobContents, Tap, merge_layers, parse_dpkg_status
+from builder.contents import BARE, BlobContents, Contents, Tap, merge_layers, parse_dpkg_status
 from tests.conftest import TOOLS, build, require
 from tests.goprobe import build_probe, go_version_m
 from tests.imagefiles import ALPINE_IMAGE, ALPINE_OS_RELEASE, APK_INSTALLED, DEBIAN_IMAGE
@@ -270,3 +270,25 @@ def test_a_file_full_of_stray_magic_is_given_up_on_quickly():
     started = time.monotonic()
     assert _scan(hostile, "file", 1 << 20).files == {}
     assert time.monotonic() - started < 2
+
+
+def test_a_scan_result_a_crash_damaged_is_read_again_not_trusted(tmp_path):
+    """Results are written without a sync: whatever a crash can leave under the final name must count as no result."""
+    from bundle.store import BlobStore
+
+    store = BlobStore(tmp_path / "cache")
+    data = b"a bare file"
+    digest = store.put_bytes(data)
+    contents = Contents(store, tmp_path / "cache")
+    with contents.scanning(digest, "file", "bin/linux-amd64/tool") as tap:
+        tap.write(data)
+    assert contents.known(digest) is not None and contents._path(digest).is_file()
+    good = contents._path(digest).read_bytes()
+    for damaged in (b"", b"\0" * len(good), good[: len(good) // 2]):
+        contents._path(digest).write_bytes(damaged)
+        fresh = Contents(store, tmp_path / "cache")
+        assert fresh.known(digest) is None
+        with fresh.scanning(digest, "file", "bin/linux-amd64/tool") as tap:
+            assert tap is not None  # read again
+            tap.write(data)
+        assert fresh.known(digest) is not None and contents._path(digest).read_bytes() == good

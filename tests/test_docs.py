@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 import typer
 
@@ -114,7 +115,7 @@ def test_dash_o_means_the_file_to_write_in_every_command():
         for path, option in options(program):
             if "-o" in option.opts:
                 short.append(path)
-                assert option.opts == ["--output", "-o"] and option.type_descriptor.annotation is not str, (program, path, option.opts)
+                assert option.opts == ["--output", "-o"] and isinstance(option.type, click.Path), (program, path, option.opts, option.type)
                 assert "write" in (option.help or ""), (program, path, option.help)
             elif "--output" in option.opts:
                 assert option.help == "text or json.", (program, path, option.help)
@@ -190,6 +191,14 @@ def test_the_registry_unit_in_the_docs_is_the_one_the_registry_phase_writes():
     documented = re.search(r"```ini\n(.*?)```", text, re.S).group(1).splitlines()
     written = registry_unit(["/usr/bin/python3", "-I", NODE_PYZ_PATH], "0.0.0.0:5443", "/etc/airlock/pki/registry.crt", "/etc/airlock/pki/registry.key")
     assert documented and set(documented) <= set(written.splitlines()), set(documented) - set(written.splitlines())
+
+
+def test_the_hosts_toml_in_the_docs_is_the_one_push_prints():
+    from builder.push import Target, hosts_toml
+
+    text = (ROOT / "docs" / "existing-registry.md").read_text()
+    documented = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    assert documented == hosts_toml("registry.k8s.io", Target.parse("harbor.corp.example/k8s", insecure=False))
 
 
 # ---- runbooks run as written -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import NODE_PYZ, require
-from tests.fleet import ANSIBLE_PLAYBOOK, Fleet
+from tests.fleet import ANSIBLE_PLAYBOOK, Fleet, from_floor
 from tests.test_node_day2 import write_admin_conf
 
 INSTALL = "Install with airlock-node"
@@ -28,12 +28,12 @@ def most_at_once(intervals) -> int:
     return peak
 
 
-def started_fleet(node_bundle, keys, tmp_path, control_planes: int, workers: int) -> Iterator[Fleet]:
+def started_fleet(node_bundle, keys, tmp_path, control_planes: int, workers: int, from_first: bool = False) -> Iterator[Fleet]:
     require("nsenter", "ip", ANSIBLE_PLAYBOOK)
     # The controller's own copy: the runs compare what they copy with what a node holds.
     pyz = tmp_path / "airlock-node.pyz"
     shutil.copyfile(NODE_PYZ, pyz)
-    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=control_planes, workers=workers)
+    nodes = Fleet(tmp_path, node_bundle, keys["ed25519"] / "airlock.pub", pyz, control_planes=control_planes, workers=workers, from_first=from_first)
     # What `kubeadm init phase kubeconfig` would write on the first node (the stand-in does not); token create reads it.
     write_admin_conf(nodes.first.root, "https://192.0.2.10:6443")
     try:
@@ -89,6 +89,33 @@ def test_the_playbook_brings_up_the_fleet_in_order_in_batches_and_a_rerun_change
     assert third.returncode == 0, third.stdout[-3000:]
     assert {host: counts["changed"] for host, counts in third.recap().items()} == {node.name: 0 for node in fleet.nodes}
     assert not [r for r in third.results if r["task"].endswith(token) and r["status"] != "skipped"]
+
+@pytest.fixture
+def fleet_from_first(node_bundle, keys, tmp_path):
+    yield from started_fleet(node_bundle, keys, tmp_path, control_planes=1, workers=3, from_first=True)
+
+
+def test_workers_install_from_the_first_control_planes_registry_and_are_served_only_their_members(fleet_from_first, node_bundle):
+    """docs/fleet.md's airlock_from: the workers get no bundle file; each is served by cp1's registry what a node of its
+    architecture needs of the bundle (bundle.json, its signature, its members; no image blob), not the bundle."""
+    fleet = fleet_from_first
+    run = fleet.play("cluster.yml", forks=6)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert {node.name: (node.installed() or {}).get("role") for node in fleet.nodes} == {
+        "cp1": "first-control-plane", "cp2": "control-plane", **{f"worker{i}": "worker" for i in (1, 2, 3)}}
+    assert (fleet.node("cp2").home / "stage/k8s.tar").exists()
+    floor, bundle_size = from_floor(node_bundle), node_bundle.stat().st_size
+    served = fleet.registry.served()
+    for name in ("worker1", "worker2", "worker3"):
+        node = fleet.node(name)
+        assert not (node.home / "stage/k8s.tar").exists()
+        hosts = (node.root / "etc/containerd/certs.d/registry.k8s.io/hosts.toml").read_text()
+        assert f'[host."{fleet.registry.url}"]' in hosts, hosts
+        # The floor plus the registry's small JSON answers (tag list, the artifact's manifest): never the image blobs.
+        assert floor <= served[node.network.address] < floor + 64 * 1024 < bundle_size, (name, served, floor)
+        assert node.received() >= served[node.network.address]
+    assert set(served) == {fleet.node(name).network.address for name in ("worker1", "worker2", "worker3")}, served
+
 
 def test_docs_fleet_commands_run_as_written(tmp_path):
     """docs/fleet.md: the collection builds and installs as written, its inventory parses into the three groups, and

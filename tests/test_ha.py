@@ -3,9 +3,12 @@ control plane, and control planes joining through that address (kubeadm is the s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
+from installer.apiwait import wait_for_virtual_ip
 from installer.node import NodeConfig, NodeError
 from tests.conftest import build
 from tests.test_install import IGNORE, install, node_config
@@ -135,3 +138,72 @@ def test_the_documented_cp1_yaml_gives_the_virtual_ip_as_endpoint():
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = NodeConfig.from_dict(yaml.safe_load(block), "docs/multi-node.md")
     assert config.control_plane_endpoint == "10.0.0.100:6443" and config.virtual_ip_interface == "eth0"
+
+
+
+@pytest.fixture(scope="module")
+def newer_ha_bundle(ha_bundle, upstream, keys, tmp_path_factory):
+    """ha_bundle's next serial: what a node installed from ha_bundle upgrades to."""
+    from tests.test_install import bundle_manifest
+
+    out = tmp_path_factory.mktemp("ha-bundle-2") / "k8s-2.tar"
+    build(upstream, keys, out, "stable-1.36", tmp_path_factory.mktemp("ha-cache-2"), "--image", KUBE_VIP,
+          "--registry-mirror", f"ghcr.io={upstream.registry.url}", "--serial", str(bundle_manifest(ha_bundle)["serial"] + 1), check=True)
+    return out
+
+
+def test_an_upgrade_does_not_put_a_virtual_ip_in_front_of_a_cluster_installed_without_one(ha_bundle, newer_ha_bundle, keys, tmp_path):
+    """A cluster installed without highAvailability has certificates and kubeconfigs that name its first node's
+    address, not a virtual IP: an upgrade whose node.yaml now asks for one is refused in one line, before it changes
+    anything, and says what to do."""
+    root, log = tmp_path / "cp1", tmp_path / "cp1.log"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "ha").mkdir()
+    installed = install("init", ha_bundle, keys, root, node_config(tmp_path / "plain", free_port()), None, log, "--skip-phases", "images")
+    assert installed.returncode == 0, installed.stderr
+    state = json.loads((root / "var/lib/airlock/state.json").read_text())["installed"]
+    calls = log.read_text()
+    upgraded = install("upgrade", newer_ha_bundle, keys, root, node_config(tmp_path / "ha", free_port(), highAvailability=HA), None, log,
+                       "--skip-phases", "images")
+    assert upgraded.returncode == 1, upgraded.stderr
+    (line,) = [line for line in upgraded.stderr.splitlines() if line.startswith("airlock: error")]
+    assert "highAvailability" in line and "installed without a virtual IP" in line and "remove highAvailability" in line, upgraded.stderr
+    assert "Traceback" not in upgraded.stderr
+    assert not (root / "etc/kubernetes/manifests/kube-vip.yaml").exists()
+    # Still the bundle it was installed from; kubeadm and kubectl were never run.
+    assert json.loads((root / "var/lib/airlock/state.json").read_text())["installed"] == state and log.read_text() == calls
+
+
+def test_an_upgrade_of_a_control_plane_behind_the_virtual_ip_waits_for_it_after_kubeadm(ha_bundle, newer_ha_bundle, keys, tmp_path):
+    """kubeadm upgrade restarts the API server (and a new kube-vip.yaml restarts kube-vip): the upgrade goes on to the
+    kubelet and the uncordon, which go through the virtual IP, once it answers. Under --root nothing answers, and it says so."""
+    root, log = tmp_path / "cp1", tmp_path / "cp1.log"
+    config = node_config(tmp_path, free_port(), highAvailability=HA)
+    installed = install("init", ha_bundle, keys, root, config, None, log, "--skip-phases", "images")
+    assert installed.returncode == 0, installed.stderr
+    assert "nothing will answer at https://10.0.0.100:6443/readyz; not waiting" in installed.stderr
+    pod = (root / "etc/kubernetes/manifests/kube-vip.yaml").read_text()
+    upgraded = install("upgrade", newer_ha_bundle, keys, root, config, None, log, "--skip-phases", "images")
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = upgraded.stderr.splitlines()
+    kubeadm_done = next(i for i, line in enumerate(lines) if line.startswith("[kubeadm-upgrade] done"))
+    waited = next(i for i, line in enumerate(lines) if "nothing will answer at https://10.0.0.100:6443/readyz; not waiting" in line)
+    kubelet = next(i for i, line in enumerate(lines) if line.startswith("[kubelet-upgrade]"))
+    assert kubeadm_done < waited < kubelet, upgraded.stderr
+    assert "kube-vip.yaml unchanged" in upgraded.stderr and (root / "etc/kubernetes/manifests/kube-vip.yaml").read_text() == pod
+
+
+def test_the_wait_for_the_virtual_ip_ends_once_the_api_server_answers_there_and_names_kube_vip_when_it_does_not(tmp_path):
+    from tests.test_apiwait import ReadyzServer
+
+    server = ReadyzServer(tmp_path / "pki", not_ready=2)
+    try:
+        lines = []
+        wait_for_virtual_ip("127.0.0.1", server.port, server.ca, "upgrade", timeout=20, interval=0.05, echo=lines.append)
+        assert server.answers == [503, 503, 200] and "is healthy after" in lines[-1]
+        with pytest.raises(NodeError) as raised:
+            wait_for_virtual_ip("127.0.0.1", free_port(), server.ca, "upgrade", timeout=0.0)
+    finally:
+        server.close()
+    message = str(raised.value)
+    assert "virtual IP" in message and "kube-vip" in message and "crictl" in message and "rerun airlock-node upgrade" in message

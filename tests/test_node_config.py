@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bundle.containerd import hosts_toml
 from installer.node import KubeletSettings, NodeConfig, NodeError
 from installer.render import kubeadm_config, unitfiles
-from installer.render.containerd_config import hosts_toml
 from installer.render.units import command, environment, quote
 from tests.conftest import airlock, airlock_node, require
 

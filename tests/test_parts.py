@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from builder import split
 from builder.errors import BuildError
-from builder.split import SIZE_NAMES, parse_size
+from builder.split import SIZE_NAMES, WriteBehind, parse_size
 from tests.conftest import airlock, assert_blobs_whole, build, require
 from tests.test_install import FAST, IGNORE, install, node_config, outside_staging, tree
 from tests.upstream import free_port
@@ -114,6 +115,21 @@ def test_split_build_is_the_unsplit_bundle_cut_into_parts(whole, split_dir, keys
         assert "signature valid" in shown.stdout and "kubernetes  v1.36.4" in shown.stdout
     later = airlock("verify", parts[1], "--key", keys["ed25519"] / "airlock.pub")
     assert later.returncode == 1 and "k8s.tar.part002: is part 2" in later.stderr
+
+
+def test_the_disk_writes_of_a_bundle_start_while_it_is_still_being_written(tmp_path, monkeypatch):
+    """The sync before the rename must not wait for the whole bundle: writes start every WRITE_BEHIND_BYTES."""
+    monkeypatch.setattr(split, "WRITE_BEHIND_BYTES", 1 << 20)
+    started: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(split.os, "fdatasync", lambda descriptor: (started.append(descriptor), real(descriptor))[1])
+    with open(tmp_path / "bundle", "wb", buffering=0) as handle, WriteBehind(handle.fileno()) as behind:
+        handle.write(b"x" * (3 << 20))
+        deadline = time.monotonic() + 30
+        while not behind.started and time.monotonic() < deadline:  # counted once the started writes are on disk
+            time.sleep(0.01)
+        assert started == [handle.fileno()] and behind.started == 1  # nothing more was written: no second start
+    assert (tmp_path / "bundle").stat().st_size == 3 << 20
 
 
 @pytest.mark.parametrize("size", ["fat32", "dvd", "bd25", "4G", "3900M", "256K", "65535"])

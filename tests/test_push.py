@@ -155,3 +155,19 @@ def test_two_arch_bundle_keeps_whole_indexes_and_narrows_the_rest(two_arch_bundl
         pull_every_platform(containerd, target, result.stdout, expected, ["linux/amd64", "linux/arm64"])
     finally:
         target.close()
+
+
+def test_push_prints_the_hosts_toml_a_node_installed_from_that_registry_writes():
+    """`airlock push` tells the operator what each node's certs.d/UPSTREAM/hosts.toml says; a node installed `--from` the
+    same registry (its CA given) writes that very document: one writer (bundle/containerd.py), the same settings."""
+    import tomllib
+
+    from builder.push import Target, hosts_toml
+    from installer.phases.runtime import pull_hosts_toml
+    from installer.remote import Origin
+
+    for site in ("reg.site:5000/k8s", "reg.site"):
+        printed = hosts_toml("registry.k8s.io", Target.parse(site, insecure=False), ca_file="/etc/airlock/site-ca.crt")
+        written = pull_hosts_toml("registry.k8s.io", [Origin.parse(f"https://{site}", False).mirror()], "/etc/airlock/site-ca.crt")
+        assert tomllib.loads(printed) == tomllib.loads(written)
+        assert tomllib.loads(written)["ca"] == "/etc/airlock/site-ca.crt" and ("override_path" in tomllib.loads(written)) == site.endswith("/k8s")

@@ -341,3 +341,24 @@ def test_build_without_a_node_installer_says_how_to_make_one(upstream, keys, tmp
     result = build(upstream, keys, tmp_path / "k8s.tar", "v1.36.4", tmp_path / "cache", "--node-pyz", tmp_path / "missing.pyz")
     assert result.returncode == 1 and f"no node installer at {tmp_path / 'missing.pyz'}: run `make dist`" in result.stderr
     assert not (tmp_path / "k8s.tar").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_venv_and_the_pyz_run_one_typer_and_click_pin(tmp_path):
+    """`airlock` (the venv) and `airlock-node.pyz` run the same typer and click: one pin, read from both places."""
+    import tomllib
+    from importlib import metadata
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    def pins(requirements) -> dict[str, str]:
+        found = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.]*)", text).groups() for text in requirements)
+        return {name: found.get(name) for name in ("typer", "click")}
+
+    venv, pyz = pins(project["project"]["dependencies"]), pins(project["tool"]["airlock"]["node-pyz"]["pure"])
+    assert None not in venv.values() and venv == pyz, (venv, pyz)
+    assert {name: metadata.version(name) for name in venv} == venv  # what the venv really installed
+    # What the pyz really carries, as the node's Python imports it.
+    probe = "import click, typer; print(typer.__version__, click.__version__)"
+    result = subprocess.run([NODE_PYTHON, "-I", "-c", f"import sys; sys.path.insert(0, {str(NODE_PYZ)!r}); {probe}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [pyz["typer"], pyz["click"]]

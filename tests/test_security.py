@@ -336,10 +336,11 @@ def test_a_yaml_alias_bomb_in_an_addon_manifest_is_refused_at_once():
     assert time.monotonic() - started < 1.0
     with pytest.raises(BuildError, match="deeply|nodes"):
         images_in_manifest(b"[" * 100000 + b"]" * 100000, "kube-flannel.yml")
-    from builder.images import _json
+    from bundle.errors import JsonObjectError
+    from bundle.jsonobject import parse_object
 
-    with pytest.raises(BuildError, match="nests too deeply"):
-        _json(b"[" * 100000 + b"]" * 100000, "an upstream manifest")
+    with pytest.raises(JsonObjectError, match="^an upstream manifest: nests JSON arrays or objects too deeply$"):
+        parse_object(b"[" * 100000 + b"]" * 100000, "an upstream manifest", 1 << 20)
     plain = b"kind: DaemonSet\nspec:\n  template:\n    spec:\n      containers:\n      - image: docker.io/flannel/flannel:v0.25.7\n"
     assert images_in_manifest(plain, "kube-flannel.yml") == ["docker.io/flannel/flannel:v0.25.7"]
 

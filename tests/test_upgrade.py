@@ -133,7 +133,7 @@ def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
     (tmp_path / "keys").mkdir()
     for name in ("airlock.key", "airlock.pub"):
         shutil.copy(keys["ed25519"] / name, tmp_path / "keys" / name)
-    outputs = []
+    outputs, progress = [], []
     for line in block.splitlines():
         argv = shlex.split(line, comments=True)
         assert argv[0] == "airlock"
@@ -142,8 +142,13 @@ def test_the_upgrades_runbook_runs_as_written(releases, keys, tmp_path):
         result = subprocess.run([AIRLOCK, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{line}\n{result.stderr}"
         outputs.append(result.stdout)
+        progress.append(result.stderr.splitlines())
     assert len(outputs) == 4
     assert f"kubernetes  {OLD} -> {NEW}" in outputs[2] and "delta on serial" in outputs[3]
+    # The builds' progress names the version: an exact one once; a delta's from its base's version to its own.
+    assert f"kubernetes {OLD}" in progress[0] and not [line for line in progress[0] if " -> " in line and line.startswith("kubernetes")]
+    base_serial = manifest_of(tmp_path / "k8s-1.36.3.tar")["serial"]
+    assert f"kubernetes {OLD} -> {NEW} (delta on serial {base_serial})" in progress[1], progress[1]
 
 
 def test_skew_rules():

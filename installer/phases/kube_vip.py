@@ -9,6 +9,7 @@ kubelet restarting kube-vip (and the address moving for a few seconds) cannot fa
 
 from __future__ import annotations
 
+from installer import apiwait
 from installer.phases import Context, Phase
 from installer.render import kubevip
 
@@ -17,13 +18,56 @@ def needed(context: Context) -> bool:
     return bool(context.config.virtual_ip)
 
 
-def run(context: Context) -> None:
+def needed_on_control_plane(context: Context) -> bool:
+    return bool(context.config.virtual_ip) and context.role in ("first-control-plane", "control-plane")
+
+
+def the_pod(context: Context) -> dict:
     config = context.config
-    pod = kubevip.node_pod(config.virtual_ip, config.virtual_ip_interface, config.control_plane_endpoint,
-                           [image.reference for image in context.manifest.images], kubevip.KUBECONFIG)
-    context.host.write(context.paths(kubevip.MANIFEST), kubevip.dump(pod), 0o600)
+    return kubevip.node_pod(config.virtual_ip, config.virtual_ip_interface, config.control_plane_endpoint,
+                            [image.reference for image in context.manifest.images], kubevip.KUBECONFIG)
+
+
+def wait_for_virtual_ip(context: Context) -> None:
+    """Go on once the API server answers at the virtual IP (kube-vip was restarted, or the API server behind it)."""
+    config = context.config
+    port = config.control_plane_endpoint.rsplit(":", 1)[-1]
+    port = int(port) if port.isdigit() else apiwait.API_PORT
+    url = apiwait.Check("kube-vip", config.virtual_ip, port, "/readyz").url
+    if context.host.dry_run:
+        context.echo(f"would wait up to {apiwait.DEFAULT_TIMEOUT:.0f}s for the API server to answer at {url} (the virtual IP kube-vip holds)")
+        return
+    if not context.start_services:
+        context.echo(f"kubelet is not started under --root, so nothing will answer at {url}; not waiting")
+        return
+    apiwait.wait_for_virtual_ip(config.virtual_ip, port, context.paths("/etc/kubernetes/pki/ca.crt"), context.command, echo=context.echo)
+
+
+def run(context: Context) -> None:
+    context.host.write(context.paths(kubevip.MANIFEST), kubevip.dump(the_pod(context)), 0o600)
     context.echo(f"{'would point' if context.host.dry_run else 'pointed'} {kubevip.MANIFEST} at {kubevip.KUBECONFIG}, "
                  f"{'to drop' if context.host.dry_run else 'dropped'} {kubevip.FIRST_KUBECONFIG}: the kubelet restarts kube-vip with it")
+    wait_for_virtual_ip(context)
 
 
-PHASE = Phase("kube-vip", "the first control plane's kube-vip uses admin.conf, not super-admin.conf, now that the cluster is up", run, run_if=needed)
+def run_upgrade(context: Context) -> None:
+    """After kubeadm upgrade: kube-vip.yaml from this bundle (its kube-vip image) when it differs, then wait for the address."""
+    pod = the_pod(context)
+    text, path = kubevip.dump(pod), context.paths(kubevip.MANIFEST)
+    image = pod["spec"]["containers"][0]["image"]
+    try:
+        current = path.read_text()
+    except FileNotFoundError:
+        current = None  # preflight refuses an upgrade that would add kube-vip; a dry run may get here
+    if current == text:
+        context.echo(f"{kubevip.MANIFEST} unchanged ({image})")
+    else:
+        context.host.write(path, text, 0o600)
+        context.echo(f"{'would rewrite' if context.host.dry_run else 'rewrote'} {kubevip.MANIFEST} ({image}): the kubelet restarts kube-vip with it")
+    wait_for_virtual_ip(context)
+
+
+PHASE = Phase("kube-vip", "the first control plane's kube-vip uses admin.conf, not super-admin.conf, now that the cluster is up; "
+              "wait until the API server answers at the virtual IP", run, run_if=needed)
+UPGRADE = Phase("kube-vip", "on a control plane behind the virtual IP: kube-vip.yaml from this bundle, then wait until the API server "
+                "answers at the virtual IP", run_upgrade, run_if=needed_on_control_plane)

@@ -163,7 +163,8 @@ def kube_vip_missing(context: Context) -> str | None:
     """highAvailability on a control plane needs the bundle's kube-vip image (None when it is there, or not needed)."""
     from installer.render.kubevip import bundle_image
 
-    if not context.config.virtual_ip or not (context.command == "init" or context.control_plane):
+    control_plane = context.command == "init" or context.control_plane or context.role in ("first-control-plane", "control-plane")
+    if not context.config.virtual_ip or not control_plane:
         return None
     if bundle_image([image.reference for image in context.manifest.images]):
         return None
@@ -171,9 +172,22 @@ def kube_vip_missing(context: Context) -> str | None:
             "--image ghcr.io/kube-vip/kube-vip:VERSION (see docs/multi-node.md)")
 
 
+def virtual_ip_added(context: Context) -> str | None:
+    """An upgrade cannot put a virtual IP in front of a control plane installed without one (None when not asked to)."""
+    from installer.render.kubevip import MANIFEST
+
+    if context.command != "upgrade" or not context.config.virtual_ip or context.role not in ("first-control-plane", "control-plane"):
+        return None
+    if context.paths(MANIFEST).exists():
+        return None
+    return (f"node.yaml highAvailability: this control plane was installed without a virtual IP (no {MANIFEST}); its certificates and "
+            f"kubeconfigs name its own address, and an upgrade does not move the cluster behind {context.config.virtual_ip}: "
+            "remove highAvailability from node.yaml to upgrade it (docs/multi-node.md)")
+
+
 def run(context: Context) -> None:
     dry_run = context.host.dry_run
-    missing = kube_vip_missing(context)
+    missing = kube_vip_missing(context) or virtual_ip_added(context)
     if missing:
         raise NodeError(missing)
     if context.command == "join":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 
+from bundle.errors import JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.manifest import NODE_PYZ
+from bundle.oci import MAX_MANIFEST_BYTES
 from bundle.store import BlobStore, layout_index, read_layout_index
 from bundle.unpack import INDEX_MEMBER, activate_index
 from installer.errors import NodeError
@@ -46,12 +48,12 @@ def registry_unit(airlock: list[str], listen: str, tls_cert: str, tls_key: str) 
 def artifact_entry(staging: Path) -> dict:
     """The index entry of the bundle artifact unpack built and stored (staging is root's alone; see ensure_staged)."""
     try:
-        entry = json.loads((staging / ARTIFACT).read_bytes())
+        entry = parse_object((staging / ARTIFACT).read_bytes(), str(staging / ARTIFACT), MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise NodeError(f"{staging / ARTIFACT} is missing; remove {staging} and rerun without skipping the unpack phase") from None
-    except (ValueError, RecursionError):
-        entry = None
-    if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+    except JsonObjectError:
+        entry = {}
+    if not isinstance(entry.get("digest"), str):
         raise NodeError(f"{staging / ARTIFACT} is not an index entry; remove {staging} and rerun without skipping the unpack phase")
     return entry
 

@@ -8,16 +8,15 @@ import posixpath
 import shutil
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from bundle.containerd import SUPPORTED, ContainerdVersionError, is_supported, minor_of
+from bundle.containerd import SUPPORTED, ContainerdVersionError, hosts_toml, is_supported, minor_of, mirrors_hosts_toml
 from bundle.reference import ImageRef
 from installer.containerd_release import ask
 from installer.errors import NodeError
 from installer.kernel import MODULES_FILE, SYSCTL_FILE, apply_kernel_settings, modules_file, sysctl_file
 from installer.nodeschema import FieldError, endpoint
 from installer.phases import Context, Phase
-from installer.render.containerd_config import CERTS_DIR, check_dropin, hosts_toml, imports_of, merge
+from installer.render.containerd_config import CERTS_DIR, check_dropin, imports_of, merge
 
 
 def upstream_server(registry: str) -> str:
@@ -69,12 +68,10 @@ def kernel(context: Context) -> None:
         apply_kernel_settings(host)
 
 
-def host_settings(context: Context, mirror: str) -> dict:
-    settings = {"capabilities": ["pull", "resolve"], **({"ca": context.config.registry_ca} if context.config.registry_ca else {})}
-    if urlsplit(mirror).path.strip("/"):
-        # A registry prefix (`--from https://harbor/site`): containerd must use the path as given, not add /v2.
-        settings["override_path"] = True
-    return settings
+def pull_hosts_toml(registry: str, mirrors: list[str], ca: str) -> str:
+    """certs.d/REGISTRY/hosts.toml for a registry the bundle carries images of: its pulls go to `mirrors` only (the
+    node registry, another node's, or the site registry of `--from`): the document `airlock push` prints for it."""
+    return mirrors_hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirrors, ca)
 
 
 def runtime_release(context: Context) -> tuple[str, str]:
@@ -191,23 +188,21 @@ def run(context: Context) -> None:
         text = hosts_toml(f"Written by airlock from {config_path.name}'s registry settings for {registry}.", moved.server, moved.hosts, moved.tls, current)
         host.write(target, text)
     mirrors = mirror_urls(context)
-    mirror = mirrors[0]
-    hosts = {url: host_settings(context, url) for url in mirrors}
     for registry in ours:
         # server is the first mirror too: if every mirror fails, containerd must not fall back to the internet.
-        text = hosts_toml(f"Written by airlock: pulls of {registry} go to the node registry only.", mirror, hosts)
+        text = pull_hosts_toml(registry, mirrors, context.config.registry_ca)
         host.write(paths(hosts_file(registry)), text)  # read by containerd on every pull: no restart
     where = " then ".join(mirrors)
     context.echo(f"{'would make ' if host.dry_run else ''}containerd pull{'' if host.dry_run else 's'} {', '.join(sorted(ours))} from {where} only")
     if lockdown:
         # containerd reads _default for every registry without a directory of its own: with the node registry as its
         # server and only host, an image from any other registry can be pulled from nowhere else (and is not there).
-        text = hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirror, hosts)
+        text = mirrors_hosts_toml("Written by airlock (registry.lockdown): every other registry's pulls go to the node registry only.", mirrors, context.config.registry_ca)
         target = paths(hosts_file("_default"))
         if target.exists() and target.read_text() != text and "registry.lockdown" not in target.read_text():
             context.echo(f"  containerd config: {'would replace' if host.dry_run else 'replaced'} the operator's certs.d/_default/hosts.toml (registry.lockdown)")
         host.write(target, text)
-        context.echo(f"{'would lock' if host.dry_run else 'locked'} containerd to {mirror}: images of registries the bundle does not carry cannot be pulled")
+        context.echo(f"{'would lock' if host.dry_run else 'locked'} containerd to {mirrors[0]}: images of registries the bundle does not carry cannot be pulled")
     if context.start_services and changed:
         host.run(["systemctl", "restart", "containerd"])
 

@@ -11,13 +11,14 @@ import socket
 from pathlib import Path
 
 from bundle import apis
+from bundle.version import KubernetesVersion
 from installer import commands
 from installer.errors import NodeError
 from installer.node import BIN
 from installer.phases import Context, Phase
 from installer.staging import ensure_staged, install_staged, member_file
 from installer.state import State
-from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path, parse_version, read_kubeconfig
+from installer.upgradecheck import drain_kubeconfig_for_plan, kubectl_path, read_kubeconfig
 
 ROLLBACK_DIR = "/var/lib/airlock/rollback"
 
@@ -72,11 +73,12 @@ def applied_manifests(context: Context) -> list[Path]:
 
 def run_api_check(context: Context) -> None:
     """Across minors: what the target minor no longer serves that the running cluster serves or a manifest uses."""
-    installed, target = parse_version(State.load(context.paths).installed["version"]), parse_version(context.manifest.version)
-    if target[:2] <= installed[:2]:
-        context.echo(f"{'would skip' if context.host.dry_run else '  skipped'}: same minor 1.{target[1]}, no API version changes to check")
+    installed = KubernetesVersion.parse(State.load(context.paths).installed.version, "state.json's installed version")
+    target = KubernetesVersion.parse(context.manifest.version, "the bundle's Kubernetes version")
+    if (target.major, target.minor) <= (installed.major, installed.minor):
+        context.echo(f"{'would skip' if context.host.dry_run else '  skipped'}: same minor 1.{target.minor}, no API version changes to check")
         return
-    minor = target[1]
+    minor = target.minor
     problems: list[str] = []
     if context.host.dry_run:
         context.echo(f"would run kubectl api-versions and check it and the manifests this node applied against Kubernetes 1.{minor}")

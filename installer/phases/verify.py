@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bundle.admission import Asked, Installed, Refusal, decide
+from bundle.admission import Asked, Refusal, decide
+from bundle.admission import Installed as Running
 from bundle.source import open_source
 from bundle.trust import TrustError
 from bundle.verify import Verified
@@ -25,7 +26,8 @@ def run(context: Context) -> None:
     current = State.load(context.paths).installed
     remote = context.remote
     asked = Asked(context.command, remote.tag if remote is not None else None, remote.newest_serial if remote is not None else None, context.allow_downgrade)
-    verdict = decide(manifest_bytes, signature, context.keys, Installed.from_state(current), context.now, f"linux/{context.arch}", asked)
+    running = Running(current.serial, current.sha256, current.version, current.role) if current is not None else None  # what admission weighs
+    verdict = decide(manifest_bytes, signature, context.keys, running, context.now, f"linux/{context.arch}", asked)
     if isinstance(verdict, Refusal):
         if verdict.kind == "nothing-to-do":
             raise NothingToDo(verdict.reason)
@@ -36,7 +38,7 @@ def run(context: Context) -> None:
         raise NodeError(verdict.reason)
     manifest, sha256, signer = verdict.manifest, verdict.sha256, verdict.signer
     if context.command == "upgrade":
-        context.role = current.get("role", "worker")
+        context.role = current.role if current is not None else "worker"
     else:
         context.role = "first-control-plane" if context.command == "init" else ("control-plane" if context.control_plane else "worker")
     context.manifest = manifest

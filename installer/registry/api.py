@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from bundle.errors import AirlockError
+from bundle.errors import AirlockError, JsonObjectError
+from bundle.jsonobject import parse_object
 from bundle.oci import MAX_MANIFEST_BYTES, media_type_of
 from bundle.reference import DIGEST, DOCKER_HUB, HOST, NAME, TAG
 from bundle.store import CONTAINERD_NAME, REF_NAME, read_layout_index, sha256_digest
@@ -208,11 +209,11 @@ class StoreView:
             raise Refused(f"indexes nested more than {MAX_NESTING} deep")
         try:
             data = content.read_manifest(digest)
-            document = json.loads(data)
-        except (ValueError, RecursionError) as error:
+            document = parse_object(data, f"manifest {digest}", MAX_MANIFEST_BYTES)
+        except JsonObjectError as error:
+            raise Refused(str(error)) from None
+        except ValueError as error:
             raise Refused(f"manifest {digest} unreadable: {error}") from None
-        if not isinstance(document, dict):
-            raise Refused(f"manifest {digest} is not a JSON object")
         media_type = media_type_of(document)
         if not isinstance(media_type, str) or not MEDIA_TYPE.fullmatch(media_type):
             raise Refused(f"manifest {digest} has no valid media type ({str(media_type)[:80]!r})")
@@ -280,7 +281,7 @@ class Registry:
             # index.json is replaced by rename, so a reader never sees half of one.
             try:
                 view = StoreView.load(self.content)
-            except (AirlockError, ValueError, RecursionError) as error:
+            except (AirlockError, ValueError) as error:
                 self._log(f"store index unusable, serving the previous one: {error}")
                 return self._view
             for reason in view.refused:

@@ -280,31 +280,6 @@ def _apply_tls(hosts: dict[str, HostsFile], registry_host: str, tls: dict) -> No
     entry.tls.update(tls)
 
 
-def hosts_toml(comment: str, server: str, hosts: dict[str, dict], top: dict | None = None, existing: str | None = None) -> str:
-    """A hosts.toml document; `existing` (the operator's own file) keeps its settings and comments, missing ones are added."""
-    try:
-        document = tomlkit.parse(existing) if existing else tomlkit.document()
-    except (TOMLKitError, ValueError) as error:
-        raise NodeError(f"hosts.toml is not valid TOML ({error}); fix or remove it") from None
-    if not existing:
-        for line in comment.splitlines():
-            document.add(tomlkit.comment(line))
-    if server and "server" not in document:
-        document["server"] = server
-    for key, value in (top or {}).items():
-        if key not in document:
-            document[key] = value
-    if hosts:
-        table = _table(document, "host")
-        for url, settings in hosts.items():
-            if url not in table:
-                entry = tomlkit.table()
-                for key, value in settings.items():
-                    entry[key] = value
-                table[url] = entry
-    return tomlkit.dumps(document)
-
-
 def imports_of(text: str) -> list[str]:
     """The `imports` of a config file, as written (paths or globs); [] when it has none."""
     try:
