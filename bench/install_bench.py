@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed, wait_port
 from installer.phases.images import PARALLEL_PULLS
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
@@ -125,7 +125,7 @@ def floors(work: Path, full: dict, references: list[str]) -> dict:
         [AIRLOCK, "registry", "serve", "--store", str(full["root"] / "var/lib/airlock/store"), "--listen", full["listen"]], stderr=subprocess.DEVNULL
     )
     try:
-        time.sleep(0.5)
+        wait_port(int(full["listen"].rpartition(":")[2]))
         return {
             name: containerd_alone(full["root"], references, Path(f"/tmp/bench-ctd-floor-{os.getpid()}"), verb)
             for name, verb in (("content_fetch", ["content", "fetch"]), ("images_pull", ["images", "pull"]))

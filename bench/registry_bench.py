@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, print_goals
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, wait_port
 from bundle.trust import load_trusted_keys
 from bundle.unpack import unpack_images
 from tests.containerd import Containerd
@@ -31,19 +31,6 @@ from tests.upstream import LocalUpstream, free_port
 
 CLIENTS = 32
 PARALLEL_FETCHES = 8
-
-
-def wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def blob_paths(store: Path, prefix: str, ns: str | None) -> list[tuple[str, int]]:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -136,3 +137,15 @@ def machine_load() -> str:
     """The load average beside the core count: other work on this machine slows every run (the ratios compare runs of the same moment)."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"
+
+
+def wait_port(port: int) -> None:
+    """Until something listens on 127.0.0.1:`port` (15 s at most): a server started under load can be slow to bind."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")

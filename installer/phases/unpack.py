@@ -222,6 +222,11 @@ def check_complete(manifest, store: BlobStore, keep_images: bool = True) -> None
     ]
     if missing:
         raise BundleError(f"this delta needs {len(missing)} member(s) of its base that the node store lacks, like {missing[0]}; install the base bundle first")
+    # A delta's files that stayed in the base were trusted when the base was installed; this install is a new
+    # trust decision over them, so they are hashed again (image blobs are hashed again by containerd as it pulls).
+    for entry in manifest.files:
+        if not entry.carried and not entry.path.startswith(BLOB_PREFIX):
+            store.recheck("sha256:" + entry.sha256)
 
 
 PHASE = Phase("unpack", "verify every member while streaming it into staging and the image store", run)
