@@ -8,6 +8,7 @@ can carry (a member bundle.json does not list, a second copy, framing damage) ha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.server
@@ -123,6 +124,21 @@ def verdict(run) -> tuple[str, str]:
     return "accepted", ""
 
 
+def verdict_of(opened, trusted) -> tuple[tuple[str, str], list[str]]:
+    """The verdict of verify_stream over the source `opened()` gives, and the refusal's message if there is one."""
+    messages = []
+
+    def run():
+        with opened() as source:
+            try:
+                verify_stream(source, trusted)
+            except AirlockError as error:
+                messages.append(str(error))
+                raise
+
+    return verdict(run), messages
+
+
 @pytest.fixture(scope="module")
 def signing(keys):
     private = serialization.load_pem_private_key((keys["ed25519"] / "airlock.key").read_bytes(), None)
@@ -132,17 +148,7 @@ def signing(keys):
 def through_file(data: bytes, directory: Path, trusted) -> str:
     path = directory / "bundle.tar"
     path.write_bytes(data)
-    messages = []
-
-    def run():
-        with open_source(path, trusted) as source:
-            try:
-                verify_stream(source, trusted)
-            except AirlockError as error:
-                messages.append(str(error))
-                raise
-
-    return verdict(run), messages
+    return verdict_of(lambda: open_source(path, trusted), trusted)
 
 
 def through_parts(data: bytes, directory: Path, trusted, private) -> tuple:
@@ -156,17 +162,7 @@ def through_parts(data: bytes, directory: Path, trusted, private) -> tuple:
     listing = split.listing
     listing.with_name(listing.name + ".sig").write_bytes(private.sign(listing.read_bytes()))
     assert len(list((directory / "parts").glob("k8s.tar.part*"))) == max(1, -(-len(data) // part_size)) > 1 or len(data) <= part_size
-    messages = []
-
-    def run():
-        with open_source(listing, trusted) as source:
-            try:
-                verify_stream(source, trusted)
-            except AirlockError as error:
-                messages.append(str(error))
-                raise
-
-    return verdict(run), messages
+    return verdict_of(lambda: open_source(listing, trusted), trusted)
 
 
 def through_registry(data: bytes, trusted) -> tuple:
@@ -177,17 +173,8 @@ def through_registry(data: bytes, trusted) -> tuple:
         return ("unpushable", ""), []
     double = ArtifactRegistryDouble(*pushed)
     source = RegistrySource(Origin.parse(double.url, insecure=True), tag=TAG, attempts=1)
-    messages = []
-
-    def run():
-        try:
-            verify_stream(source, trusted)
-        except AirlockError as error:
-            messages.append(str(error))
-            raise
-
     try:
-        return verdict(run), messages
+        return verdict_of(lambda: contextlib.nullcontext(source), trusted)
     finally:
         source.close()
         double.close()

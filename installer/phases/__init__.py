@@ -66,6 +66,16 @@ class Context:
     def echo(self, line: str) -> None:
         self.host.echo(line)
 
+    def will_wait(self, timeout: float, waited_for: str, urls: str) -> bool:
+        """Whether to wait for `waited_for` to answer at `urls`; a dry run, or services not started under --root, says why not."""
+        if self.host.dry_run:
+            self.echo(f"would wait up to {timeout:.0f}s for {waited_for} to answer at {urls}")
+            return False
+        if not self.start_services:
+            self.echo(f"kubelet is not started under --root, so nothing will answer at {urls}; not waiting")
+            return False
+        return True
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -34,11 +34,7 @@ def wait_for_virtual_ip(context: Context) -> None:
     port = config.control_plane_endpoint.rsplit(":", 1)[-1]
     port = int(port) if port.isdigit() else apiwait.API_PORT
     url = apiwait.Check("kube-vip", config.virtual_ip, port, "/readyz").url
-    if context.host.dry_run:
-        context.echo(f"would wait up to {apiwait.DEFAULT_TIMEOUT:.0f}s for the API server to answer at {url} (the virtual IP kube-vip holds)")
-        return
-    if not context.start_services:
-        context.echo(f"kubelet is not started under --root, so nothing will answer at {url}; not waiting")
+    if not context.will_wait(apiwait.DEFAULT_TIMEOUT, "the API server behind the virtual IP kube-vip holds", url):
         return
     apiwait.wait_for_virtual_ip(config.virtual_ip, port, context.paths("/etc/kubernetes/pki/ca.crt"), context.command, echo=context.echo)
 

@@ -130,11 +130,7 @@ def wait_for_control_plane(context: Context) -> None:
     """What kubeadm's wait-control-plane phase does, done by airlock (installer.apiwait says why it is not run)."""
     checks = control_plane_checks(context.paths(MANIFESTS), api_address(context), context.paths("/etc/kubernetes/pki/ca.crt"))
     urls = ", ".join(check.url for check in checks)
-    if context.host.dry_run:
-        context.echo(f"would wait up to {DEFAULT_TIMEOUT:.0f}s for the control plane to answer at {urls}")
-        return
-    if not context.start_services:
-        context.echo(f"kubelet is not started under --root, so nothing will answer at {urls}; not waiting")
+    if not context.will_wait(DEFAULT_TIMEOUT, "the control plane", urls):
         return
     wait_for(checks, echo=context.echo)
 
