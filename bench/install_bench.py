@@ -27,12 +27,14 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed, wait_port
+from bundle.manifest import Manifest
 from installer.phases.images import PARALLEL_PULLS
 from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
@@ -145,6 +147,13 @@ def one_round(number: int, work: Path, bundle: Path, keys: Path, references: lis
     return {**ours, **theirs, **floors(work, ours["full"], references), "load": os.getloadavg()[0]}
 
 
+def bundle_images(bundle: Path) -> list[str]:
+    """The images the bundle carries (the upstream serves every version's; the bundle one version's)."""
+    with tarfile.open(bundle) as archive:
+        head = archive.extractfile("bundle.json").read()
+    return sorted({entry.reference for entry in Manifest.parse(head).images})
+
+
 def main() -> None:
     total_mb = int(os.environ.get("INSTALL_BENCH_MB", "512"))
     rounds = int(os.environ.get("INSTALL_BENCH_ROUNDS", "3"))
@@ -153,7 +162,7 @@ def main() -> None:
     try:
         keys = keygen(work)
         bundle = build(upstream, keys, work / "bundle.tar", work / "cache")
-        references = sorted(upstream.all_images())
+        references = bundle_images(bundle)
         measured = []
         for number in range(rounds):
             entry = one_round(number, work, bundle, keys, references)
