@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ except ImportError:  # a build host without its wheel: the same bytes, read slow
 
 SCHEMA = 1
 GO_MAGIC = b"\xff Go buildinf:"
+ELF_MAGIC = b"\x7fELF"
 GO_ALIGN = 16
 GO_HEADER = 32
 # A module list of a large program (kubectl: ~100 modules) is a few KiB; more than this is not build info.
@@ -51,7 +53,13 @@ MAX_GO_BUILDINFO = 1 << 20
 MAX_GO_CANDIDATES = 64
 # A full Debian system's status file is a few MiB.
 MAX_DATABASE = 64 << 20
+# Inflated bytes handed to the tar walker at a time: a layer's 1 MiB of zeros inflates to ~1 GiB, and a fetch
+# thread must not hold that at once.
+INFLATE_STEP = 1 << 20
 BLOCK = 512
+# An ELF file's header and program headers (where its writable data segment starts) sit in its first bytes; a
+# header table past this is not one the scan trusts to skip by.
+MAX_ELF_HEAD = 64 << 10
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -106,6 +114,43 @@ def go_blob(blob) -> tuple[str, dict | None]:
     # The module text is framed by two 16-byte sentinels (cmd/go's infoStart and infoEnd), as debug/buildinfo strips them.
     modinfo = modinfo[16:-16] if len(modinfo) >= 33 and modinfo[-17] == "\n" else ""
     return "ok", {"go": version, **parse_modinfo(modinfo)}
+
+
+def elf_data_start(head: bytes) -> tuple[int, int]:
+    """(bytes of `head` needed, file offset where the search for Go build info starts) for an ELF file's first bytes.
+
+    Go's debug/buildinfo looks in the `.go.buildinfo` section, and without section headers at the start of the first
+    PT_LOAD segment that is writable and not executable. The section is always in that writable data (the linker
+    writes it there; an external linker can put other writable sections before it, as Debian's Go programs show),
+    and the program headers come first in the file (the section headers come last, after the stream has passed), so
+    the search starts at that segment and skips the code and read-only data (~98 % of a Go program), where a program
+    that reads build info also keeps a stray copy of the magic. (needed, 0) until the header table has arrived; 0 for
+    anything that is not a well-formed ELF header (searched whole, as before).
+    """
+    if len(head) < 64:
+        return (64, 0) if head[:4] == ELF_MAGIC else (0, 0)
+    if head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return 0, 0
+    wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
+    table, entry_size, entries = (
+        (struct.unpack_from(order + "Q", head, 32)[0], *struct.unpack_from(order + "HH", head, 54))
+        if wide
+        else (struct.unpack_from(order + "I", head, 28)[0], *struct.unpack_from(order + "HH", head, 42))
+    )
+    end = table + entry_size * entries
+    if entry_size < (56 if wide else 32) or end > MAX_ELF_HEAD:
+        return 0, 0
+    if len(head) < end:
+        return end, 0
+    for number in range(entries):
+        at = table + number * entry_size
+        if wide:
+            kind, flags, offset = struct.unpack_from(order + "IIQ", head, at)
+        else:
+            (kind, offset), flags = struct.unpack_from(order + "II", head, at), struct.unpack_from(order + "I", head, at + 24)[0]
+        if kind == 1 and flags & 0b11 == 0b10:  # PT_LOAD, PF_W without PF_X
+            return 0, offset
+    return 0, 0
 
 
 def parse_modinfo(text: str) -> dict:
@@ -206,7 +251,8 @@ class _GoFinder:
     linear scan, not a copy per candidate.
     """
 
-    def __init__(self):
+    def __init__(self, start: int = 0):
+        self.start = start  # file offset where the search starts (elf_data_start)
         self.offset = 0  # file offset of the next byte fed
         self._tail = b""
         self._capture: bytearray | None = None
@@ -214,7 +260,14 @@ class _GoFinder:
         self.found: dict | None = None
         self.candidates = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data) -> None:
+        """The file's next bytes (bytes or a memoryview); those before `start` are counted, not searched or copied."""
+        if self.offset + len(data) <= self.start:
+            self.offset += len(data)
+            return
+        if self.offset < self.start:
+            data, self.offset = data[self.start - self.offset :], self.start
+        data = bytes(data)
         while data and self.found is None and self.candidates <= MAX_GO_CANDIDATES:
             data = self._take(data)
 
@@ -315,7 +368,7 @@ class _Member:
         self.interest = interest
         self.data = bytearray() if interest else None
         self.go: _GoFinder | None = None
-        self.first = b""
+        self.first = bytearray()  # an executable's first bytes: its ELF header and program headers
 
     @property
     def wanted(self) -> bool:
@@ -324,7 +377,7 @@ class _Member:
             return self.data is not None
         if self.go is not None:
             return self.go.found is None and self.go.candidates <= MAX_GO_CANDIDATES
-        return len(self.first) < 4
+        return len(self.first) < 4 or self.first[:4] == ELF_MAGIC
 
     def feed(self, chunk) -> None:
         """The member's next bytes (bytes or a memoryview), in order."""
@@ -335,11 +388,23 @@ class _Member:
                 self.data += chunk
             return
         if self.go is None:
-            self.first += bytes(chunk[: 4 - len(self.first)])
-            if len(self.first) < 4 or self.first != b"\x7fELF":
+            if len(self.first) < 4:
+                take = 4 - len(self.first)
+                self.first += chunk[:take]
+                chunk = chunk[take:]
+                if len(self.first) < 4 or self.first != ELF_MAGIC:
+                    return
+            # An ELF file: its header table tells where the search for build info starts.
+            take = MAX_ELF_HEAD - len(self.first)
+            self.first += chunk[:take]
+            chunk = chunk[take:]
+            needed, start = elf_data_start(self.first)
+            if needed > len(self.first):
                 return
-            self.go = _GoFinder()
-        self.go.feed(bytes(chunk))
+            self.go = _GoFinder(start)
+            head, self.first = self.first, bytearray(ELF_MAGIC)
+            self.go.feed(head)
+        self.go.feed(chunk)
 
     def result(self) -> dict | None:
         if self.data is not None:
@@ -496,11 +561,11 @@ class Tap:
             return
         if self._inflate is not None:
             try:
-                while data:
-                    out = self._inflate.decompress(data)
+                while data and not (self._walker.ended or self._walker.broken):
+                    out = self._inflate.decompress(data, INFLATE_STEP)
                     if out:
                         self._walker.feed(out)
-                    data = b""
+                    data = self._inflate.unconsumed_tail
                     if self._inflate.eof:  # a concatenated gzip member follows
                         data = self._inflate.unused_data
                         self._inflate = inflating.decompressobj(31)

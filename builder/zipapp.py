@@ -6,7 +6,12 @@ checks each against the sha256 recorded there, and packs them with the node
 packages into `dist/airlock-node-VERSION.pyz`. The archive is deterministic:
 sorted names, fixed timestamps and modes, so the same inputs give the same bytes.
 
-Pure Python goes in as is (zipimport loads it from the archive). Shared
+Pure Python goes in as is (zipimport loads it from the archive), each
+module beside its bytecode: an unchecked hash-based `.pyc` (PEP 552) made by
+the Python that runs `make dist`. zipimport uses a `.pyc` whose magic number
+is its own Python's and compiles the source otherwise, so a node whose Python
+is the builder's minor version (3.11: Debian 12) starts without compiling,
+and any other Python it supports reads the sources as before. Shared
 libraries cannot be loaded from a zip: they go under `_native/linux-{arch}/`,
 listed with their sha256 in `_native/index.json`, and the archive's
 `__main__` (installer/zipapp_main.py) extracts the ones for the running
@@ -21,6 +26,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -191,6 +197,25 @@ def collect(wheels: dict[str, list[Path]]) -> tuple[dict[str, bytes], list[dict]
     return members, natives
 
 
+def bytecode(sources: dict[str, bytes]) -> dict[str, bytes]:
+    """`name.pyc` for every `name.py` (archive paths), compiled by this Python in a child with a fixed hash seed.
+
+    Unchecked hash-based: zipimport takes them without reading the source (the archive is signed as a whole), and
+    they do not depend on timestamps. A fixed PYTHONHASHSEED keeps set constants in one order, so the same sources
+    give the same bytes. Tracebacks name `airlock-node.pyz/<path>`, and show the lines from the source beside it.
+    """
+    with tempfile.TemporaryDirectory(prefix="airlock-pyz-bytecode-") as scratch:
+        root = Path(scratch)
+        for name, data in sources.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        command = [sys.executable, "-s", "-m", "compileall", "-q", "-b", "-d", "airlock-node.pyz", "--invalidation-mode", "unchecked-hash", str(root)]
+        result = subprocess.run(command, capture_output=True, text=True, env={"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"})
+        if result.returncode != 0:
+            raise BuildError(f"compiling the node archive's Python failed: {(result.stdout + result.stderr).strip()[-400:]}")
+        return {name[:-3] + ".pyc": (root / name).with_suffix(".pyc").read_bytes() for name in sources}
+
+
 def write_pyz(output: Path, members: dict[str, bytes], natives: list[dict]) -> Path:
     """Write the zipapp atomically: shebang, then a zip with sorted names, fixed times and modes."""
     version = project_version()
@@ -201,6 +226,7 @@ def write_pyz(output: Path, members: dict[str, bytes], natives: list[dict]) -> P
         # `airlock-node --version` reads the version from package metadata; importlib.metadata finds it in the zip.
         f"airlock-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: airlock\nVersion: {version}\n".encode(),
     }
+    members.update(bytecode({name: data for name, data in members.items() if name.endswith(".py")}))
     buffer = io.BytesIO()
     buffer.write(SHEBANG)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:

@@ -292,3 +292,31 @@ def test_a_scan_result_a_crash_damaged_is_read_again_not_trusted(tmp_path):
             assert tap is not None  # read again
             tap.write(data)
         assert fresh.known(digest) is not None and contents._path(digest).read_bytes() == good
+
+
+def test_a_layer_that_inflates_a_thousandfold_is_read_in_bounded_memory():
+    """1 MiB of a gzip layer can inflate to ~1 GiB: the tap hands the tar walker a bounded step at a time."""
+    import gzip
+    import tracemalloc
+
+    zeros = 256 << 20
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("var/cache/zeros")
+        info.size = zeros
+        archive.addfile(info, io.BytesIO(bytes(zeros)))
+        info = tarfile.TarInfo("var/lib/dpkg/status")
+        info.size = len(STATUS)
+        archive.addfile(info, io.BytesIO(STATUS))
+    layer = gzip.compress(buffer.getvalue(), 9)
+    del buffer
+    assert len(layer) < 1 << 20  # the whole layer arrives in one write
+    tap = Tap("gzip")
+    tracemalloc.start()
+    try:
+        tap.write(layer)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tap.finish().files["var/lib/dpkg/status"]["dpkg"][0]["name"] == "zlib1g"
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB held while reading {zeros / 2**20:.0f} MiB inflated from {len(layer) / 2**10:.0f} KiB"

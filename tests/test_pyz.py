@@ -13,6 +13,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -64,6 +65,20 @@ def test_the_pyz_is_reproducible_within_budget_and_carries_both_architectures(tm
     assert {"__main__.py", "installer/cli.py", "bundle/trust.py", "installer/render/unitfiles.py", "installer/render/containerd_config.py", "typer/main.py", "click/core.py", "yaml/__init__.py", "tomlkit/api.py"} <= names
     # Only the node side: no builder, no builder-only dependencies.
     assert not any(n.startswith(("builder/", "airlock/", "requests/", "oras/", "tqdm/", "rich/", "pydantic")) for n in names)
+
+
+def test_a_node_on_the_builders_python_runs_bytecode_and_other_pythons_compile_the_sources():
+    """The archive's .pyc files are the build Python's (3.11, Debian 12's): that node skips compiling; 3.9 reads the sources."""
+    where = "import sys; sys.path.insert(0, sys.argv[1]); import installer.cli, yaml; print(installer.cli.__file__, yaml.__file__)"
+    node_minor = subprocess.run([NODE_PYTHON, "-I", "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, check=True).stdout
+    assert node_minor.strip() == str(sys.version_info[:2]), "the node Python of these tests is the build's minor version"
+    for python, suffix in ((NODE_PYTHON, ".pyc"), (python39(), ".py")):
+        loaded = subprocess.run([python, "-I", "-c", where, str(NODE_PYZ)], capture_output=True, text=True, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr
+        assert [name.rsplit(".", 1)[-1] for name in loaded.stdout.split()] == [suffix[1:]] * 2, (python, loaded.stdout)
+    with zipfile.ZipFile(NODE_PYZ) as archive:
+        names = set(archive.namelist())
+    assert {name[:-1] for name in names if name.endswith(".pyc")} == {name for name in names if name.endswith(".py")}
 
 
 @pytest.mark.parametrize("which", ["system", "3.9"])
