@@ -374,12 +374,10 @@ class Builder:
 
     def _inventories(self, entries: list[FileEntry], copied, wait_for_blob) -> list[Inventory]:
         """What every file and image holds. The SBOM is signed in bundle.json, so it waits for every blob to
-        be downloaded (and read on the way in); packing then starts."""
+        be downloaded (and read on the way in). Each image is taken as soon as its layers are in, while the
+        others still arrive, so only the last one's inventory is left for after the downloads."""
         if not self.contents.enabled:
             return []
-        for entry in entries:
-            if entry.path.startswith("images/blobs/"):
-                wait_for_blob("sha256:" + entry.sha256)
         found = []
         for entry in entries:
             if tap_kind(path=entry.path) is not None:
@@ -388,7 +386,12 @@ class Builder:
                     found.append(inventory)
         for image in sorted(copied, key=lambda c: c.entry.reference):
             for where, layers in image.layers:
+                for digest in layers:
+                    wait_for_blob(digest)
                 found.append(inventory_of_image(image.entry.reference, where, [(d, self.contents.result(d)) for d in layers]))
+        for entry in entries:
+            if entry.path.startswith("images/blobs/"):
+                wait_for_blob("sha256:" + entry.sha256)
         packages = {p.purl for inventory in found for p in inventory.packages} | {
             m.purl for inventory in found for binary in inventory.binaries for m in binary.modules
         }
