@@ -235,7 +235,7 @@ def verify_stream(
         if member.index is not None:
             check_index(bytes(member.index), manifest)
 
-    def take_laned(delivery: Delivery, entry: FileEntry, hashing: _Lane, writing: _Lane) -> None:
+    def take_laned(delivery: Delivery, entry: FileEntry, hashing: _Lane, writing: _Lane, committing: _Lane) -> None:
         target = sink(entry) if sink else None
         member = _LanedMember(entry, target, on_bytes, hashing, writing)
         try:
@@ -243,12 +243,15 @@ def verify_stream(
             member.hashed()
             check_member(member, entry)
         except BaseException:
-            writing.settle()  # the member's last write is behind it, then
+            writing.settle()  # the member's last write is behind it, and every earlier member's commit, then
+            committing.settle()
             if target is not None:
                 target.abort()
             raise
         if target is not None:
-            writing.put(target.done)  # committed on the write lane while the next member is read
+            # Committed (fsync, rename) on a lane of its own once its last write is done: the disk takes this member
+            # in while the next one is written to the page cache, instead of the write lane waiting on each fsync.
+            writing.put(lambda: committing.put(target.done))
 
     def take(delivery: Delivery, entry: FileEntry) -> None:
         target = sink(entry) if sink else None
@@ -265,14 +268,16 @@ def verify_stream(
 
     deliveries = source.deliveries(expected)
     if source.parallel <= 1:
-        hashing, writing = _Lane("member-hash"), _Lane("member-write")
+        hashing, writing, committing = _Lane("member-hash"), _Lane("member-write"), _Lane("member-commit")
         try:
             for delivery in deliveries:
-                take_laned(delivery, accept(delivery), hashing, writing)
+                take_laned(delivery, accept(delivery), hashing, writing, committing)
             writing.drain()
+            committing.drain()
         finally:
             hashing.close()
             writing.close()
+            committing.close()
     else:
         with ThreadPoolExecutor(source.parallel, thread_name_prefix="member") as pool:
             futures = [pool.submit(take, delivery, accept(delivery)) for delivery in deliveries]
