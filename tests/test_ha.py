@@ -182,15 +182,25 @@ def test_an_upgrade_of_a_control_plane_behind_the_virtual_ip_waits_for_it_after_
     installed = install("init", ha_bundle, keys, root, config, None, log, "--skip-phases", "images")
     assert installed.returncode == 0, installed.stderr
     assert "nothing will answer at https://10.0.0.100:6443/readyz; not waiting" in installed.stderr
-    pod = (root / "etc/kubernetes/manifests/kube-vip.yaml").read_text()
+    manifest = root / "etc/kubernetes/manifests/kube-vip.yaml"
+    pod = manifest.read_text()
+    image = yaml.safe_load(pod)["spec"]["containers"][0]["image"]
+    planned = install("upgrade", newer_ha_bundle, keys, root, config, None, log, "--skip-phases", "images", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert f"kube-vip.yaml unchanged ({image})" in planned.stdout + planned.stderr
+    # A control plane whose kube-vip.yaml names another kube-vip (an older bundle's): the upgrade writes this bundle's.
+    older = yaml.safe_load(pod)
+    older["spec"]["containers"][0]["image"] = image.rsplit(":", 1)[0] + ":v0.1.0-older"
+    manifest.write_text(yaml.safe_dump(older))
     upgraded = install("upgrade", newer_ha_bundle, keys, root, config, None, log, "--skip-phases", "images")
     assert upgraded.returncode == 0, upgraded.stderr
     lines = upgraded.stderr.splitlines()
     kubeadm_done = next(i for i, line in enumerate(lines) if line.startswith("[kubeadm-upgrade] done"))
+    rewrote = next(i for i, line in enumerate(lines) if f"rewrote /etc/kubernetes/manifests/kube-vip.yaml ({image})" in line)
     waited = next(i for i, line in enumerate(lines) if "nothing will answer at https://10.0.0.100:6443/readyz; not waiting" in line)
     kubelet = next(i for i, line in enumerate(lines) if line.startswith("[kubelet-upgrade]"))
-    assert kubeadm_done < waited < kubelet, upgraded.stderr
-    assert "kube-vip.yaml unchanged" in upgraded.stderr and (root / "etc/kubernetes/manifests/kube-vip.yaml").read_text() == pod
+    assert kubeadm_done < rewrote < waited < kubelet, upgraded.stderr
+    assert manifest.read_text() == pod and oct(manifest.stat().st_mode & 0o777) == "0o600"
 
 
 def test_the_wait_for_the_virtual_ip_ends_once_the_api_server_answers_there_and_names_kube_vip_when_it_does_not(tmp_path):
