@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bundle.containerd import SUPPORTED, ContainerdVersionError, minor_of
-from bundle.keyless import Expected
+from bundle.signer import Expected
 
 ARCHES = ("amd64", "arm64")
 # containerd's own pairings, read at each release tag (containerd/containerd): the runc its CI installs

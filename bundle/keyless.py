@@ -30,7 +30,7 @@ import hashlib
 import json
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from cryptography import x509
@@ -43,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bundle.errors import JsonObjectError, TrustError
 from bundle.jsonobject import parse_object
+from bundle.signer import Expected  # noqa: F401  (re-exported: verify takes one)
 
 BUNDLE_V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -291,15 +292,6 @@ class Verified:
     issuer: str
     signed_at: datetime
     log_index: int
-
-
-@dataclass(frozen=True)
-class Expected:
-    """Who must have signed: the identity and OIDC issuer a publisher documents (Kubernetes: krel-…@k8s-releng-prod…)."""
-
-    identity: str
-    issuer: str
-    signer: str = field(default="", compare=False)  # in words, for bundle.json and inspect
 
 
 def verify(evidence: Evidence, sha256: str, expected: Expected, root: TrustRoot, now: datetime | None = None) -> Verified:
