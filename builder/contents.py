@@ -402,7 +402,7 @@ class _Member:
             if needed > len(self.first):
                 return
             self.go = _GoFinder(start)
-            head, self.first = self.first, bytearray(ELF_MAGIC)
+            head, self.first = self.first, bytearray()  # the finder has the head now; `wanted` asks the finder
             self.go.feed(head)
         self.go.feed(chunk)
 
