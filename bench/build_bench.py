@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build_argv, keygen, machine_load, median, print_goals, sha256_rate, sync_disks, timed, xfs_scratch
+from bench.runs import AIRLOCK, build_argv, clear, keygen, machine_load, median, memory_returned_to_host, print_goals, sha256_rate, timed, xfs_scratch
 from tests.upstream import DEFAULT_VERSION, LocalUpstream
 
 IMAGES = 10  # 7 control-plane + 2 flannel + busybox
@@ -63,6 +63,7 @@ def bench_on(base: Path | None, total_mb: int, rounds: int) -> dict:
         layout, cache = work / "skopeo-layout", work / "cache"
 
         def skopeo_all() -> float:
+            clear(layout)
             cpu["skopeo"] = -children_cpu()
             started = time.monotonic()
             for reference in references:
@@ -83,35 +84,31 @@ def bench_on(base: Path | None, total_mb: int, rounds: int) -> dict:
         cpu: dict[str, float] = {}
 
         def airlock_cold_then_warm() -> dict:
+            clear(cache, work / "bundle.tar")
             before = children_cpu()
             cold, rss = timed(build("bundle.tar"))
             cpu["cold"] = children_cpu() - before
-            sync_disks()
+            clear(work / "warm.tar")
             warm, _ = timed(build("warm.tar"))
-            sync_disks()
+            clear(work / "floor.tar")
             floor, _ = timed(["sh", "-c", f"cp --reflink=never {work / 'bundle.tar'} {work / 'floor.tar'} && sync {work / 'floor.tar'}"])
             return {"cold": cold, "warm": warm, "write_floor": floor, "rss": rss}
 
         measured: list[dict] = []
         for number in range(rounds):
-            for leftover in (layout, cache, work / "bundle.tar", work / "warm.tar", work / "floor.tar"):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover)
-                else:
-                    leftover.unlink(missing_ok=True)
-            sync_disks()
+            returned = memory_returned_to_host()
             if number % 2 == 0:
                 skopeo = skopeo_all()
-                sync_disks()
                 airlock = airlock_cold_then_warm()
             else:
                 airlock = airlock_cold_then_warm()
-                sync_disks()
                 skopeo = skopeo_all()
+            returned = memory_returned_to_host() - returned if returned is not None else None
             measured.append({"skopeo": skopeo, **airlock, "skopeo_cpu": cpu["skopeo"], "cold_cpu": cpu["cold"]})
             print(
                 f"  round {number + 1}: skopeo {skopeo:.2f}s cold {airlock['cold']:.2f}s warm {airlock['warm']:.2f}s "
                 f"write floor {airlock['write_floor']:.2f}s; CPU skopeo {cpu['skopeo']:.2f}s cold {cpu['cold']:.2f}s; {machine_load()}"
+                + (f"; {returned >> 20} MiB of freed memory handed back to the hypervisor" if returned is not None else "")
             )
 
         bundle = work / "bundle.tar"

@@ -60,6 +60,31 @@ def sync_disks() -> None:
     subprocess.run(["sync"])
 
 
+def clear(*paths: Path) -> None:
+    """Remove what a measured run wrote last time, right before it runs again, then sync.
+
+    Each run starts from the same state whichever ran before it: its own last output just deleted and nothing
+    dirty. Deleting everything at the start of a round instead favours the first run of the round on a virtual
+    machine that hands freed memory back to its host (free page reporting): the first run reuses pages freed a
+    moment ago, the second waits for the host to back the pages it touches.
+    """
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    sync_disks()
+
+
+def memory_returned_to_host() -> int | None:
+    """Bytes of freed memory this virtual machine has handed back to its host so far (free page reporting), or None
+    where the kernel does not report free pages: memory handed back is slower to touch again, which spreads runs."""
+    try:
+        return int(Path("/sys/module/page_reporting/parameters/reported_kib").read_text()) << 10
+    except (OSError, ValueError):
+        return None
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2

@@ -321,16 +321,15 @@ class Builder:
         plan = artifacts.plan_artifacts(options.release_url, options.github_url, versions, options.arches)
         file_futures: dict[str, Future] = {a.member: self.pool.submit(self.fetch_artifact, a) for a in plan}
 
-        wanted = self.control_plane_images(resolution.version, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
-        components = images.component_versions(wanted)
         carried = list(extra_manifests)
+        addon_images: list[str] = []
         if versions.flannel:
             flannel = file_futures["manifests/cni/kube-flannel.yml"].result()
             data = self.store.read("sha256:" + flannel.sha256, images.MAX_ADDON_MANIFEST_BYTES)
-            wanted += images.images_in_manifest(data, flannel.source)
+            addon_images += images.images_in_manifest(data, flannel.source)
             carried.insert(0, addons.Carried(flannel.path, flannel.source or flannel.path, data, load_documents(data)))
         for item in extra_manifests:
-            wanted += images.images_in_documents(item.documents)
+            addon_images += images.images_in_documents(item.documents)
         # Before any image is copied: a manifest the target Kubernetes would refuse stops the build here.
         checked = addons.check(carried, resolution.version.minor)
         for finding in checked.findings:
@@ -338,8 +337,6 @@ class Builder:
         extra_entries = [self._put_bytes(item.member, item.data) for item in extra_manifests]
         self.api_document = addons.findings_document(carried, checked, str(resolution.version))
         extra_entries.append(self._put_bytes(API_FINDINGS, self.api_document))
-        wanted += extra_images
-        references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted))
 
         copier = images.ImageCopier(
             self.http,
@@ -351,8 +348,21 @@ class Builder:
             self.signatures,
             self.contents,
         )
-        image_futures = [self.image_pool.submit(copier.copy, reference) for reference in references]
-        copied = [future.result() for future in image_futures]
+        image_futures: dict[str, Future] = {}
+
+        def start_copies(texts: list[str]) -> None:
+            for text in texts:
+                reference = str(ImageRef.parse(text))
+                if reference not in image_futures:
+                    image_futures[reference] = self.image_pool.submit(copier.copy, reference)
+
+        # The addons' and --image's images resolve while kubeadm (tens of MB) downloads and lists the control plane's.
+        start_copies(addon_images + extra_images)
+        wanted = self.control_plane_images(resolution.version, file_futures.get(f"bin/linux-{host_arch()}/kubeadm"))
+        components = images.component_versions(wanted)
+        start_copies(wanted)
+        references = list(dict.fromkeys(str(ImageRef.parse(text)) for text in wanted + addon_images + extra_images))
+        copied = [image_futures[reference].result() for reference in references]
         # Blobs download in the order they are packed, so packing follows the downloads.
         base_digests = self.base.digests if self.base else {}
         blob_order = sorted({digest for image in copied for digest in image.blobs if digest.split(":", 1)[1] not in base_digests})
@@ -401,6 +411,22 @@ class Builder:
             + (f" ({human(self.contents.reread_bytes)} of it re-read from the cache: no earlier scan result)" if self.contents.reread_bytes else "")
         )
         return found
+
+    def _stage_installer(self, beside: Path, pyz: FileEntry) -> AtomicFile:
+        """The node installer from the cache, written and synced under a temporary name beside `beside`; the caller
+        commits it (renames it into place) or discards it."""
+        staged = AtomicFile(beside, 0o755)
+        try:
+            with self.store.open("sha256:" + pyz.sha256) as source:
+                copy_verified(source, staged.handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
+            staged.handle.flush()
+            os.fsync(staged.handle.fileno())
+        except BaseException as error:
+            staged.discard()
+            if isinstance(error, OSError) and error.errno in NO_SPACE:
+                raise no_space(beside.parent, pyz.size) from None
+            raise
+        return staged
 
     def _put_bytes(self, member: str, data: bytes) -> FileEntry:
         digest = self.store.put_bytes(data)
@@ -524,7 +550,13 @@ class Builder:
             # The SBOM and the vulnerabilities depend on every blob: pack the rest while they are read.
             placeholders = [FileEntry(path, "0" * 64, 10**13 - 1, 0o644) for path in (SBOM, VULNERABILITIES)]
             deferred = DeferredPack(output, manifest_of(entries + placeholders), key, self.store, self.progress, wait_for_blob)
+        # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
+        # It is written while the blobs still arrive, and takes its name only once the bundle has its own.
+        pyz = next(entry for entry in entries if entry.path == NODE_PYZ)
+        beside = output.with_name(NODE_INSTALLER)
+        installer: AtomicFile | None = None
         try:
+            installer = self._stage_installer(beside, pyz)
             inventories = self._inventories(entries, copied, wait_for_blob)
             sbom = spdx_document(options.name, serial, format_time(created), str(resolution.version), entries, image_entries, components, inventories)
             vulnerabilities, checked = osv.check(
@@ -532,29 +564,31 @@ class Builder:
             )
             osv.refuse_above(checked, options.fail_on)
         except BaseException:
+            if installer is not None:
+                installer.discard()
             if deferred is not None:
                 deferred.abort()
             raise
-        entries += [self._put_bytes(SBOM, sbom), self._put_bytes(VULNERABILITIES, vulnerabilities)]
-        manifest = manifest_of(entries)
-        self.progress.add_total(len(sbom) + len(vulnerabilities))
-        if deferred is not None:
-            packed = Packed(deferred.finish(manifest, {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities}), None)
-        else:
-            packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
-        manifest_sha256 = hashlib.sha256(packed.manifest_bytes).hexdigest()
-        files: tuple[Path, ...] = (output,)
-        small: list[Path] = []
-        if options.split is not None:
-            listing = write_parts_list(output, packed.written, options.split, key)
-            small = [listing, listing.with_name(listing.name + ".sig")]
-            files = packed.written.paths + tuple(small)
-        # The node needs this file before it has airlock: a copy beside the bundle, the same bytes as the signed member.
-        pyz = next(entry for entry in manifest.files if entry.path == NODE_PYZ)
-        beside = output.with_name(NODE_INSTALLER)
         try:
-            with AtomicFile(beside, 0o755) as handle, self.store.open("sha256:" + pyz.sha256) as source:
-                copy_verified(source, handle, "sha256:" + pyz.sha256, f"the node installer in the cache ({NODE_PYZ})")
+            entries += [self._put_bytes(SBOM, sbom), self._put_bytes(VULNERABILITIES, vulnerabilities)]
+            manifest = manifest_of(entries)
+            self.progress.add_total(len(sbom) + len(vulnerabilities))
+            if deferred is not None:
+                packed = Packed(deferred.finish(manifest, {API_FINDINGS: self.api_document, SBOM: sbom, VULNERABILITIES: vulnerabilities}), None)
+            else:
+                packed = pack(output, manifest, key, self.store, self.progress, wait_for_blob, split=options.split, hashed=options.sidecars)
+            manifest_sha256 = hashlib.sha256(packed.manifest_bytes).hexdigest()
+            files: tuple[Path, ...] = (output,)
+            small: list[Path] = []
+            if options.split is not None:
+                listing = write_parts_list(output, packed.written, options.split, key)
+                small = [listing, listing.with_name(listing.name + ".sig")]
+                files = packed.written.paths + tuple(small)
+        except BaseException:
+            installer.discard()
+            raise
+        try:
+            installer.commit()
         except OSError as error:
             if error.errno in NO_SPACE:
                 raise no_space(beside.parent, pyz.size) from None
@@ -574,8 +608,6 @@ class Builder:
             files,
             tuple(written_sidecars),
         )
-
-
 
 
 def read_reviewed(path: Path, keys=None):

@@ -70,8 +70,14 @@ def test_build_records_what_osv_knows_signed_and_inspect_and_a_sidecar_show_it(s
 
 def test_fail_on_refuses_a_bundle_at_or_above_the_threshold(scanned_upstream, upstream, keys, tmp_path):
     found, _, _ = scanned_upstream
+    # An earlier bundle's installer beside it: the node installer is written while the blobs arrive, and a refused
+    # build must leave the earlier one as it was, with no temporary beside it.
+    earlier = tmp_path / "airlock-node.pyz"
+    earlier.write_bytes(b"an earlier bundle's node installer")
     refused = build(found, keys, tmp_path / "k8s.tar", "stable", tmp_path / "cache", *images_flags(), "--fail-on", "critical")
     assert refused.returncode == 1 and not (tmp_path / "k8s.tar").exists()
+    assert earlier.read_bytes() == b"an earlier bundle's node installer"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["airlock-node.pyz", "cache"]
     assert "--fail-on critical: 1 known vulnerabilities at or above critical: AIRLOCK-TEST-0001 (critical, stdlib" in refused.stderr
     assert "Traceback" not in refused.stderr
     # The session upstream's images hold no package databases and its binaries are scripts: nothing to refuse.
