@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.runs import build_argv, inflate_cost, keygen, machine_load, median, print_goals, sync_disks
+from bench.runs import build_argv, clear, inflate_cost, keygen, machine_load, median, print_goals
 from tests.upstream import DEFAULT_VERSION, LocalUpstream
 
 PROGRAMS = {
@@ -64,9 +64,7 @@ def bench(rounds: int) -> dict:
         def cold(name: str, *extra: str) -> tuple[float, float, list[str]]:
             """Wall seconds, CPU seconds (user + system of the build) and the stderr lines of one cold build."""
             cache, out = work / f"cache-{name}", work / f"{name}.tar"
-            shutil.rmtree(cache, ignore_errors=True)
-            out.unlink(missing_ok=True)
-            sync_disks()
+            clear(cache, out)
             argv = build_argv(upstream, keys, out, cache, "stable", "--arch", "amd64,arm64", "--image", "busybox:1.36", *images, *extra)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.monotonic()
