@@ -16,16 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from builder.direct import bundle_writer
 from builder.progress import Progress
 from builder.sign import SigningKey
-from builder.split import BUNDLE_MODE, RollingFile, WriteBehind, Written
+from builder.split import BUNDLE_MODE, RollingFile, Written
 from bundle.atomic import AtomicFile
 from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import MANIFEST_NAME, REVIEW_MEMBERS, SBOM, SIGNATURE_NAME, VULNERABILITIES, Manifest
 from bundle.store import BlobStore
 from bundle.tarstream import ALIGN, BLOCK, TarWriter
-
-WRITE_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,14 @@ def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) 
     manifest_bytes = manifest.to_json()
     signature = key.sign(manifest_bytes)
     if split is None and not hashed:
-        with AtomicFile(output, BUNDLE_MODE, buffering=WRITE_BUFFER) as handle, WriteBehind(handle.fileno()):
-            _write_members(TarWriter(handle, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
+        with AtomicFile(output, BUNDLE_MODE, buffering=0) as handle:
+            sink = bundle_writer(handle.fileno(), output.parent, store.blobs)
+            try:
+                _write_members(TarWriter(sink, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
+                sink.close()
+            except BaseException:
+                sink.abort()
+                raise
         return Packed(manifest_bytes, None)
     rolling = RollingFile(output, split)
     try:
@@ -134,11 +139,15 @@ class DeferredPack:
         self._temporary.unlink(missing_ok=True)
         # Never through a link someone planted, and with the bundle's own mode from the first byte.
         descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, BUNDLE_MODE)
-        self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
-        self._handle.seek(self.room)
-        self._writer = TarWriter(self._handle, mtime=0)
+        self._descriptor = descriptor
+        try:
+            self._sink = bundle_writer(descriptor, output.parent, store.blobs, offset=self.room)
+        except BaseException:
+            os.close(descriptor)
+            self._temporary.unlink(missing_ok=True)
+            raise
+        self._writer = TarWriter(self._sink, mtime=0)
         self._writer.written = self.room
-        self._behind = WriteBehind(descriptor).__enter__()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         body = [entry for entry in provisional.files if entry.carried and entry.path not in REVIEW_MEMBERS]
@@ -174,11 +183,11 @@ class DeferredPack:
             head = buffer.getvalue()
             if len(head) != self.room:
                 raise AssertionError(f"bundle.json's room is {self.room} bytes, its members {len(head)}")
-            self._handle.flush()
-            self._behind.stop()
-            os.pwrite(self._handle.fileno(), head, 0)
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+            self._sink.close()
+            os.pwrite(self._descriptor, head, 0)
+            os.fsync(self._descriptor)
+            os.close(self._descriptor)
+            self._descriptor = None
             os.replace(self._temporary, self._output)
             return manifest_bytes
         except BaseException as error:
@@ -191,10 +200,10 @@ class DeferredPack:
     def abort(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._behind.stop()
         try:
-            self._handle.close()  # flushes what is buffered: on a full disk that fails too, and the file goes anyway
-        except OSError:
-            pass
+            self._sink.abort()
         finally:
+            if self._descriptor is not None:
+                os.close(self._descriptor)
+                self._descriptor = None
             self._temporary.unlink(missing_ok=True)

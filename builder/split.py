@@ -2,37 +2,30 @@
 
 `RollingFile` is the stream the tar writer writes into: it fills numbered
 part files of at most `limit` bytes each, under temporary names, and renames
-them into place only when the whole bundle is written. Member data that
-falls inside one part is still copied by the kernel (copy_file_range); a
-member that crosses a boundary is cut there. Part offsets are offsets in the
-whole stream minus a multiple of the part size, so with a part size that is
-a multiple of 4 KiB the 4 KiB alignment of member data holds in every part.
+them into place only when the whole bundle is written. A member that
+crosses a part boundary is cut there.
 
-One thread reads back what has been written (from the page cache, once) and
-hashes it per part; a second hashes the same chunks as one stream for the
-whole (sha256 releases the GIL, so the two use both cores). The parts list
-costs no second read of the bundle and no memory that grows with it.
-
-`WriteBehind` starts the disk writes of a file while it is still being
-written, so the sync before the rename waits for the last few MiB rather
-than for the whole bundle.
+Parts are written with direct I/O from a few reused buffers
+(builder/direct.py): while a buffer is written, one thread hashes it for its
+part and a second for the whole stream (sha256 releases the GIL, so the two
+use both cores). The parts list costs no read of what was written and no
+memory that grows with the bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.direct import DirectWriter, HashLane
 from builder.errors import BuildError
 from builder.sidecars import NODE_INSTALLER
 from builder.sign import SigningKey
 from bundle.atomic import AtomicFile, create_temporary, identity, make_dirs, rename_into_place, write_atomic
-from bundle.errors import NO_SPACE, WriteError, no_space
+from bundle.errors import NO_SPACE, no_space
 from bundle.manifest import NODE_PYZ, REVIEW_MEMBERS
 from bundle.parts import MAX_PARTS, SIGNATURE_SUFFIX, Part, PartsList, check_present, list_name, part_name, read_parts_list
 
@@ -43,9 +36,6 @@ CHUNK = 1 << 20
 PUBLISH_EVERY = 8 << 20
 # Chunks read back for the part digest that wait for the whole digest's thread (bounded memory: 4 MiB).
 WHOLE_QUEUE = 4
-# WriteBehind: how much written data may wait in the page cache before its disk write is started, and how often to look.
-WRITE_BEHIND_BYTES = 32 << 20
-WRITE_BEHIND_POLL = 0.05
 
 # Named sizes. fat32: a file must stay under 4 GiB; 4095 MiB (not 4 GiB - 1 byte) keeps parts a multiple of 4 KiB.
 # dvd: single-layer DVD+R (2,295,104 sectors of 2048 bytes), the smaller of DVD+R and DVD-R. bd25: single-layer BD-R.
@@ -75,10 +65,8 @@ def parse_size(text: str | int) -> int:
 class _Piece:
     final: Path
     temporary: Path
-    identity: tuple[int, int]  # device and inode of the temporary: the file the followers read and the rename must keep
+    identity: tuple[int, int]  # device and inode of the temporary: the file the rename must keep
     size: int = 0
-    published: int = 0
-    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,128 +79,6 @@ class Written:
     paths: tuple[Path, ...] = field(default=())
 
 
-class _Follower(threading.Thread):
-    """Reads back the pieces in order as they are published, once: hashes each piece, and hands the same
-    chunks to `_WholeHash` for the sha256 of the whole stream (a bundle that is one file needs only that)."""
-
-    def __init__(self, rolling: RollingFile, per_piece: bool):
-        super().__init__(name="part-hash", daemon=True)
-        self._rolling = rolling
-        self._per_piece = per_piece
-        self._whole = _WholeHash() if per_piece else None
-        self.digests: list[str] = []
-        self.whole = ""
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        rolling = self._rolling
-        index = offset = 0
-        descriptor = None
-        digest = hashlib.sha256()
-        try:
-            while True:
-                with rolling.changed:
-                    while not (index < len(rolling.pieces) and (rolling.pieces[index].published > offset or rolling.pieces[index].closed)):
-                        if rolling.stopped or (rolling.finished and index >= len(rolling.pieces)):
-                            self.whole = self._whole.finish() if self._whole is not None else digest.hexdigest()
-                            return
-                        rolling.changed.wait()
-                    piece = rolling.pieces[index]
-                    end, closed = piece.published, piece.closed
-                if descriptor is None:
-                    descriptor = os.open(piece.temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    if identity(descriptor) != piece.identity:
-                        raise WriteError(f"{piece.temporary}: replaced by another file while airlock wrote it; write into a directory only you can write")
-                while offset < end:
-                    data = os.pread(descriptor, min(CHUNK, end - offset), offset)
-                    if not data:
-                        raise BuildError(f"{piece.temporary}: shorter than what was written to it")
-                    if self._whole is not None:
-                        self._whole.update(data)
-                    digest.update(data)
-                    offset += len(data)
-                if closed:
-                    os.close(descriptor)
-                    descriptor = None
-                    if self._per_piece:
-                        self.digests.append(digest.hexdigest())
-                        digest = hashlib.sha256()
-                    index, offset = index + 1, 0
-        except BaseException as error:  # handed to the writing thread by finish()
-            self.error = error
-        finally:
-            if descriptor is not None:
-                os.close(descriptor)
-            if self._whole is not None:
-                self._whole.close()
-
-
-class _WholeHash:
-    """The sha256 of the whole stream, on a thread of its own, from the chunks the part hasher already read."""
-
-    def __init__(self):
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(WHOLE_QUEUE)
-        self._digest = hashlib.sha256()
-        self._thread = threading.Thread(target=self._run, name="bundle-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-
-    def finish(self) -> str:
-        self.close()
-        return self._digest.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
-
-
-class WriteBehind:
-    """Starts the disk writes of a file being written, on a thread of its own, whenever another
-    WRITE_BEHIND_BYTES have been added to it: the writer never waits for them, and the sync before the
-    file is renamed into place waits only for what came last, not for the whole file at the end.
-
-    Use as a context manager around the writing; the file must stay open until it has ended. Errors are left
-    to the final sync, which sees them too.
-    """
-
-    def __init__(self, descriptor: int):
-        self._descriptor = descriptor
-        self._stop = threading.Event()
-        self.started = 0  # how many times writes were started (tests)
-        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
-
-    def __enter__(self) -> WriteBehind:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        synced = 0
-        while not self._stop.wait(WRITE_BEHIND_POLL):
-            try:
-                size = os.fstat(self._descriptor).st_size
-                if size - synced >= WRITE_BEHIND_BYTES:
-                    os.fdatasync(self._descriptor)
-                    synced = size
-                    self.started += 1
-            except OSError:
-                return  # the final sync reports it
-
-
 class RollingFile:
     """A write-only stream over numbered parts of at most `limit` bytes (or one file when `limit` is None), hashed as it fills."""
 
@@ -220,14 +86,12 @@ class RollingFile:
         self._output = output
         self._limit = limit
         self.pieces: list[_Piece] = []
-        self.changed = threading.Condition()
-        self.finished = self.stopped = False
-        self._handle = None
+        self._descriptor: int | None = None
+        self._writer: DirectWriter | None = None
         self._room = 0
-        self._unpublished = 0
-        self._behind: WriteBehind | None = None
-        self._follower = _Follower(self, per_piece=limit is not None)
-        self._follower.start()
+        self._whole = HashLane("bundle-hash")
+        self._part: HashLane | None = None
+        self._digests: list[str] = []
 
     def _next_piece(self) -> None:
         self._close_piece()
@@ -239,81 +103,54 @@ class RollingFile:
                 raise BuildError(f"a part size of {self._limit} bytes makes more than {MAX_PARTS} parts; choose a larger size")
             final = self._output.with_name(part_name(self._output.name, number))
         make_dirs(final.parent)
-        descriptor, temporary = create_temporary(final)
-        self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER)
-        self._behind = WriteBehind(descriptor).__enter__()
-        with self.changed:
-            self.pieces.append(_Piece(final, temporary, identity(descriptor)))
-            self.changed.notify_all()
+        self._descriptor, temporary = create_temporary(final)
+        self.pieces.append(_Piece(final, temporary, identity(self._descriptor)))
+        self._part = HashLane("part-hash") if self._limit is not None else None
+        self._writer = DirectWriter(self._descriptor, lanes=(self._whole, self._part) if self._part else (self._whole,))
         self._room = self._limit if self._limit is not None else 1 << 62
 
-    def _publish(self) -> None:
-        self._handle.flush()
-        self._unpublished = 0
-        with self.changed:
-            self.pieces[-1].published = self.pieces[-1].size
-            self.changed.notify_all()
-
     def _close_piece(self) -> None:
-        if self._handle is None:
+        if self._writer is None:
             return
-        self._handle.flush()
-        self._behind.stop()
-        os.fchmod(self._handle.fileno(), PART_MODE)
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        self._handle = None
-        with self.changed:
-            piece = self.pieces[-1]
-            piece.published, piece.closed = piece.size, True
-            self.changed.notify_all()
+        self._writer.close()
+        self._writer = None
+        os.fchmod(self._descriptor, PART_MODE)
+        os.fsync(self._descriptor)
+        os.close(self._descriptor)
+        self._descriptor = None
+        if self._part is not None:
+            self._digests.append(self._part.finish())
+            self._part = None
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         while view:
-            if self._handle is None or self._room == 0:
+            if self._writer is None or self._room == 0:
                 self._next_piece()
             count = min(len(view), self._room)
-            self._handle.write(view[:count])
+            self._writer.write(view[:count])
             self.pieces[-1].size += count
             self._room -= count
-            self._unpublished += count
             view = view[count:]
-        if self._unpublished >= PUBLISH_EVERY:
-            self._publish()
         return len(data)
 
     def flush(self) -> None:
-        if self._handle is not None:
-            self._publish()
+        """Nothing to do: the writer writes whole buffers, and the part's close the rest."""
 
     def copy_from(self, source_fd: int, count: int) -> int:
-        """Kernel-copy up to `count` bytes from `source_fd` into the current part (fewer at a part boundary)."""
-        if self._handle is None or self._room == 0:
+        """Read up to `count` bytes from `source_fd` into the current part (fewer at a part boundary)."""
+        if self._writer is None or self._room == 0:
             self._next_piece()
-        self._publish()
-        copied = os.copy_file_range(source_fd, self._handle.fileno(), min(count, self._room))
+        copied = self._writer.copy_from(source_fd, min(count, self._room))
         self.pieces[-1].size += copied
         self._room -= copied
-        with self.changed:
-            self.pieces[-1].published = self.pieces[-1].size
-            self.changed.notify_all()
         return copied
-
-    def _stop(self) -> None:
-        with self.changed:
-            self.finished = True
-            self.changed.notify_all()
-        self._follower.join()
 
     def finish(self) -> Written:
         """Close the last part, wait for the hashes, and rename every part into place."""
         self._close_piece()
-        self._stop()
-        if self._follower.error is not None:
-            raise BuildError(f"hashing {self._output.name} while writing it failed: {self._follower.error}")
-        whole = self._follower.whole
-        digests = self._follower.digests if self._limit is not None else [whole]
+        whole = self._whole.finish()
+        digests = self._digests if self._limit is not None else [whole]
         files = tuple(Part(piece.final.name, piece.size, digest) for piece, digest in zip(self.pieces, digests, strict=True))
         for piece in self.pieces:
             rename_into_place(piece.temporary, piece.final, piece.identity)
@@ -328,14 +165,15 @@ class RollingFile:
 
     def abort(self) -> None:
         """Drop every part written so far (nothing appears under a final name)."""
-        if self._handle is not None:
-            self._behind.stop()
-            self._handle.close()
-            self._handle = None
-        with self.changed:
-            self.stopped = True
-            self.changed.notify_all()
-        self._stop()
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        for lane in (self._whole, self._part):
+            if lane is not None:
+                lane.stop()
         for piece in self.pieces:
             piece.temporary.unlink(missing_ok=True)
 

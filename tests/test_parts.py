@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import split
+from builder import direct
+from builder.direct import WriteBehind
 from builder.errors import BuildError
-from builder.split import SIZE_NAMES, WriteBehind, parse_size
+from builder.split import SIZE_NAMES, parse_size
 from tests.conftest import airlock, assert_blobs_whole, build, require
 from tests.test_install import FAST, IGNORE, install, node_config, outside_staging, tree
 from tests.upstream import free_port
@@ -119,10 +120,10 @@ def test_split_build_is_the_unsplit_bundle_cut_into_parts(whole, split_dir, keys
 
 def test_the_disk_writes_of_a_bundle_start_while_it_is_still_being_written(tmp_path, monkeypatch):
     """The sync before the rename must not wait for the whole bundle: writes start every WRITE_BEHIND_BYTES."""
-    monkeypatch.setattr(split, "WRITE_BEHIND_BYTES", 1 << 20)
+    monkeypatch.setattr(direct, "WRITE_BEHIND_BYTES", 1 << 20)
     started: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(split.os, "fdatasync", lambda descriptor: (started.append(descriptor), real(descriptor))[1])
+    monkeypatch.setattr(direct.os, "fdatasync", lambda descriptor: (started.append(descriptor), real(descriptor))[1])
     with open(tmp_path / "bundle", "wb", buffering=0) as handle, WriteBehind(handle.fileno()) as behind:
         handle.write(b"x" * (3 << 20))
         deadline = time.monotonic() + 30
