@@ -4,8 +4,8 @@
 VENV        ?= .venv
 PYTHON      ?= python3
 PY          := $(VENV)/bin/python
-APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl systemd jq golang-go chromium strace
-TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl systemd-analyze jq go chromium strace
+APT_PACKAGES = containerd runc docker-registry skopeo umoci busybox-static openssl zstd iproute2 tar curl systemd jq golang-go chromium strace xfsprogs e2fsprogs util-linux
+TOOLS        = containerd ctr runc docker-registry skopeo umoci busybox openssl zstd ip tar curl systemd-analyze jq go chromium strace mkfs.xfs mkfs.ext4 filefrag fincore
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 NODE_PYZ     = dist/airlock-node-$(VERSION).pyz
 NODE_SOURCES = $(shell find bundle installer manifests -type f ! -name '*.pyc') builder/zipapp.py pyproject.toml

@@ -183,9 +183,11 @@ class DirectWriter:
 
     def close(self) -> None:
         """Write what is left and wait until every byte is in the file (synced or not: the caller syncs) and hashed."""
-        if self._fill:
-            self._submit()
-        self._finish()
+        try:
+            if self._fill:
+                self._submit()
+        finally:
+            self._finish()
         self._free.put(self._buffer)
         for _ in self._buffers:  # back from the writer and every lane
             self._free.get()
