@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from builder.cli import app as build_app
+from bundle.memory import keep_freed_memory
 from installer.cli import HELP, PLAIN
 from installer.cli import app as node_app
 
@@ -18,4 +19,5 @@ def compose() -> typer.Typer:
 
 
 def main() -> None:
+    keep_freed_memory()
     compose()(prog_name="airlock")

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from bundle.errors import AirlockError
+from bundle.memory import keep_freed_memory
 from bundle.meter import human_size
 
 HELP = "Air-gapped Kubernetes bundles: build one signed file on a connected host, verify and install it on nodes with no route out."
@@ -808,4 +809,5 @@ def registry_cert(
 
 
 def main() -> None:
+    keep_freed_memory()
     app(prog_name="airlock-node")
