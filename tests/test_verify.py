@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
 from bundle.tarstream import TarReader
-from tests.conftest import airlock, airlock_node
+from tests.conftest import airlock, airlock_node, build, node_command
 
 
 def member_offsets(bundle) -> dict[str, tuple[int, int]]:
@@ -170,3 +172,28 @@ def test_a_bundle_is_read_on_while_a_member_is_still_being_written_and_no_furthe
     assert sum(written) == size
     # LANE_DEPTH chunks queued, one in the lane's hands, one just read.
     assert max(leads) <= (depth + 2) * CHUNK, max(leads) / CHUNK
+
+
+def minor_faults(command: list[str]) -> int:
+    """Page faults the command took (pages it touched that were not yet its own), as the kernel counts them."""
+    probe = "import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt)\n"
+    return int(subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True).stdout)
+
+
+def test_verifying_reuses_the_memory_of_each_chunk(upstream, bundle, keys, tmp_path):
+    """A bundle passes through verify 4 MiB at a time. The memory of chunks done with is reused for the next
+    member's (bundle/memory.py), not handed back to the kernel at the end of each member and faulted in afresh:
+    eight members of 16 MiB more cost few page faults more. Without the reuse: ~130 a MiB here (0.3 s of system
+    time over an 830 MB bundle of 40 MB layers)."""
+    images = []
+    for number in range(8):
+        tag = upstream.factory.make(f"registry.k8s.io/airlock-test/chunks-{number}:v1", ("amd64",), payload_bytes=16 << 20)
+        upstream.factory.push(tag, upstream.registry, f"airlock-test/chunks-{number}", "v1")
+        images += ["--image", f"registry.k8s.io/airlock-test/chunks-{number}:v1"]
+    larger = tmp_path / "larger.tar"
+    build(upstream, keys, larger, "stable-1.36", tmp_path / "cache", *images, check=True)
+    pub = keys["ed25519"] / "airlock.pub"
+    small, large = (minor_faults([*node_command(None), "verify", path, "--key", pub]) for path in (bundle, larger))
+    more = (larger.stat().st_size - bundle.stat().st_size) >> 20
+    assert more >= 120
+    assert large - small < 40 * more, f"{large - small} more page faults for {more} MiB more"
