@@ -17,7 +17,7 @@ wrote, 4 images at a time, nothing else running): `ctr content fetch` (content a
 
 The physical floor of a hash-bound path is one sha256 pass: this CPU's hashlib throughput per core is printed.
 
-Size: INSTALL_BENCH_MB (default 512). containerd: INSTALL_BENCH_CONTAINERD, 2 (Debian sid's 2.x from `make
+Size: INSTALL_BENCH_MB (default 512). containerd: BENCH_CONTAINERD, 2 (Debian sid's 2.x from `make
 containerd-sid`, the default, as nodes run) or 1.6 (this machine's); the peer's import uses the same one.
 """
 
@@ -34,12 +34,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed, wait_port
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, sync_disks, timed, use_containerd, wait_port
 from bundle.manifest import Manifest
 from installer.phases.images import PARALLEL_PULLS, pull_flags
-from tests.containerd import Containerd, release_of
-from tests.debian_sid import DEFAULT_ROOT as SID_ROOT
-from tests.debian_sid import installed
+from tests.containerd import Containerd
 from tests.upstream import LocalUpstream, free_port
 
 IGNORE = "all"
@@ -157,21 +155,10 @@ def bundle_images(bundle: Path) -> list[str]:
     return sorted({entry.reference for entry in Manifest.parse(head).images})
 
 
-def use_containerd(major: str) -> str:
-    """Put the chosen containerd (and its ctr) first on PATH for every daemon, pull and import of the run; its release."""
-    if major == "2":
-        if installed(SID_ROOT) is None:
-            raise SystemExit(f"containerd 2.x is not in {SID_ROOT}: `make containerd-sid` fetches it (or INSTALL_BENCH_CONTAINERD=1.6)")
-        os.environ["PATH"] = f"{SID_ROOT / 'usr/bin'}:{os.environ.get('PATH', '')}"
-    elif major != "1.6":
-        raise SystemExit(f"INSTALL_BENCH_CONTAINERD={major}: give 2 (Debian sid's 2.x, the default) or 1.6 (this machine's)")
-    return release_of(shutil.which("containerd"))
-
-
 def main() -> None:
     total_mb = int(os.environ.get("INSTALL_BENCH_MB", "512"))
     rounds = int(os.environ.get("INSTALL_BENCH_ROUNDS", "3"))
-    print(f"containerd {use_containerd(os.environ.get('INSTALL_BENCH_CONTAINERD', '2'))}")
+    print(f"containerd {use_containerd(os.environ.get('BENCH_CONTAINERD', '2'))}")
     work = Path(tempfile.mkdtemp(prefix="airlock-installbench-"))
     upstream = LocalUpstream(work / "upstream", payload_bytes=(total_mb << 20) // 9, extra_images={}).start()
     try:

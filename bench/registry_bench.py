@@ -10,7 +10,8 @@
 - HEAD manifest latency p50 and p99 over keep-alive connections;
 - peak RSS of airlock's server after the load.
 
-Size: REGISTRY_BENCH_MB (default 256) megabytes of image layers.
+Size: REGISTRY_BENCH_MB (default 256) megabytes of image layers. containerd: BENCH_CONTAINERD, 2 (Debian
+sid's 2.x, the default: its ctr pulls through the daemon's transfer service) or 1.6 (this machine's).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.runs import AIRLOCK, build, keygen, median, print_goals, wait_port
+from bench.runs import AIRLOCK, build, keygen, median, print_goals, use_containerd, wait_port
 from bundle.trust import load_trusted_keys
 from bundle.unpack import unpack_images
 from tests.containerd import Containerd
@@ -131,6 +132,7 @@ def rss_mb(pid: int) -> float:
 
 def main() -> None:
     total_mb = int(os.environ.get("REGISTRY_BENCH_MB", "256"))
+    print(f"containerd {use_containerd(os.environ.get('BENCH_CONTAINERD', '2'))}")
     work = Path(tempfile.mkdtemp(prefix="airlock-regbench-"))
     payload = (total_mb << 20) // 20
     upstream = LocalUpstream(work / "upstream", payload_bytes=payload).start()

@@ -14,6 +14,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.containerd import release_of
+from tests.debian_sid import DEFAULT_ROOT as SID_ROOT
+from tests.debian_sid import installed
 from tests.upstream import LocalUpstream
 
 AIRLOCK = str(Path(sys.executable).with_name("airlock"))
@@ -174,3 +177,14 @@ def wait_port(port: int) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {port}")
+
+
+def use_containerd(major: str) -> str:
+    """Put the chosen containerd (and its ctr) first on PATH for every daemon, pull and import of the run; its release."""
+    if major == "2":
+        if installed(SID_ROOT) is None:
+            raise SystemExit(f"containerd 2.x is not in {SID_ROOT}: `make containerd-sid` fetches it (or BENCH_CONTAINERD=1.6)")
+        os.environ["PATH"] = f"{SID_ROOT / 'usr/bin'}:{os.environ.get('PATH', '')}"
+    elif major != "1.6":
+        raise SystemExit(f"BENCH_CONTAINERD={major}: give 2 (Debian sid's 2.x, the default) or 1.6 (this machine's)")
+    return release_of(shutil.which("containerd"))
