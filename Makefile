@@ -82,7 +82,7 @@ lint: venv
 
 # An installed airlock has its bytecode compiled (pip does it at install); an editable checkout run with
 # PYTHONDONTWRITEBYTECODE would compile every module on every build it times.
-bench: deps bench-deps venv
+bench: deps bench-deps venv dist containerd-sid
 	$(PY) -m compileall -q airlock builder bundle installer
 	$(PY) -m bench.build_bench
 	$(PY) -m bench.registry_bench
