@@ -70,7 +70,7 @@ def _pack(output, manifest, key, store, progress, wait_for_blob, split, hashed) 
     signature = key.sign(manifest_bytes)
     if split is None and not hashed:
         with AtomicFile(output, BUNDLE_MODE, buffering=0) as handle:
-            sink = bundle_writer(handle.fileno(), output.parent, store.blobs)
+            sink = bundle_writer(handle.fileno(), output.parent, store.root)
             try:
                 _write_members(TarWriter(sink, mtime=0), manifest, manifest_bytes, signature, store, progress, wait_for_blob)
                 sink.close()
@@ -141,7 +141,7 @@ class DeferredPack:
         descriptor = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, BUNDLE_MODE)
         self._descriptor = descriptor
         try:
-            self._sink = bundle_writer(descriptor, output.parent, store.blobs, offset=self.room)
+            self._sink = bundle_writer(descriptor, output.parent, store.root, offset=self.room)
         except BaseException:
             os.close(descriptor)
             self._temporary.unlink(missing_ok=True)
