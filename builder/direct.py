@@ -14,9 +14,9 @@ from the buffers, the page cache is not touched, and the sync before the
 rename has nothing left to wait for. A file system that refuses direct I/O
 (or its alignment) gets ordinary writes, the same bytes.
 
-Both take the tar writer's two ways in: `write(bytes)` for headers and small
-members, `copy_from(descriptor, count)` for member data read from the
-cache. A DirectWriter's `HashLane`s see every byte written, in order, while
+The tar writer writes headers and small members with `write(bytes)`, and
+member data read from the cache with a DirectWriter's `copy_from(descriptor,
+count)` or, into a KernelCopyWriter's file, with its own kernel copy. A DirectWriter's `HashLane`s see every byte written, in order, while
 it is still in memory: the parts of a split bundle and the whole stream are
 hashed from there, on threads of their own, with no second read.
 """
@@ -121,9 +121,6 @@ class DirectWriter:
             got = os.readv(source, [buffer[self._fill : self._fill + min(count, BUFFER - self._fill)]])
         self._filled(got)
         return got
-
-    def flush(self) -> None:
-        """Nothing to do: bytes are written a buffer at a time, and close() writes what is left."""
 
     def _filled(self, count: int) -> None:
         self._fill += count
@@ -253,7 +250,7 @@ def _set_direct(descriptor: int, on: bool) -> bool:
 
 
 class KernelCopyWriter:
-    """Buffered writes for headers, kernel copies (copy_file_range: shared extents) for member data, and WriteBehind."""
+    """Buffered writes for headers and WriteBehind; member data is kernel-copied into the file (shared extents)."""
 
     def __init__(self, descriptor: int, offset: int = 0):
         self._handle = os.fdopen(descriptor, "wb", buffering=WRITE_BUFFER, closefd=False)
@@ -263,9 +260,9 @@ class KernelCopyWriter:
     def write(self, data) -> int:
         return self._handle.write(data)
 
-    def copy_from(self, source: int, count: int) -> int:
-        self._handle.flush()
-        return os.copy_file_range(source, self._handle.fileno(), count)
+    def fileno(self) -> int:
+        """The tar writer kernel-copies member data into this file itself (bundle/tarstream.py), after a flush."""
+        return self._handle.fileno()
 
     def flush(self) -> None:
         self._handle.flush()

@@ -134,9 +134,6 @@ class RollingFile:
             view = view[count:]
         return len(data)
 
-    def flush(self) -> None:
-        """Nothing to do: the writer writes whole buffers, and the part's close the rest."""
-
     def copy_from(self, source_fd: int, count: int) -> int:
         """Read up to `count` bytes from `source_fd` into the current part (fewer at a part boundary)."""
         if self._writer is None or self._room == 0:
