@@ -481,6 +481,8 @@ class Builder:
             )
         created = _build_time()
         serial = options.serial if options.serial is not None else int(created.timestamp())
+        if options.serial is None and self.base is not None:
+            serial = max(serial, self.base.manifest.serial + 1)  # a delta built within its base's second still comes after it
         blob_sizes: dict[str, int] = {}
         for image in copied:
             blob_sizes.update(image.blobs)

@@ -69,6 +69,15 @@ def manifest_of(bundle: Path) -> dict:
         return json.loads(archive.extractfile("bundle.json").read())
 
 
+def test_a_delta_built_in_its_base_s_second_comes_after_it(bundles, releases, keys, tmp_path):
+    """Without --serial the serial is the build time in seconds; a delta built within the second its base was built
+    (fast builds, a runbook's two commands) still gets a higher serial than its base, as a node requires."""
+    delta = tmp_path / "delta.tar"
+    airlock("build", "-o", delta, "--kubernetes-version", NEW, "--sign-key", keys["ed25519"] / "airlock.key", "--base", bundles["full"],
+            "--cache-dir", bundles["full"].parent / "cache", *releases.build_flags(), env={"SOURCE_DATE_EPOCH": "100"}, check=True)  # fmt: skip
+    assert manifest_of(bundles["full"])["serial"] == 100 and manifest_of(delta)["serial"] == 101
+
+
 def members(bundle: Path) -> set[str]:
     with tarfile.open(bundle) as archive:
         return {m.name for m in archive.getmembers()}
