@@ -77,7 +77,7 @@ class BuildOptions:
         None,
     )
     name: str = option(Flag("--name", "Bundle name recorded in bundle.json.", "airlock"), "airlock")
-    serial: int | None = option(Flag("--serial", "Bundle serial (increasing).", "build time in seconds; with --base, at least the base's + 1", cli=int), None)
+    serial: int | None = option(Flag("--serial", "Bundle serial (increasing; a delta's at least its base's + 1).", "build time in seconds", cli=int), None)
     expires_days: int = option(Flag("--expires-days", "Nodes refuse the bundle after this many days.", "365", cli=int), 365)
     base: Path | None = option(Flag("--base", "Build a delta on this earlier bundle (or its bundle.json): carry only what it lacks.", cli=Path), None)
     node_pyz: Path | None = option(
